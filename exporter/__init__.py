@@ -1,0 +1,3 @@
+"""pktpath: where packets go inside the Linux kernel, and why they die."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The few kernel-internal types pktpath reads, declared by hand.
+ *
+ * Why not a generated vmlinux.h: it is ~3 MB of one build host's kernel, it
+ * needs bpftool and /sys/kernel/btf at build time (a Docker build stage has
+ * neither), and it hides which fields we depend on.  Every struct here is
+ * marked preserve_access_index, so clang emits CO-RE relocations and libbpf
+ * rewrites each offset against the running kernel's BTF at load time: the
+ * declarations need the right field *names* and types, not the right layout.
+ * Fields that sit in anonymous unions/structs in the kernel (sk_buff's
+ * dev, network_header, protocol ...) are matched through those by libbpf.
+ *
+ * uapi headers (linux/bpf.h, linux/ip.h ...) stay the source of stable ABI
+ * types; only non-uapi structs live here.
+ */
+#ifndef PKTPATH_KERNEL_TYPES_H
+#define PKTPATH_KERNEL_TYPES_H
+
+#include <linux/types.h>
+
+#pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
+
+struct ns_common {
+	unsigned int inum;
+};
+
+struct net {
+	struct ns_common ns;
+};
+
+typedef struct {
+	struct net *net;
+} possible_net_t;
+
+struct net_device {
+	char name[16];
+	int ifindex;
+	possible_net_t nd_net;
+};
+
+struct sock_common {
+	possible_net_t skc_net;
+};
+
+struct sock {
+	struct sock_common __sk_common;
+};
+
+struct sk_buff {
+	struct net_device *dev;
+	struct sock *sk;
+	int skb_iif;
+	unsigned int len;
+	__be16 protocol;
+	__u16 transport_header;
+	__u16 network_header;
+	unsigned char *head;
+};
+
+#pragma clang attribute pop
+
+/*
+ * Values are placeholders: CO-RE enum relocations (bpf_core_enum_value)
+ * replace them with the running kernel's numbers, which differ between
+ * kernels.  Userspace never uses these; it reads names from BTF.
+ */
+enum skb_drop_reason {
+	SKB_NOT_DROPPED_YET = 0,
+	SKB_CONSUMED = 1,
+};
+
+#endif /* PKTPATH_KERNEL_TYPES_H */

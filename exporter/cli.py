@@ -1,0 +1,141 @@
+"""Command line: `pktpath run | check | validate`.
+
+Errors are handled once, here: a PktpathError becomes one line on stderr and
+its exit status (2 bad input, 1 host cannot do it); anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, NoReturn
+
+from exporter import __version__
+from exporter.errors import ConfigError, PktpathError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse's default prints the whole usage first; one line is enough.
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="pktpath", description="Where packets go inside the Linux kernel, and why they die.")
+    p.add_argument("--version", action="version", version=f"pktpath {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run the agent: count drops, serve /metrics")
+    run.add_argument("-c", "--config", metavar="FILE", help="YAML config (default: built-in defaults)")
+
+    check = sub.add_parser("check", help="report what this kernel supports and which hops would attach")
+    check.add_argument("-c", "--config", metavar="FILE", help="YAML config whose probes: section to apply")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+
+    validate = sub.add_parser("validate", help="check a config file and exit (status 2 if invalid)")
+    validate.add_argument("file", metavar="FILE")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args.config, started)
+        if args.command == "check":
+            return _check(args.config, args.json)
+        if args.command == "validate":
+            return _validate(args.file)
+    except PktpathError as exc:
+        print(f"pktpath: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def _run(path: str | None, started: float) -> int:
+    from exporter import logs
+    from exporter.agent import Agent
+    from exporter.config import load_config
+
+    cfg = load_config(path)
+    logs.setup(cfg.logging.level, cfg.logging.format)
+    return Agent(cfg).run(started_at=started)
+
+
+def _validate(path: str) -> int:
+    from exporter.config import load_config
+
+    load_config(path)
+    print(f"{path}: ok")
+    return 0
+
+
+def _check(path: str | None, as_json: bool) -> int:
+    from exporter.agent import engine_options
+    from exporter.config import load_config
+    from exporter.loader import libbpf
+    from exporter.loader.engine import Engine, EngineOptions
+    from exporter.loader.host import Host
+
+    cfg = load_config(path)
+    host = Host()
+    report: dict[str, Any] = {
+        "kernel": host.kernel_release(),
+        "btf": host.has_btf(),
+        "lockdown": host.lockdown() or "unknown (securityfs not mounted)",
+        "bpf_privileges": host.can_load_bpf(),
+    }
+    try:
+        report["libbpf"] = libbpf.version()
+    except PktpathError as exc:
+        report["libbpf"] = f"missing: {exc}"
+    report["attach_types"] = {}
+    report["hops"] = {}
+    ok = False
+    try:
+        features_path = Engine(EngineOptions()).object_path.replace("pktpath.bpf.o", "features.bpf.o")
+        with Engine(EngineOptions(), object_path=features_path, host=host) as features:
+            for fam, status in features.start().hops.items():
+                report["attach_types"][fam] = "yes" if status.attached else f"no: {status.problems.get(fam, '?')}"
+        with Engine(engine_options(cfg), host=host) as engine:
+            for hop, status in engine.start().hops.items():
+                report["hops"][hop] = status.as_dict()
+            ok = bool(report["hops"]) and all(h["attached"] for h in report["hops"].values())
+    except (PktpathError, ConfigError) as exc:
+        report["error"] = str(exc)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_check(report)
+    return 0 if ok else 1
+
+
+def _print_check(r: dict[str, Any]) -> None:
+    rows = [
+        ("kernel", r["kernel"]),
+        ("btf", "yes" if r["btf"] else "no (/sys/kernel/btf/vmlinux missing)"),
+        ("lockdown", r["lockdown"]),
+        ("bpf privileges", "yes" if r["bpf_privileges"] else "no (run as root)"),
+        ("libbpf", r["libbpf"]),
+    ]
+    for k, v in rows:
+        print(f"{k:<16}{v}")
+    print("attach types")
+    for fam, v in r["attach_types"].items():
+        print(f"  {fam:<14}{v}")
+    print("hops")
+    for hop, h in r["hops"].items():
+        detail = "; ".join(f"{fam}: {st}" for fam, st in h["candidates"].items() if fam != h["attached"])
+        print(f"  {hop:<14}{h['attached'] or 'NOT ATTACHED'}" + (f"  ({detail})" if detail else ""))
+    if "error" in r:
+        print(f"error: {r['error']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""pktpath's configuration: a YAML file whose every key has a built-in default.
+
+Use ``load_config(path)`` (None = no file) or ``parse_config(text)``; both return a frozen ``Config``
+or raise ``exporter.errors.ConfigError`` with a one-line ``<source>:<line>: <key.path>: <reason>``.
+"""
+
+from __future__ import annotations
+
+from exporter.config.loader import load_config, parse_config
+from exporter.config.schema import (
+    DEFAULT_LISTEN,
+    SECTIONS,
+    Config,
+    DropsConfig,
+    FilterConfig,
+    IPNetwork,
+    Key,
+    Kind,
+    LoggingConfig,
+    MetricsConfig,
+    ProbesConfig,
+    Section,
+)
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "SECTIONS",
+    "Config",
+    "DropsConfig",
+    "FilterConfig",
+    "IPNetwork",
+    "Key",
+    "Kind",
+    "LoggingConfig",
+    "MetricsConfig",
+    "ProbesConfig",
+    "Section",
+    "load_config",
+    "parse_config",
+]

@@ -1,0 +1,215 @@
+"""Open, size, load and attach pktpath's BPF object; detach everything on close.
+
+Loading is all-or-nothing in libbpf: one program the kernel refuses fails the
+whole bpf_object__load.  So the engine loads, reads from libbpf's log which
+program was refused, turns that program off and tries again.  A refusal with
+EPERM means the kernel refuses the whole attach family (fentry under lockdown),
+so every program of that family is turned off at once: on this machine's
+locked-down kernel that is one retry, not one per hop.  Programs that load are
+then attached hop by hop, best family first (see probes.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+
+from exporter.errors import KernelError
+from exporter.loader import libbpf
+from exporter.loader.host import Host
+from exporter.loader.probes import HopStatus, ProgramSpec, allowed_families, group_hops, parse_program
+
+log = logging.getLogger(__name__)
+
+# libbpf names the refused program in lines such as
+#   libbpf: prog 'x__fentry': BPF program load failed: Permission denied
+#   libbpf: prog 'x__fentry': failed to find kernel BTF type ID of 'ip_rcv': -3
+_REFUSED = re.compile(r"prog '([^']+)': (?:BPF program load failed|failed to load|failed to find kernel BTF)")
+_MAX_LOAD_ATTEMPTS = 32
+
+
+def default_object_path() -> str:
+    """The CO-RE object shipped inside the package (built by make / pip install)."""
+    return str(resources.files("exporter.bpf").joinpath("pktpath.bpf.o"))
+
+
+@dataclass
+class EngineOptions:
+    mode: str = "auto"  # probes.mode
+    exclude: tuple[str, ...] = ()  # probes.exclude: hop names
+    map_sizes: dict[str, int] = field(default_factory=dict)  # map name -> max_entries
+
+
+@dataclass
+class AttachReport:
+    hops: dict[str, HopStatus]
+    load_seconds: float = 0.0
+    first_attach_monotonic: float | None = None
+
+    @property
+    def attached(self) -> list[str]:
+        return [h.hop for h in self.hops.values() if h.attached]
+
+    @property
+    def missing(self) -> list[str]:
+        return [h.hop for h in self.hops.values() if not h.attached]
+
+
+class Engine:
+    """One loaded BPF object and its links. Not thread-safe; owned by the agent."""
+
+    def __init__(self, options: EngineOptions | None = None, object_path: str | None = None,
+                 host: Host | None = None) -> None:
+        self.options = options or EngineOptions()
+        self.object_path = object_path or default_object_path()
+        self.host = host or Host()
+        self._obj: libbpf.BpfObject | None = None
+        self._links: list[libbpf.Link] = []
+        self.report: AttachReport | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self, verify: Callable[[libbpf.Btf], None] | None = None) -> AttachReport:
+        """Load and attach. `verify(object BTF)` runs between load and attach, so an
+        ABI mismatch stops start-up before any probe fires."""
+        self.host.require_bpf()
+        if not os.path.exists(self.object_path):
+            raise KernelError(f"{self.object_path}: BPF object missing; build it with `make build`")
+        t0 = time.monotonic()
+        disabled: dict[str, str] = {}  # program name -> why it is not loaded
+        for _ in range(_MAX_LOAD_ATTEMPTS):
+            obj, specs = self._open(disabled)
+            try:
+                obj.load()
+            except libbpf.LibbpfError as exc:
+                obj.close()
+                refused = self._refused_program(exc, specs, disabled)
+                if refused is None:
+                    raise self._load_error(exc) from None
+                continue
+            self._obj = obj
+            break
+        else:
+            raise KernelError(f"gave up loading {self.object_path} after {_MAX_LOAD_ATTEMPTS} attempts")
+        load_s = time.monotonic() - t0
+        if verify is not None:
+            try:
+                verify(obj.btf())
+            except Exception:
+                self.close()
+                raise
+        hops = group_hops(specs.values())
+        self.report = AttachReport(hops=hops, load_seconds=load_s)
+        self._attach_all(obj, hops, disabled)
+        return self.report
+
+    def close(self) -> None:
+        """Detach every link, then free the object (its programs and maps)."""
+        for link in self._links:
+            link.destroy()
+        self._links.clear()
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def map(self, name: str) -> libbpf.Map:
+        if self._obj is None:
+            raise KernelError("BPF object not loaded")
+        return self._obj.map(name)
+
+    def btf(self) -> libbpf.Btf:
+        if self._obj is None:
+            raise KernelError("BPF object not loaded")
+        return self._obj.btf()
+
+    # -- loading -----------------------------------------------------------
+
+    def _open(self, disabled: dict[str, str]) -> tuple[libbpf.BpfObject, dict[str, ProgramSpec]]:
+        obj = libbpf.BpfObject(self.object_path)
+        allowed = allowed_families(self.options.mode)
+        specs: dict[str, ProgramSpec] = {}
+        for prog in obj.programs:
+            spec = parse_program(prog.name, prog.section)
+            if spec is None:
+                continue
+            specs[prog.name] = spec
+            if spec.hop in self.options.exclude:
+                disabled.setdefault(prog.name, "excluded by probes.exclude")
+            elif spec.family not in allowed:
+                disabled.setdefault(prog.name, f"not allowed by probes.mode={self.options.mode}")
+            prog.set_autoload(prog.name not in disabled)
+        for name, size in self.options.map_sizes.items():
+            obj.map(name).set_max_entries(size)
+        return obj, specs
+
+    @staticmethod
+    def _refused_program(exc: libbpf.LibbpfError, specs: dict[str, ProgramSpec],
+                         disabled: dict[str, str]) -> str | None:
+        """Turn off the program libbpf says the kernel refused; None if none is named."""
+        name = next((m.group(1) for line in exc.log if (m := _REFUSED.search(line))), None)
+        if name is None or name not in specs or name in disabled:
+            return None
+        reason = f"load refused: {os.strerror(exc.errno)}"
+        verifier = [ln for ln in exc.log if not ln.startswith("libbpf:")]
+        if verifier:
+            reason += f" ({verifier[-1].strip()[:160]})"
+        disabled[name] = reason
+        if exc.errno == errno.EPERM:
+            family = specs[name].family
+            for other in specs.values():
+                if other.family == family:
+                    disabled.setdefault(other.name, f"{family} refused by this kernel: {os.strerror(errno.EPERM)}")
+        log.debug("program %s not loaded: %s", name, reason)
+        return name
+
+    def _load_error(self, exc: libbpf.LibbpfError) -> KernelError:
+        if exc.errno == errno.EPERM:
+            return KernelError(
+                f"permission denied loading {os.path.basename(self.object_path)}: the kernel refused BPF "
+                "(root or CAP_BPF+CAP_PERFMON needed; in a container also a seccomp profile allowing bpf())"
+            )
+        last = next((ln for ln in reversed(exc.log) if ln.strip()), "")
+        return KernelError(f"{exc}" + (f": {last.strip()}" if last else ""))
+
+    # -- attaching ---------------------------------------------------------
+
+    def _attach_all(self, obj: libbpf.BpfObject, hops: dict[str, HopStatus], disabled: dict[str, str]) -> None:
+        progs = {p.name: p for p in obj.programs}
+        assert self.report is not None
+        for status in hops.values():
+            for family, specs in status.families.items():
+                why = next((disabled[s.name] for s in specs if s.name in disabled), None)
+                if why is not None:
+                    status.problems[family] = why
+                    continue
+                if status.attached:
+                    continue  # loaded as a fallback, not needed
+                links: list[libbpf.Link] = []
+                try:
+                    for spec in specs:
+                        links.append(progs[spec.name].attach())
+                except libbpf.LibbpfError as exc:
+                    for link in links:
+                        link.destroy()
+                    status.problems[family] = f"attach failed: {os.strerror(exc.errno)}"
+                    continue
+                self._links.extend(links)
+                status.attached = family
+                if self.report.first_attach_monotonic is None:
+                    self.report.first_attach_monotonic = time.monotonic()
+                log.info("hop %s attached (%s: %s)", status.hop, family, ", ".join(s.section for s in specs))
+            if not status.attached:
+                log.warning("hop %s not attached: %s", status.hop,
+                            "; ".join(f"{f}: {p}" for f, p in status.problems.items()) or "no candidate")

@@ -1,0 +1,89 @@
+"""Hops and their attach candidates, derived from the BPF object itself.
+
+A BPF program named `<hop>__<anything>` in section `<kind>/<target>` is a
+candidate for `<hop>`.  Its attach family comes from the section kind:
+
+    fentry/, fexit/          -> "fentry"      (typed args, cheapest function hook)
+    kprobe/, kretprobe/      -> "kprobe"      (fallback where fentry is refused)
+    tp_btf/, raw_tp/         -> "tracepoint"  (always available, even under lockdown)
+
+A hop attaches *all* programs of one family (e.g. fentry + fexit of the same
+function) or none of them, trying families best first.  The object is the
+single source of truth: adding a program adds its hop to `pktpath check` and to
+`pktpath_probe_attached` with no Python change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+FAMILIES = ("fentry", "kprobe", "tracepoint")
+
+_SECTION_FAMILY = {
+    "fentry": "fentry",
+    "fexit": "fentry",
+    "kprobe": "kprobe",
+    "kretprobe": "kprobe",
+    "tp_btf": "tracepoint",
+    "raw_tp": "tracepoint",
+    "raw_tracepoint": "tracepoint",
+}
+
+
+@dataclass(frozen=True)
+class ProgramSpec:
+    name: str  # BPF program (function) name
+    section: str  # ELF section, e.g. "tp_btf/kfree_skb"
+    hop: str
+    family: str
+    target: str  # kernel function or tracepoint
+
+
+def parse_program(name: str, section: str) -> ProgramSpec | None:
+    """The spec of one program, or None for programs that are not hop candidates."""
+    hop, sep, _ = name.partition("__")
+    kind, slash, target = section.partition("/")
+    family = _SECTION_FAMILY.get(kind)
+    if not sep or not slash or family is None or not hop:
+        return None
+    return ProgramSpec(name=name, section=section, hop=hop, family=family, target=target)
+
+
+@dataclass
+class HopStatus:
+    """What happened to one hop: the family attached, and why the others were not."""
+
+    hop: str
+    families: dict[str, list[ProgramSpec]] = field(default_factory=dict)  # best first
+    attached: str | None = None
+    problems: dict[str, str] = field(default_factory=dict)  # family -> one-line reason
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "hop": self.hop,
+            "attached": self.attached,
+            "candidates": {
+                fam: ("attached" if fam == self.attached else self.problems.get(fam, "not needed"))
+                for fam in self.families
+            },
+        }
+
+
+def group_hops(specs: Iterable[ProgramSpec]) -> dict[str, HopStatus]:
+    """Hops in first-seen order, each with its candidate families best first."""
+    hops: dict[str, HopStatus] = {}
+    for spec in specs:
+        hops.setdefault(spec.hop, HopStatus(spec.hop)).families.setdefault(spec.family, []).append(spec)
+    for status in hops.values():
+        status.families = {f: status.families[f] for f in FAMILIES if f in status.families}
+    return hops
+
+
+def allowed_families(mode: str) -> tuple[str, ...]:
+    """Families a config `probes.mode` permits, best first ("auto" permits all)."""
+    if mode == "auto":
+        return FAMILIES
+    if mode not in FAMILIES:
+        raise ValueError(f"unknown probe mode {mode!r}")
+    return (mode,)

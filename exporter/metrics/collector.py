@@ -1,0 +1,120 @@
+"""The Prometheus collector: reads kernel maps at scrape time, never per packet.
+
+Every number here is computed from the kernel's own counters when Prometheus
+asks, so an idle agent does no work and a scrape always sees exact totals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter.decoders.counters import DropCount
+from exporter.decoders.drop_reasons import DropReasons
+from exporter.decoders.interfaces import InterfaceResolver
+from exporter.decoders.protocols import protocol_label
+from exporter.loader.probes import HopStatus
+
+log = logging.getLogger(__name__)
+
+DROP_LABELS = ["reason", "interface", "protocol"]
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    version: str
+    kernel: str
+    engine: str
+
+
+@dataclass
+class KernelReadings:
+    """What one scrape read from the kernel."""
+
+    drops: list[DropCount]
+    drop_map_full: int
+
+
+class PktpathCollector(Collector):
+    def __init__(
+        self,
+        read: Callable[[], KernelReadings],
+        reasons: DropReasons,
+        interfaces: InterfaceResolver,
+        hops: dict[str, HopStatus],
+        build: BuildInfo,
+        rings: tuple[str, ...] = (),
+        ring_lost: Callable[[str], int] = lambda _ring: 0,
+    ) -> None:
+        self._read = read
+        self._reasons = reasons
+        self._interfaces = interfaces
+        self._hops = hops
+        self._build = build
+        self._rings = rings
+        self._ring_lost = ring_lost
+        self.scrape_errors = 0
+
+    def describe(self) -> Iterator[Metric]:
+        # Registering must not read the kernel: describe without samples.
+        yield from self._families()
+
+    def _families(self) -> tuple[Metric, ...]:
+        return (
+            CounterMetricFamily("pktpath_drops", "Packets the kernel dropped, by drop reason, interface and "
+                                "L4 protocol (every drop, unsampled).", labels=DROP_LABELS),
+            CounterMetricFamily("pktpath_drop_bytes", "Bytes of the packets the kernel dropped (skb->len at the "
+                                "drop), by drop reason, interface and protocol.", labels=DROP_LABELS),
+            GaugeMetricFamily("pktpath_probe_attached", "1 if the hop's probe is attached in this attach type, "
+                              "0 for every candidate that is not.", labels=["probe", "attach_type"]),
+            CounterMetricFamily("pktpath_events_lost", "Events the kernel could not put into a ring buffer "
+                                "(ring full).", labels=["ring"]),
+            CounterMetricFamily("pktpath_map_full", "Kernel updates lost because a map was full; for drop_counts "
+                                "each one is a dropped packet counted in no series (raise drops.max_series).",
+                                labels=["map"]),
+            CounterMetricFamily("pktpath_scrape_errors", "Scrapes that could not read the kernel maps."),
+            GaugeMetricFamily("pktpath_build_info", "pktpath version, running kernel and BPF engine.",
+                              labels=["version", "kernel", "engine"]),
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        drops, drop_bytes, attached, lost, full, errors, build = self._families()
+        assert isinstance(drops, CounterMetricFamily) and isinstance(drop_bytes, CounterMetricFamily)
+        try:
+            readings: KernelReadings | None = self._read()
+        except Exception as exc:  # a scrape must answer even if the kernel read fails
+            self.scrape_errors += 1
+            log.error("reading kernel counters failed: %s", exc)
+            readings = None
+        if readings is not None:
+            for labels, (packets, nbytes) in sorted(self.drop_series(readings.drops).items()):
+                drops.add_metric(list(labels), packets)
+                drop_bytes.add_metric(list(labels), nbytes)
+            assert isinstance(full, CounterMetricFamily)
+            full.add_metric(["drop_counts"], readings.drop_map_full)
+        for status in self._hops.values():
+            for family in status.families:
+                attached.add_metric([status.hop, family], 1.0 if status.attached == family else 0.0)
+        for ring in self._rings:
+            lost.add_metric([ring], self._ring_lost(ring))
+        errors.add_metric([], self.scrape_errors)
+        build.add_metric([self._build.version, self._build.kernel, self._build.engine], 1.0)
+        yield from (drops, drop_bytes, attached, lost, full, errors, build)
+
+    def drop_series(self, counts: list[DropCount]) -> dict[tuple[str, str, str], tuple[int, int]]:
+        """Kernel keys -> label sets. Keys that differ only by netns (eth0 in two
+        namespaces) share a label set, so their counts are summed.  The kernel
+        records the device name at drop time; only device-less drops (the
+        skb's ingress index alone) need the per-netns resolver."""
+        names = self._interfaces.names((c.netns, c.ifindex) for c in counts if not c.ifname)
+        series: dict[tuple[str, str, str], tuple[int, int]] = {}
+        for c in counts:
+            labels = (self._reasons.name(c.reason), c.ifname or names[(c.netns, c.ifindex)],
+                      protocol_label(c.l3_proto, c.l4_proto))
+            p, b = series.get(labels, (0, 0))
+            series[labels] = (p + c.packets, b + c.bytes)
+        return series
