@@ -1,4 +1,5 @@
-from exporter.cli import main
 import sys
+
+from exporter.cli import main
 
 sys.exit(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -70,7 +71,8 @@ class AgentProcess:
         raise RuntimeError(f"agent not ready after {timeout}s: {self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text()
 
     def scrape_text(self, openmetrics: bool = False) -> str:
@@ -123,11 +125,24 @@ def wait_until(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
     return pred()
 
 
-def our_programs_loaded() -> list[str]:
-    """Names of pktpath's BPF programs still in the kernel (bpftool prog list)."""
-    out = subprocess.run(["bpftool", "prog", "list"], capture_output=True, text=True, check=True).stdout
-    return [ln.strip() for ln in out.splitlines() if "__tp_btf" in ln or "__fentry" in ln or "__kprobe" in ln
-            or "__probe" in ln]
+def program_ids_of(pid: int) -> set[int]:
+    """IDs of the BPF programs a process holds (program and link fds name them in fdinfo)."""
+    ids: set[int] = set()
+    fd_dir = Path(f"/proc/{pid}/fdinfo")
+    for info in fd_dir.iterdir():
+        try:
+            for line in info.read_text().splitlines():
+                if line.startswith("prog_id:"):
+                    ids.add(int(line.split()[1]))
+        except OSError:
+            continue  # the fd closed while we looked
+    return ids
+
+
+def loaded_program_ids() -> set[int]:
+    """IDs of every BPF program in the kernel right now."""
+    out = subprocess.run(["bpftool", "prog", "list", "--json"], capture_output=True, text=True, check=True).stdout
+    return {int(p["id"]) for p in json.loads(out)}
 
 
 def is_root() -> bool:

@@ -34,11 +34,11 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, STAT__MAX);
-	__type(key, __u32);
+	__type(key, enum pktpath_stat); /* also puts the enum in BTF for abi.py's check */
 	__type(value, __u64);
 } stats SEC(".maps");
 
-static __always_inline void stat_inc(__u32 slot)
+static __always_inline void stat_inc(enum pktpath_stat slot)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &slot);
 

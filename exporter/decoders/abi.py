@@ -42,6 +42,8 @@ _C_NAMES = {DropKey: "drop_key", DropValue: "drop_value"}
 class _StructSource(Protocol):
     def struct_layout(self, name: str) -> tuple[int, list[tuple[str, int]]] | None: ...
 
+    def enum(self, name: str) -> list[tuple[str, int]] | None: ...
+
 
 def check_against(btf: _StructSource) -> None:
     """Raise KernelError if any mirror disagrees with the object's BTF."""
@@ -59,3 +61,6 @@ def check_against(btf: _StructSource) -> None:
         py = [(name, getattr(mirror, name).offset) for name, *_ in mirror._fields_]
         if py != members:
             raise KernelError(f"ABI mismatch: struct {cname} members {members} != abi.py {py}")
+    stats = dict(btf.enum("pktpath_stat") or [])
+    if stats.get("STAT__MAX") != STAT_SLOTS or stats.get("STAT_DROP_MAP_FULL") != STAT_DROP_MAP_FULL:
+        raise KernelError(f"ABI mismatch: enum pktpath_stat {stats} != abi.py STAT_* constants")

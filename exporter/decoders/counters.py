@@ -32,7 +32,8 @@ def read_drop_counts(drop_map: Map) -> list[DropCount]:
             v = DropValue.from_buffer_copy(cpu_raw)
             packets += v.packets
             nbytes += v.bytes
-        out.append(DropCount(key.ifname.decode(errors="replace"), key.reason, key.ifindex, key.netns, key.l3_proto, key.l4_proto, packets, nbytes))
+        out.append(DropCount(key.ifname.decode(errors="replace"), key.reason, key.ifindex, key.netns,
+                             key.l3_proto, key.l4_proto, packets, nbytes))
     return out
 
 

@@ -64,7 +64,10 @@ class Host:
     def can_load_bpf(self) -> bool:
         """CAP_BPF+CAP_PERFMON (5.8+) or the older all-in-one CAP_SYS_ADMIN."""
         caps = self.effective_caps()
-        has = lambda bit: bool(caps >> bit & 1)  # noqa: E731
+
+        def has(bit: int) -> bool:
+            return bool(caps >> bit & 1)
+
         return has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON))
 
     def require_bpf(self) -> None:

@@ -243,11 +243,11 @@ class Btf:
 
     @staticmethod
     def _kind(t: _BtfType) -> int:
-        return (t.info >> 24) & 0x1F
+        return int(t.info >> 24) & 0x1F
 
     @staticmethod
     def _vlen(t: _BtfType) -> int:
-        return t.info & 0xFFFF
+        return int(t.info) & 0xFFFF
 
     def enum_members(self, type_id: int) -> list[tuple[str, int]]:
         """(name, value) of every enumerator of ENUM/ENUM64 type `type_id`."""
@@ -402,7 +402,7 @@ class Map:
         ks = self.key_size
         cur = None
         nxt = ctypes.create_string_buffer(ks)
-        result = []
+        result: list[tuple[bytes, bytes]] = []
         while True:
             rc = L.bpf_map_get_next_key(self.fd, cur, nxt)
             if rc < 0:
@@ -536,7 +536,7 @@ class RingBuffer:
         rc = lib().lib.ring_buffer__poll(self._h, timeout_ms)
         if rc < 0 and abs(rc) != errno.EINTR:
             raise LibbpfError("ring buffer poll", rc)
-        return max(rc, 0)
+        return max(int(rc), 0)
 
     def close(self) -> None:
         if self._h:

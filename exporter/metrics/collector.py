@@ -61,49 +61,29 @@ class PktpathCollector(Collector):
 
     def describe(self) -> Iterator[Metric]:
         # Registering must not read the kernel: describe without samples.
-        yield from self._families()
-
-    def _families(self) -> tuple[Metric, ...]:
-        return (
-            CounterMetricFamily("pktpath_drops", "Packets the kernel dropped, by drop reason, interface and "
-                                "L4 protocol (every drop, unsampled).", labels=DROP_LABELS),
-            CounterMetricFamily("pktpath_drop_bytes", "Bytes of the packets the kernel dropped (skb->len at the "
-                                "drop), by drop reason, interface and protocol.", labels=DROP_LABELS),
-            GaugeMetricFamily("pktpath_probe_attached", "1 if the hop's probe is attached in this attach type, "
-                              "0 for every candidate that is not.", labels=["probe", "attach_type"]),
-            CounterMetricFamily("pktpath_events_lost", "Events the kernel could not put into a ring buffer "
-                                "(ring full).", labels=["ring"]),
-            CounterMetricFamily("pktpath_map_full", "Kernel updates lost because a map was full; for drop_counts "
-                                "each one is a dropped packet counted in no series (raise drops.max_series).",
-                                labels=["map"]),
-            CounterMetricFamily("pktpath_scrape_errors", "Scrapes that could not read the kernel maps."),
-            GaugeMetricFamily("pktpath_build_info", "pktpath version, running kernel and BPF engine.",
-                              labels=["version", "kernel", "engine"]),
-        )
+        yield from _Families().all()
 
     def collect(self) -> Iterator[Metric]:
-        drops, drop_bytes, attached, lost, full, errors, build = self._families()
-        assert isinstance(drops, CounterMetricFamily) and isinstance(drop_bytes, CounterMetricFamily)
+        f = _Families()
         try:
             readings: KernelReadings | None = self._read()
-        except Exception as exc:  # a scrape must answer even if the kernel read fails
+        except Exception as exc:  # noqa: BLE001 - a scrape must answer even if the kernel read fails
             self.scrape_errors += 1
             log.error("reading kernel counters failed: %s", exc)
             readings = None
         if readings is not None:
             for labels, (packets, nbytes) in sorted(self.drop_series(readings.drops).items()):
-                drops.add_metric(list(labels), packets)
-                drop_bytes.add_metric(list(labels), nbytes)
-            assert isinstance(full, CounterMetricFamily)
-            full.add_metric(["drop_counts"], readings.drop_map_full)
+                f.drops.add_metric(list(labels), packets)
+                f.drop_bytes.add_metric(list(labels), nbytes)
+            f.map_full.add_metric(["drop_counts"], readings.drop_map_full)
         for status in self._hops.values():
             for family in status.families:
-                attached.add_metric([status.hop, family], 1.0 if status.attached == family else 0.0)
+                f.attached.add_metric([status.hop, family], 1.0 if status.attached == family else 0.0)
         for ring in self._rings:
-            lost.add_metric([ring], self._ring_lost(ring))
-        errors.add_metric([], self.scrape_errors)
-        build.add_metric([self._build.version, self._build.kernel, self._build.engine], 1.0)
-        yield from (drops, drop_bytes, attached, lost, full, errors, build)
+            f.events_lost.add_metric([ring], self._ring_lost(ring))
+        f.scrape_errors.add_metric([], self.scrape_errors)
+        f.build.add_metric([self._build.version, self._build.kernel, self._build.engine], 1.0)
+        yield from f.all()
 
     def drop_series(self, counts: list[DropCount]) -> dict[tuple[str, str, str], tuple[int, int]]:
         """Kernel keys -> label sets. Keys that differ only by netns (eth0 in two
@@ -118,3 +98,33 @@ class PktpathCollector(Collector):
             p, b = series.get(labels, (0, 0))
             series[labels] = (p + c.packets, b + c.bytes)
         return series
+
+
+class _Families:
+    """A fresh set of metric families for one describe() or collect()."""
+
+    def __init__(self) -> None:
+        self.drops = CounterMetricFamily(
+            "pktpath_drops", "Packets the kernel dropped, by drop reason, interface and L4 protocol "
+            "(every drop, unsampled).", labels=DROP_LABELS)
+        self.drop_bytes = CounterMetricFamily(
+            "pktpath_drop_bytes", "Bytes of the packets the kernel dropped (skb->len at the drop), by drop "
+            "reason, interface and protocol.", labels=DROP_LABELS)
+        self.attached = GaugeMetricFamily(
+            "pktpath_probe_attached", "1 if the hop's probe is attached in this attach type, 0 for every "
+            "candidate that is not.", labels=["probe", "attach_type"])
+        self.events_lost = CounterMetricFamily(
+            "pktpath_events_lost", "Events the kernel could not put into a ring buffer (ring full).",
+            labels=["ring"])
+        self.map_full = CounterMetricFamily(
+            "pktpath_map_full", "Kernel updates lost because a map was full; for drop_counts each one is a "
+            "dropped packet counted in no series (raise drops.max_series).", labels=["map"])
+        self.scrape_errors = CounterMetricFamily(
+            "pktpath_scrape_errors", "Scrapes that could not read the kernel maps.")
+        self.build = GaugeMetricFamily(
+            "pktpath_build_info", "pktpath version, running kernel and BPF engine.",
+            labels=["version", "kernel", "engine"])
+
+    def all(self) -> tuple[Metric, ...]:
+        return (self.drops, self.drop_bytes, self.attached, self.events_lost, self.map_full,
+                self.scrape_errors, self.build)

@@ -1,0 +1,41 @@
+"""Hop candidates come from program names and sections; families are ordered best first."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.loader.probes import FAMILIES, allowed_families, group_hops, parse_program
+
+
+def test_parse_program() -> None:
+    spec = parse_program("nf_hook_slow__fexit", "fexit/nf_hook_slow")
+    assert spec is not None
+    assert (spec.hop, spec.family, spec.target) == ("nf_hook_slow", "fentry", "nf_hook_slow")
+    assert parse_program("helper", "tp_btf/kfree_skb") is None  # no hop__ prefix
+    assert parse_program("x__y", "xdp") is None  # not a hop section
+    assert parse_program("x__y", "kretprobe/ip_rcv").family == "kprobe"  # type: ignore[union-attr]
+
+
+def test_group_orders_families_best_first_and_keeps_pairs() -> None:
+    specs = [parse_program(n, s) for n, s in [
+        ("ip_rcv__tp", "tp_btf/netif_receive_skb"), ("ip_rcv__kprobe", "kprobe/ip_rcv"),
+        ("ip_rcv__fentry", "fentry/ip_rcv"), ("ip_rcv__fexit", "fexit/ip_rcv")]]
+    hops = group_hops(s for s in specs if s)
+    assert list(hops["ip_rcv"].families) == ["fentry", "kprobe", "tracepoint"]
+    assert [s.name for s in hops["ip_rcv"].families["fentry"]] == ["ip_rcv__fentry", "ip_rcv__fexit"]
+
+
+def test_allowed_families() -> None:
+    assert allowed_families("auto") == FAMILIES
+    assert allowed_families("kprobe") == ("kprobe",)
+    with pytest.raises(ValueError):
+        allowed_families("xdp")
+
+
+def test_status_dict_explains_every_candidate() -> None:
+    hops = group_hops(s for s in [parse_program("a__f", "fentry/a"), parse_program("a__t", "tp_btf/a")] if s)
+    st = hops["a"]
+    st.attached = "tracepoint"
+    st.problems["fentry"] = "fentry refused by this kernel: Operation not permitted"
+    assert st.as_dict() == {"hop": "a", "attached": "tracepoint", "candidates": {
+        "fentry": "fentry refused by this kernel: Operation not permitted", "tracepoint": "attached"}}
