@@ -38,12 +38,12 @@ def test_cap_bpf_and_perfmon_are_enough(tmp_path: Path) -> None:
 
 def test_cap_bpf_alone_is_not(tmp_path: Path) -> None:
     host = fake_host(tmp_path, caps=f"{1 << 39:016x}")
-    with pytest.raises(KernelError, match="^permission denied: loading BPF programs needs root"):
+    with pytest.raises(KernelError, match=r"^permission denied: loading BPF programs needs root"):
         host.require_bpf()
 
 
 def test_no_btf(tmp_path: Path) -> None:
     host = fake_host(tmp_path, caps="000001ffffffffff", btf=False)
     assert host.lockdown() is None
-    with pytest.raises(KernelError, match="kernel/btf/vmlinux not found: this kernel has no BTF"):
+    with pytest.raises(KernelError, match=r"kernel/btf/vmlinux not found: this kernel has no BTF"):
         host.require_bpf()
