@@ -1,43 +1,70 @@
-"""`pktpath run`: attach the probes, serve metrics, detach everything on SIGTERM/SIGINT.
+"""`pktpath run`: attach the probes, serve metrics, follow sampled packets, detach everything on exit.
 
 Start-up order is chosen for time-to-first-probe: config, then load and attach
 (tens of milliseconds), and only then the heavier Python work (reason names,
-the HTTP server, prometheus_client), so drops are counted from the earliest
-possible moment.
+prometheus_client, the OpenTelemetry SDK), so drops are counted from the
+earliest possible moment.
+
+Signals: SIGTERM/SIGINT stop (paths in flight are flushed to the exporter,
+every link detached, exit 0); SIGHUP re-reads the config file and applies the
+filter and sampling settings live; an invalid file keeps the running config.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from exporter import __version__
-from exporter.config import Config
-from exporter.errors import KernelError
+from exporter.config import Config, load_config
+from exporter.errors import KernelError, PktpathError
 from exporter.loader import libbpf
 from exporter.loader.engine import AttachReport, Engine, EngineOptions
 from exporter.loader.host import Host
+from exporter.paths.kernel_config import PathControl, PathSettings
+
+if TYPE_CHECKING:
+    from exporter.metrics.server import MetricsServer
+    from exporter.paths.pipeline import PathPipeline
+    from exporter.traces.export import Tracing
 
 log = logging.getLogger("pktpath")
 
 DROP_HOP = "kfree_skb"
+# Hops that exist only to follow packets: not attached when nothing consumes paths.
+PATH_HOPS = ("netif_receive_skb", "net_dev_queue", "net_dev_xmit", "fib_table_lookup",
+             "skb_copy_datagram_iovec", "consume_skb")
 
 
-def engine_options(cfg: Config) -> EngineOptions:
+def engine_options(cfg: Config, paths: bool) -> EngineOptions:
     exclude = set(cfg.probes.exclude)
-    if not cfg.drops.enabled:
+    if not cfg.drops.enabled and not paths:
         exclude.add(DROP_HOP)
-    return EngineOptions(mode=cfg.probes.mode, exclude=tuple(sorted(exclude)),
-                         map_sizes={"drop_counts": cfg.drops.max_series})
+    if not paths:
+        exclude.update(PATH_HOPS)
+    return EngineOptions(mode=cfg.probes.mode, exclude=tuple(sorted(exclude)), map_sizes={
+        "drop_counts": cfg.drops.max_series,
+        "tracked": cfg.sampling.max_tracked,
+        "events": cfg.sampling.ring_buffer_kb * 1024,
+    })
 
 
-def start_engine(cfg: Config, host: Host) -> tuple[Engine, AttachReport]:
+def path_settings(cfg: Config, enabled: bool) -> PathSettings:
+    f, s = cfg.filter, cfg.sampling
+    return PathSettings(enabled=enabled, one_in=s.one_in, drop_one_in=s.drop_one_in,
+                        max_paths_per_second=s.max_paths_per_second, src=f.src, dst=f.dst,
+                        protocols=f.protocols, ports=f.ports, interfaces=f.interfaces)
+
+
+def start_engine(cfg: Config, host: Host, paths: bool) -> tuple[Engine, AttachReport]:
     from exporter.decoders import abi
 
-    engine = Engine(engine_options(cfg), host=host)
+    engine = Engine(engine_options(cfg, paths), host=host)
     report = engine.start(verify=abi.check_against)
     if cfg.probes.strict and report.missing:
         engine.close()
@@ -46,71 +73,149 @@ def start_engine(cfg: Config, host: Host) -> tuple[Engine, AttachReport]:
 
 
 class Agent:
-    def __init__(self, cfg: Config, host: Host | None = None) -> None:
+    def __init__(self, cfg: Config, config_path: str | None = None, host: Host | None = None) -> None:
         self.cfg = cfg
+        self.config_path = config_path
         self.host = host or Host()
         self._stop = threading.Event()
+        self._reload = threading.Event()
         self.engine: Engine | None = None
+        self.control: PathControl | None = None
+        self.pipeline: PathPipeline | None = None
+        self.tracing: Tracing | None = None
 
     def run(self, started_at: float | None = None) -> int:
         started_at = started_at or time.monotonic()
-        self.engine, report = start_engine(self.cfg, self.host)
+        # Decide before loading whether anything consumes paths, so the path
+        # hops are not even attached when traces are off.
+        self.tracing = self._build_tracing()
+        paths = self.tracing is not None
+        self.engine, report = start_engine(self.cfg, self.host, paths)
+        server: MetricsServer | None = None
         try:
             if report.first_attach_monotonic is not None:
                 log.info("first probe attached %.1f ms after start",
                          (report.first_attach_monotonic - started_at) * 1000)
+            self.control = PathControl(self.engine.map, libbpf.num_possible_cpus())
+            self.control.apply(path_settings(self.cfg, enabled=paths))
             server = self._serve(report)
             self._install_signals()
-            log.info("serving metrics on http://%s:%d/metrics (%d of %d hops attached)",
-                     self.cfg.metrics.host, server.port, len(report.attached), len(report.hops))
-            self._stop.wait()
+            log.info("serving metrics on http://%s:%d/metrics (%d of %d hops attached; packet paths %s)",
+                     self.cfg.metrics.host, server.port, len(report.attached), len(report.hops),
+                     f"on, 1 in {self.cfg.sampling.one_in}" if paths else "off")
+            while not self._stop.is_set():
+                self._stop.wait(0.5)
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self.reload()
             log.info("stopping")
-            server.stop()
         finally:
+            if server is not None:
+                server.stop()
+            if self.pipeline is not None:
+                self.pipeline.stop()
             self.engine.close()
             log.info("all probes detached")
+            if self.tracing is not None:
+                self.tracing.shutdown(timeout_s=5.0)
         return 0
 
     def stop(self) -> None:
         self._stop.set()
 
+    def reload(self) -> None:
+        """Re-read the config file; apply filter and sampling live, keep the old config if invalid."""
+        if self.config_path is None:
+            log.info("SIGHUP: no config file to reload (running with built-in defaults)")
+            return
+        try:
+            new = load_config(self.config_path)
+            assert self.control is not None and self.control.settings is not None
+            self.control.apply(path_settings(new, enabled=self.control.settings.enabled))
+        except PktpathError as exc:
+            log.error("reload failed, keeping the running config: %s", exc)
+            return
+        for section in ("metrics", "drops", "probes", "traces", "logging"):
+            if getattr(new, section) != getattr(self.cfg, section):
+                log.warning("reload: changes to %s: take effect at the next restart", section)
+        self.cfg = Config(**{**self.cfg.__dict__, "filter": new.filter, "sampling": new.sampling})
+        log.info("reloaded %s: filter and sampling applied", self.config_path)
+
     def _install_signals(self) -> None:
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
+        def on_stop(signum: int, _frame: FrameType | None) -> None:
             log.info("received %s", signal.Signals(signum).name)
             self._stop.set()
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        def on_hup(_signum: int, _frame: FrameType | None) -> None:
+            self._reload.set()  # applied on the main loop, not inside the handler
 
-    def _serve(self, report: AttachReport):  # type: ignore[no-untyped-def]
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def _build_tracing(self) -> Tracing | None:
+        from exporter.traces.export import build_tracing
+
+        return build_tracing(self.cfg.traces, os.environ)
+
+    def _serve(self, report: AttachReport) -> MetricsServer:
         # Deferred imports: prometheus_client costs ~40 ms to import, after attach.
         from prometheus_client import CollectorRegistry, ProcessCollector
 
         from exporter.decoders.counters import read_drop_counts, read_stats
         from exporter.decoders.drop_reasons import DropReasons
+        from exporter.decoders.events import EventDecoder
         from exporter.decoders.interfaces import InterfaceResolver
-        from exporter.metrics.collector import BuildInfo, KernelReadings, PktpathCollector
+        from exporter.metrics.collector import BuildInfo, KernelReadings, PktpathCollector, SamplingWeights
+        from exporter.metrics.paths import PathMetrics
         from exporter.metrics.server import MetricsServer
+        from exporter.paths.model import Path
+        from exporter.paths.pipeline import PathPipeline
 
         assert self.engine is not None
-        drop_map, stats_map = self.engine.map("drop_counts"), self.engine.map("stats")
+        engine = self.engine
+        drop_map, stats_map, tracked_map = engine.map("drop_counts"), engine.map("stats"), engine.map("tracked")
 
         def read() -> KernelReadings:
-            stats = read_stats(stats_map)
-            return KernelReadings(drops=read_drop_counts(drop_map), drop_map_full=stats[0])
+            return KernelReadings(drops=read_drop_counts(drop_map), stats=read_stats(stats_map),
+                                  tracked_live=len(tracked_map.keys()) if self.tracing else 0)
 
         btf = libbpf.Btf.parse(self.host.vmlinux_btf)
+        reasons = DropReasons.from_btf(btf)
         registry = CollectorRegistry()
+        path_metrics: PathMetrics | None = None
+        tracing = self.tracing
+        if tracing is not None:
+            sinks = []
+
+            def to_spans(path: Path) -> None:
+                trace_id = tracing.span_builder.emit(path)
+                assert path_metrics is not None
+                path_metrics.observe(path, trace_id)
+
+            sinks.append(to_spans)
+            self.pipeline = PathPipeline(engine.map("events"), EventDecoder(reasons), sinks)
+            pipeline = self.pipeline
+            path_metrics = PathMetrics(evicted=lambda: pipeline.assembler.evicted)
+            registry.register(path_metrics)
+            self.pipeline.start()
+
+        def weights() -> SamplingWeights | None:
+            s = self.control.settings if self.control else None
+            return SamplingWeights(s.one_in, s.drop_one_in) if s and s.enabled else None
+
         registry.register(PktpathCollector(
             read=read,
-            reasons=DropReasons.from_btf(btf),
+            reasons=reasons,
             interfaces=InterfaceResolver(proc_root=self.host.proc_root),
             hops=report.hops,
             build=BuildInfo(__version__, self.host.kernel_release(), f"libbpf-core/{libbpf.version()}"),
+            exemplar=path_metrics.exemplar if path_metrics else (lambda _labels: None),
+            sampling=weights,
+            spans=(lambda: (tracing.exported, dict(tracing.dropped))) if tracing else None,
         ))
         ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes
         server = MetricsServer(self.cfg.metrics.host, self.cfg.metrics.port, registry,
                                ready=lambda: bool(report.attached))
         server.start()
         return server
-

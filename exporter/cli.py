@@ -65,7 +65,7 @@ def _run(path: str | None, started: float) -> int:
 
     cfg = load_config(path)
     logs.setup(cfg.logging.level, cfg.logging.format)
-    return Agent(cfg).run(started_at=started)
+    return Agent(cfg, config_path=path).run(started_at=started)
 
 
 def _validate(path: str) -> int:
@@ -103,7 +103,7 @@ def _check(path: str | None, as_json: bool) -> int:
         with Engine(EngineOptions(), object_path=features_path, host=host) as features:
             for fam, status in features.start().hops.items():
                 report["attach_types"][fam] = "yes" if status.attached else f"no: {status.problems.get(fam, '?')}"
-        with Engine(engine_options(cfg), host=host) as engine:
+        with Engine(engine_options(cfg, paths=True), host=host) as engine:
             for hop, status in engine.start().hops.items():
                 report["hops"][hop] = status.as_dict()
             ok = bool(report["hops"]) and all(h["attached"] for h in report["hops"].values())

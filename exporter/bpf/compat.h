@@ -7,6 +7,7 @@
 #ifndef PKTPATH_COMPAT_H
 #define PKTPATH_COMPAT_H
 
+#include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include "kernel_types.h"

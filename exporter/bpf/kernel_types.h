@@ -58,6 +58,27 @@ struct sk_buff {
 	unsigned char *head;
 };
 
+/* uapi's linux/icmp.h pulls in libc's sys/socket.h, which does not build
+ * for -target bpf: declare the two fields we read. */
+struct icmphdr {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	union {
+		__be32 gateway; /* read whole: the echo id and sequence */
+	} un;
+};
+
+/* fib_table_lookup tracepoint arguments (no skb: see paths.h). */
+struct flowi4 {
+	__be32 saddr;
+	__be32 daddr;
+};
+
+struct fib_nh_common {
+	struct net_device *nhc_dev;
+};
+
 #pragma clang attribute pop
 
 /*

@@ -34,7 +34,114 @@ struct drop_value {
  */
 enum pktpath_stat {
 	STAT_DROP_MAP_FULL = 0, /* a drop whose key found drop_counts full */
+	STAT_RING_FULL,         /* a hop event the events ring had no room for */
+	STAT_PATH_BUDGET,       /* a sampled packet refused by sampling.max_paths_per_second */
+	STAT_TRACK_INSERT,      /* packets entered into the tracked map */
+	STAT_TRACK_DELETE,      /* packets removed from it at a terminal hop */
+	STAT_TRACK_FULL,        /* a tracked-map insert that failed */
+	STAT_TRACK_STALE,       /* a tracked pointer reused by a different packet */
+	STAT_SAMPLED_RATE,      /* paths started by the 1-in-N sample */
+	STAT_SAMPLED_DROP,      /* paths started by drop capture */
 	STAT__MAX,
+};
+
+/* ---- packet paths ------------------------------------------------------ */
+
+/* Where an event was recorded; names in exporter/paths/model.py (Hop). */
+enum hop_id {
+	HOP_NETIF_RECEIVE = 1, /* tp net:netif_receive_skb */
+	HOP_FIB_LOOKUP,        /* tp fib:fib_table_lookup, attributed per CPU */
+	HOP_DEV_QUEUE,         /* tp net:net_dev_queue */
+	HOP_DEV_XMIT,          /* tp net:net_dev_xmit */
+	HOP_DELIVER,           /* tp skb:skb_copy_datagram_iovec */
+	HOP_CONSUME,           /* tp skb:consume_skb */
+	HOP_DROP,              /* tp skb:kfree_skb */
+};
+
+/* First-hop snapshot of the headers.  Addresses are 16 bytes; IPv4 uses the
+ * first 4.  Ports and ICMP fields in host byte order. */
+struct pkt_header {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 tcp_seq;
+	__u16 sport;
+	__u16 dport;
+	__u16 ip_len;
+	__u16 ip_id;
+	__u8 family; /* 4 or 6 */
+	__u8 protocol;
+	__u8 tos;
+	__u8 ttl;
+	__u8 tcp_flags;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 _pad;
+};
+
+#define EV_HEADER 0x1  /* hdr is valid: the first event of a path */
+#define EV_BY_DROP 0x2 /* the path exists because the packet was dropped */
+
+/* One record in the `events` ring buffer. */
+struct hop_event {
+	__u64 path_id;  /* (cpu << 48) | per-CPU sequence: unique, unlike skb pointers */
+	__u64 ts_ns;    /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u64 location; /* kfree_skb/consume_skb call site, 0 elsewhere */
+	__u32 hop;      /* enum hop_id */
+	__u32 cpu;
+	__u32 ifindex;
+	__u32 netns;
+	__u32 len;      /* skb->len at this hop */
+	__s32 verdict;  /* fib: lookup error (0 found); xmit: driver rc */
+	__u32 reason;   /* kfree_skb drop reason */
+	__u32 table;    /* fib table id */
+	__u32 fib_saddr; /* fib lookup flow (IPv4): tells route from reverse-path lookups */
+	__u32 fib_daddr;
+	__u8 flags;     /* EV_* */
+	__u8 _pad[7];
+	char ifname[16];
+	char out_ifname[16]; /* fib: the next hop's device */
+	struct pkt_header hdr;
+};
+
+/* Runtime knobs, one entry in the `path_config` array: userspace rewrites it
+ * live (SIGHUP, the shell's src/dst) without reloading programs. */
+#define MAX_PORT_RANGES 16
+
+#define FILTER_SRC 0x1   /* filter_src LPM trie must match */
+#define FILTER_DST 0x2   /* filter_dst LPM trie must match */
+#define FILTER_PROTO 0x4 /* protocols bitmap must have the protocol */
+#define FILTER_PORT 0x8  /* sport or dport in one of the ranges */
+#define FILTER_IFACE 0x10 /* first-hop device name in filter_ifaces */
+
+struct port_range {
+	__u16 lo;
+	__u16 hi;
+};
+
+struct path_config {
+	__u32 enabled;        /* follow packets at all */
+	__u32 one_in;         /* 1-in-N sample at the first hop; 0: none */
+	__u32 drop_one_in;    /* 1-in-N of untracked drops become one-hop paths; 0: off */
+	__u32 budget_per_cpu; /* new paths per second per CPU; 0: unlimited */
+	__u32 filter_flags;   /* FILTER_* */
+	__u32 n_port_ranges;
+	struct port_range ports[MAX_PORT_RANGES];
+	__u8 protocols[32];   /* bitmap of IP protocol numbers */
+};
+
+/* LPM trie key for filter_src/filter_dst: IPv4 as ::ffff:a.b.c.d, prefix + 96. */
+struct lpm_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* Value of the `tracked` LRU map, keyed by skb pointer. */
+struct track {
+	__u64 path_id;
+	__u16 ip_id;    /* with protocol: tells a reused skb pointer from its old packet */
+	__u8 protocol;
+	__u8 flags;     /* EV_BY_DROP */
+	__u32 _pad;
 };
 
 #endif /* PKTPATH_H */

@@ -16,9 +16,12 @@ import enum
 import ipaddress
 import json
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from exporter.errors import ConfigError
 
 DEFAULT_LISTEN = "0.0.0.0:9977"
 
@@ -69,12 +72,26 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class TracesConfig:
+    # None = decided at start-up from the OTEL_* environment variables (see exporter/traces/export.py).
+    exporter: str | None = None
+    endpoint: str | None = None
+    protocol: str | None = None
+    service_name: str | None = None
+    max_queue_size: int = 2048
+    max_export_batch_size: int = 512
+    schedule_delay_ms: int = 1000
+    export_timeout_ms: int = 10000
+
+
+@dataclass(frozen=True)
 class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     drops: DropsConfig = field(default_factory=DropsConfig)
     probes: ProbesConfig = field(default_factory=ProbesConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    traces: TracesConfig = field(default_factory=TracesConfig)
 
 
 # --- helpers shared by the checks and the loader ---------------------------------------------
@@ -296,6 +313,54 @@ LOG_LEVELS = ("debug", "info", "warn", "error")
 LOG_FORMATS = ("text", "json")
 
 
+# --- traces ----------------------------------------------------------------------------------
+
+TRACE_EXPORTERS = ("otlp", "console", "none")
+OTLP_PROTOCOLS = ("grpc", "http/protobuf")
+MAX_TRACE_QUEUE = 1_000_000
+_ENDPOINT_EXAMPLE = '(e.g. "http://localhost:4318")'
+
+
+def _check_endpoint(value: Any) -> object:
+    text: str = value
+    try:
+        parts = urllib.parse.urlsplit(text)
+    except ValueError:
+        # Only an unbalanced IPv6 bracket ("http://[::1") gets this far.
+        raise BadValueError(f"{quote(text)} is not a valid URL {_ENDPOINT_EXAMPLE}") from None
+    if parts.scheme not in ("http", "https"):
+        raise BadValueError(f"{quote(text)} is not an http:// or https:// URL {_ENDPOINT_EXAMPLE}")
+    if any(ch.isspace() for ch in text):
+        raise BadValueError(f"URL {quote(text)} contains whitespace")
+    if not parts.hostname:
+        raise BadValueError(f"missing host in {quote(text)}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 or parts.netloc.endswith(":"):
+        raise BadValueError(f"port in {quote(text)} is not a number 1..{MAX_PORT}")
+    return text
+
+
+def _check_service_name(value: Any) -> object:
+    if not value.strip():
+        raise BadValueError("service name is empty")
+    return value
+
+
+def _build_traces(values: Mapping[str, Any]) -> TracesConfig:
+    traces = TracesConfig(**values)
+    if traces.max_export_batch_size > traces.max_queue_size:
+        # The one check that needs two keys. The loader only places BadValueError from a key's own check,
+        # so this is a ConfigError naming both keys, without a file line.
+        raise ConfigError(
+            f"traces.max_export_batch_size: {traces.max_export_batch_size} is out of range "
+            f"1..{traces.max_queue_size} (it cannot exceed traces.max_queue_size)"
+        )
+    return traces
+
+
 # --- the table -------------------------------------------------------------------------------
 
 
@@ -440,6 +505,71 @@ SECTIONS: tuple[Section, ...] = (
             Key("format", _STR, "text", "text (human) or json (one object per line).", check=_one_of(LOG_FORMATS)),
         ),
         _builder(LoggingConfig),
+    ),
+    Section(
+        "traces",
+        "Packet paths as OpenTelemetry traces. Unset (null) keys follow the standard OTEL_* environment variables.",
+        (
+            Key(
+                "exporter",
+                _STR,
+                None,
+                "otlp, console or none; null = OTEL_TRACES_EXPORTER (otlp, console, none), else none.",
+                check=_one_of(TRACE_EXPORTERS),
+            ),
+            Key(
+                "endpoint",
+                _STR,
+                None,
+                "OTLP endpoint URL (http:// or https://); null = OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, "
+                "then OTEL_EXPORTER_OTLP_ENDPOINT, else the SDK default (localhost:4317 / :4318).",
+                check=_check_endpoint,
+            ),
+            Key(
+                "protocol",
+                _STR,
+                None,
+                "grpc or http/protobuf; null = OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, then "
+                "OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf.",
+                check=_one_of(OTLP_PROTOCOLS),
+            ),
+            Key(
+                "service_name",
+                _STR,
+                None,
+                'Resource service.name; null = OTEL_SERVICE_NAME, else "pktpath".',
+                check=_check_service_name,
+            ),
+            Key(
+                "max_queue_size",
+                _INT,
+                2048,
+                f"Spans held for export (1..{MAX_TRACE_QUEUE}); beyond it spans are dropped and counted.",
+                check=_int_range(1, MAX_TRACE_QUEUE),
+            ),
+            Key(
+                "max_export_batch_size",
+                _INT,
+                512,
+                "Most spans per export request (1..max_queue_size).",
+                check=_int_range(1, MAX_TRACE_QUEUE),
+            ),
+            Key(
+                "schedule_delay_ms",
+                _INT,
+                1000,
+                "Longest wait, in ms, before queued spans are exported (1..60000).",
+                check=_int_range(1, 60000),
+            ),
+            Key(
+                "export_timeout_ms",
+                _INT,
+                10000,
+                "Time limit, in ms, of one export request, retries included (1..600000).",
+                check=_int_range(1, 600000),
+            ),
+        ),
+        _build_traces,
     ),
 )
 

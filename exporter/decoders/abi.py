@@ -31,12 +31,107 @@ class DropValue(ctypes.Structure):
     _fields_ = [("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64)]
 
 
-# enum pktpath_stat: slots of the `stats` per-CPU array.
-STAT_DROP_MAP_FULL = 0
-STAT_SLOTS = 1
+class PktHeader(ctypes.Structure):
+    _fields_ = [
+        ("saddr", ctypes.c_uint8 * 16),
+        ("daddr", ctypes.c_uint8 * 16),
+        ("tcp_seq", ctypes.c_uint32),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("ip_len", ctypes.c_uint16),
+        ("ip_id", ctypes.c_uint16),
+        ("family", ctypes.c_uint8),
+        ("protocol", ctypes.c_uint8),
+        ("tos", ctypes.c_uint8),
+        ("ttl", ctypes.c_uint8),
+        ("tcp_flags", ctypes.c_uint8),
+        ("icmp_type", ctypes.c_uint8),
+        ("icmp_code", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8),
+    ]
 
-MIRRORS: tuple[type[ctypes.Structure], ...] = (DropKey, DropValue)
-_C_NAMES = {DropKey: "drop_key", DropValue: "drop_value"}
+
+class HopEventRaw(ctypes.Structure):
+    _fields_ = [
+        ("path_id", ctypes.c_uint64),
+        ("ts_ns", ctypes.c_uint64),
+        ("location", ctypes.c_uint64),
+        ("hop", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("ifindex", ctypes.c_uint32),
+        ("netns", ctypes.c_uint32),
+        ("len", ctypes.c_uint32),
+        ("verdict", ctypes.c_int32),
+        ("reason", ctypes.c_uint32),
+        ("table", ctypes.c_uint32),
+        ("fib_saddr", ctypes.c_uint32),
+        ("fib_daddr", ctypes.c_uint32),
+        ("flags", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 7),
+        ("ifname", ctypes.c_char * 16),
+        ("out_ifname", ctypes.c_char * 16),
+        ("hdr", PktHeader),
+    ]
+
+
+MAX_PORT_RANGES = 16
+
+
+class PortRange(ctypes.Structure):
+    _fields_ = [("lo", ctypes.c_uint16), ("hi", ctypes.c_uint16)]
+
+
+class PathConfig(ctypes.Structure):
+    _fields_ = [
+        ("enabled", ctypes.c_uint32),
+        ("one_in", ctypes.c_uint32),
+        ("drop_one_in", ctypes.c_uint32),
+        ("budget_per_cpu", ctypes.c_uint32),
+        ("filter_flags", ctypes.c_uint32),
+        ("n_port_ranges", ctypes.c_uint32),
+        ("ports", PortRange * MAX_PORT_RANGES),
+        ("protocols", ctypes.c_uint8 * 32),
+    ]
+
+
+class LpmKey(ctypes.Structure):
+    _fields_ = [("prefixlen", ctypes.c_uint32), ("addr", ctypes.c_uint8 * 16)]
+
+
+# #defines of pktpath.h (not in BTF: kept in step by tests/unit/test_abi.py reading the header).
+EV_HEADER = 0x1
+EV_BY_DROP = 0x2
+FILTER_SRC, FILTER_DST, FILTER_PROTO, FILTER_PORT, FILTER_IFACE = 0x1, 0x2, 0x4, 0x8, 0x10
+
+# enum pktpath_stat: slots of the `stats` per-CPU array, in order (checked against BTF).
+STATS = (
+    "STAT_DROP_MAP_FULL",
+    "STAT_RING_FULL",
+    "STAT_PATH_BUDGET",
+    "STAT_TRACK_INSERT",
+    "STAT_TRACK_DELETE",
+    "STAT_TRACK_FULL",
+    "STAT_TRACK_STALE",
+    "STAT_SAMPLED_RATE",
+    "STAT_SAMPLED_DROP",
+)
+STAT_DROP_MAP_FULL = STATS.index("STAT_DROP_MAP_FULL")
+STAT_SLOTS = len(STATS)
+
+# enum hop_id values (checked against BTF) -> exporter.paths.model.Hop values.
+HOP_IDS = {
+    "HOP_NETIF_RECEIVE": 1,
+    "HOP_FIB_LOOKUP": 2,
+    "HOP_DEV_QUEUE": 3,
+    "HOP_DEV_XMIT": 4,
+    "HOP_DELIVER": 5,
+    "HOP_CONSUME": 6,
+    "HOP_DROP": 7,
+}
+
+MIRRORS: tuple[type[ctypes.Structure], ...] = (DropKey, DropValue, PktHeader, HopEventRaw, PathConfig, LpmKey)
+_C_NAMES = {DropKey: "drop_key", DropValue: "drop_value", PktHeader: "pkt_header", HopEventRaw: "hop_event",
+            PathConfig: "path_config", LpmKey: "lpm_key"}
 
 
 class _StructSource(Protocol):
@@ -62,5 +157,9 @@ def check_against(btf: _StructSource) -> None:
         if py != members:
             raise KernelError(f"ABI mismatch: struct {cname} members {members} != abi.py {py}")
     stats = dict(btf.enum("pktpath_stat") or [])
-    if stats.get("STAT__MAX") != STAT_SLOTS or stats.get("STAT_DROP_MAP_FULL") != STAT_DROP_MAP_FULL:
-        raise KernelError(f"ABI mismatch: enum pktpath_stat {stats} != abi.py STAT_* constants")
+    expected = {name: i for i, name in enumerate(STATS)} | {"STAT__MAX": STAT_SLOTS}
+    if stats != expected:
+        raise KernelError(f"ABI mismatch: enum pktpath_stat {stats} != abi.py STATS {expected}")
+    hops = dict(btf.enum("hop_id") or [])
+    if hops != HOP_IDS:
+        raise KernelError(f"ABI mismatch: enum hop_id {hops} != abi.py HOP_IDS {HOP_IDS}")

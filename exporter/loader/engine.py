@@ -32,6 +32,21 @@ log = logging.getLogger(__name__)
 #   libbpf: prog 'x__fentry': failed to find kernel BTF type ID of 'ip_rcv': -3
 _REFUSED = re.compile(r"prog '([^']+)': (?:BPF program load failed|failed to load|failed to find kernel BTF)")
 _MAX_LOAD_ATTEMPTS = 32
+# Verifier log lines that trace its walk rather than state its objection.
+_VERIFIER_NOISE = re.compile(r"^(\d+: |mark_precise|from \d+ to|; |\(|func#|Live regs|processed |stack depth"
+                             r"|verification time|libbpf:|-- )")
+
+
+def verifier_complaint(log_lines: list[str]) -> str:
+    """The verifier's own sentence ("R1 invalid mem access ..."), found as the last
+    line before its summary that is not part of the instruction trace."""
+    end = next((i for i, ln in enumerate(log_lines) if ln.startswith(("verification time", "processed "))),
+               len(log_lines))
+    for line in reversed(log_lines[:end]):
+        text = line.strip()
+        if text and not _VERIFIER_NOISE.match(text):
+            return text
+    return ""
 
 
 def default_object_path() -> str:
@@ -162,9 +177,9 @@ class Engine:
         if name is None or name not in specs or name in disabled:
             return None
         reason = f"load refused: {os.strerror(exc.errno)}"
-        verifier = [ln for ln in exc.log if not ln.startswith("libbpf:")]
-        if verifier:
-            reason += f" ({verifier[-1].strip()[:160]})"
+        why = verifier_complaint(exc.log)
+        if why:
+            reason += f" ({why[:160]})"
         disabled[name] = reason
         if exc.errno == errno.EPERM:
             family = specs[name].family

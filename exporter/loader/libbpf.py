@@ -102,6 +102,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map_lookup_elem": (ctypes.c_int, [ctypes.c_int, _P, _P]),
     "bpf_map_update_elem": (ctypes.c_int, [ctypes.c_int, _P, _P, ctypes.c_uint64]),
     "bpf_map_get_next_key": (ctypes.c_int, [ctypes.c_int, _P, _P]),
+    "bpf_map_delete_elem": (ctypes.c_int, [ctypes.c_int, _P]),
     "bpf_map_lookup_batch": (ctypes.c_int, [ctypes.c_int, _P, _P, _P, _P, _P, _P]),
     "btf__parse": (_P, [ctypes.c_char_p, _P]),
     "btf__parse_split": (_P, [ctypes.c_char_p, _P]),
@@ -360,6 +361,31 @@ class Map:
         rc = lib().lib.bpf_map_update_elem(self.fd, kbuf, vbuf, flags)
         if rc < 0:
             raise LibbpfError(f"map {self.name}: update", rc)
+
+    def delete(self, key: bytes) -> bool:
+        """Remove a key; False if it was not there."""
+        kbuf = ctypes.create_string_buffer(key, len(key))
+        rc = lib().lib.bpf_map_delete_elem(self.fd, kbuf)
+        if rc < 0:
+            if abs(rc) == errno.ENOENT:
+                return False
+            raise LibbpfError(f"map {self.name}: delete", rc)
+        return True
+
+    def keys(self) -> list[bytes]:
+        """Every key (get_next_key walk: works for LPM tries too, unlike batch lookup)."""
+        L = lib().lib
+        cur = None
+        nxt = ctypes.create_string_buffer(self.key_size)
+        out: list[bytes] = []
+        while True:
+            rc = L.bpf_map_get_next_key(self.fd, cur, nxt)
+            if rc < 0:
+                if abs(rc) == errno.ENOENT:
+                    return out
+                raise LibbpfError(f"map {self.name}: get next key", rc)
+            out.append(nxt.raw)
+            cur = ctypes.create_string_buffer(nxt.raw, self.key_size)
 
     def items(self) -> list[tuple[bytes, bytes]]:
         """Every (key, value) pair; one batch syscall per chunk where the kernel has it."""

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
 
+from exporter.decoders import abi
 from exporter.decoders.counters import DropCount
 from exporter.decoders.drop_reasons import DropReasons
 from exporter.decoders.interfaces import InterfaceResolver
@@ -36,7 +38,19 @@ class KernelReadings:
     """What one scrape read from the kernel."""
 
     drops: list[DropCount]
-    drop_map_full: int
+    stats: list[int] = field(default_factory=lambda: [0] * abi.STAT_SLOTS)  # enum pktpath_stat slots
+    tracked_live: int = 0  # entries in the tracked map now
+
+    def stat(self, name: str) -> int:
+        return self.stats[abi.STATS.index(name)]
+
+
+@dataclass(frozen=True)
+class SamplingWeights:
+    """Effective 1-in-N of each way a path is started (0: off), for unbiased ratios."""
+
+    rate: int
+    drop: int
 
 
 class PktpathCollector(Collector):
@@ -47,16 +61,18 @@ class PktpathCollector(Collector):
         interfaces: InterfaceResolver,
         hops: dict[str, HopStatus],
         build: BuildInfo,
-        rings: tuple[str, ...] = (),
-        ring_lost: Callable[[str], int] = lambda _ring: 0,
+        exemplar: Callable[[tuple[str, str, str]], Exemplar | None] = lambda _labels: None,
+        sampling: Callable[[], SamplingWeights | None] = lambda: None,
+        spans: Callable[[], tuple[int, dict[str, int]]] | None = None,
     ) -> None:
         self._read = read
         self._reasons = reasons
         self._interfaces = interfaces
         self._hops = hops
         self._build = build
-        self._rings = rings
-        self._ring_lost = ring_lost
+        self._exemplar = exemplar
+        self._sampling = sampling
+        self._spans = spans
         self.scrape_errors = 0
 
     def describe(self) -> Iterator[Metric]:
@@ -73,17 +89,39 @@ class PktpathCollector(Collector):
             readings = None
         if readings is not None:
             for labels, (packets, nbytes) in sorted(self.drop_series(readings.drops).items()):
-                f.drops.add_metric(list(labels), packets)
+                f.drops.add_metric(list(labels), packets, exemplar=self._exemplar(labels))
                 f.drop_bytes.add_metric(list(labels), nbytes)
-            f.map_full.add_metric(["drop_counts"], readings.drop_map_full)
+            self._kernel_stats(f, readings)
         for status in self._hops.values():
             for family in status.families:
                 f.attached.add_metric([status.hop, family], 1.0 if status.attached == family else 0.0)
-        for ring in self._rings:
-            f.events_lost.add_metric([ring], self._ring_lost(ring))
+        weights = self._sampling()
+        if weights is not None:
+            f.sampling.add_metric(["rate"], weights.rate)
+            f.sampling.add_metric(["drop"], weights.drop)
+        if self._spans is not None:
+            exported, dropped = self._spans()
+            f.spans_exported.add_metric([], exported)
+            for reason in ("queue_full", "export_failed"):
+                f.spans_dropped.add_metric([reason], dropped.get(reason, 0))
         f.scrape_errors.add_metric([], self.scrape_errors)
         f.build.add_metric([self._build.version, self._build.kernel, self._build.engine], 1.0)
         yield from f.all()
+
+    @staticmethod
+    def _kernel_stats(f: _Families, r: KernelReadings) -> None:
+        f.map_full.add_metric(["drop_counts"], r.stat("STAT_DROP_MAP_FULL"))
+        f.events_lost.add_metric(["events"], r.stat("STAT_RING_FULL"))
+        f.started.add_metric(["rate"], r.stat("STAT_SAMPLED_RATE"))
+        f.started.add_metric(["drop"], r.stat("STAT_SAMPLED_DROP"))
+        f.refused.add_metric(["budget"], r.stat("STAT_PATH_BUDGET"))
+        f.tracked.add_metric([], r.tracked_live)
+        # An entry neither deleted at a terminal hop nor still present was
+        # pushed out by the LRU: a packet freed silently, or a table too small.
+        evicted = r.stat("STAT_TRACK_INSERT") - r.stat("STAT_TRACK_DELETE") - r.tracked_live
+        f.tracking_lost.add_metric(["lru_evicted"], max(evicted, 0))
+        f.tracking_lost.add_metric(["insert_failed"], r.stat("STAT_TRACK_FULL"))
+        f.tracking_lost.add_metric(["stale_pointer"], r.stat("STAT_TRACK_STALE"))
 
     def drop_series(self, counts: list[DropCount]) -> dict[tuple[str, str, str], tuple[int, int]]:
         """Kernel keys -> label sets. Keys that differ only by netns (eth0 in two
@@ -119,6 +157,23 @@ class _Families:
         self.map_full = CounterMetricFamily(
             "pktpath_map_full", "Kernel updates lost because a map was full; for drop_counts each one is a "
             "dropped packet counted in no series (raise drops.max_series).", labels=["map"])
+        self.started = CounterMetricFamily(
+            "pktpath_paths_started", "Packets the kernel started following, by what chose them: the 1-in-N "
+            "rate sample or drop capture.", labels=["sampled_by"])
+        self.refused = CounterMetricFamily(
+            "pktpath_paths_refused", "Packets chosen for a path but refused (budget: "
+            "sampling.max_paths_per_second reached).", labels=["reason"])
+        self.sampling = GaugeMetricFamily(
+            "pktpath_sampling_one_in", "Effective sampling weight: each path started this way stands for N "
+            "packets (0: off).", labels=["sampled_by"])
+        self.tracked = GaugeMetricFamily("pktpath_tracked_packets", "Packets being followed in the kernel now.")
+        self.tracking_lost = CounterMetricFamily(
+            "pktpath_tracking_lost", "Followed packets whose tracking ended early: lru_evicted, "
+            "insert_failed, stale_pointer (an skb pointer reused by a new packet).", labels=["reason"])
+        self.spans_exported = CounterMetricFamily("pktpath_spans_exported", "Spans the OTLP exporter accepted.")
+        self.spans_dropped = CounterMetricFamily(
+            "pktpath_spans_dropped", "Spans lost: queue_full (export slower than paths), export_failed "
+            "(endpoint down or refusing).", labels=["reason"])
         self.scrape_errors = CounterMetricFamily(
             "pktpath_scrape_errors", "Scrapes that could not read the kernel maps.")
         self.build = GaugeMetricFamily(
@@ -126,5 +181,6 @@ class _Families:
             labels=["version", "kernel", "engine"])
 
     def all(self) -> tuple[Metric, ...]:
-        return (self.drops, self.drop_bytes, self.attached, self.events_lost, self.map_full,
-                self.scrape_errors, self.build)
+        return (self.drops, self.drop_bytes, self.attached, self.events_lost, self.map_full, self.started,
+                self.refused, self.sampling, self.tracked, self.tracking_lost, self.spans_exported,
+                self.spans_dropped, self.scrape_errors, self.build)

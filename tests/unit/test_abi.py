@@ -34,31 +34,65 @@ def test_stat_slots_match_enum(object_btf: Btf) -> None:
     assert members["STAT__MAX"] == abi.STAT_SLOTS
 
 
-class _Layouts:
-    def __init__(self, layouts: dict[str, tuple[int, list[tuple[str, int]]]]) -> None:
-        self.layouts = layouts
+class _Doctored:
+    """The real object BTF with some structs or enums replaced."""
+
+    def __init__(self, real: Btf, structs: dict[str, tuple[int, list[tuple[str, int]]] | None] | None = None,
+                 enums: dict[str, list[tuple[str, int]]] | None = None) -> None:
+        self.real, self.structs, self.enums = real, structs or {}, enums or {}
 
     def struct_layout(self, name: str) -> tuple[int, list[tuple[str, int]]] | None:
-        return self.layouts.get(name)
+        return self.structs[name] if name in self.structs else self.real.struct_layout(name)
 
     def enum(self, name: str) -> list[tuple[str, int]] | None:
-        return [("STAT_DROP_MAP_FULL", 0), ("STAT__MAX", 2)] if name == "pktpath_stat" else None
+        return self.enums[name] if name in self.enums else self.real.enum(name)
+
+
+def test_stat_slots_match_enum(object_btf: Btf) -> None:
+    members = dict(object_btf.enum("pktpath_stat") or [])
+    assert [members[name] for name in abi.STATS] == list(range(abi.STAT_SLOTS))
+    assert members["STAT__MAX"] == abi.STAT_SLOTS
+    assert dict(object_btf.enum("hop_id") or []) == abi.HOP_IDS
 
 
 def test_size_mismatch_names_the_struct(object_btf: Btf) -> None:
-    real = {n: object_btf.struct_layout(n) for n in ("drop_key", "drop_value")}
-    size, members = real["drop_value"] or (0, [])
-    wrong = _Layouts({"drop_key": real["drop_key"], "drop_value": (size + 8, members)})  # type: ignore[dict-item]
+    size, members = object_btf.struct_layout("drop_value") or (0, [])
     with pytest.raises(KernelError, match="struct drop_value is 24 bytes in the BPF object, 16 in"):
-        abi.check_against(wrong)
+        abi.check_against(_Doctored(object_btf, structs={"drop_value": (size + 8, members)}))
+
+
+def test_member_offset_mismatch_names_the_struct(object_btf: Btf) -> None:
+    size, members = object_btf.struct_layout("hop_event") or (0, [])
+    swapped = [(name, off) for name, off in members]
+    swapped[0], swapped[1] = (swapped[1][0], swapped[0][1]), (swapped[0][0], swapped[1][1])
+    with pytest.raises(KernelError, match="ABI mismatch: struct hop_event members"):
+        abi.check_against(_Doctored(object_btf, structs={"hop_event": (size, swapped)}))
 
 
 def test_stat_enum_mismatch_is_caught(object_btf: Btf) -> None:
-    layouts = {n: object_btf.struct_layout(n) for n in ("drop_key", "drop_value")}
     with pytest.raises(KernelError, match="enum pktpath_stat"):
-        abi.check_against(_Layouts(layouts))  # type: ignore[arg-type]  # its enum claims 2 slots
+        abi.check_against(_Doctored(object_btf, enums={"pktpath_stat": [("STAT_DROP_MAP_FULL", 0),
+                                                                          ("STAT__MAX", 1)]}))
 
 
-def test_missing_struct_says_rebuild() -> None:
+def test_hop_enum_mismatch_is_caught(object_btf: Btf) -> None:
+    hops = dict(object_btf.enum("hop_id") or [])
+    hops["HOP_DROP"] = 99
+    with pytest.raises(KernelError, match="enum hop_id"):
+        abi.check_against(_Doctored(object_btf, enums={"hop_id": list(hops.items())}))
+
+
+def test_missing_struct_says_rebuild(object_btf: Btf) -> None:
     with pytest.raises(KernelError, match="lacks struct drop_key: rebuild"):
-        abi.check_against(_Layouts({}))
+        abi.check_against(_Doctored(object_btf, structs={"drop_key": None}))
+
+
+def test_defines_match_the_header() -> None:
+    """#defines are not in BTF: read them from the header the object was built from."""
+    import re
+
+    header = (OBJ.parent / "pktpath.h").read_text()
+    defines = {m[1]: int(m[2], 0) for m in re.finditer(r"#define (\w+) (0x[0-9a-fA-F]+|\d+)", header)}
+    for name in ("EV_HEADER", "EV_BY_DROP", "FILTER_SRC", "FILTER_DST", "FILTER_PROTO", "FILTER_PORT",
+                 "FILTER_IFACE", "MAX_PORT_RANGES"):
+        assert defines[name] == getattr(abi, name), name

@@ -9,7 +9,8 @@ from exporter.decoders.counters import DropCount
 from exporter.decoders.drop_reasons import DropReasons
 from exporter.decoders.interfaces import InterfaceResolver
 from exporter.loader.probes import group_hops, parse_program
-from exporter.metrics.collector import BuildInfo, KernelReadings, PktpathCollector
+from exporter.decoders import abi
+from exporter.metrics.collector import BuildInfo, KernelReadings, PktpathCollector, SamplingWeights
 
 REASONS = DropReasons([("SKB_DROP_REASON_NOT_SPECIFIED", 2), ("SKB_DROP_REASON_NO_SOCKET", 3),
                        ("SKB_DROP_REASON_NETFILTER_DROP", 12)])
@@ -30,10 +31,18 @@ def make(readings: KernelReadings | Exception, links: dict[int, str] | None = No
     hops = group_hops(specs)
     hops["kfree_skb"].attached = "tracepoint"
     collector = PktpathCollector(read, REASONS, resolver, hops, BuildInfo("9.9.9", "6.18.0", "libbpf-core/v1.1"),
-                                 rings=("events",), ring_lost=lambda ring: 7)
+                                 sampling=lambda: SamplingWeights(rate=1000, drop=1),
+                                 spans=lambda: (40, {"queue_full": 2}))
     registry = CollectorRegistry()
     registry.register(collector)
     return registry, collector
+
+
+def stats(**values: int) -> list[int]:
+    out = [0] * abi.STAT_SLOTS
+    for name, v in values.items():
+        out[abi.STATS.index(f"STAT_{name.upper()}")] = v
+    return out
 
 
 def drop(ifname: str, reason: int, packets: int, nbytes: int, l3: int = IPV4, l4: int = 17, netns: int = 1,
@@ -43,7 +52,7 @@ def drop(ifname: str, reason: int, packets: int, nbytes: int, l3: int = IPV4, l4
 
 def test_drops_by_reason_interface_protocol() -> None:
     reg, _ = make(KernelReadings([drop("eth0", 12, 5, 640), drop("eth0", 3, 2, 200, l4=6),
-                                  drop("eth1", 2, 1, 60, l3=ARP, l4=0)], drop_map_full=4))
+                                  drop("eth1", 2, 1, 60, l3=ARP, l4=0)], stats(drop_map_full=4, ring_full=7)))
     v = reg.get_sample_value
     assert v("pktpath_drops_total", {"reason": "NETFILTER_DROP", "interface": "eth0", "protocol": "udp"}) == 5
     assert v("pktpath_drop_bytes_total", {"reason": "NETFILTER_DROP", "interface": "eth0", "protocol": "udp"}) == 640
@@ -53,8 +62,42 @@ def test_drops_by_reason_interface_protocol() -> None:
     assert v("pktpath_events_lost_total", {"ring": "events"}) == 7
 
 
+def test_path_and_span_accounting() -> None:
+    reg, _ = make(KernelReadings([], stats(track_insert=100, track_delete=60, track_full=1, track_stale=3,
+                                           sampled_rate=90, sampled_drop=12, path_budget=5), tracked_live=30))
+    v = reg.get_sample_value
+    # inserted 100, deleted at a terminal hop 60, still tracked 30: the LRU pushed out 10.
+    assert v("pktpath_tracking_lost_total", {"reason": "lru_evicted"}) == 10
+    assert v("pktpath_tracking_lost_total", {"reason": "insert_failed"}) == 1
+    assert v("pktpath_tracking_lost_total", {"reason": "stale_pointer"}) == 3
+    assert v("pktpath_tracked_packets") == 30
+    assert v("pktpath_paths_started_total", {"sampled_by": "rate"}) == 90
+    assert v("pktpath_paths_started_total", {"sampled_by": "drop"}) == 12
+    assert v("pktpath_paths_refused_total", {"reason": "budget"}) == 5
+    assert v("pktpath_sampling_one_in", {"sampled_by": "rate"}) == 1000
+    assert v("pktpath_sampling_one_in", {"sampled_by": "drop"}) == 1
+    assert v("pktpath_spans_exported_total") == 40
+    assert v("pktpath_spans_dropped_total", {"reason": "queue_full"}) == 2
+    assert v("pktpath_spans_dropped_total", {"reason": "export_failed"}) == 0
+
+
+def test_drop_series_carry_the_exemplar_of_their_last_trace() -> None:
+    from prometheus_client.samples import Exemplar
+
+    def read() -> KernelReadings:
+        return KernelReadings([drop("eth0", 12, 5, 640)])
+
+    ex = {("NETFILTER_DROP", "eth0", "udp"): Exemplar({"trace_id": "ab" * 16}, 1.0, 1700000000.0)}
+    reg = CollectorRegistry()
+    reg.register(PktpathCollector(read, REASONS, InterfaceResolver(lister=lambda _p: {}), {},
+                                  BuildInfo("v", "k", "e"), exemplar=ex.get))
+    om = generate_openmetrics(reg).decode()
+    line = next(ln for ln in om.splitlines() if ln.startswith("pktpath_drops_total{"))
+    assert line.endswith(' 5.0 # {trace_id="' + "ab" * 16 + '"} 1.0 1700000000.0')
+
+
 def test_same_labels_from_two_namespaces_are_summed() -> None:
-    reg, _ = make(KernelReadings([drop("eth0", 12, 5, 500, netns=1), drop("eth0", 12, 3, 300, netns=2)], 0))
+    reg, _ = make(KernelReadings([drop("eth0", 12, 5, 500, netns=1), drop("eth0", 12, 3, 300, netns=2)]))
     labels = {"reason": "NETFILTER_DROP", "interface": "eth0", "protocol": "udp"}
     assert reg.get_sample_value("pktpath_drops_total", labels) == 8
     assert reg.get_sample_value("pktpath_drop_bytes_total", labels) == 800
@@ -63,7 +106,7 @@ def test_same_labels_from_two_namespaces_are_summed() -> None:
 def test_deviceless_drop_is_named_through_its_namespace() -> None:
     # ifname "" = the skb had no device; the resolver names ifindex 4 in the drop's netns.
     reg, collector = make(KernelReadings([drop("", 2, 1, 84, ifindex=4, netns=999),
-                                          drop("", 2, 1, 84, ifindex=0, netns=0)], 0), links={4: "veth7"})
+                                          drop("", 2, 1, 84, ifindex=0, netns=0)]), links={4: "veth7"})
     collector._interfaces.own_netns = 999  # the lister answers for "our" namespace
     v = reg.get_sample_value
     assert v("pktpath_drops_total", {"reason": "NOT_SPECIFIED", "interface": "veth7", "protocol": "udp"}) == 1
@@ -71,7 +114,7 @@ def test_deviceless_drop_is_named_through_its_namespace() -> None:
 
 
 def test_probe_attached_is_one_for_the_attached_family_zero_for_the_rest() -> None:
-    reg, _ = make(KernelReadings([], 0))
+    reg, _ = make(KernelReadings([]))
     v = reg.get_sample_value
     assert v("pktpath_probe_attached", {"probe": "kfree_skb", "attach_type": "tracepoint"}) == 1
     assert v("pktpath_probe_attached", {"probe": "ip_rcv", "attach_type": "fentry"}) == 0
@@ -89,7 +132,7 @@ def test_failed_kernel_read_still_answers_and_counts_the_error() -> None:
 
 
 def test_expositions() -> None:
-    reg, _ = make(KernelReadings([drop("eth0", 12, 5, 640, l3=IPV6, l4=58)], 0))
+    reg, _ = make(KernelReadings([drop("eth0", 12, 5, 640, l3=IPV6, l4=58)]))
     text = generate_latest(reg).decode()
     assert "# TYPE pktpath_drops_total counter" in text
     assert 'pktpath_drops_total{interface="eth0",protocol="icmpv6",reason="NETFILTER_DROP"} 5.0' in text
@@ -104,7 +147,7 @@ def test_registering_does_not_read_the_kernel() -> None:
 
     def read() -> KernelReadings:
         calls.append(1)
-        return KernelReadings([], 0)
+        return KernelReadings([])
 
     CollectorRegistry().register(PktpathCollector(read, REASONS, InterfaceResolver(lister=lambda _p: {}), {},
                                                   BuildInfo("v", "k", "e")))

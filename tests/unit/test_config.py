@@ -21,6 +21,7 @@ from exporter.config import (
     load_config,
     parse_config,
 )
+from exporter.config.schema import TracesConfig
 from exporter.errors import ConfigError
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
@@ -49,6 +50,16 @@ def test_no_file_gives_defaults() -> None:
     assert config.probes == ProbesConfig(mode="auto", exclude=(), strict=False)
     assert config.filter == FilterConfig(src=(), dst=(), protocols=(), ports=(), interfaces=())
     assert config.logging == LoggingConfig(level="info", format="text")
+    assert config.traces == TracesConfig(
+        exporter=None,
+        endpoint=None,
+        protocol=None,
+        service_name=None,
+        max_queue_size=2048,
+        max_export_batch_size=512,
+        schedule_delay_ms=1000,
+        export_timeout_ms=10000,
+    )
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "---\n", "~\n"])
@@ -102,6 +113,15 @@ filter:
 logging:
   level: debug
   format: json
+traces:
+  exporter: otlp
+  endpoint: "https://otel-collector.observability.svc:4317"
+  protocol: grpc
+  service_name: pktpath-node-7
+  max_queue_size: 100000
+  max_export_batch_size: 1000
+  schedule_delay_ms: 250
+  export_timeout_ms: 30000
 """
 
 
@@ -120,6 +140,16 @@ def test_full_file_round_trips(tmp_path: Path) -> None:
             interfaces=("eth0", "bond0.100", "abcdefghijklmno"),
         ),
         logging=LoggingConfig(level="debug", format="json"),
+        traces=TracesConfig(
+            exporter="otlp",
+            endpoint="https://otel-collector.observability.svc:4317",
+            protocol="grpc",
+            service_name="pktpath-node-7",
+            max_queue_size=100000,
+            max_export_batch_size=1000,
+            schedule_delay_ms=250,
+            export_timeout_ms=30000,
+        ),
     )
 
 
@@ -232,7 +262,7 @@ def test_top_level_must_be_a_mapping(text: str, message: str) -> None:
 
 def test_unknown_top_level_key_suggests_the_closest() -> None:
     assert error("drops: {}\nmetric:\n  listen: a:1\n") == (
-        "c.yaml:2: metric: unknown key (known: metrics, drops, probes, filter, logging); did you mean 'metrics'?"
+        "c.yaml:2: metric: unknown key (known: metrics, drops, probes, filter, logging, traces); did you mean 'metrics'?"
     )
 
 
@@ -247,7 +277,7 @@ def test_unknown_nested_key_suggests_the_closest() -> None:
 
 def test_unknown_key_without_a_close_match_has_no_suggestion() -> None:
     assert error("probes:\n  zzz: 1\n") == "c.yaml:2: probes.zzz: unknown key (known: mode, exclude, strict)"
-    assert error("qqqq: 1\n") == "c.yaml:1: qqqq: unknown key (known: metrics, drops, probes, filter, logging)"
+    assert error("qqqq: 1\n") == "c.yaml:1: qqqq: unknown key (known: metrics, drops, probes, filter, logging, traces)"
 
 
 def test_non_string_key_is_reported_by_its_text() -> None:
@@ -471,6 +501,142 @@ def test_bad_log_level_and_format() -> None:
         "c.yaml:2: logging.level: \"warning\" is not one of debug, info, warn, error; did you mean 'warn'?"
     )
     assert error("logging:\n  format: xml\n") == 'c.yaml:2: logging.format: "xml" is not one of text, json'
+
+
+# --- traces ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("exporter", ["otlp", "console", "none"])
+def test_traces_exporter_accepted(exporter: str) -> None:
+    assert parse(f"traces:\n  exporter: {exporter}\n").traces.exporter == exporter
+
+
+def test_traces_exporter_null_is_from_the_environment_at_start() -> None:
+    assert parse("traces:\n  exporter: null\n  endpoint:\n  protocol: ~\n").traces == TracesConfig()
+
+
+def test_bad_traces_exporter() -> None:
+    assert error("traces:\n  exporter: otpl\n") == (
+        "c.yaml:2: traces.exporter: \"otpl\" is not one of otlp, console, none; did you mean 'otlp'?"
+    )
+    assert error("traces:\n  exporter: jaeger\n") == (
+        'c.yaml:2: traces.exporter: "jaeger" is not one of otlp, console, none'
+    )
+    assert error("traces:\n  exporter: false\n") == (
+        "c.yaml:2: traces.exporter: expected a string, got boolean false"
+    )
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://localhost:4318",
+        "http://127.0.0.1:4317",
+        "https://collector.example.com",
+        "http://[::1]:4318/v1/traces",
+        "https://gw.example.com/otlp/v1/traces?tenant=a",
+        "http://otel_collector:4317",  # compose service names may have '_'
+    ],
+)
+def test_traces_endpoint_accepted(endpoint: str) -> None:
+    assert parse(f'traces:\n  endpoint: "{endpoint}"\n').traces.endpoint == endpoint
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "reason"),
+    [
+        ("localhost:4317", '"localhost:4317" is not an http:// or https:// URL (e.g. "http://localhost:4318")'),
+        ("grpc://c:4317", '"grpc://c:4317" is not an http:// or https:// URL (e.g. "http://localhost:4318")'),
+        ("collector", '"collector" is not an http:// or https:// URL (e.g. "http://localhost:4318")'),
+        ("http://", 'missing host in "http://"'),
+        ("http://:4317", 'missing host in "http://:4317"'),
+        ("http://c :4317", 'URL "http://c :4317" contains whitespace'),
+        ("http://[::1", '"http://[::1" is not a valid URL (e.g. "http://localhost:4318")'),
+        ("http://c:x", 'port in "http://c:x" is not a number 1..65535'),
+        ("http://c:0", 'port in "http://c:0" is not a number 1..65535'),
+        ("http://c:65536", 'port in "http://c:65536" is not a number 1..65535'),
+        ("http://c:", 'port in "http://c:" is not a number 1..65535'),
+    ],
+)
+def test_bad_traces_endpoint(endpoint: str, reason: str) -> None:
+    assert error(f'traces:\n  endpoint: "{endpoint}"\n') == f"c.yaml:2: traces.endpoint: {reason}"
+
+
+def test_traces_endpoint_expands_variables() -> None:
+    text = 'traces:\n  endpoint: "http://${NODE_IP:-localhost}:4318"\n'
+    assert parse(text, env={"NODE_IP": "10.0.0.7"}).traces.endpoint == "http://10.0.0.7:4318"
+    assert parse(text).traces.endpoint == "http://localhost:4318"
+    assert error('traces:\n  endpoint: "${EP}"\n', env={"EP": "c:4317"}) == (
+        'c.yaml:2: traces.endpoint: "c:4317" is not an http:// or https:// URL (e.g. "http://localhost:4318") '
+        '(expanded from "${EP}")'
+    )
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_traces_protocol_accepted(protocol: str) -> None:
+    assert parse(f"traces:\n  protocol: {protocol}\n").traces.protocol == protocol
+
+
+def test_bad_traces_protocol() -> None:
+    assert error("traces:\n  protocol: grcp\n") == (
+        "c.yaml:2: traces.protocol: \"grcp\" is not one of grpc, http/protobuf; did you mean 'grpc'?"
+    )
+    assert error("traces:\n  protocol: http\n") == (
+        'c.yaml:2: traces.protocol: "http" is not one of grpc, http/protobuf'
+    )
+    assert error("traces:\n  protocol: http/json\n") == (
+        'c.yaml:2: traces.protocol: "http/json" is not one of grpc, http/protobuf'
+    )
+
+
+def test_traces_service_name() -> None:
+    assert parse("traces:\n  service_name: pktpath-edge\n").traces.service_name == "pktpath-edge"
+    assert error('traces:\n  service_name: ""\n') == "c.yaml:2: traces.service_name: service name is empty"
+    assert error('traces:\n  service_name: "  "\n') == "c.yaml:2: traces.service_name: service name is empty"
+    assert error("traces:\n  service_name: 7\n") == (
+        "c.yaml:2: traces.service_name: expected a string, got integer 7"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "low", "high"),
+    [
+        ("max_queue_size", 1, 1000000),
+        ("schedule_delay_ms", 1, 60000),
+        ("export_timeout_ms", 1, 600000),
+    ],
+)
+def test_traces_integer_ranges(key: str, low: int, high: int) -> None:
+    assert getattr(parse(f"traces:\n  {key}: {low}\n  max_export_batch_size: 1\n").traces, key) == low
+    assert getattr(parse(f"traces:\n  {key}: {high}\n").traces, key) == high
+    assert error(f"traces:\n  {key}: {low - 1}\n") == f"c.yaml:2: traces.{key}: {low - 1} is out of range {low}..{high}"
+    assert error(f"traces:\n  {key}: {high + 1}\n") == (
+        f"c.yaml:2: traces.{key}: {high + 1} is out of range {low}..{high}"
+    )
+    assert error(f'traces:\n  {key}: "10"\n') == f'c.yaml:2: traces.{key}: expected an integer, got string "10"'
+
+
+def test_traces_batch_size_is_bounded_by_the_queue() -> None:
+    config = parse("traces:\n  max_queue_size: 64\n  max_export_batch_size: 64\n")
+    assert (config.traces.max_queue_size, config.traces.max_export_batch_size) == (64, 64)
+    assert parse("traces:\n  max_export_batch_size: 2048\n").traces.max_export_batch_size == 2048
+    assert error("traces:\n  max_export_batch_size: 0\n") == (
+        "c.yaml:2: traces.max_export_batch_size: 0 is out of range 1..1000000"
+    )
+    # Two keys are involved, so the message has no line: it names both keys instead.
+    assert error("traces:\n  max_queue_size: 100\n") == (
+        "traces.max_export_batch_size: 512 is out of range 1..100 (it cannot exceed traces.max_queue_size)"
+    )
+    assert error("traces:\n  max_export_batch_size: 4096\n") == (
+        "traces.max_export_batch_size: 4096 is out of range 1..2048 (it cannot exceed traces.max_queue_size)"
+    )
+
+
+def test_unknown_traces_key() -> None:
+    assert error("traces:\n  endpiont: http://c:4318\n") == (
+        "c.yaml:2: traces.endpiont: unknown key (known: exporter, endpoint, protocol, service_name, max_queue_size, "
+        "max_export_batch_size, schedule_delay_ms, export_timeout_ms); did you mean 'endpoint'?"
+    )
 
 
 # --- ${VAR} expansion ------------------------------------------------------------------------

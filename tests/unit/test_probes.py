@@ -39,3 +39,21 @@ def test_status_dict_explains_every_candidate() -> None:
     st.problems["fentry"] = "fentry refused by this kernel: Operation not permitted"
     assert st.as_dict() == {"hop": "a", "attached": "tracepoint", "candidates": {
         "fentry": "fentry refused by this kernel: Operation not permitted", "tracepoint": "attached"}}
+
+
+def test_verifier_complaint_is_the_sentence_not_the_trace() -> None:
+    from exporter.loader.engine import verifier_complaint
+
+    log = [
+        "libbpf: prog 'x__tp_btf': BPF program load failed: Invalid argument",
+        "func#0 @0",
+        "458: (18) r2 = 0x17                   ; R2=23",
+        "460: (85) call bpf_rdonly_cast#65486",
+        "mark_precise: frame0: regs=r2 stack= before 458: (18) r2 = 0x17",
+        "kfunc bpf_rdonly_cast type ID argument must be of a struct or void",
+        "verification time 57165 usec",
+        "stack depth 240",
+        "processed 2681 insns (limit 1000000) max_states_per_insn 7 total_states 102",
+    ]
+    assert verifier_complaint(log) == "kfunc bpf_rdonly_cast type ID argument must be of a struct or void"
+    assert verifier_complaint(["libbpf: nothing from the verifier"]) == ""

@@ -1,0 +1,125 @@
+"""`python -m bench`: run the benchmarks, print a table, write bench/results/latest.json."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench.agent import pktpath_bin
+from bench.procs import BenchError, tool_version, tracing_programs
+from bench.report import render
+from bench.startup import measure_memory, measure_startup
+from bench.throughput import measure_throughput
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+# `make bench` must finish in about 6 minutes on a 2-core machine; the measured phases stop
+# early (and say so) rather than run past this.
+TIME_LIMIT_S = 330.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="one round, short trials: a smoke run (~1 min)")
+    p.add_argument("--only", choices=("startup", "throughput"), help="run one part only")
+    p.add_argument("--rounds", type=int, default=None, help="throughput rounds (default 5; --quick: 1)")
+    p.add_argument("--seconds", type=float, default=None, help="seconds per throughput trial (default 4; --quick: 2)")
+    p.add_argument("--starts", type=int, default=None, help="agent start-ups to time (default 10; --quick: 3)")
+    p.add_argument("--pktpath", metavar="PATH", default=None,
+                   help="the pktpath console script to measure (default: beside this python, else PATH)")
+    p.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results file (default {RESULTS})")
+    return p
+
+
+def _log(msg: str) -> None:
+    # Progress goes to stderr so stdout holds only the final table.
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    # Same path as Ctrl-C: unwind, so every `finally` stops processes and deletes namespaces.
+    raise KeyboardInterrupt
+
+
+def _environment(binary: str) -> dict[str, Any]:
+    cpu_model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                      if ln.startswith("model name")), "?")
+    return {
+        "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "python": platform.python_version(),
+        "pktpath_bin": binary,
+        "pktpath": tool_version([binary, "--version"]),
+        "iperf3": tool_version(["iperf3", "--version"]),
+        "bpftrace": tool_version(["bpftrace", "--version"]),
+        "bpftool": tool_version(["bpftool", "--version"]),
+        "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench: needs root (loads BPF programs, creates network namespaces)", file=sys.stderr)
+        return 1
+    rounds = args.rounds or (1 if args.quick else 5)
+    seconds = args.seconds or (2.0 if args.quick else 4.0)
+    starts = args.starts or (3 if args.quick else 10)
+    t0 = time.monotonic()
+    deadline = t0 + TIME_LIMIT_S
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an inherited ignore;
+    # the benchmark must stay interruptible (and clean up) however it was started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    try:
+        binary = args.pktpath or pktpath_bin()
+        if not os.access(binary, os.X_OK):
+            raise BenchError(f"{binary}: not an executable")
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    results: dict[str, Any] = {"status": "running", "quick": args.quick, "environment": _environment(binary)}
+    seen = tracing_programs()
+    if seen is not None:
+        results["environment"]["tracing_programs_at_start"] = seen.foreign()
+    status = 0
+    try:
+        if args.only in (None, "startup"):
+            _log(f"start-up: {starts} starts of {binary} ...")
+            results["startup"] = measure_startup(starts, binary, deadline)
+            _log("memory: idle 2 s, then 100 scrapes ...")
+            results["memory"] = measure_memory(binary)
+        if args.only in (None, "throughput"):
+            if shutil.which("iperf3") is None:
+                raise BenchError("iperf3 not installed (make deps-bench)")
+            _log(f"throughput: {rounds} round(s) x up to 4 conditions x 2 workloads x {seconds:g} s ...")
+            results["throughput"] = measure_throughput(rounds, seconds, deadline, _log, binary)
+        results["status"] = "ok"
+    except KeyboardInterrupt:
+        results["status"] = "interrupted"
+        _log("bench: interrupted; cleaned up")
+        status = 130
+    except BenchError as exc:
+        results["status"] = f"error: {exc}"
+        _log(f"bench: {exc}")
+        status = 1
+    finally:
+        results["elapsed_seconds"] = round(time.monotonic() - t0, 1)
+        results["environment"]["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+    print(render(results))
+    _log(f"results: {args.output}")
+    return status

@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Every map of pktpath.bpf.o, in one place; sizes marked "loader" are set
+ * from config by exporter/agent.py before load. */
+#ifndef PKTPATH_MAPS_H
+#define PKTPATH_MAPS_H
+
+#include <bpf/bpf_helpers.h>
+#include "pktpath.h"
+
+/* Drop counters: every drop, unsampled.  max_entries: loader (drops.max_series). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct drop_key);
+	__type(value, struct drop_value);
+} drop_counts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT__MAX);
+	__type(key, __u32); /* enum pktpath_stat (array keys must be plain u32 in BTF) */
+	__type(value, __u64);
+} stats SEC(".maps");
+
+/* Packets being followed, by skb pointer.  LRU: a packet freed without a
+ * tracepoint (a UDP datagram after recvmsg, a TCP segment merged into
+ * another) is never untracked, so the oldest entries must make room. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct track);
+} tracked SEC(".maps");
+
+/* Hop events to userspace.  max_entries (bytes): loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct path_config);
+} path_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
+	__uint(max_entries, 1024);
+	__type(key, struct lpm_key);
+	__type(value, __u8);
+} filter_src SEC(".maps"), filter_dst SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, char[16]);
+	__type(value, __u8);
+} filter_ifaces SEC(".maps");
+
+/* Per-CPU scratch: path id sequence, the new-path budget window, and the
+ * packet this CPU is processing (fib_table_lookup has no skb argument). */
+struct cpu_state {
+	__u64 seq;
+	__u64 window_start;
+	__u64 cur_skb;
+	__u64 cur_path;
+	__u64 cur_ts;
+	__u32 cur_saddr;
+	__u32 cur_daddr;
+	__u32 window_count;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cpu_state);
+} cpu_state SEC(".maps");
+
+/* Referenced nowhere: the ring buffer's record types are otherwise only used
+ * through pointers in inlined code, and would not reach the object's BTF,
+ * where exporter/decoders/abi.py checks its ctypes mirrors against them. */
+struct hop_event *abi_hop_event __attribute__((unused));
+enum hop_id abi_hop_id __attribute__((unused));
+enum pktpath_stat abi_stat __attribute__((unused));
+
+static __always_inline void stat_inc(enum pktpath_stat slot)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &slot);
+
+	if (v)
+		*v += 1;
+}
+
+#endif /* PKTPATH_MAPS_H */

@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Reading packet headers from an skb on a locked-down kernel.
+ *
+ * Headers sit at skb->head + skb->network_header.  bpf_probe_read_kernel is
+ * refused under lockdown, so every header is reached through
+ * bpf_rdonly_cast(ptr, <kernel BTF id of the header struct>): the verifier
+ * then allows direct, fault-handled loads (a bad pointer reads as 0).
+ */
+#ifndef PKTPATH_PACKET_H
+#define PKTPATH_PACKET_H
+
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <linux/icmpv6.h>
+#include <bpf/bpf_endian.h>
+#include "compat.h"
+#include "pktpath.h"
+
+/* skb->network_header is (u16)~0 until the stack sets it (skb_network_header_was_set). */
+#define NETWORK_HEADER_UNSET ((__u16)~0U)
+/* linux/in.h drags in libc headers that do not build for -target bpf. */
+#define IPPROTO_ICMP 1
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IPPROTO_ICMPV6 58
+#define IP_OFFSET_MASK 0x1FFF
+
+#define CAST(type, ptr) ((type *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))
+
+static __always_inline unsigned char *network_header(struct sk_buff *skb)
+{
+	__u16 off = skb->network_header;
+
+	if (off == NETWORK_HEADER_UNSET)
+		return 0;
+	return skb->head + off;
+}
+
+/*
+ * L3/L4 protocol only: what the drop counters key on.  IPv6 reports the first
+ * next-header; walking extension headers is not worth the instructions on a
+ * path that runs for every drop.
+ */
+static __always_inline void read_protocols(struct sk_buff *skb, __u16 *l3, __u8 *l4)
+{
+	unsigned char *nh = network_header(skb);
+
+	*l3 = bpf_ntohs(skb->protocol);
+	if (!nh)
+		return;
+	if (*l3 == ETH_P_IP)
+		*l4 = CAST(struct iphdr, nh)->protocol;
+	else if (*l3 == ETH_P_IPV6)
+		*l4 = CAST(struct ipv6hdr, nh)->nexthdr;
+}
+
+/* The fields that identify a packet cheaply, to tell a reused skb pointer. */
+static __always_inline int read_ident(struct sk_buff *skb, __u8 *protocol, __u16 *ident)
+{
+	unsigned char *nh = network_header(skb);
+	__u16 l3 = bpf_ntohs(skb->protocol);
+
+	if (!nh)
+		return -1;
+	if (l3 == ETH_P_IP) {
+		struct iphdr *ip = CAST(struct iphdr, nh);
+
+		*protocol = ip->protocol;
+		*ident = bpf_ntohs(ip->id);
+		return 0;
+	}
+	if (l3 == ETH_P_IPV6) {
+		struct ipv6hdr *ip6 = CAST(struct ipv6hdr, nh);
+
+		*protocol = ip6->nexthdr;
+		*ident = bpf_ntohs(ip6->payload_len); /* IPv6 has no IP id */
+		return 0;
+	}
+	return -1;
+}
+
+/*
+ * Full first-hop snapshot; 0 for an IP packet, -1 otherwise.  *extra gets the
+ * bytes that tell apart packets with identical headers, for sample_hash():
+ * the TCP sequence number, the ICMP id/sequence, or the first 8 payload bytes
+ * of UDP (unconnected UDP with DF sends every datagram with IP id 0).
+ */
+static __always_inline int read_header(struct sk_buff *skb, struct pkt_header *h, __u64 *extra)
+{
+	unsigned char *nh = network_header(skb);
+	__u16 l3 = bpf_ntohs(skb->protocol);
+	unsigned char *l4;
+
+	if (!nh)
+		return -1;
+	if (l3 == ETH_P_IP) {
+		struct iphdr *ip = CAST(struct iphdr, nh);
+		__u32 saddr = ip->saddr, daddr = ip->daddr;
+
+		h->family = 4;
+		__builtin_memcpy(h->saddr, &saddr, 4);
+		__builtin_memcpy(h->daddr, &daddr, 4);
+		h->protocol = ip->protocol;
+		h->tos = ip->tos;
+		h->ttl = ip->ttl;
+		h->ip_len = bpf_ntohs(ip->tot_len);
+		h->ip_id = bpf_ntohs(ip->id);
+		if (ip->frag_off & bpf_htons(IP_OFFSET_MASK))
+			return 0; /* a non-first fragment carries no L4 header */
+		l4 = nh + ip->ihl * 4;
+	} else if (l3 == ETH_P_IPV6) {
+		struct ipv6hdr *ip6 = CAST(struct ipv6hdr, nh);
+
+		h->family = 6;
+		__builtin_memcpy(h->saddr, &ip6->saddr, 16);
+		__builtin_memcpy(h->daddr, &ip6->daddr, 16);
+		h->protocol = ip6->nexthdr;
+		h->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+		h->ttl = ip6->hop_limit;
+		h->ip_len = bpf_ntohs(ip6->payload_len) + 40;
+		l4 = nh + 40;
+	} else {
+		return -1;
+	}
+
+	switch (h->protocol) {
+	case IPPROTO_TCP: {
+		struct tcphdr *th = CAST(struct tcphdr, l4);
+
+		h->sport = bpf_ntohs(th->source);
+		h->dport = bpf_ntohs(th->dest);
+		h->tcp_seq = bpf_ntohl(th->seq);
+		/* Byte 13 holds FIN..CWR; read whole so the verifier sees no bitfield split. */
+		h->tcp_flags = ((__u8 *)th)[13];
+		*extra = h->tcp_seq;
+		break;
+	}
+	case IPPROTO_UDP: {
+		struct udphdr *uh = CAST(struct udphdr, l4);
+
+		h->sport = bpf_ntohs(uh->source);
+		h->dport = bpf_ntohs(uh->dest);
+		if (bpf_ntohs(uh->len) >= sizeof(*uh) + 8) {
+			/* bpf_rdonly_cast takes only struct types before 6.18: view the
+			 * 8 payload bytes after the header as a second udphdr. */
+			struct udphdr *p = CAST(struct udphdr, l4 + sizeof(*uh));
+
+			*extra = (__u64)p->source | (__u64)p->dest << 16 | (__u64)p->len << 32 | (__u64)p->check << 48;
+		}
+		break;
+	}
+	case IPPROTO_ICMP: {
+		struct icmphdr *ic = CAST(struct icmphdr, l4);
+
+		h->icmp_type = ic->type;
+		h->icmp_code = ic->code;
+		*extra = ic->un.gateway; /* echo id and sequence */
+		break;
+	}
+	case IPPROTO_ICMPV6: {
+		struct icmp6hdr *ic6 = CAST(struct icmp6hdr, l4);
+
+		h->icmp_type = ic6->icmp6_type;
+		h->icmp_code = ic6->icmp6_code;
+		*extra = ic6->icmp6_dataun.un_data32[0]; /* echo id and sequence */
+		break;
+	}
+	}
+	return 0;
+}
+
+static __always_inline __u64 mix64(__u64 x)
+{
+	/* MurmurHash3's finalizer: every input bit flips each output bit with p~1/2. */
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ULL;
+	x ^= x >> 33;
+	return x;
+}
+
+/*
+ * The sampling decision is a hash of what the packet *is*, not a random draw:
+ * a packet meets several entry hops on one host (a pod's transmit, then the
+ * host's receive from the veth) and every one of them must reach the same
+ * verdict, or a packet crossing k namespaces would be sampled ~k times as
+ * often.  It also makes agents on different nodes sample the same packets,
+ * so a sampled packet's trace is complete across nodes.  Identical packets
+ * (same addresses, ports, IP id and first payload bytes) share a verdict.
+ */
+static __always_inline __u64 sample_hash(struct pkt_header *h, __u64 extra)
+{
+	__u64 s0, s1, d0, d1;
+
+	__builtin_memcpy(&s0, h->saddr, 8);
+	__builtin_memcpy(&s1, h->saddr + 8, 8);
+	__builtin_memcpy(&d0, h->daddr, 8);
+	__builtin_memcpy(&d1, h->daddr + 8, 8);
+	return mix64(s0 ^ mix64(s1 ^ mix64(d0 ^ mix64(d1 ^ mix64(extra ^
+		((__u64)h->sport << 48 | (__u64)h->dport << 32 | (__u64)h->protocol << 16 | h->ip_id))))));
+}
+
+#endif /* PKTPATH_PACKET_H */

@@ -1,0 +1,81 @@
+"""Ring buffer records (struct hop_event) -> exporter.paths.model.HopEvent.
+
+Runs on the ring-polling thread for every sampled hop, so it does the least it
+can: one ctypes copy, a dict lookup for the hop, and address formatting only
+on the first hop of a path (the only one carrying a header).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+
+from exporter.decoders import abi
+from exporter.decoders.drop_reasons import DropReasons
+from exporter.paths.model import Hop, HopEvent, PacketHeader, SampledBy
+
+_HOPS = {
+    abi.HOP_IDS["HOP_NETIF_RECEIVE"]: Hop.NETIF_RECEIVE,
+    abi.HOP_IDS["HOP_FIB_LOOKUP"]: Hop.FIB_LOOKUP,
+    abi.HOP_IDS["HOP_DEV_QUEUE"]: Hop.DEV_QUEUE,
+    abi.HOP_IDS["HOP_DEV_XMIT"]: Hop.DEV_XMIT,
+    abi.HOP_IDS["HOP_DELIVER"]: Hop.DELIVER,
+    abi.HOP_IDS["HOP_CONSUME"]: Hop.CONSUME,
+    abi.HOP_IDS["HOP_DROP"]: Hop.DROP,
+}
+EVENT_SIZE = ctypes.sizeof(abi.HopEventRaw)
+
+
+class DecodeError(ValueError):
+    pass
+
+
+def _addr(family: int, raw: ctypes.Array[ctypes.c_uint8]) -> str:
+    data = bytes(raw)
+    return str(ipaddress.IPv4Address(data[:4]) if family == 4 else ipaddress.IPv6Address(data))
+
+
+def _ipv4(value: int) -> str:
+    # Kernel __be32 read as a little-endian u32: the bytes are already in network order.
+    return str(ipaddress.IPv4Address(value.to_bytes(4, "little"))) if value else ""
+
+
+def decode_header(h: abi.PktHeader) -> PacketHeader:
+    return PacketHeader(
+        family=h.family, src=_addr(h.family, h.saddr), dst=_addr(h.family, h.daddr), protocol=h.protocol,
+        sport=h.sport, dport=h.dport, tos=h.tos, ttl=h.ttl, length=h.ip_len, ip_id=h.ip_id,
+        tcp_flags=h.tcp_flags, tcp_seq=h.tcp_seq, icmp_type=h.icmp_type, icmp_code=h.icmp_code,
+    )
+
+
+class EventDecoder:
+    def __init__(self, reasons: DropReasons) -> None:
+        self._reasons = reasons
+
+    def decode(self, raw: bytes) -> HopEvent:
+        if len(raw) < EVENT_SIZE:
+            raise DecodeError(f"hop event of {len(raw)} bytes, expected {EVENT_SIZE}")
+        ev = abi.HopEventRaw.from_buffer_copy(raw)
+        hop = _HOPS.get(ev.hop)
+        if hop is None:
+            raise DecodeError(f"unknown hop id {ev.hop}")
+        header = decode_header(ev.hdr) if ev.flags & abi.EV_HEADER else None
+        return HopEvent(
+            path_id=ev.path_id,
+            hop=hop,
+            ts_ns=ev.ts_ns,
+            cpu=ev.cpu,
+            ifindex=ev.ifindex,
+            ifname=ev.ifname.decode(errors="replace"),
+            netns=ev.netns,
+            length=ev.len,
+            verdict=ev.verdict,
+            reason=self._reasons.name(ev.reason) if hop is Hop.DROP else None,
+            table=ev.table,
+            out_ifname=ev.out_ifname.decode(errors="replace"),
+            fib_src=_ipv4(ev.fib_saddr) if hop is Hop.FIB_LOOKUP else "",
+            fib_dst=_ipv4(ev.fib_daddr) if hop is Hop.FIB_LOOKUP else "",
+            location=ev.location,
+            header=header,
+            sampled_by=SampledBy.DROP if ev.flags & abi.EV_BY_DROP else SampledBy.RATE,
+        )

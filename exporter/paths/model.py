@@ -1,0 +1,108 @@
+"""The data model of packet paths: what the kernel reports per hop, and what a finished path is.
+
+Everything downstream of the ring buffer (assembler, OpenTelemetry spans, the
+interactive tracer) speaks these types; only exporter/decoders/events.py knows
+the C layout they are decoded from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Outcome(str, Enum):
+    """How a path ended."""
+
+    DROPPED = "dropped"  # kfree_skb with a drop reason
+    DELIVERED = "delivered"  # copied to a local socket (skb_copy_datagram_iovec)
+    CONSUMED = "consumed"  # freed as consumed (consume_skb): processed normally
+    TRANSMITTED = "transmitted"  # last seen leaving a device (net_dev_xmit), nothing after it
+    INCOMPLETE = "incomplete"  # idle timeout or eviction with no telling last hop
+
+
+class Hop(str, Enum):
+    """Hop names, as they appear in spans, metrics and the shell."""
+
+    NETIF_RECEIVE = "netif_receive_skb"  # a device handed the packet to the stack
+    FIB_LOOKUP = "fib_table_lookup"  # IPv4 route lookup (no skb: attributed per CPU)
+    DEV_QUEUE = "net_dev_queue"  # queued for transmit on a device
+    DEV_XMIT = "net_dev_xmit"  # handed to the driver (verdict = driver return code)
+    DELIVER = "skb_copy_datagram_iovec"  # payload copied to a socket reader
+    CONSUME = "consume_skb"  # freed normally
+    DROP = "kfree_skb"  # freed as a drop (reason set)
+
+
+TERMINAL_HOPS = frozenset({Hop.DROP, Hop.CONSUME})
+
+
+class SampledBy(str, Enum):
+    RATE = "rate"  # the 1-in-N first-hop sample
+    DROP = "drop"  # verdict-aware capture: kept because it was dropped
+
+
+@dataclass(frozen=True)
+class PacketHeader:
+    """First-hop snapshot of the packet's headers."""
+
+    family: int  # 4 or 6
+    src: str
+    dst: str
+    protocol: int  # IP protocol number (6 tcp, 17 udp, 1 icmp, 58 icmpv6 ...)
+    sport: int = 0  # TCP/UDP/SCTP ports, 0 otherwise
+    dport: int = 0
+    tos: int = 0  # IPv4 TOS / IPv6 traffic class
+    ttl: int = 0  # IPv4 TTL / IPv6 hop limit
+    length: int = 0  # IP total length (IPv6: payload length + 40)
+    ip_id: int = 0  # IPv4 identification (0 for IPv6)
+    tcp_flags: int = 0  # TCP flags byte (FIN=0x01 SYN=0x02 RST=0x04 PSH=0x08 ACK=0x10 ...)
+    tcp_seq: int = 0
+    icmp_type: int = 0  # ICMP/ICMPv6 type and code, 0 otherwise
+    icmp_code: int = 0
+
+
+@dataclass(frozen=True)
+class HopEvent:
+    """One hop of one tracked packet, decoded from a ring buffer record."""
+
+    path_id: int  # unique per tracked packet (skb pointers are reused, so not the pointer)
+    hop: Hop
+    ts_ns: int  # kernel CLOCK_MONOTONIC (bpf_ktime_get_ns)
+    cpu: int = 0
+    ifindex: int = 0
+    ifname: str = ""  # device name at this hop, "" when none
+    netns: int = 0  # network namespace inode of the device
+    length: int = 0  # skb->len at this hop
+    verdict: int = 0  # hop-specific result: FIB lookup error (0 = found), driver rc at xmit
+    reason: str | None = None  # drop reason name (kfree_skb only)
+    table: int = 0  # FIB table id (fib_table_lookup only; 254 = main, 255 = local)
+    out_ifname: str = ""  # FIB lookup result device (fib_table_lookup only)
+    fib_src: str = ""  # FIB lookup flow (fib_table_lookup only): a lookup towards the packet's
+    fib_dst: str = ""  # source, not its destination, is rp_filter's reverse-path check
+    location: int = 0  # kernel address of the kfree_skb/consume_skb call site
+    header: PacketHeader | None = None  # set on the first hop of a path
+    sampled_by: SampledBy = SampledBy.RATE
+
+
+@dataclass
+class Path:
+    """A tracked packet's whole life in this host, hops in kernel-time order."""
+
+    path_id: int
+    header: PacketHeader | None
+    hops: list[HopEvent] = field(default_factory=list)
+    outcome: Outcome = Outcome.INCOMPLETE
+    drop_reason: str | None = None
+    sampled_by: SampledBy = SampledBy.RATE
+
+    @property
+    def start_ns(self) -> int:
+        return self.hops[0].ts_ns if self.hops else 0
+
+    @property
+    def end_ns(self) -> int:
+        return self.hops[-1].ts_ns if self.hops else 0
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_ns - self.start_ns

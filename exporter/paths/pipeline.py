@@ -1,0 +1,69 @@
+"""Ring buffer -> decoder -> assembler -> sinks, on one thread.
+
+One thread owns the whole chain, so the assembler needs no locks and the
+order of events from the ring is kept.  Sinks (spans, metrics, the shell)
+get each finished Path; a sink that raises is counted by the assembler and
+never stops the others or the thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from exporter.decoders.events import DecodeError, EventDecoder
+from exporter.loader.libbpf import Map, RingBuffer
+from exporter.paths.assembler import PathAssembler
+from exporter.paths.model import Path
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 100  # also the assembler's tick period: bounds how late an idle path is emitted
+
+
+class PathPipeline:
+    def __init__(self, ring: Map, decoder: EventDecoder, sinks: list[Callable[[Path], None]],
+                 assembler_options: dict[str, int] | None = None) -> None:
+        self._decoder = decoder
+        self._sinks = sinks
+        self.assembler = PathAssembler(self._deliver, **(assembler_options or {}))
+        self.decode_errors = 0
+        self.events = 0
+        self._ring = RingBuffer(ring, self._on_event)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pktpath-paths", daemon=True)
+
+    def _on_event(self, raw: bytes) -> None:
+        self.events += 1
+        try:
+            ev = self._decoder.decode(raw)
+        except DecodeError as exc:
+            self.decode_errors += 1
+            log.debug("bad hop event: %s", exc)
+            return
+        self.assembler.add(ev)
+
+    def _deliver(self, path: Path) -> None:
+        for sink in self._sinks:
+            sink(path)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._ring.poll(POLL_MS)
+            except Exception:  # noqa: BLE001 - keep following packets; the error is logged
+                log.exception("ring buffer poll failed")
+                self._stop.wait(1.0)
+            self.assembler.tick()
+        # Drain what the kernel already wrote, then hand every open path on.
+        self._ring.poll(0)
+        self.assembler.flush()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+        self._ring.close()
