@@ -17,6 +17,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -186,7 +187,7 @@ class Agent:
         path_metrics: PathMetrics | None = None
         tracing = self.tracing
         if tracing is not None:
-            sinks = []
+            sinks: list[Callable[[Path], None]] = []
 
             def to_spans(path: Path) -> None:
                 trace_id = tracing.span_builder.emit(path)

@@ -112,7 +112,7 @@ class _Servicer(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[mi
     def __init__(self, receiver: OtlpReceiver) -> None:
         self._receiver = receiver
 
-    def Export(  # noqa: N802 - the gRPC method name
+    def Export(  # the gRPC method name
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         if not self._receiver._admit("grpc"):
@@ -125,7 +125,7 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
     server: _HttpServer
     protocol_version = "HTTP/1.1"
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:  # http.server calls it by this name
         receiver = self.server.receiver
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
@@ -194,7 +194,9 @@ class OtlpReceiver:
     def start(self) -> OtlpReceiver:
         if self._grpc_enabled:
             server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-rx-grpc"))
-            trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Servicer(self), server)
+            trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+                _Servicer(self), server
+            )
             self.grpc_port = server.add_insecure_port("127.0.0.1:0")
             server.start()
             self._grpc = server

@@ -58,31 +58,6 @@ static __always_inline void read_protocols(struct sk_buff *skb, __u16 *l3, __u8 
 		*l4 = CAST(struct ipv6hdr, nh)->nexthdr;
 }
 
-/* The fields that identify a packet cheaply, to tell a reused skb pointer. */
-static __always_inline int read_ident(struct sk_buff *skb, __u8 *protocol, __u16 *ident)
-{
-	unsigned char *nh = network_header(skb);
-	__u16 l3 = bpf_ntohs(skb->protocol);
-
-	if (!nh)
-		return -1;
-	if (l3 == ETH_P_IP) {
-		struct iphdr *ip = CAST(struct iphdr, nh);
-
-		*protocol = ip->protocol;
-		*ident = bpf_ntohs(ip->id);
-		return 0;
-	}
-	if (l3 == ETH_P_IPV6) {
-		struct ipv6hdr *ip6 = CAST(struct ipv6hdr, nh);
-
-		*protocol = ip6->nexthdr;
-		*ident = bpf_ntohs(ip6->payload_len); /* IPv6 has no IP id */
-		return 0;
-	}
-	return -1;
-}
-
 /*
  * Full first-hop snapshot; 0 for an IP packet, -1 otherwise.  *extra gets the
  * bytes that tell apart packets with identical headers, for sample_hash():
@@ -203,6 +178,17 @@ static __always_inline __u64 sample_hash(struct pkt_header *h, __u64 extra)
 	__builtin_memcpy(&d1, h->daddr + 8, 8);
 	return mix64(s0 ^ mix64(s1 ^ mix64(d0 ^ mix64(d1 ^ mix64(extra ^
 		((__u64)h->sport << 48 | (__u64)h->dport << 32 | (__u64)h->protocol << 16 | h->ip_id))))));
+}
+
+/*
+ * What stays the same for one packet from hop to hop, even through NAT
+ * (which rewrites addresses and ports): protocol, IP id, length and the
+ * payload-derived `extra`.  A tracked skb pointer whose packet no longer has
+ * this identity was freed without a tracepoint and reused by a new packet.
+ */
+static __always_inline __u64 packet_ident(struct pkt_header *h, __u64 extra)
+{
+	return mix64(extra ^ ((__u64)h->protocol << 32 | (__u64)h->ip_id << 16 | h->ip_len));
 }
 
 #endif /* PKTPATH_PACKET_H */

@@ -130,7 +130,8 @@ static __always_inline struct hop_event *event_start(__u32 hop, __u64 path_id, s
 
 /* A new path: filter, budget, then track (unless terminal).  `h` is already read. */
 static __always_inline void path_start(struct path_config *cfg, struct sk_buff *skb, struct pkt_header *h,
-				       __u32 hop, struct net_device *dev, __u8 by, __u32 reason, __u64 location)
+				       __u64 ident, __u32 hop, struct net_device *dev, __u8 by, __u32 reason,
+				       __u64 location)
 {
 	char ifname[16] = {};
 	struct cpu_state *st;
@@ -150,10 +151,8 @@ static __always_inline void path_start(struct path_config *cfg, struct sk_buff *
 	}
 	path_id = ((__u64)bpf_get_smp_processor_id() << 48) | ++st->seq;
 	if (hop != HOP_DROP) {
-		struct track t = { .path_id = path_id, .ip_id = h->ip_id, .protocol = h->protocol, .flags = by };
+		struct track t = { .path_id = path_id, .ident = ident, .flags = by };
 
-		if (h->family == 6)
-			t.ip_id = h->ip_len - 40; /* as read_ident() reads it: IPv6 has no IP id */
 		if (bpf_map_update_elem(&tracked, &key, &t, BPF_ANY)) {
 			stat_inc(STAT_TRACK_FULL);
 			return;
@@ -199,16 +198,23 @@ static __always_inline void fib_context_set(struct sk_buff *skb, __u64 path_id)
 static __always_inline void path_entry_hop(struct sk_buff *skb, __u32 hop, struct net_device *dev)
 {
 	struct path_config *cfg = paths_config();
-	__u64 key = (__u64)skb;
+	struct pkt_header h = {};
+	__u64 key = (__u64)skb, extra = 0, ident;
 	struct track *t;
 	struct hop_event *ev;
-	__u8 proto = 0;
-	__u16 ident = 0;
+	int is_ip;
 
 	if (!cfg)
 		return;
 	t = bpf_map_lookup_elem(&tracked, &key);
-	if (t && (read_ident(skb, &proto, &ident) || proto != t->protocol || ident != t->ip_id)) {
+	if (!t && !cfg->one_in) {
+		if (hop == HOP_NETIF_RECEIVE)
+			fib_context_set(skb, 0);
+		return;
+	}
+	is_ip = read_header(skb, &h, &extra) == 0;
+	ident = packet_ident(&h, extra);
+	if (t && (!is_ip || ident != t->ident)) {
 		bpf_map_delete_elem(&tracked, &key);
 		stat_inc(STAT_TRACK_STALE);
 		t = 0;
@@ -221,13 +227,8 @@ static __always_inline void path_entry_hop(struct sk_buff *skb, __u32 hop, struc
 			bpf_ringbuf_submit(ev, 0);
 		return;
 	}
-	if (cfg->one_in) {
-		struct pkt_header h = {};
-		__u64 extra = 0;
-
-		if (read_header(skb, &h, &extra) == 0 && sample_hash(&h, extra) % cfg->one_in == 0)
-			path_start(cfg, skb, &h, hop, dev, 0, 0, 0);
-	}
+	if (is_ip && cfg->one_in && sample_hash(&h, extra) % cfg->one_in == 0)
+		path_start(cfg, skb, &h, ident, hop, dev, 0, 0, 0);
 }
 
 /*
@@ -276,7 +277,7 @@ static __always_inline void path_drop(struct sk_buff *skb, __u32 reason, __u64 l
 		__u64 extra = 0;
 
 		if (read_header(skb, &h, &extra) == 0)
-			path_start(cfg, skb, &h, HOP_DROP, skb->dev, EV_BY_DROP, reason, location);
+			path_start(cfg, skb, &h, 0, HOP_DROP, skb->dev, EV_BY_DROP, reason, location);
 	}
 }
 

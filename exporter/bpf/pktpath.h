@@ -138,10 +138,9 @@ struct lpm_key {
 /* Value of the `tracked` LRU map, keyed by skb pointer. */
 struct track {
 	__u64 path_id;
-	__u16 ip_id;    /* with protocol: tells a reused skb pointer from its old packet */
-	__u8 protocol;
+	__u64 ident;    /* packet_ident(): tells a reused skb pointer from its old packet */
 	__u8 flags;     /* EV_BY_DROP */
-	__u32 _pad;
+	__u8 _pad[7];
 };
 
 #endif /* PKTPATH_H */

@@ -19,6 +19,7 @@ from exporter.config.schema import (
     LoggingConfig,
     MetricsConfig,
     ProbesConfig,
+    SamplingConfig,
     Section,
 )
 
@@ -34,6 +35,7 @@ __all__ = [
     "LoggingConfig",
     "MetricsConfig",
     "ProbesConfig",
+    "SamplingConfig",
     "Section",
     "load_config",
     "parse_config",

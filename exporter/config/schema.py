@@ -66,6 +66,15 @@ class FilterConfig:
 
 
 @dataclass(frozen=True)
+class SamplingConfig:
+    one_in: int = 1000
+    drop_one_in: int = 1
+    max_paths_per_second: int = 1000
+    max_tracked: int = 8192
+    ring_buffer_kb: int = 1024
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "info"
     format: str = "text"
@@ -90,6 +99,7 @@ class Config:
     drops: DropsConfig = field(default_factory=DropsConfig)
     probes: ProbesConfig = field(default_factory=ProbesConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     traces: TracesConfig = field(default_factory=TracesConfig)
 
@@ -307,6 +317,18 @@ def _check_interface(value: Any) -> object:
     return name
 
 
+# --- sampling --------------------------------------------------------------------------------
+
+MAX_ONE_IN = 2**31 - 1
+
+
+def _check_ring_kb(value: Any) -> object:
+    # The kernel wants a ring buffer of a power-of-two number of pages.
+    if not 4 <= value <= 262144 or value & (value - 1):
+        raise BadValueError(f"{value} is not a power of two in 4..262144")
+    return value
+
+
 # --- logging ---------------------------------------------------------------------------------
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
@@ -495,6 +517,27 @@ SECTIONS: tuple[Section, ...] = (
             ),
         ),
         _builder(FilterConfig),
+    ),
+    Section(
+        "sampling",
+        "Which packets are followed hop by hop, and how many. The first hop decides, in the kernel.",
+        (
+            Key("one_in", _INT, 1000, "Follow 1 in N matching packets (1 = every one, 0 = none); decided by a "
+                "hash of the packet's identity, so every hop and every node agrees.",
+                check=_int_range(0, MAX_ONE_IN)),
+            Key("drop_one_in", _INT, 1, "Also keep 1 in N dropped packets nobody was following, as a one-hop "
+                "path (0 = off). Costs nothing for packets that are not dropped.",
+                check=_int_range(0, MAX_ONE_IN)),
+            Key("max_paths_per_second", _INT, 1000, "Budget of new paths per second, enforced in the kernel "
+                "(split evenly over CPUs; 0 = unlimited). Keeps the agent's CPU bounded whatever the traffic.",
+                check=_int_range(0, 10_000_000)),
+            Key("max_tracked", _INT, 8192, "Packets followed at once (kernel LRU map, 64..1048576).",
+                check=_int_range(64, 1048576)),
+            Key("ring_buffer_kb", _INT, 1024, "Size of the kernel-to-agent event ring, KiB (power of two, "
+                "4..262144). A full ring loses events, counted in pktpath_events_lost_total.",
+                check=_check_ring_kb),
+        ),
+        _builder(SamplingConfig),
     ),
     Section(
         "logging",

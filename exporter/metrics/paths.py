@@ -94,8 +94,8 @@ class PathMetrics(Collector):
         with self._lock:
             for outcome in Outcome:
                 paths.add_metric([outcome.value], self._outcomes[outcome.value])
-            for outcome, h in sorted(self._durations.items()):
-                hist.add_metric([outcome], h.cumulative(), h.total)
+            for name, h in sorted(self._durations.items()):
+                hist.add_metric([name], h.cumulative(), h.total)
         for reason, n in sorted(self._evicted().items()):
             evicted.add_metric([reason], n)
         yield from (paths, hist, evicted)

@@ -104,7 +104,7 @@ class PathControl:
     @staticmethod
     def _sync_set(m: Map, wanted_keys: Iterable[bytes]) -> None:
         wanted = set(wanted_keys)
-        for key in m.keys():
+        for key in m.keys():  # noqa: SIM118 - a BPF map, not a dict
             if key not in wanted:
                 m.delete(key)
         for key in wanted:

@@ -8,10 +8,10 @@ the C layout they are decoded from.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     """How a path ended."""
 
     DROPPED = "dropped"  # kfree_skb with a drop reason
@@ -21,7 +21,7 @@ class Outcome(str, Enum):
     INCOMPLETE = "incomplete"  # idle timeout or eviction with no telling last hop
 
 
-class Hop(str, Enum):
+class Hop(StrEnum):
     """Hop names, as they appear in spans, metrics and the shell."""
 
     NETIF_RECEIVE = "netif_receive_skb"  # a device handed the packet to the stack
@@ -36,7 +36,7 @@ class Hop(str, Enum):
 TERMINAL_HOPS = frozenset({Hop.DROP, Hop.CONSUME})
 
 
-class SampledBy(str, Enum):
+class SampledBy(StrEnum):
     RATE = "rate"  # the 1-in-N first-hop sample
     DROP = "drop"  # verdict-aware capture: kept because it was dropped
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from exporter.decoders.events import DecodeError, EventDecoder
 from exporter.loader.libbpf import Map, RingBuffer
@@ -24,7 +25,7 @@ POLL_MS = 100  # also the assembler's tick period: bounds how late an idle path 
 
 class PathPipeline:
     def __init__(self, ring: Map, decoder: EventDecoder, sinks: list[Callable[[Path], None]],
-                 assembler_options: dict[str, int] | None = None) -> None:
+                 assembler_options: dict[str, Any] | None = None) -> None:
         self._decoder = decoder
         self._sinks = sinks
         self.assembler = PathAssembler(self._deliver, **(assembler_options or {}))
@@ -52,7 +53,7 @@ class PathPipeline:
         while not self._stop.is_set():
             try:
                 self._ring.poll(POLL_MS)
-            except Exception:  # noqa: BLE001 - keep following packets; the error is logged
+            except Exception:
                 log.exception("ring buffer poll failed")
                 self._stop.wait(1.0)
             self.assembler.tick()

@@ -19,6 +19,7 @@ drains. So memory is bounded by ``max_queue_size`` spans plus the batch being ex
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import socket
@@ -138,13 +139,20 @@ class _CountingExporter(SpanExporter):
         self._ledger.settle(count, result is SpanExportResult.SUCCESS)
         return result
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_millis: float = 30000, **kwargs: Any) -> None:
         # Called by us when time runs out, then again by the SDK's processor: only the first counts.
         with self._shutdown_lock:
             if self._is_shut_down:
                 return
             self._is_shut_down = True
-        self.exporter.shutdown()
+        try:
+            # Some SDK versions' gRPC exporter waits (up to timeout_millis) for the export in progress.
+            if "timeout_millis" in inspect.signature(self.exporter.shutdown).parameters:
+                self.exporter.shutdown(timeout_millis=timeout_millis)  # type: ignore[call-arg]
+            else:
+                self.exporter.shutdown()
+        except Exception:
+            log.exception("span exporter shutdown failed")
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.exporter.force_flush(timeout_millis)
@@ -196,7 +204,7 @@ class _BoundedSpanProcessor(SpanProcessor):
         self._ledger.close()
         if worker.is_alive():
             log.warning("traces: export did not finish within %.1fs of shutdown; dropping what is queued", timeout)
-            self._exporter.shutdown()
+            self._exporter.shutdown(timeout_millis=0)
             worker.join(1.0)
 
 
@@ -217,6 +225,8 @@ def _exporter_choice(cfg: TracesConfig, env: Mapping[str, str]) -> str:
         return "none"
     names = [name.strip().lower() for name in value.split(",") if name.strip()]
     choices = ", ".join(TRACE_EXPORTERS)
+    if not names:
+        return "none"
     if len(set(names)) > 1:
         raise ConfigError(f"{OTEL_TRACES_EXPORTER}: {quote(value)}: pktpath sends traces to one exporter "
                           f"(one of {choices})")

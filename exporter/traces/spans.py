@@ -263,9 +263,9 @@ def hop_span_name(hop: HopEvent) -> str:
         table = _fib_table_name(hop.table)
         if hop.verdict != 0:
             return f"fib lookup (table {table}, no route)"
-        return f"fib lookup (table {table}, found -> {hop.out_ifname})" if hop.out_ifname else (
-            f"fib lookup (table {table}, found)"
-        )
+        if hop.out_ifname:
+            return f"fib lookup (table {table}, found -> {hop.out_ifname})"
+        return f"fib lookup (table {table}, found)"
     if kind is Hop.DELIVER:
         return "deliver to socket"
     if kind is Hop.CONSUME:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
+from exporter.decoders import abi
 from exporter.decoders.counters import DropCount
 from exporter.decoders.drop_reasons import DropReasons
 from exporter.decoders.interfaces import InterfaceResolver
 from exporter.loader.probes import group_hops, parse_program
-from exporter.decoders import abi
 from exporter.metrics.collector import BuildInfo, KernelReadings, PktpathCollector, SamplingWeights
 
 REASONS = DropReasons([("SKB_DROP_REASON_NOT_SPECIFIED", 2), ("SKB_DROP_REASON_NO_SOCKET", 3),

@@ -80,8 +80,9 @@ def setup() -> Iterator[Setup]:
 
 
 def ctx(span: ReadableSpan) -> trace.SpanContext:
-    assert span.context is not None
-    return span.context
+    context = span.context
+    assert isinstance(context, trace.SpanContext)
+    return context
 
 
 # --- a forwarded path ------------------------------------------------------------------------
@@ -361,9 +362,8 @@ def test_span_ids_and_other_roots_stay_random() -> None:
         assert ids.generate_trace_id() != 42  # used once
     assert ids.generate_trace_id() != 42
     assert ids.generate_span_id() != ids.generate_span_id()
-    with pytest.raises(ValueError, match="not a non-zero 128-bit number"):
-        with ids.use_trace_id(0):
-            pass
+    with pytest.raises(ValueError, match="not a non-zero 128-bit number"), ids.use_trace_id(0):
+        pass
 
 
 def test_root_is_never_a_child_of_the_current_span(setup: Setup) -> None:
@@ -410,7 +410,7 @@ def test_flow_links_are_a_bounded_lru() -> None:
     # Held now: flows 2 and 4. Probe those first: probing a missing flow inserts it and evicts one.
     for sport in (4, 2, 3, 1):
         s.builder.emit(forwarded(replace(UDP, sport=sport, ip_id=100)))
-    linked = {int((r.attributes or {})["source.port"]): bool(r.links) for r in s.spans() if r.parent is None}
+    linked = {(r.attributes or {})["source.port"]: bool(r.links) for r in s.spans() if r.parent is None}
     assert linked == {1: False, 2: True, 3: False, 4: True}
 
 
