@@ -75,7 +75,7 @@ def _throughput(t: dict[str, Any], lines: list[str]) -> None:
     lines.append(f"  agent = default config, attaches {', '.join(t.get('agent_default_hops', [])) or '?'}")
     if "agent-drops" in t.get("conditions", []):
         lines.append("  agent-drops = kfree_skb only (probes.exclude: every other hop): the always-on drop counting")
-    lines.append(f"  {'workload':<9}{'condition':<12}{'median pkt/s':>14}{'min':>12}{'max':>12}"
+    lines.append(f"  {'workload':<9}{'condition':<12}{'n':>3}{'median pkt/s':>14}{'min':>12}{'max':>12}"
                  f"{'vs baseline':>13}{'per-round ratio':>20}   target")
     for workload, conds in t["summary"].items():
         for name, c in conds.items():
@@ -84,17 +84,18 @@ def _throughput(t: dict[str, Any], lines: list[str]) -> None:
                 continue
             r = c["ratio_of_medians"]
             pr = c["paired_ratio"]
-            spread = f"{_pct(pr['min'])}..{_pct(pr['max'])}" if pr and name != "baseline" else ""
+            spread = "" if name == "baseline" else (f"{_pct(pr['min'])}..{_pct(pr['max'])}" if pr else "n/a")
             target = ""
             if name in AGENT_CONDITIONS and r is not None:
                 target = f">= {_pct(1 - LOSS_TARGET)} {_verdict(r >= 1 - LOSS_TARGET)}"
-            flag = (f"  [{c['trials_disturbed']} disturbed trial(s) kept after {MAX_RETRIES} retries]"
+            flag = (f"  [{c['trials_disturbed']} still disturbed after {MAX_RETRIES} retries: not in n]"
                        if c["trials_disturbed"] else "")
-            lines.append(f"  {workload:<9}{name:<12}{s['median']:>14,.0f}{s['min']:>12,.0f}{s['max']:>12,.0f}"
+            lines.append(f"  {workload:<9}{name:<12}{c['trials_used']:>3}"
+                         f"{s['median']:>14,.0f}{s['min']:>12,.0f}{s['max']:>12,.0f}"
                          f"{_pct(r) if name != 'baseline' else '':>13}{spread:>20}   {target}{flag}".rstrip())
         base = conds.get("baseline", {}).get("pps")
         if base:
-            lines.append(f"  {'':<21}baseline spread (max-min)/median: "
+            lines.append(f"  {'':<24}baseline spread (max-min)/median: "
                          f"{(base['max'] - base['min']) / base['median'] * 100:.1f}%")
     rerun = t.get("discarded_trials", [])
     if rerun:
@@ -117,12 +118,12 @@ def _throughput(t: dict[str, Any], lines: list[str]) -> None:
                      f" agent counted {a['deliver_agent_counted'] or 'nothing'}")
     dl = san.get("deliver_receiver_lost")
     if dl and dl["iperf3_sent"]:
-        lines.append(f"  sanity, deliver workload, all trials: receiver lost {dl['lost']:,} of {dl['iperf3_sent']:,}"
+        lines.append(f"  sanity, deliver workload, kept trials: receiver lost {dl['lost']:,} of {dl['iperf3_sent']:,}"
                      f" ({dl['lost'] / dl['iperf3_sent'] * 100:.3f}%)")
     if "bpftrace" in san:
         b = san["bpftrace"]
-        lines.append(f"  sanity, bpftrace: counted {b['counted']:,} kfree_skb events; iptables dropped"
-                     f" {b['iptables_dropped']:,} and the receiver lost {b['receiver_lost']:,} in its trials")
+        lines.append(f"  sanity, bpftrace: counted {b['counted']:,} kfree_skb events machine-wide while it ran; in its"
+                     f" trials iptables dropped {b['iptables_dropped']:,} and the receiver lost {b['receiver_lost']:,}")
     used = t.get("bpftrace_used")
     for a in t.get("bpftrace_attempts", []):
         mark = "attached" if a["attached"] else f"FAILED: {_error_line(a['error'])}"

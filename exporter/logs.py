@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 
@@ -23,6 +24,32 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
+class RateLimit(logging.Filter):
+    """At most one record per message template per `interval` seconds; the next one says how
+    many were held back.  The OpenTelemetry SDK logs an ERROR for every failed export batch,
+    which with a collector down would be several lines a second, forever."""
+
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval = interval
+        self._clock = clock
+        self._last: dict[tuple[str, object], float] = {}
+        self._held: dict[tuple[str, object], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.msg)
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        if held:
+            record.msg = f"{record.msg} ({held} similar messages held back in the last {self.interval:.0f}s)"
+        return True
+
+
 def setup(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -34,3 +61,6 @@ def setup(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS.get(level, logging.INFO))
+    otel = logging.getLogger("opentelemetry")
+    if not any(isinstance(f, RateLimit) for f in otel.filters):
+        otel.addFilter(RateLimit())

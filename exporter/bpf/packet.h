@@ -59,12 +59,12 @@ static __always_inline void read_protocols(struct sk_buff *skb, __u16 *l3, __u8 
 }
 
 /*
- * Full first-hop snapshot; 0 for an IP packet, -1 otherwise.  *extra gets the
- * bytes that tell apart packets with identical headers, for sample_hash():
- * the TCP sequence number, the ICMP id/sequence, or the first 8 payload bytes
- * of UDP (unconnected UDP with DF sends every datagram with IP id 0).
+ * Full first-hop snapshot; 0 for an IP packet, -1 otherwise.  h->extra gets
+ * the bytes that tell apart packets with identical headers: the TCP sequence
+ * number, the ICMP id/sequence, or the first 8 payload bytes of UDP
+ * (unconnected UDP with DF sends every datagram with IP id 0).
  */
-static __always_inline int read_header(struct sk_buff *skb, struct pkt_header *h, __u64 *extra)
+static __always_inline int read_header(struct sk_buff *skb, struct pkt_header *h)
 {
 	unsigned char *nh = network_header(skb);
 	__u16 l3 = bpf_ntohs(skb->protocol);
@@ -111,7 +111,7 @@ static __always_inline int read_header(struct sk_buff *skb, struct pkt_header *h
 		h->tcp_seq = bpf_ntohl(th->seq);
 		/* Byte 13 holds FIN..CWR; read whole so the verifier sees no bitfield split. */
 		h->tcp_flags = ((__u8 *)th)[13];
-		*extra = h->tcp_seq;
+		h->extra = h->tcp_seq;
 		break;
 	}
 	case IPPROTO_UDP: {
@@ -124,7 +124,7 @@ static __always_inline int read_header(struct sk_buff *skb, struct pkt_header *h
 			 * 8 payload bytes after the header as a second udphdr. */
 			struct udphdr *p = CAST(struct udphdr, l4 + sizeof(*uh));
 
-			*extra = (__u64)p->source | (__u64)p->dest << 16 | (__u64)p->len << 32 | (__u64)p->check << 48;
+			h->extra = (__u64)p->source | (__u64)p->dest << 16 | (__u64)p->len << 32 | (__u64)p->check << 48;
 		}
 		break;
 	}
@@ -133,7 +133,7 @@ static __always_inline int read_header(struct sk_buff *skb, struct pkt_header *h
 
 		h->icmp_type = ic->type;
 		h->icmp_code = ic->code;
-		*extra = ic->un.gateway; /* echo id and sequence */
+		h->extra = ic->un.gateway; /* echo id and sequence */
 		break;
 	}
 	case IPPROTO_ICMPV6: {
@@ -141,7 +141,7 @@ static __always_inline int read_header(struct sk_buff *skb, struct pkt_header *h
 
 		h->icmp_type = ic6->icmp6_type;
 		h->icmp_code = ic6->icmp6_code;
-		*extra = ic6->icmp6_dataun.un_data32[0]; /* echo id and sequence */
+		h->extra = ic6->icmp6_dataun.un_data32[0]; /* echo id and sequence */
 		break;
 	}
 	}
@@ -168,7 +168,7 @@ static __always_inline __u64 mix64(__u64 x)
  * so a sampled packet's trace is complete across nodes.  Identical packets
  * (same addresses, ports, IP id and first payload bytes) share a verdict.
  */
-static __always_inline __u64 sample_hash(struct pkt_header *h, __u64 extra)
+static __always_inline __u64 sample_hash(struct pkt_header *h)
 {
 	__u64 s0, s1, d0, d1;
 
@@ -176,19 +176,19 @@ static __always_inline __u64 sample_hash(struct pkt_header *h, __u64 extra)
 	__builtin_memcpy(&s1, h->saddr + 8, 8);
 	__builtin_memcpy(&d0, h->daddr, 8);
 	__builtin_memcpy(&d1, h->daddr + 8, 8);
-	return mix64(s0 ^ mix64(s1 ^ mix64(d0 ^ mix64(d1 ^ mix64(extra ^
+	return mix64(s0 ^ mix64(s1 ^ mix64(d0 ^ mix64(d1 ^ mix64(h->extra ^
 		((__u64)h->sport << 48 | (__u64)h->dport << 32 | (__u64)h->protocol << 16 | h->ip_id))))));
 }
 
 /*
  * What stays the same for one packet from hop to hop, even through NAT
  * (which rewrites addresses and ports): protocol, IP id, length and the
- * payload-derived `extra`.  A tracked skb pointer whose packet no longer has
+ * payload-derived h->extra.  A tracked skb pointer whose packet no longer has
  * this identity was freed without a tracepoint and reused by a new packet.
  */
-static __always_inline __u64 packet_ident(struct pkt_header *h, __u64 extra)
+static __always_inline __u64 packet_ident(struct pkt_header *h)
 {
-	return mix64(extra ^ ((__u64)h->protocol << 32 | (__u64)h->ip_id << 16 | h->ip_len));
+	return mix64(h->extra ^ ((__u64)h->protocol << 32 | (__u64)h->ip_id << 16 | h->ip_len));
 }
 
 #endif /* PKTPATH_PACKET_H */

@@ -199,7 +199,7 @@ static __always_inline void path_entry_hop(struct sk_buff *skb, __u32 hop, struc
 {
 	struct path_config *cfg = paths_config();
 	struct pkt_header h = {};
-	__u64 key = (__u64)skb, extra = 0, ident;
+	__u64 key = (__u64)skb, ident;
 	struct track *t;
 	struct hop_event *ev;
 	int is_ip;
@@ -212,8 +212,8 @@ static __always_inline void path_entry_hop(struct sk_buff *skb, __u32 hop, struc
 			fib_context_set(skb, 0);
 		return;
 	}
-	is_ip = read_header(skb, &h, &extra) == 0;
-	ident = packet_ident(&h, extra);
+	is_ip = read_header(skb, &h) == 0;
+	ident = packet_ident(&h);
 	if (t && (!is_ip || ident != t->ident)) {
 		bpf_map_delete_elem(&tracked, &key);
 		stat_inc(STAT_TRACK_STALE);
@@ -227,7 +227,7 @@ static __always_inline void path_entry_hop(struct sk_buff *skb, __u32 hop, struc
 			bpf_ringbuf_submit(ev, 0);
 		return;
 	}
-	if (is_ip && cfg->one_in && sample_hash(&h, extra) % cfg->one_in == 0)
+	if (is_ip && cfg->one_in && sample_hash(&h) % cfg->one_in == 0)
 		path_start(cfg, skb, &h, ident, hop, dev, 0, 0, 0);
 }
 
@@ -274,9 +274,8 @@ static __always_inline void path_drop(struct sk_buff *skb, __u32 reason, __u64 l
 	/* A drop is seen once, so a random draw is fine here. */
 	if (cfg->drop_one_in && bpf_get_prandom_u32() % cfg->drop_one_in == 0) {
 		struct pkt_header h = {};
-		__u64 extra = 0;
 
-		if (read_header(skb, &h, &extra) == 0)
+		if (read_header(skb, &h) == 0)
 			path_start(cfg, skb, &h, 0, HOP_DROP, skb->dev, EV_BY_DROP, reason, location);
 	}
 }

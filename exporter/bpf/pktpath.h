@@ -61,6 +61,8 @@ enum hop_id {
 /* First-hop snapshot of the headers.  Addresses are 16 bytes; IPv4 uses the
  * first 4.  Ports and ICMP fields in host byte order. */
 struct pkt_header {
+	__u64 extra; /* what tells apart packets with equal headers: TCP seq, ICMP echo
+		      * id+seq, or the first 8 UDP payload bytes (read_header) */
 	__u8 saddr[16];
 	__u8 daddr[16];
 	__u32 tcp_seq;

@@ -33,6 +33,7 @@ class DropValue(ctypes.Structure):
 
 class PktHeader(ctypes.Structure):
     _fields_ = [
+        ("extra", ctypes.c_uint64),
         ("saddr", ctypes.c_uint8 * 16),
         ("daddr", ctypes.c_uint8 * 16),
         ("tcp_seq", ctypes.c_uint32),

@@ -44,7 +44,7 @@ def decode_header(h: abi.PktHeader) -> PacketHeader:
     return PacketHeader(
         family=h.family, src=_addr(h.family, h.saddr), dst=_addr(h.family, h.daddr), protocol=h.protocol,
         sport=h.sport, dport=h.dport, tos=h.tos, ttl=h.ttl, length=h.ip_len, ip_id=h.ip_id,
-        tcp_flags=h.tcp_flags, tcp_seq=h.tcp_seq, icmp_type=h.icmp_type, icmp_code=h.icmp_code,
+        tcp_flags=h.tcp_flags, tcp_seq=h.tcp_seq, icmp_type=h.icmp_type, icmp_code=h.icmp_code, extra=h.extra,
     )
 
 

@@ -24,6 +24,9 @@ from exporter.loader.probes import HopStatus
 log = logging.getLogger(__name__)
 
 DROP_LABELS = ["reason", "interface", "protocol"]
+# exporter.traces.DROP_REASONS, repeated to keep the OpenTelemetry SDK out of this module's imports
+# (tests/unit/test_collector.py checks the two agree).
+SPAN_DROP_REASONS = ("queue_full", "export_failed", "shutdown")
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,7 @@ class PktpathCollector(Collector):
         if self._spans is not None:
             exported, dropped = self._spans()
             f.spans_exported.add_metric([], exported)
-            for reason in ("queue_full", "export_failed"):
+            for reason in SPAN_DROP_REASONS:
                 f.spans_dropped.add_metric([reason], dropped.get(reason, 0))
         f.scrape_errors.add_metric([], self.scrape_errors)
         f.build.add_metric([self._build.version, self._build.kernel, self._build.engine], 1.0)
@@ -173,7 +176,7 @@ class _Families:
         self.spans_exported = CounterMetricFamily("pktpath_spans_exported", "Spans the OTLP exporter accepted.")
         self.spans_dropped = CounterMetricFamily(
             "pktpath_spans_dropped", "Spans lost: queue_full (export slower than paths), export_failed "
-            "(endpoint down or refusing).", labels=["reason"])
+            "(endpoint down or refusing), shutdown (still queued when the agent stopped).", labels=["reason"])
         self.scrape_errors = CounterMetricFamily(
             "pktpath_scrape_errors", "Scrapes that could not read the kernel maps.")
         self.build = GaugeMetricFamily(

@@ -59,6 +59,9 @@ class PacketHeader:
     tcp_seq: int = 0
     icmp_type: int = 0  # ICMP/ICMPv6 type and code, 0 otherwise
     icmp_code: int = 0
+    # What tells apart packets whose headers are equal (the kernel's sample_hash input):
+    # TCP sequence number, ICMP echo id+sequence, or the first 8 UDP payload bytes.
+    extra: int = 0
 
 
 @dataclass(frozen=True)

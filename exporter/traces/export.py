@@ -23,6 +23,7 @@ import inspect
 import logging
 import os
 import socket
+import sys
 import threading
 import urllib.parse
 from collections import Counter
@@ -146,7 +147,7 @@ class _CountingExporter(SpanExporter):
                 return
             self._is_shut_down = True
         try:
-            # Some SDK versions' gRPC exporter waits (up to timeout_millis) for the export in progress.
+            # The gRPC exporter takes a deadline (older SDKs waited that long for the export in progress).
             if "timeout_millis" in inspect.signature(self.exporter.shutdown).parameters:
                 self.exporter.shutdown(timeout_millis=timeout_millis)  # type: ignore[call-arg]
             else:
@@ -273,7 +274,7 @@ def _resource(cfg: TracesConfig, env: Mapping[str, str]) -> Resource:
 
 def _make_exporter(kind: str, protocol: str, cfg: TracesConfig) -> SpanExporter:
     if kind == "console":
-        return ConsoleSpanExporter()
+        return ConsoleSpanExporter(out=sys.stdout)  # the stdout of now, not of import time
     kwargs: dict[str, Any] = {"timeout": cfg.export_timeout_ms / 1000}
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.exporter import InvalidCompressionValueException

@@ -109,8 +109,9 @@ def packet_trace_id(header: PacketHeader, wall_ns: int, bucket_ns: int = TRACE_I
     Hashed (BLAKE2b, 16-byte digest) over, in a fixed binary layout: a version tag, the address
     family, source and destination address (packed, so spelling does not matter), IP protocol,
     source and destination port, the IPv4 identification field, the TCP sequence number (TCP
-    only), and the coarse time bucket ``wall_ns // bucket_ns`` (``wall_ns``: wall-clock time of
-    the packet's first hop on this node).
+    only), ``header.extra`` (the kernel's per-packet discriminator: TCP sequence, ICMP echo
+    id/sequence, or the first 8 UDP payload bytes), and the coarse time bucket
+    ``wall_ns // bucket_ns`` (``wall_ns``: wall-clock time of the packet's first hop on this node).
 
     Two agents on two nodes that see the same packet compute the same id, so their spans land in
     one trace. Limits:
@@ -120,9 +121,9 @@ def packet_trace_id(header: PacketHeader, wall_ns: int, bucket_ns: int = TRACE_I
       up as two traces. With 1 s buckets and a transit of 100 us, that is 1 packet in 10 000, more
       with clock skew: keep nodes NTP-synchronised;
     * identity: packets identical in every hashed field within one bucket share a trace. For
-      IPv4 the IP id tells them apart; IPv6 has none, so it relies on the TCP sequence number
-      (pure ACKs of one flow share theirs) and, for UDP and ICMPv6, on nothing: sampled packets
-      of one IPv6 UDP flow within a bucket share a trace;
+      IPv4 the IP id tells them apart (but unconnected UDP with DF sends id 0), and ``extra``
+      adds the TCP sequence, ICMP echo id/sequence or first UDP payload bytes: only packets
+      equal in those too (pure ACKs of one flow, repeated identical datagrams) share a trace;
     * rewriting: NAT (addresses, ports), or middleboxes that rewrite the IP id or TCP sequence
       numbers, change the id between nodes.
     """
@@ -130,18 +131,19 @@ def packet_trace_id(header: PacketHeader, wall_ns: int, bucket_ns: int = TRACE_I
     seq = header.tcp_seq if header.protocol == IPPROTO_TCP else 0
     material = b"".join(
         (
-            b"pktpath/trace-id/v1\0",
+            b"pktpath/trace-id/v2\0",
             struct.pack("!BB", header.family & 0xFF, header.protocol & 0xFF),
             _address_bytes(header.src),
             b"\0",
             _address_bytes(header.dst),
             b"\0",
             struct.pack(
-                "!HHHIq",
+                "!HHHIQq",
                 header.sport & 0xFFFF,
                 header.dport & 0xFFFF,
                 ident & 0xFFFF,
                 seq & 0xFFFFFFFF,
+                header.extra & 0xFFFFFFFFFFFFFFFF,
                 wall_ns // bucket_ns,
             ),
         )
@@ -395,7 +397,10 @@ class SpanBuilder:
         except Exception:
             if self._strict:
                 raise
-            log.exception("could not turn path %s into spans", path.path_id)
+            # The traceback once; after that a bug would flood the log at the packet rate.
+            first = not self.skipped["error"]
+            log.log(logging.ERROR if first else logging.DEBUG, "could not turn path %s into spans (counted in "
+                    "skipped['error'])", path.path_id, exc_info=first)
             self._skip("error")
             return ""
         with self._lock:

@@ -152,3 +152,10 @@ def test_registering_does_not_read_the_kernel() -> None:
     CollectorRegistry().register(PktpathCollector(read, REASONS, InterfaceResolver(lister=lambda _p: {}), {},
                                                   BuildInfo("v", "k", "e")))
     assert calls == []
+
+
+def test_span_drop_reasons_match_the_exporter() -> None:
+    from exporter.metrics.collector import SPAN_DROP_REASONS
+    from exporter.traces import DROP_REASONS
+
+    assert tuple(SPAN_DROP_REASONS) == tuple(DROP_REASONS)

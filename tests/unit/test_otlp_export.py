@@ -280,6 +280,7 @@ def test_console_exporter(start: Callable[..., Tracing], capfd: pytest.CaptureFi
     tracing.span_builder.emit(path(1))
     tracing.shutdown(5.0)
     assert tracing.exported == SPANS_PER_PATH
+    assert '"name": "UDP 10.0.1.5:4242 -> 10.0.2.9:53"' in capfd.readouterr().out
 
 
 def test_console_from_env(start: Callable[..., Tracing]) -> None:
@@ -292,6 +293,7 @@ def test_console_from_env(start: Callable[..., Tracing]) -> None:
         (TracesConfig(), {}),  # nothing asked for: off (the SDK would default to otlp)
         (TracesConfig(), {"OTEL_TRACES_EXPORTER": "none"}),
         (TracesConfig(), {"OTEL_TRACES_EXPORTER": ""}),  # empty = unset
+        (TracesConfig(), {"OTEL_TRACES_EXPORTER": " , "}),
         (TracesConfig(exporter="none"), {"OTEL_TRACES_EXPORTER": "otlp"}),  # the config wins
         (TracesConfig(exporter="otlp"), {"OTEL_SDK_DISABLED": "true"}),
     ],
@@ -310,6 +312,18 @@ def test_env_precedence(start: Callable[..., Tracing]) -> None:
     assert tracing.tracer_provider.resource.attributes["service.name"] == "e"
     tracing = start(TracesConfig(exporter="otlp"), {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
     assert tracing.exporter_name == "otlp/grpc"
+
+
+def test_resource_attributes_from_env(start: Callable[..., Tracing], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attrs,host.name=node-7,k8s.node.name=node-7")
+    attributes = start(TracesConfig(exporter="console"), dict(os.environ)).tracer_provider.resource.attributes
+    assert attributes["service.name"] == "from-attrs"  # no OTEL_SERVICE_NAME, no service_name key
+    assert attributes["host.name"] == "node-7"  # overrides pktpath's default
+    assert attributes["k8s.node.name"] == "node-7"
+    assert attributes["service.version"]
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "wins")
+    attributes = start(TracesConfig(exporter="console"), dict(os.environ)).tracer_provider.resource.attributes
+    assert attributes["service.name"] == "wins"
 
 
 @pytest.mark.parametrize(

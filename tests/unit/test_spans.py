@@ -328,6 +328,7 @@ def test_trace_id_is_deterministic_within_a_bucket() -> None:
         replace(UDP, dst="10.0.2.8"),
         replace(UDP, protocol=6),
         replace(UDP, src="10.0.2.9", dst="10.0.1.5"),  # the reply direction
+        replace(UDP, ip_id=0, extra=0x0102030405060708),  # UDP with DF: IP id 0, told apart by payload
     ],
 )
 def test_trace_id_differs_for_another_packet(other: PacketHeader) -> None:
