@@ -37,6 +37,16 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a config file and exit (status 2 if invalid)")
     validate.add_argument("file", metavar="FILE")
+
+    sub.add_parser("shell", help="interactive packet tracer (the linux-packet-tracer commands)")
+
+    trace = sub.add_parser("trace", help="trace packets once and print their paths")
+    trace.add_argument("--src", metavar="CIDR", help="source network (default: any)")
+    trace.add_argument("--dst", metavar="CIDR", help="destination network (default: any)")
+    trace.add_argument("--max-pkt", metavar="N", default="512", help="stop after N packets (1~2048, default 512)")
+    trace.add_argument("--max-duration", metavar="S", default="5",
+                       help="stop after S seconds (1~60, default 5)")
+    trace.add_argument("--json", action="store_true", help="one JSON object per packet per line")
     return p
 
 
@@ -50,6 +60,14 @@ def main(argv: list[str] | None = None) -> int:
             return _check(args.config, args.json)
         if args.command == "validate":
             return _validate(args.file)
+        if args.command == "shell":
+            from exporter.tracer.shell import run_shell
+
+            return run_shell()
+        if args.command == "trace":
+            from exporter.tracer.oneshot import run_trace
+
+            return run_trace(args.src, args.dst, args.max_pkt, args.max_duration, args.json)
     except PktpathError as exc:
         print(f"pktpath: {exc}", file=sys.stderr)
         return exc.exit_status

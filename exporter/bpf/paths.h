@@ -191,6 +191,16 @@ static __always_inline void fib_context_set(struct sk_buff *skb, __u64 path_id)
 	}
 }
 
+/* The packet this CPU was on is leaving (queued for transmit) or gone: later
+ * lookups on this CPU are not its. */
+static __always_inline void fib_context_end(struct sk_buff *skb)
+{
+	struct cpu_state *st = this_cpu_state();
+
+	if (st && st->cur_skb == (__u64)skb)
+		st->cur_path = 0;
+}
+
 /*
  * Receive and queue hops: where paths start.  A tracked pointer whose packet
  * identity changed was freed silently and reused: start over.
@@ -221,6 +231,8 @@ static __always_inline void path_entry_hop(struct sk_buff *skb, __u32 hop, struc
 	}
 	if (hop == HOP_NETIF_RECEIVE)
 		fib_context_set(skb, t ? t->path_id : 0);
+	else
+		fib_context_end(skb);
 	if (t) {
 		ev = event_start(hop, t->path_id, skb, dev);
 		if (ev)
@@ -257,6 +269,7 @@ static __always_inline void path_hop(struct sk_buff *skb, int readable, __u32 ho
 	if (untrack) {
 		bpf_map_delete_elem(&tracked, &key);
 		stat_inc(STAT_TRACK_DELETE);
+		fib_context_end(skb);
 	}
 }
 
@@ -292,9 +305,10 @@ static __always_inline void path_fib_lookup(__u32 table, struct flowi4 *flp, str
 	if (!st || !st->cur_path || bpf_ktime_get_ns() - st->cur_ts > FIB_CORRELATION_NS)
 		return;
 	/* Route lookup (towards the destination) or rp_filter's reverse lookup
-	 * (towards the source); anything else is another packet's. */
+	 * (towards the source); anything else is another packet's.  Input-path
+	 * lookups always carry a source; a zero one is a local output lookup. */
 	daddr = flp->daddr;
-	if (daddr != st->cur_daddr && daddr != st->cur_saddr)
+	if ((daddr != st->cur_daddr && daddr != st->cur_saddr) || !flp->saddr)
 		return;
 	ev = event_start(HOP_FIB_LOOKUP, st->cur_path, 0, 0);
 	if (!ev)

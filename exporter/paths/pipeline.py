@@ -16,7 +16,7 @@ from typing import Any
 from exporter.decoders.events import DecodeError, EventDecoder
 from exporter.loader.libbpf import Map, RingBuffer
 from exporter.paths.assembler import PathAssembler
-from exporter.paths.model import Path
+from exporter.paths.model import HopEvent, Path
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +25,11 @@ POLL_MS = 100  # also the assembler's tick period: bounds how late an idle path 
 
 class PathPipeline:
     def __init__(self, ring: Map, decoder: EventDecoder, sinks: list[Callable[[Path], None]],
-                 assembler_options: dict[str, Any] | None = None) -> None:
+                 assembler_options: dict[str, Any] | None = None,
+                 on_first_hop: Callable[[HopEvent], None] | None = None) -> None:
         self._decoder = decoder
         self._sinks = sinks
+        self._on_first_hop = on_first_hop
         self.assembler = PathAssembler(self._deliver, **(assembler_options or {}))
         self.decode_errors = 0
         self.events = 0
@@ -43,6 +45,8 @@ class PathPipeline:
             self.decode_errors += 1
             log.debug("bad hop event: %s", exc)
             return
+        if ev.header is not None and self._on_first_hop is not None:
+            self._on_first_hop(ev)  # a new path: the kernel sets the header on its first hop only
         self.assembler.add(ev)
 
     def _deliver(self, path: Path) -> None:

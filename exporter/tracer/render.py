@@ -1,0 +1,139 @@
+"""Paths as the original linux-packet-tracer printed them: numbered hops, one decoded line each.
+
+    0,tracepoint netif_receive_skb(eth0):
+        222.186.19.243->10.128.0.9, tos:0x0, ttl:55, protocol:UDP(0x11), total_len:160
+    1,tracepoint fib_table_lookup:
+        ip route lookup: dst(10.128.0.9), src(222.186.19.243), iif(eth0), found route -> eth1 (table main)
+    2,tracepoint kfree_skb(eth1):
+        Dropped: NETFILTER_DROP at nft_do_chain+0x3c2
+
+Where the original guessed ("Dropped or Skb destroyed"), this says what the kernel said: the
+drop reason and the function that dropped it.  rp_filter's verdict is read from its reverse
+route lookup (a lookup towards the packet's source), so it shows on tracepoint-only kernels too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from exporter.paths.model import Hop, HopEvent, Path
+
+PROTOCOLS = {1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 47: "GRE", 50: "ESP", 51: "AH", 58: "ICMPv6", 132: "SCTP"}
+ICMP_TYPES = {0: "Echo Reply", 3: "Destination Unreachable", 5: "Redirect", 8: "Echo Request",
+              11: "Time Exceeded", 12: "Parameter Problem", 13: "Timestamp", 14: "Timestamp Reply"}
+ICMPV6_TYPES = {1: "Destination Unreachable", 2: "Packet Too Big", 3: "Time Exceeded", 4: "Parameter Problem",
+                128: "Echo Request", 129: "Echo Reply", 133: "Router Solicitation", 134: "Router Advertisement",
+                135: "Neighbor Solicitation", 136: "Neighbor Advertisement"}
+TABLES = {253: "default", 254: "main", 255: "local"}
+TCP_FLAGS = ((0x01, "FIN"), (0x02, "SYN"), (0x04, "RST"), (0x08, "PSH"), (0x10, "ACK"), (0x20, "URG"),
+             (0x40, "ECE"), (0x80, "CWR"))
+
+
+def protocol_text(proto: int) -> str:
+    return f"{PROTOCOLS.get(proto, 'proto')}({proto:#x})"
+
+
+def header_line(path: Path) -> str:
+    h = path.header
+    if h is None:
+        return "(no header: the packet's first hop was not seen)"
+    text = (f"{h.src}->{h.dst}, tos:{h.tos:#x}, ttl:{h.ttl}, protocol:{protocol_text(h.protocol)}, "
+            f"total_len:{h.length}")
+    if h.protocol in (6, 17, 132):
+        text += f", sport:{h.sport}, dport:{h.dport}"
+    if h.protocol == 6:
+        flags = "|".join(name for bit, name in TCP_FLAGS if h.tcp_flags & bit) or "none"
+        text += f", flags:{flags}, seq:{h.tcp_seq}"
+    if h.protocol in (1, 58):
+        names = ICMP_TYPES if h.protocol == 1 else ICMPV6_TYPES
+        text += f", {names.get(h.icmp_type, 'type')}({h.icmp_type})(code:{h.icmp_code})"
+    return text
+
+
+def _last_iif(path: Path, upto: int) -> str:
+    for ev in reversed(path.hops[:upto]):
+        if ev.hop is Hop.NETIF_RECEIVE and ev.ifname:
+            return ev.ifname
+    return "unknown"
+
+
+def hop_line(path: Path, index: int, symbol: Callable[[int], str]) -> str:
+    ev = path.hops[index]
+    if index == 0 and path.header is not None:
+        return header_line(path)
+    if ev.hop is Hop.FIB_LOOKUP:
+        return fib_line(path, ev, _last_iif(path, index))
+    if ev.hop is Hop.NETIF_RECEIVE:
+        return f"received on {ev.ifname or 'unknown'} (netns {ev.netns}), len:{ev.length}"
+    if ev.hop is Hop.DEV_QUEUE:
+        return f"queued for transmit on {ev.ifname or 'unknown'}, len:{ev.length}"
+    if ev.hop is Hop.DEV_XMIT:
+        rc = "NETDEV_TX_OK(0)" if ev.verdict == 0 else f"NETDEV_TX_BUSY({ev.verdict})" if ev.verdict == 16 \
+            else f"error({ev.verdict})"
+        return f"transmitted by {ev.ifname or 'unknown'}, rc:{rc}"
+    if ev.hop is Hop.DELIVER:
+        return "delivered: payload copied to a local socket"
+    where = symbol(ev.location)
+    at = f" at {where}" if where else ""
+    if ev.hop is Hop.CONSUME:
+        return f"consumed (freed after normal processing){at}"
+    return f"Dropped: {ev.reason or 'UNKNOWN'}{at}"
+
+
+def fib_line(path: Path, ev: HopEvent, iif: str) -> str:
+    table = TABLES.get(ev.table, str(ev.table))
+    found = ev.verdict == 0
+    if path.header is not None and ev.fib_dst == path.header.src and ev.fib_dst != path.header.dst:
+        # A lookup towards the packet's source is fib_validate_source(): rp_filter.
+        verdict = "PASS" if found else "FAIL (no route back to the source)"
+        return f"rp_filter check: src({ev.fib_dst}), iif({iif}), {verdict}"
+    result = f"found route -> {ev.out_ifname} (table {table})" if found and ev.out_ifname else \
+        f"found route (table {table})" if found else f"no route (table {table}, error {ev.verdict})"
+    return f"ip route lookup: dst({ev.fib_dst}), src({ev.fib_src or '0.0.0.0'}), iif({iif}), {result}"
+
+
+def hop_title(ev: HopEvent, modes: dict[str, str]) -> str:
+    mode = modes.get(ev.hop.value, "tracepoint")
+    dev = f"({ev.ifname})" if ev.ifname and ev.hop is not Hop.FIB_LOOKUP else ""
+    return f"{mode} {ev.hop.value}{dev}"
+
+
+def summary_line(path: Path) -> str:
+    h = path.header
+    what = "?"
+    if h is not None:
+        ports = f":{h.sport} -> {h.dst}:{h.dport}" if h.protocol in (6, 17, 132) else f" -> {h.dst}"
+        what = f"{PROTOCOLS.get(h.protocol, str(h.protocol))} {h.src}{ports}"
+    end = f"DROPPED: {path.drop_reason}" if path.drop_reason else path.outcome.value
+    return f"{what}, {end}, {len(path.hops)} hops, {path.duration_ns / 1000:.0f} us"
+
+
+def render_path(number: int, path: Path, modes: dict[str, str], symbol: Callable[[int], str]) -> str:
+    lines = [f"packet {number}: {summary_line(path)}"]
+    for i, ev in enumerate(path.hops):
+        lines.append(f"{i},{hop_title(ev, modes)}:")
+        lines.append(f"    {hop_line(path, i, symbol)}")
+    return "\n".join(lines)
+
+
+def path_json(number: int, path: Path, modes: dict[str, str], symbol: Callable[[int], str]) -> dict[str, Any]:
+    h = path.header
+    return {
+        "packet": number,
+        "src": h.src if h else None,
+        "dst": h.dst if h else None,
+        "protocol": PROTOCOLS.get(h.protocol, str(h.protocol)).lower() if h else None,
+        "sport": h.sport if h else None,
+        "dport": h.dport if h else None,
+        "outcome": path.outcome.value,
+        "drop_reason": path.drop_reason,
+        "sampled_by": path.sampled_by.value,
+        "duration_ns": path.duration_ns,
+        "hops": [
+            {"index": i, "hop": ev.hop.value, "mode": modes.get(ev.hop.value, "tracepoint"),
+             "interface": ev.ifname or None, "netns": ev.netns, "ts_ns": ev.ts_ns, "cpu": ev.cpu,
+             "detail": hop_line(path, i, symbol)}
+            for i, ev in enumerate(path.hops)
+        ],
+    }
