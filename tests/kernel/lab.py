@@ -160,9 +160,11 @@ class Lab:
     def ping(self, ns: str, dst: str, count: int = 1, check: bool = True) -> None:
         self.exec(ns, "ping", "-q", "-n", "-c", str(count), "-i", "0.01", "-W", "1", dst, check=check)
 
-    def send_udp(self, ns: str, dst: str, port: int, count: int, size: int = 100, src: str = "") -> None:
-        """Send `count` UDP datagrams of `size` payload bytes from namespace `ns`."""
-        self.exec(ns, sys.executable, "-c", _SENDER, dst, str(port), str(count), str(size), src)
+    def send_udp(self, ns: str, dst: str, port: int, count: int, size: int = 100, src: str = "",
+                 cpu: int | None = None) -> None:
+        """Send `count` UDP datagrams of `size` payload bytes from namespace `ns` (pinned to `cpu`)."""
+        pin = ("taskset", "-c", str(cpu)) if cpu is not None else ()
+        self.exec(ns, *pin, sys.executable, "-c", _SENDER, dst, str(port), str(count), str(size), src)
 
     def nft(self, ns: str, script: str) -> None:
         self.exec(ns, "nft", "-f", "-", input=script)

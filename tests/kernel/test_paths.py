@@ -83,9 +83,9 @@ def assert_in_order(names: list[str], expected: list[str]) -> None:
     assert i == len(expected), f"missing {expected[i:]} in {names}"
 
 
-def udp_listener(lab: Lab, port: int, count: int) -> subprocess.Popen[str]:
+def udp_listener(lab: Lab, port: int, count: int, cpu: int = 0) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", lab.server, sys.executable, "-c",
+        ["ip", "netns", "exec", lab.server, "taskset", "-c", str(cpu), sys.executable, "-c",
          "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
          f"s.bind(('{lab.server_ip}',{port}))\nprint('ready',flush=True)\n"
          f"for _ in range({count}): s.recv(2048)\nprint('done',flush=True)\n"],
@@ -96,9 +96,12 @@ def udp_listener(lab: Lab, port: int, count: int) -> subprocess.Popen[str]:
 
 def test_forwarded_and_delivered_packet_is_one_trace(path_agent: AgentProcess, receiver: OtlpReceiver,
                                                      lab: Lab) -> None:
-    listener = udp_listener(lab, 7101, 1)
+    # Sender and reader on one CPU: the reader then frees the datagram on the CPU that
+    # allocated it, directly.  On another CPU the free is deferred to skb_defer_free_flush(),
+    # which does fire consume_skb, and the path would end "consumed" instead.
+    listener = udp_listener(lab, 7101, 1, cpu=0)
     try:
-        lab.send_udp(lab.client, lab.server_ip, 7101, 1)
+        lab.send_udp(lab.client, lab.server_ip, 7101, 1, cpu=0)
         assert listener.stdout is not None and listener.stdout.readline().strip() == "done"
     finally:
         listener.kill()
