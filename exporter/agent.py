@@ -43,12 +43,13 @@ PATH_HOPS = ("netif_receive_skb", "net_dev_queue", "net_dev_xmit", "fib_table_lo
 
 
 def engine_options(cfg: Config, paths: bool) -> EngineOptions:
-    exclude = set(cfg.probes.exclude)
-    if not cfg.drops.enabled and not paths:
-        exclude.add(DROP_HOP)
+    exclude: dict[str, str] = {}
     if not paths:
-        exclude.update(PATH_HOPS)
-    return EngineOptions(mode=cfg.probes.mode, exclude=tuple(sorted(exclude)), map_sizes={
+        exclude.update(dict.fromkeys(PATH_HOPS, "packet paths are off (no traces exporter)"))
+        if not cfg.drops.enabled:
+            exclude[DROP_HOP] = "drops.enabled is false and packet paths are off"
+    exclude.update(dict.fromkeys(cfg.probes.exclude, "probes.exclude"))
+    return EngineOptions(mode=cfg.probes.mode, exclude=exclude, map_sizes={
         "drop_counts": cfg.drops.max_series,
         "tracked": cfg.sampling.max_tracked,
         "events": cfg.sampling.ring_buffer_kb * 1024,
@@ -87,16 +88,20 @@ class Agent:
 
     def run(self, started_at: float | None = None) -> int:
         started_at = started_at or time.monotonic()
-        # Decide before loading whether anything consumes paths, so the path
-        # hops are not even attached when traces are off.
-        self.tracing = self._build_tracing()
-        paths = self.tracing is not None
+        # Decide before loading whether anything consumes paths, so the path hops
+        # are not even attached when traces are off; the SDK itself (~60 ms to
+        # import) is set up after the probes are attached.
+        from exporter.traces.choice import traces_enabled
+
+        paths = traces_enabled(self.cfg.traces, os.environ)
         self.engine, report = start_engine(self.cfg, self.host, paths)
         server: MetricsServer | None = None
         try:
             if report.first_attach_monotonic is not None:
                 log.info("first probe attached %.1f ms after start",
                          (report.first_attach_monotonic - started_at) * 1000)
+            if paths:
+                self.tracing = self._build_tracing()
             self.control = PathControl(self.engine.map, libbpf.num_possible_cpus())
             self.control.apply(path_settings(self.cfg, enabled=paths))
             server = self._serve(report)

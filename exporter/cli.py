@@ -148,9 +148,10 @@ def _print_check(r: dict[str, Any]) -> None:
     for fam, v in r["attach_types"].items():
         print(f"  {fam:<14}{v}")
     print("hops")
+    width = max((len(hop) for hop in r["hops"]), default=0) + 2
     for hop, h in r["hops"].items():
         detail = "; ".join(f"{fam}: {st}" for fam, st in h["candidates"].items() if fam != h["attached"])
-        print(f"  {hop:<14}{h['attached'] or 'NOT ATTACHED'}" + (f"  ({detail})" if detail else ""))
+        print(f"  {hop:<{width}}{h['attached'] or 'NOT ATTACHED'}" + (f"  ({detail})" if detail else ""))
     if "error" in r:
         print(f"error: {r['error']}")
 

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 #   libbpf: prog 'x__fentry': failed to find kernel BTF type ID of 'ip_rcv': -3
 _REFUSED = re.compile(r"prog '([^']+)': (?:BPF program load failed|failed to load|failed to find kernel BTF)")
 _MAX_LOAD_ATTEMPTS = 32
+_BY_CONFIG = ("excluded", "not allowed")  # how reasons that are the user's choice begin
 # Verifier log lines that trace its walk rather than state its objection.
 _VERIFIER_NOISE = re.compile(r"^(\d+: |mark_precise|from \d+ to|; |\(|func#|Live regs|processed |stack depth"
                              r"|verification time|libbpf:|-- )")
@@ -57,7 +58,7 @@ def default_object_path() -> str:
 @dataclass
 class EngineOptions:
     mode: str = "auto"  # probes.mode
-    exclude: tuple[str, ...] = ()  # probes.exclude: hop names
+    exclude: dict[str, str] = field(default_factory=dict)  # hop name -> why it is left out
     map_sizes: dict[str, int] = field(default_factory=dict)  # map name -> max_entries
 
 
@@ -161,9 +162,9 @@ class Engine:
                 continue
             specs[prog.name] = spec
             if spec.hop in self.options.exclude:
-                disabled.setdefault(prog.name, "excluded by probes.exclude")
+                disabled.setdefault(prog.name, f"{_BY_CONFIG[0]}: {self.options.exclude[spec.hop]}")
             elif spec.family not in allowed:
-                disabled.setdefault(prog.name, f"not allowed by probes.mode={self.options.mode}")
+                disabled.setdefault(prog.name, f"{_BY_CONFIG[1]} by probes.mode={self.options.mode}")
             prog.set_autoload(prog.name not in disabled)
         for name, size in self.options.map_sizes.items():
             obj.map(name).set_max_entries(size)
@@ -226,5 +227,7 @@ class Engine:
                     self.report.first_attach_monotonic = time.monotonic()
                 log.info("hop %s attached (%s: %s)", status.hop, family, ", ".join(s.section for s in specs))
             if not status.attached:
-                log.warning("hop %s not attached: %s", status.hop,
-                            "; ".join(f"{f}: {p}" for f, p in status.problems.items()) or "no candidate")
+                why = "; ".join(f"{f}: {p}" for f, p in status.problems.items()) or "no candidate"
+                # Left out on purpose (config, or path hops while paths are off) is not a problem.
+                chosen = all(p.startswith(_BY_CONFIG) for p in status.problems.values())
+                log.log(logging.DEBUG if chosen else logging.WARNING, "hop %s not attached: %s", status.hop, why)

@@ -24,7 +24,7 @@ from exporter.loader.probes import HopStatus
 log = logging.getLogger(__name__)
 
 DROP_LABELS = ["reason", "interface", "protocol"]
-# exporter.traces.DROP_REASONS, repeated to keep the OpenTelemetry SDK out of this module's imports
+# exporter.traces.export.DROP_REASONS, repeated to keep the OpenTelemetry SDK out of this module's imports
 # (tests/unit/test_collector.py checks the two agree).
 SPAN_DROP_REASONS = ("queue_full", "export_failed", "shutdown")
 

@@ -41,8 +41,15 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from exporter import __version__
-from exporter.config.schema import OTLP_PROTOCOLS, TRACE_EXPORTERS, TracesConfig, quote
+from exporter.config.schema import TracesConfig
 from exporter.errors import ConfigError
+from exporter.traces.choice import (
+    DEFAULT_PROTOCOL,
+    OTEL_SDK_DISABLED,
+    env_value,
+    exporter_choice,
+    protocol_choice,
+)
 from exporter.traces.spans import PacketIdGenerator, SpanBuilder, make_tracer_provider
 
 __all__ = ["DEFAULT_PROTOCOL", "DEFAULT_SERVICE_NAME", "DROP_REASONS", "Tracing", "build_tracing"]
@@ -50,12 +57,9 @@ __all__ = ["DEFAULT_PROTOCOL", "DEFAULT_SERVICE_NAME", "DROP_REASONS", "Tracing"
 log = logging.getLogger(__name__)
 
 DEFAULT_SERVICE_NAME = "pktpath"
-DEFAULT_PROTOCOL = "http/protobuf"  # the OTel specification's default
 HTTP_TRACES_PATH = "/v1/traces"
 DROP_REASONS = ("queue_full", "export_failed", "shutdown")
 
-OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
-OTEL_TRACES_EXPORTER = "OTEL_TRACES_EXPORTER"
 OTEL_SERVICE_NAME = "OTEL_SERVICE_NAME"
 OTEL_EXPORTER_OTLP_TRACES_PROTOCOL = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
 OTEL_EXPORTER_OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
@@ -212,43 +216,6 @@ class _BoundedSpanProcessor(SpanProcessor):
 # --- choosing the exporter -------------------------------------------------------------------
 
 
-def _env(env: Mapping[str, str], name: str) -> str | None:
-    # The specification: an empty value means unset.
-    value = env.get(name, "").strip()
-    return value or None
-
-
-def _exporter_choice(cfg: TracesConfig, env: Mapping[str, str]) -> str:
-    if cfg.exporter is not None:
-        return cfg.exporter
-    value = _env(env, OTEL_TRACES_EXPORTER)
-    if value is None:
-        return "none"
-    names = [name.strip().lower() for name in value.split(",") if name.strip()]
-    choices = ", ".join(TRACE_EXPORTERS)
-    if not names:
-        return "none"
-    if len(set(names)) > 1:
-        raise ConfigError(f"{OTEL_TRACES_EXPORTER}: {quote(value)}: pktpath sends traces to one exporter "
-                          f"(one of {choices})")
-    if names[0] not in TRACE_EXPORTERS:
-        raise ConfigError(f"{OTEL_TRACES_EXPORTER}: {quote(value)} is not one of {choices}")
-    return names[0]
-
-
-def _protocol_choice(cfg: TracesConfig, env: Mapping[str, str]) -> str:
-    if cfg.protocol is not None:
-        return cfg.protocol
-    for name in (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_EXPORTER_OTLP_PROTOCOL):
-        value = _env(env, name)
-        if value is not None:
-            if value not in OTLP_PROTOCOLS:
-                supported = " or ".join(OTLP_PROTOCOLS)
-                raise ConfigError(f"{name}: {quote(value)} is not a supported OTLP protocol (use {supported})")
-            return value
-    return DEFAULT_PROTOCOL
-
-
 def http_traces_url(endpoint: str) -> str:
     """The URL OTLP/HTTP spans are POSTed to, for an endpoint from the config: kept when it ends with
     /v1/traces, else /v1/traces is appended ("http://c:4318" and "http://c:4318/" -> "http://c:4318/v1/traces")."""
@@ -263,7 +230,7 @@ def _resource(cfg: TracesConfig, env: Mapping[str, str]) -> Resource:
     # Resource.create() applies OTEL_RESOURCE_ATTRIBUTES (and OTEL_SERVICE_NAME) from the process
     # environment; host.name and service.version are defaults those can override.
     detected = Resource.create({})
-    name = cfg.service_name or _env(env, OTEL_SERVICE_NAME)
+    name = cfg.service_name or env_value(env, OTEL_SERVICE_NAME)
     if name is None:
         from_attributes = detected.attributes.get("service.name")
         if isinstance(from_attributes, str) and not from_attributes.startswith("unknown_service"):
@@ -366,16 +333,16 @@ def build_tracing(cfg: TracesConfig, env: Mapping[str, str] = os.environ) -> Tra
 
     Raises ConfigError (one line, naming the variable or key) for values that cannot work.
     """
-    if (_env(env, OTEL_SDK_DISABLED) or "").lower() == "true":
+    if (env_value(env, OTEL_SDK_DISABLED) or "").lower() == "true":
         log.info("traces: off (%s=true)", OTEL_SDK_DISABLED)
         return None
-    kind = _exporter_choice(cfg, env)
+    kind = exporter_choice(cfg, env)
     if kind == "none":
         return None
     if cfg.max_export_batch_size > cfg.max_queue_size:
         raise ConfigError(f"traces.max_export_batch_size: {cfg.max_export_batch_size} is out of range "
                           f"1..{cfg.max_queue_size} (it cannot exceed traces.max_queue_size)")
-    protocol = _protocol_choice(cfg, env) if kind == "otlp" else ""
+    protocol = protocol_choice(cfg, env) if kind == "otlp" else ""
     exporter = _make_exporter(kind, protocol, cfg)
     ledger = _Ledger(cfg.max_queue_size)
     counting = _CountingExporter(exporter, ledger)

@@ -156,6 +156,6 @@ def test_registering_does_not_read_the_kernel() -> None:
 
 def test_span_drop_reasons_match_the_exporter() -> None:
     from exporter.metrics.collector import SPAN_DROP_REASONS
-    from exporter.traces import DROP_REASONS
+    from exporter.traces.export import DROP_REASONS
 
     assert tuple(SPAN_DROP_REASONS) == tuple(DROP_REASONS)

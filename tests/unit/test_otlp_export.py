@@ -13,7 +13,8 @@ import pytest
 from exporter.config.schema import TracesConfig
 from exporter.errors import ConfigError
 from exporter.paths.model import Hop, HopEvent, Outcome, PacketHeader, Path
-from exporter.traces import DROP_REASONS, Tracing, build_tracing, http_traces_url, packet_trace_id
+from exporter.traces.export import DROP_REASONS, Tracing, build_tracing, http_traces_url
+from exporter.traces.spans import packet_trace_id
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 HEADER = PacketHeader(family=4, src="10.0.1.5", dst="10.0.2.9", protocol=17, sport=4242, dport=53, ttl=64,

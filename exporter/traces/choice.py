@@ -1,0 +1,67 @@
+"""Which trace exporter and protocol the config and the OTEL_* variables ask for.
+
+Kept apart from export.py so the agent can decide whether packet paths are on
+(and so whether to attach the path hops) without importing the OpenTelemetry
+SDK first: that import costs ~60 ms, which would sit between start and the
+first attached probe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from exporter.config.schema import OTLP_PROTOCOLS, TRACE_EXPORTERS, TracesConfig, quote
+from exporter.errors import ConfigError
+
+DEFAULT_PROTOCOL = "http/protobuf"  # the OTel specification's default
+OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
+OTEL_TRACES_EXPORTER = "OTEL_TRACES_EXPORTER"
+OTEL_EXPORTER_OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
+OTEL_EXPORTER_OTLP_TRACES_PROTOCOL = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+
+
+def env_value(env: Mapping[str, str], name: str) -> str | None:
+    # The specification: an empty value means unset.
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def exporter_choice(cfg: TracesConfig, env: Mapping[str, str]) -> str:
+    if cfg.exporter is not None:
+        return cfg.exporter
+    value = env_value(env, OTEL_TRACES_EXPORTER)
+    if value is None:
+        return "none"
+    names = [name.strip().lower() for name in value.split(",") if name.strip()]
+    choices = ", ".join(TRACE_EXPORTERS)
+    if not names:
+        return "none"
+    if len(set(names)) > 1:
+        raise ConfigError(f"{OTEL_TRACES_EXPORTER}: {quote(value)}: pktpath sends traces to one exporter "
+                          f"(one of {choices})")
+    if names[0] not in TRACE_EXPORTERS:
+        raise ConfigError(f"{OTEL_TRACES_EXPORTER}: {quote(value)} is not one of {choices}")
+    return names[0]
+
+
+def protocol_choice(cfg: TracesConfig, env: Mapping[str, str]) -> str:
+    if cfg.protocol is not None:
+        return cfg.protocol
+    for name in (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_EXPORTER_OTLP_PROTOCOL):
+        value = env_value(env, name)
+        if value is not None:
+            if value not in OTLP_PROTOCOLS:
+                supported = " or ".join(OTLP_PROTOCOLS)
+                raise ConfigError(f"{name}: {quote(value)} is not a supported OTLP protocol (use {supported})")
+            return value
+    return DEFAULT_PROTOCOL
+
+
+def traces_enabled(cfg: TracesConfig, env: Mapping[str, str]) -> bool:
+    """True when build_tracing() would return a Tracing (raises the same ConfigErrors)."""
+    if (env_value(env, OTEL_SDK_DISABLED) or "").lower() == "true":
+        return False
+    kind = exporter_choice(cfg, env)
+    if kind == "otlp":
+        protocol_choice(cfg, env)  # a bad protocol is an error now, before anything is loaded
+    return kind != "none"
