@@ -32,6 +32,13 @@ def _startup(r: dict[str, Any], lines: list[str]) -> None:
         med, mx = _ms(summ)
         verdict = _verdict(summ["max"] < target) if tgt and summ else ""
         lines.append(f"  {label:<40}{med:>10}{mx:>10}   {tgt} {verdict}".rstrip())
+    if r.get("discarded"):
+        worst = max(d["cpu_pressure_ms"] for d in r["discarded"])
+        lines.append(f"  {len(r['discarded'])} start(s) run again: other tasks kept a CPU busy during them"
+                     f" (PSI cpu pressure >= {r['max_pressure_ms']:.0f} ms, up to {worst:.0f} ms)")
+    pressured = [x for x in r["runs"] if (x.get("cpu_pressure_ms") or 0) >= r.get("max_pressure_ms", 1e9)]
+    if pressured:
+        lines.append(f"  {len(pressured)} start(s) kept although under CPU pressure (redo limit reached)")
     if r["runs"]:
         lines.append(f"  agent logged: {r['runs'][0]['serving_line']}")
         lines.append(f"  hops attached: {', '.join(r['runs'][0].get('hops', {})) or '?'}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from typing import Any, NoReturn
@@ -102,6 +103,8 @@ def _check(path: str | None, as_json: bool) -> int:
     from exporter.loader.host import Host
 
     cfg = load_config(path)
+    # The report says what did not attach and why; the engine's own warnings would repeat it.
+    logging.getLogger().setLevel(logging.ERROR)
     host = Host()
     report: dict[str, Any] = {
         "kernel": host.kernel_release(),

@@ -13,12 +13,20 @@
 #include "kernel_types.h"
 
 /*
- * bpf_rdonly_cast (6.2+) turns a scalar into an untrusted pointer to a
- * kernel BTF type, so the verifier lets us read through skb->head directly.
- * It is the only way to read packet headers where lockdown refuses
- * bpf_probe_read_kernel ("unknown func bpf_probe_read_kernel#113").
+ * bpf_rdonly_cast (6.2+, commit a35b9af4ec2c "bpf: Add a kfunc for generic
+ * type cast") turns a scalar into an untrusted pointer to a kernel BTF type,
+ * so the verifier lets us read through skb->head directly.  It is the only
+ * way to read packet headers where lockdown refuses bpf_probe_read_kernel
+ * ("unknown func bpf_probe_read_kernel#113").  Declared weak: on older
+ * kernels libbpf resolves it to 0 (libbpf >= 1.1) and have_rdonly_cast()
+ * becomes a constant 0 the verifier prunes on.
  */
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+
+static __always_inline int have_rdonly_cast(void)
+{
+	return bpf_rdonly_cast != 0;
+}
 
 /*
  * trace_kfree_skb(skb, location) gained `enum skb_drop_reason reason` in

@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Reading packet headers from an skb on a locked-down kernel.
+ * Reading packet headers from an skb, on locked-down kernels and old ones.
  *
  * Headers sit at skb->head + skb->network_header.  bpf_probe_read_kernel is
- * refused under lockdown, so every header is reached through
- * bpf_rdonly_cast(ptr, <kernel BTF id of the header struct>): the verifier
- * then allows direct, fault-handled loads (a bad pointer reads as 0).
+ * refused under lockdown, so where the kernel has it every header is reached
+ * through bpf_rdonly_cast(ptr, <kernel BTF id of the header struct>): the
+ * verifier then allows direct, fault-handled loads (a bad pointer reads as
+ * 0).  Kernels before 6.2 lack that kfunc and use bpf_probe_read_kernel.
  */
 #ifndef PKTPATH_PACKET_H
 #define PKTPATH_PACKET_H
@@ -15,7 +16,6 @@
 #include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
-#include <linux/icmpv6.h>
 #include <bpf/bpf_endian.h>
 #include "compat.h"
 #include "pktpath.h"
@@ -30,6 +30,93 @@
 #define IP_OFFSET_MASK 0x1FFF
 
 #define CAST(type, ptr) ((type *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))
+
+/*
+ * Header loaders: copy one header from kernel memory to the stack.
+ *
+ * 6.2+ (and the only way under lockdown): through bpf_rdonly_cast, one member
+ * at a time -- verifiers before ~6.4 refuse a load that straddles two members
+ * of a BTF struct.  Before 6.2 (no such kfunc; the weak extern resolves to 0
+ * and libbpf folds the test to a constant the verifier prunes on): one
+ * bpf_probe_read_kernel of the whole header.
+ */
+static __always_inline void load_iphdr(unsigned char *p, struct iphdr *out)
+{
+	if (have_rdonly_cast()) {
+		struct iphdr *ip = CAST(struct iphdr, p);
+
+		((__u8 *)out)[0] = ((__u8 *)ip)[0]; /* version and ihl, one byte of bitfields */
+		out->tos = ip->tos;
+		out->tot_len = ip->tot_len;
+		out->id = ip->id;
+		out->frag_off = ip->frag_off;
+		out->ttl = ip->ttl;
+		out->protocol = ip->protocol;
+		out->saddr = ip->saddr;
+		out->daddr = ip->daddr;
+	} else {
+		bpf_probe_read_kernel(out, sizeof(*out), p);
+	}
+}
+
+static __always_inline void load_ipv6hdr(unsigned char *p, struct ipv6hdr *out)
+{
+	if (have_rdonly_cast()) {
+		struct ipv6hdr *ip6 = CAST(struct ipv6hdr, p);
+
+		((__u8 *)out)[0] = ((__u8 *)ip6)[0]; /* version and priority */
+		out->flow_lbl[0] = ip6->flow_lbl[0];
+		out->payload_len = ip6->payload_len;
+		out->nexthdr = ip6->nexthdr;
+		out->hop_limit = ip6->hop_limit;
+		__builtin_memcpy(&out->saddr, &ip6->saddr, 16); /* within one member */
+		__builtin_memcpy(&out->daddr, &ip6->daddr, 16);
+	} else {
+		bpf_probe_read_kernel(out, sizeof(*out), p);
+	}
+}
+
+static __always_inline void load_tcphdr(unsigned char *p, struct tcphdr *out)
+{
+	if (have_rdonly_cast()) {
+		struct tcphdr *th = CAST(struct tcphdr, p);
+
+		out->source = th->source;
+		out->dest = th->dest;
+		out->seq = th->seq;
+		((__u8 *)out)[13] = ((__u8 *)th)[13]; /* FIN..CWR: a byte of bitfields */
+	} else {
+		bpf_probe_read_kernel(out, sizeof(*out), p);
+	}
+}
+
+static __always_inline void load_udphdr(unsigned char *p, struct udphdr *out)
+{
+	if (have_rdonly_cast()) {
+		struct udphdr *uh = CAST(struct udphdr, p);
+
+		out->source = uh->source;
+		out->dest = uh->dest;
+		out->len = uh->len;
+		out->check = uh->check;
+	} else {
+		bpf_probe_read_kernel(out, sizeof(*out), p);
+	}
+}
+
+/* ICMP and ICMPv6 share the layout we read: type, code, checksum, 4 bytes (echo id+seq). */
+static __always_inline void load_icmphdr(unsigned char *p, struct icmphdr *out)
+{
+	if (have_rdonly_cast()) {
+		struct icmphdr *ic = CAST(struct icmphdr, p);
+
+		out->type = ic->type;
+		out->code = ic->code;
+		out->un.gateway = ic->un.gateway;
+	} else {
+		bpf_probe_read_kernel(out, sizeof(*out), p);
+	}
+}
 
 static __always_inline unsigned char *network_header(struct sk_buff *skb)
 {
@@ -52,10 +139,17 @@ static __always_inline void read_protocols(struct sk_buff *skb, __u16 *l3, __u8 
 	*l3 = bpf_ntohs(skb->protocol);
 	if (!nh)
 		return;
-	if (*l3 == ETH_P_IP)
-		*l4 = CAST(struct iphdr, nh)->protocol;
-	else if (*l3 == ETH_P_IPV6)
-		*l4 = CAST(struct ipv6hdr, nh)->nexthdr;
+	if (*l3 == ETH_P_IP) {
+		struct iphdr ip = {};
+
+		load_iphdr(nh, &ip);
+		*l4 = ip.protocol;
+	} else if (*l3 == ETH_P_IPV6) {
+		struct ipv6hdr ip6 = {};
+
+		load_ipv6hdr(nh, &ip6);
+		*l4 = ip6.nexthdr;
+	}
 }
 
 /*
@@ -73,30 +167,31 @@ static __always_inline int read_header(struct sk_buff *skb, struct pkt_header *h
 	if (!nh)
 		return -1;
 	if (l3 == ETH_P_IP) {
-		struct iphdr *ip = CAST(struct iphdr, nh);
-		__u32 saddr = ip->saddr, daddr = ip->daddr;
+		struct iphdr ip = {};
 
+		load_iphdr(nh, &ip);
 		h->family = 4;
-		__builtin_memcpy(h->saddr, &saddr, 4);
-		__builtin_memcpy(h->daddr, &daddr, 4);
-		h->protocol = ip->protocol;
-		h->tos = ip->tos;
-		h->ttl = ip->ttl;
-		h->ip_len = bpf_ntohs(ip->tot_len);
-		h->ip_id = bpf_ntohs(ip->id);
-		if (ip->frag_off & bpf_htons(IP_OFFSET_MASK))
+		__builtin_memcpy(h->saddr, &ip.saddr, 4);
+		__builtin_memcpy(h->daddr, &ip.daddr, 4);
+		h->protocol = ip.protocol;
+		h->tos = ip.tos;
+		h->ttl = ip.ttl;
+		h->ip_len = bpf_ntohs(ip.tot_len);
+		h->ip_id = bpf_ntohs(ip.id);
+		if (ip.frag_off & bpf_htons(IP_OFFSET_MASK))
 			return 0; /* a non-first fragment carries no L4 header */
-		l4 = nh + ip->ihl * 4;
+		l4 = nh + ip.ihl * 4;
 	} else if (l3 == ETH_P_IPV6) {
-		struct ipv6hdr *ip6 = CAST(struct ipv6hdr, nh);
+		struct ipv6hdr ip6 = {};
 
+		load_ipv6hdr(nh, &ip6);
 		h->family = 6;
-		__builtin_memcpy(h->saddr, &ip6->saddr, 16);
-		__builtin_memcpy(h->daddr, &ip6->daddr, 16);
-		h->protocol = ip6->nexthdr;
-		h->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
-		h->ttl = ip6->hop_limit;
-		h->ip_len = bpf_ntohs(ip6->payload_len) + 40;
+		__builtin_memcpy(h->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(h->daddr, &ip6.daddr, 16);
+		h->protocol = ip6.nexthdr;
+		h->tos = (ip6.priority << 4) | (ip6.flow_lbl[0] >> 4);
+		h->ttl = ip6.hop_limit;
+		h->ip_len = bpf_ntohs(ip6.payload_len) + 40;
 		l4 = nh + 40;
 	} else {
 		return -1;
@@ -104,44 +199,38 @@ static __always_inline int read_header(struct sk_buff *skb, struct pkt_header *h
 
 	switch (h->protocol) {
 	case IPPROTO_TCP: {
-		struct tcphdr *th = CAST(struct tcphdr, l4);
+		struct tcphdr th = {};
 
-		h->sport = bpf_ntohs(th->source);
-		h->dport = bpf_ntohs(th->dest);
-		h->tcp_seq = bpf_ntohl(th->seq);
-		/* Byte 13 holds FIN..CWR; read whole so the verifier sees no bitfield split. */
-		h->tcp_flags = ((__u8 *)th)[13];
+		load_tcphdr(l4, &th);
+		h->sport = bpf_ntohs(th.source);
+		h->dport = bpf_ntohs(th.dest);
+		h->tcp_seq = bpf_ntohl(th.seq);
+		h->tcp_flags = ((__u8 *)&th)[13];
 		h->extra = h->tcp_seq;
 		break;
 	}
 	case IPPROTO_UDP: {
-		struct udphdr *uh = CAST(struct udphdr, l4);
+		struct udphdr uh = {}, payload = {};
 
-		h->sport = bpf_ntohs(uh->source);
-		h->dport = bpf_ntohs(uh->dest);
-		if (bpf_ntohs(uh->len) >= sizeof(*uh) + 8) {
-			/* bpf_rdonly_cast takes only struct types before 6.18: view the
+		load_udphdr(l4, &uh);
+		h->sport = bpf_ntohs(uh.source);
+		h->dport = bpf_ntohs(uh.dest);
+		if (bpf_ntohs(uh.len) >= sizeof(uh) + 8) {
+			/* bpf_rdonly_cast takes struct types only before 6.18: read the
 			 * 8 payload bytes after the header as a second udphdr. */
-			struct udphdr *p = CAST(struct udphdr, l4 + sizeof(*uh));
-
-			h->extra = (__u64)p->source | (__u64)p->dest << 16 | (__u64)p->len << 32 | (__u64)p->check << 48;
+			load_udphdr(l4 + sizeof(uh), &payload);
+			__builtin_memcpy(&h->extra, &payload, 8);
 		}
 		break;
 	}
-	case IPPROTO_ICMP: {
-		struct icmphdr *ic = CAST(struct icmphdr, l4);
-
-		h->icmp_type = ic->type;
-		h->icmp_code = ic->code;
-		h->extra = ic->un.gateway; /* echo id and sequence */
-		break;
-	}
+	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6: {
-		struct icmp6hdr *ic6 = CAST(struct icmp6hdr, l4);
+		struct icmphdr ic = {};
 
-		h->icmp_type = ic6->icmp6_type;
-		h->icmp_code = ic6->icmp6_code;
-		h->extra = ic6->icmp6_dataun.un_data32[0]; /* echo id and sequence */
+		load_icmphdr(l4, &ic);
+		h->icmp_type = ic.type;
+		h->icmp_code = ic.code;
+		h->extra = ic.un.gateway; /* echo id and sequence */
 		break;
 	}
 	}

@@ -184,10 +184,11 @@ static __always_inline void fib_context_set(struct sk_buff *skb, __u64 path_id)
 	st->cur_saddr = st->cur_daddr = 0;
 	nh = network_header(skb);
 	if (path_id && nh && bpf_ntohs(skb->protocol) == ETH_P_IP) {
-		struct iphdr *ip = CAST(struct iphdr, nh);
+		struct iphdr ip = {};
 
-		st->cur_saddr = ip->saddr;
-		st->cur_daddr = ip->daddr;
+		load_iphdr(nh, &ip);
+		st->cur_saddr = ip.saddr;
+		st->cur_daddr = ip.daddr;
 	}
 }
 
