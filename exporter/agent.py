@@ -17,13 +17,15 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from exporter import __version__
 from exporter.config import Config, load_config
-from exporter.errors import KernelError, PktpathError
+from exporter.decoders.counters import DropCount
+from exporter.errors import ConfigError, KernelError, PktpathError
+from exporter.k8s.pods import ApiPodSource, FilePodSource, PodResolver, PodSource
 from exporter.loader import libbpf
 from exporter.loader.engine import AttachReport, Engine, EngineOptions
 from exporter.loader.host import Host
@@ -63,6 +65,34 @@ def path_settings(cfg: Config, enabled: bool) -> PathSettings:
                         protocols=f.protocols, ports=f.ports, interfaces=f.interfaces)
 
 
+def pod_resolver(cfg: Config, host: Host, env: Mapping[str, str]) -> PodResolver | None:
+    """The netns -> pod map when kubernetes.pod_labels asks for it; ConfigError if it cannot work."""
+    k = cfg.kubernetes
+    if not k.pod_labels:
+        return None
+    source: PodSource
+    if k.pods_file:
+        source = FilePodSource(k.pods_file)
+    elif env.get("KUBERNETES_SERVICE_HOST"):
+        node = k.node_name or env.get("NODE_NAME")
+        if not node:
+            raise ConfigError("kubernetes.node_name: not set, and neither is NODE_NAME (set it from the downward "
+                              "API: fieldRef spec.nodeName)")
+        source = ApiPodSource(node)
+    else:
+        raise ConfigError("kubernetes.pod_labels: needs kubernetes.pods_file, or the in-cluster API "
+                          "(KUBERNETES_SERVICE_HOST is not set: not running in a pod?)")
+    return PodResolver(source, proc_root=host.proc_root, refresh_seconds=k.refresh_seconds, max_pods=k.max_pods,
+                       expire_seconds=k.expire_seconds)
+
+
+def forget_counters(drop_map: libbpf.Map, counts: list[DropCount]) -> None:
+    """Delete kernel counters (a deleted pod's namespace): its series end instead of living forever."""
+    for c in counts:
+        drop_map.delete(c.key)
+    log.info("removed %d drop counter(s) of %d expired pod namespace(s)", len(counts), len({c.netns for c in counts}))
+
+
 def start_engine(cfg: Config, host: Host, paths: bool) -> tuple[Engine, AttachReport]:
     from exporter.decoders import abi
 
@@ -85,6 +115,7 @@ class Agent:
         self.control: PathControl | None = None
         self.pipeline: PathPipeline | None = None
         self.tracing: Tracing | None = None
+        self.pods: PodResolver | None = None
 
     def run(self, started_at: float | None = None) -> int:
         started_at = started_at or time.monotonic()
@@ -94,6 +125,7 @@ class Agent:
         from exporter.traces.choice import traces_enabled
 
         paths = traces_enabled(self.cfg.traces, os.environ)
+        self.pods = pod_resolver(self.cfg, self.host, os.environ)
         self.engine, report = start_engine(self.cfg, self.host, paths)
         server: MetricsServer | None = None
         try:
@@ -162,7 +194,7 @@ class Agent:
     def _build_tracing(self) -> Tracing | None:
         from exporter.traces.export import build_tracing
 
-        return build_tracing(self.cfg.traces, os.environ)
+        return build_tracing(self.cfg.traces, os.environ, pod_of=self.pods.pod if self.pods else None)
 
     def _serve(self, report: AttachReport) -> MetricsServer:
         # Deferred imports: prometheus_client costs ~40 ms to import, after attach.
@@ -219,6 +251,8 @@ class Agent:
             exemplar=path_metrics.exemplar if path_metrics else (lambda _labels: None),
             sampling=weights,
             spans=(lambda: (tracing.exported, dict(tracing.dropped))) if tracing else None,
+            pods=self.pods,
+            forget=lambda counts: forget_counters(drop_map, counts),
         ))
         ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes
         server = MetricsServer(self.cfg.metrics.host, self.cfg.metrics.port, registry,

@@ -75,6 +75,16 @@ class SamplingConfig:
 
 
 @dataclass(frozen=True)
+class KubernetesConfig:
+    pod_labels: bool = False
+    node_name: str | None = None
+    pods_file: str | None = None
+    refresh_seconds: int = 10
+    max_pods: int = 2000
+    expire_seconds: int = 300
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "info"
     format: str = "text"
@@ -100,6 +110,7 @@ class Config:
     probes: ProbesConfig = field(default_factory=ProbesConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     traces: TracesConfig = field(default_factory=TracesConfig)
 
@@ -538,6 +549,25 @@ SECTIONS: tuple[Section, ...] = (
                 check=_check_ring_kb),
         ),
         _builder(SamplingConfig),
+    ),
+    Section(
+        "kubernetes",
+        "Pod names for drops and spans, on Kubernetes nodes (the agent runs with hostPID).",
+        (
+            Key("pod_labels", _BOOL, False, "Add namespace and pod labels to pktpath_drops_total and "
+                "pktpath_drop_bytes_total, and k8s.* attributes to spans."),
+            Key("node_name", _STR, None, "This node's name, for the API server's pod list; null = the "
+                "NODE_NAME environment variable (set it from the downward API)."),
+            Key("pods_file", _STR, None, 'JSON file listing this node\'s pods ({"pods": [{"uid", "namespace", '
+                '"name"}]}) instead of asking the API server; null = the in-cluster API.'),
+            Key("refresh_seconds", _INT, 10, "How often the pod list and the namespace map are refreshed "
+                "(1..3600).", check=_int_range(1, 3600)),
+            Key("max_pods", _INT, 2000, "Most pods given their own label value (1..100000); beyond it "
+                'pod="other" (a cardinality guard).', check=_int_range(1, 100000)),
+            Key("expire_seconds", _INT, 300, "How long a deleted pod's series stay after it is gone "
+                "(0..86400); then its namespace's counters are removed.", check=_int_range(0, 86400)),
+        ),
+        _builder(KubernetesConfig),
     ),
     Section(
         "logging",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import ctypes
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ class DropCount:
     l4_proto: int
     packets: int
     bytes: int
+    key: builtins.bytes = b""  # the raw kernel key, to delete the entry (e.g. a deleted pod's namespace)
 
 
 def read_drop_counts(drop_map: Map) -> list[DropCount]:
@@ -33,7 +35,7 @@ def read_drop_counts(drop_map: Map) -> list[DropCount]:
             packets += v.packets
             nbytes += v.bytes
         out.append(DropCount(key.ifname.decode(errors="replace"), key.reason, key.ifindex, key.netns,
-                             key.l3_proto, key.l4_proto, packets, nbytes))
+                             key.l3_proto, key.l4_proto, packets, nbytes, kraw))
     return out
 
 

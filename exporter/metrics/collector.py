@@ -19,11 +19,13 @@ from exporter.decoders.counters import DropCount
 from exporter.decoders.drop_reasons import DropReasons
 from exporter.decoders.interfaces import InterfaceResolver
 from exporter.decoders.protocols import protocol_label
+from exporter.k8s.pods import PodResolver
 from exporter.loader.probes import HopStatus
 
 log = logging.getLogger(__name__)
 
 DROP_LABELS = ["reason", "interface", "protocol"]
+POD_LABELS = ["namespace", "pod"]  # kubernetes.pod_labels: the pod the drop's network namespace belongs to
 # exporter.traces.export.DROP_REASONS, repeated to keep the OpenTelemetry SDK out of this module's imports
 # (tests/unit/test_collector.py checks the two agree).
 SPAN_DROP_REASONS = ("queue_full", "export_failed", "shutdown")
@@ -67,6 +69,8 @@ class PktpathCollector(Collector):
         exemplar: Callable[[tuple[str, str, str]], Exemplar | None] = lambda _labels: None,
         sampling: Callable[[], SamplingWeights | None] = lambda: None,
         spans: Callable[[], tuple[int, dict[str, int]]] | None = None,
+        pods: PodResolver | None = None,
+        forget: Callable[[list[DropCount]], None] = lambda _counts: None,
     ) -> None:
         self._read = read
         self._reasons = reasons
@@ -76,14 +80,16 @@ class PktpathCollector(Collector):
         self._exemplar = exemplar
         self._sampling = sampling
         self._spans = spans
+        self._pods = pods
+        self._forget = forget
         self.scrape_errors = 0
 
     def describe(self) -> Iterator[Metric]:
         # Registering must not read the kernel: describe without samples.
-        yield from _Families().all()
+        yield from _Families(self._pods is not None).all()
 
     def collect(self) -> Iterator[Metric]:
-        f = _Families()
+        f = _Families(self._pods is not None)
         try:
             readings: KernelReadings | None = self._read()
         except Exception as exc:  # noqa: BLE001 - a scrape must answer even if the kernel read fails
@@ -91,8 +97,9 @@ class PktpathCollector(Collector):
             log.error("reading kernel counters failed: %s", exc)
             readings = None
         if readings is not None:
-            for labels, (packets, nbytes) in sorted(self.drop_series(readings.drops).items()):
-                f.drops.add_metric(list(labels), packets, exemplar=self._exemplar(labels))
+            drops = self._expire_pods(readings.drops)
+            for labels, (packets, nbytes) in sorted(self.drop_series(drops).items()):
+                f.drops.add_metric(list(labels), packets, exemplar=self._exemplar((labels[0], labels[1], labels[2])))
                 f.drop_bytes.add_metric(list(labels), nbytes)
             self._kernel_stats(f, readings)
         for status in self._hops.values():
@@ -126,16 +133,28 @@ class PktpathCollector(Collector):
         f.tracking_lost.add_metric(["insert_failed"], r.stat("STAT_TRACK_FULL"))
         f.tracking_lost.add_metric(["stale_pointer"], r.stat("STAT_TRACK_STALE"))
 
-    def drop_series(self, counts: list[DropCount]) -> dict[tuple[str, str, str], tuple[int, int]]:
+    def _expire_pods(self, counts: list[DropCount]) -> list[DropCount]:
+        """Remove the counters of namespaces whose pod is gone for longer than expire_seconds."""
+        if self._pods is None:
+            return counts
+        gone = self._pods.expired({c.netns for c in counts})
+        if not gone:
+            return counts
+        self._forget([c for c in counts if c.netns in gone])
+        return [c for c in counts if c.netns not in gone]
+
+    def drop_series(self, counts: list[DropCount]) -> dict[tuple[str, ...], tuple[int, int]]:
         """Kernel keys -> label sets. Keys that differ only by netns (eth0 in two
         namespaces) share a label set, so their counts are summed.  The kernel
         records the device name at drop time; only device-less drops (the
         skb's ingress index alone) need the per-netns resolver."""
         names = self._interfaces.names((c.netns, c.ifindex) for c in counts if not c.ifname)
-        series: dict[tuple[str, str, str], tuple[int, int]] = {}
+        series: dict[tuple[str, ...], tuple[int, int]] = {}
         for c in counts:
-            labels = (self._reasons.name(c.reason), c.ifname or names[(c.netns, c.ifindex)],
-                      protocol_label(c.l3_proto, c.l4_proto))
+            labels: tuple[str, ...] = (self._reasons.name(c.reason), c.ifname or names[(c.netns, c.ifindex)],
+                                       protocol_label(c.l3_proto, c.l4_proto))
+            if self._pods is not None:
+                labels += self._pods.labels(c.netns)
             p, b = series.get(labels, (0, 0))
             series[labels] = (p + c.packets, b + c.bytes)
         return series
@@ -144,13 +163,14 @@ class PktpathCollector(Collector):
 class _Families:
     """A fresh set of metric families for one describe() or collect()."""
 
-    def __init__(self) -> None:
+    def __init__(self, pod_labels: bool = False) -> None:
+        labels = DROP_LABELS + POD_LABELS if pod_labels else DROP_LABELS
         self.drops = CounterMetricFamily(
             "pktpath_drops", "Packets the kernel dropped, by drop reason, interface and L4 protocol "
-            "(every drop, unsampled).", labels=DROP_LABELS)
+            "(every drop, unsampled).", labels=labels)
         self.drop_bytes = CounterMetricFamily(
             "pktpath_drop_bytes", "Bytes of the packets the kernel dropped (skb->len at the drop), by drop "
-            "reason, interface and protocol.", labels=DROP_LABELS)
+            "reason, interface and protocol.", labels=labels)
         self.attached = GaugeMetricFamily(
             "pktpath_probe_attached", "1 if the hop's probe is attached in this attach type, 0 for every "
             "candidate that is not.", labels=["probe", "attach_type"])

@@ -27,7 +27,7 @@ import sys
 import threading
 import urllib.parse
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.context import Context
@@ -43,6 +43,7 @@ from opentelemetry.sdk.trace.export import (
 from exporter import __version__
 from exporter.config.schema import TracesConfig
 from exporter.errors import ConfigError
+from exporter.k8s.pods import PodRef
 from exporter.traces.choice import (
     DEFAULT_PROTOCOL,
     OTEL_SDK_DISABLED,
@@ -321,7 +322,8 @@ class Tracing:
         return f"Tracing({self.exporter_name}, endpoint={self.endpoint or 'from OTEL_* / SDK default'})"
 
 
-def build_tracing(cfg: TracesConfig, env: Mapping[str, str] = os.environ) -> Tracing | None:
+def build_tracing(cfg: TracesConfig, env: Mapping[str, str] = os.environ,
+                  pod_of: Callable[[int], PodRef | None] | None = None) -> Tracing | None:
     """Set up traces as ``cfg`` and the environment say; None when the exporter is "none".
 
     ``env`` decides what pktpath itself resolves: OTEL_SDK_DISABLED, OTEL_TRACES_EXPORTER,
@@ -350,6 +352,7 @@ def build_tracing(cfg: TracesConfig, env: Mapping[str, str] = os.environ) -> Tra
     provider = make_tracer_provider(_resource(cfg, env), PacketIdGenerator())
     provider.add_span_processor(processor)
     name = f"otlp/{protocol}" if kind == "otlp" else kind
-    tracing = Tracing(provider, SpanBuilder(provider), processor, ledger, exporter_name=name, endpoint=cfg.endpoint)
+    tracing = Tracing(provider, SpanBuilder(provider, pod_of=pod_of), processor, ledger, exporter_name=name,
+                      endpoint=cfg.endpoint)
     log.info("traces: %s to %s", name, cfg.endpoint or "the OTEL_* / SDK default endpoint")
     return tracing

@@ -33,6 +33,7 @@ from opentelemetry.util.types import AttributeValue
 
 from exporter import __version__
 from exporter.decoders.protocols import ETH_P_IP, ETH_P_IPV6, protocol_label
+from exporter.k8s.pods import PodRef
 from exporter.paths.model import Hop, HopEvent, Outcome, PacketHeader, Path
 
 __all__ = [
@@ -363,6 +364,7 @@ class SpanBuilder:
         clock_offset_ns: Callable[[], int] | None = None,
         flow_links: int = 4096,
         strict: bool = False,
+        pod_of: Callable[[int], PodRef | None] | None = None,
     ) -> None:
         id_generator = getattr(tracer_provider, "id_generator", None)
         if not isinstance(id_generator, PacketIdGenerator):
@@ -375,6 +377,7 @@ class SpanBuilder:
         self._clock_offset_ns = clock_offset_ns or _wall_minus_monotonic
         self._flow_links = flow_links
         self._strict = strict
+        self._pod_of = pod_of  # netns inode -> pod (kubernetes.pod_labels), for k8s.* attributes
         self._flows: OrderedDict[FlowKey, SpanContext] = OrderedDict()
         self._lock = threading.Lock()
         self.emitted = 0  # paths turned into a trace
@@ -382,6 +385,18 @@ class SpanBuilder:
 
     def __call__(self, path: Path) -> None:
         self.emit(path)
+
+    def _k8s(self, netns: int) -> dict[str, AttributeValue]:
+        """OTel k8s semantic conventions for the pod whose network namespace a hop ran in."""
+        pod = self._pod_of(netns) if self._pod_of is not None and netns else None
+        if pod is None:
+            return {}
+        attrs: dict[str, AttributeValue] = {"k8s.namespace.name": pod.namespace, "k8s.pod.name": pod.name}
+        if pod.uid:
+            attrs["k8s.pod.uid"] = pod.uid
+        if pod.node:
+            attrs["k8s.node.name"] = pod.node
+        return attrs
 
     def emit(self, path: Path) -> str:
         """Emit ``path`` as spans; returns its trace id as 32 hex digits, or "" when skipped."""
@@ -441,7 +456,7 @@ class SpanBuilder:
                 root_span_name(header),
                 context=Context(),  # never a child of whatever span is current on this thread
                 kind=SpanKind.INTERNAL,
-                attributes=root_attributes(path, header),
+                attributes=root_attributes(path, header) | self._k8s(path.hops[0].netns),
                 links=links,
                 start_time=start,
             )
@@ -456,7 +471,7 @@ class SpanBuilder:
                 hop_span_name(hop),
                 context=parent,
                 kind=SpanKind.INTERNAL,
-                attributes=hop_attributes(hop, path),
+                attributes=hop_attributes(hop, path) | self._k8s(hop.netns),
                 start_time=hop_start,
             )
             if hop.hop is Hop.DROP:

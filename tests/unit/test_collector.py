@@ -159,3 +159,36 @@ def test_span_drop_reasons_match_the_exporter() -> None:
     from exporter.traces.export import DROP_REASONS
 
     assert tuple(SPAN_DROP_REASONS) == tuple(DROP_REASONS)
+
+
+def test_pod_labels_and_expiry_of_deleted_pods() -> None:
+    from exporter.k8s.pods import PodRef
+
+    class Resolver:
+        gone: set[int] = set()
+
+        def labels(self, netns: int) -> tuple[str, str]:
+            return ("shop", "checkout-1") if netns == 7 else ("", "")
+
+        def expired(self, seen: set[int]) -> set[int]:
+            return self.gone & seen
+
+        def pod(self, netns: int) -> PodRef | None:
+            return None
+
+    forgotten: list[DropCount] = []
+    resolver = Resolver()
+    counts = [drop("eth0", 12, 5, 500, netns=7), drop("eth0", 12, 3, 300, netns=1)]
+    reg = CollectorRegistry()
+    reg.register(PktpathCollector(lambda: KernelReadings(counts), REASONS, InterfaceResolver(lister=lambda _p: {}),
+                                  {}, BuildInfo("v", "k", "e"), pods=resolver,  # type: ignore[arg-type]
+                                  forget=forgotten.extend))
+    pod = {"reason": "NETFILTER_DROP", "interface": "eth0", "protocol": "udp", "namespace": "shop",
+           "pod": "checkout-1"}
+    host = pod | {"namespace": "", "pod": ""}
+    assert reg.get_sample_value("pktpath_drops_total", pod) == 5
+    assert reg.get_sample_value("pktpath_drops_total", host) == 3
+    resolver.gone = {7}
+    assert reg.get_sample_value("pktpath_drops_total", pod) is None  # the series ends
+    assert forgotten == [counts[0]]  # and its kernel counter is deleted
+    assert reg.get_sample_value("pktpath_drops_total", host) == 3

@@ -262,7 +262,7 @@ def test_top_level_must_be_a_mapping(text: str, message: str) -> None:
 
 def test_unknown_top_level_key_suggests_the_closest() -> None:
     assert error("drops: {}\nmetric:\n  listen: a:1\n") == (
-        "c.yaml:2: metric: unknown key (known: metrics, drops, probes, filter, sampling, logging, traces); "
+        "c.yaml:2: metric: unknown key (known: metrics, drops, probes, filter, sampling, kubernetes, logging, traces); "
         "did you mean 'metrics'?"
     )
 
@@ -279,7 +279,7 @@ def test_unknown_nested_key_suggests_the_closest() -> None:
 def test_unknown_key_without_a_close_match_has_no_suggestion() -> None:
     assert error("probes:\n  zzz: 1\n") == "c.yaml:2: probes.zzz: unknown key (known: mode, exclude, strict)"
     assert error("qqqq: 1\n") == (
-        "c.yaml:1: qqqq: unknown key (known: metrics, drops, probes, filter, sampling, logging, traces)"
+        "c.yaml:1: qqqq: unknown key (known: metrics, drops, probes, filter, sampling, kubernetes, logging, traces)"
     )
 
 

@@ -475,3 +475,24 @@ def test_default_clock_offset_is_wall_minus_monotonic() -> None:
     root = next(s for s in exporter.get_finished_spans() if s.parent is None)
     assert root.start_time is not None
     assert abs(root.start_time - before) < 1_000_000_000  # generous: it is "now", not 1970 or boot time
+
+
+def test_k8s_attributes_from_the_hops_namespace() -> None:
+    from exporter.k8s.pods import PodRef
+    from exporter.traces.spans import PacketIdGenerator, SpanBuilder, make_tracer_provider
+
+    exporter = InMemorySpanExporter()
+    provider = make_tracer_provider(id_generator=PacketIdGenerator(), shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    pods = {42: PodRef("shop", "checkout-1", "node-1", "uid-1")}
+    builder = SpanBuilder(provider, clock_offset_ns=lambda: 0, pod_of=pods.get)
+    hops = [HopEvent(1, Hop.NETIF_RECEIVE, 1000, ifname="eth0", netns=42, header=UDP),
+            HopEvent(1, Hop.DROP, 2000, ifname="eth0", netns=7, reason="NO_SOCKET")]
+    builder.emit(Path(1, UDP, hops, outcome=Outcome.DROPPED, drop_reason="NO_SOCKET"))
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    receive = spans["netif_receive_skb(eth0)"].attributes or {}
+    assert (receive["k8s.namespace.name"], receive["k8s.pod.name"], receive["k8s.pod.uid"],
+            receive["k8s.node.name"]) == ("shop", "checkout-1", "uid-1", "node-1")
+    assert "k8s.pod.name" not in (spans["DROPPED: NO_SOCKET"].attributes or {})  # netns 7: the host
+    root = next(s for s in exporter.get_finished_spans() if s.parent is None)
+    assert (root.attributes or {})["k8s.pod.name"] == "checkout-1"  # the packet started in the pod
