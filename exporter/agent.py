@@ -40,8 +40,11 @@ log = logging.getLogger("pktpath")
 
 DROP_HOP = "kfree_skb"
 # Hops that exist only to follow packets: not attached when nothing consumes paths.
+# (Function hooks that also count verdicts -- nft_do_chain, fib_validate_source,
+# ip_route_input_noref -- are not among them: their counters are always on.)
 PATH_HOPS = ("netif_receive_skb", "net_dev_queue", "net_dev_xmit", "fib_table_lookup",
-             "skb_copy_datagram_iovec", "consume_skb")
+             "skb_copy_datagram_iovec", "consume_skb", "ip_rcv", "ipv6_rcv", "ip_forward", "ip6_forward",
+             "ip_local_deliver", "ip_output", "ip6_output", "nf_hook_slow")
 
 
 def engine_options(cfg: Config, paths: bool) -> EngineOptions:
@@ -200,10 +203,11 @@ class Agent:
         # Deferred imports: prometheus_client costs ~40 ms to import, after attach.
         from prometheus_client import CollectorRegistry, ProcessCollector
 
-        from exporter.decoders.counters import read_drop_counts, read_stats
+        from exporter.decoders.counters import read_drop_counts, read_stats, read_verdicts
         from exporter.decoders.drop_reasons import DropReasons
         from exporter.decoders.events import EventDecoder
         from exporter.decoders.interfaces import InterfaceResolver
+        from exporter.decoders.netfilter import RouteResults, returns_drop_reason
         from exporter.metrics.collector import BuildInfo, KernelReadings, PktpathCollector, SamplingWeights
         from exporter.metrics.paths import PathMetrics
         from exporter.metrics.server import MetricsServer
@@ -214,9 +218,12 @@ class Agent:
         engine = self.engine
         drop_map, stats_map, tracked_map = engine.map("drop_counts"), engine.map("stats"), engine.map("tracked")
 
+        verdict_maps = (engine.map("nf_verdicts"), engine.map("rp_filter_checks"), engine.map("route_lookups"))
+
         def read() -> KernelReadings:
             return KernelReadings(drops=read_drop_counts(drop_map), stats=read_stats(stats_map),
-                                  tracked_live=len(tracked_map.keys()) if self.tracing else 0)
+                                  tracked_live=len(tracked_map.keys()) if self.tracing else 0,
+                                  verdicts=read_verdicts(*verdict_maps))
 
         btf = libbpf.Btf.parse(self.host.vmlinux_btf)
         reasons = DropReasons.from_btf(btf)
@@ -252,6 +259,7 @@ class Agent:
             sampling=weights,
             spans=(lambda: (tracing.exported, dict(tracing.dropped))) if tracing else None,
             pods=self.pods,
+            route_results=RouteResults(returns_drop_reason(btf, "ip_route_input_noref"), reasons),
             forget=lambda counts: forget_counters(drop_map, counts),
         ))
         ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes

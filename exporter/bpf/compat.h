@@ -57,4 +57,13 @@ static __always_inline int reason_is_consumed(__u32 reason)
 	return reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED);
 }
 
+/* The sixth argument register of a kprobe (libbpf 1.1 has no PT_REGS_PARM6). */
+#if defined(__TARGET_ARCH_x86)
+#define KPROBE_PARM6(ctx) ((ctx)->r9)
+#elif defined(__TARGET_ARCH_arm64)
+#define KPROBE_PARM6(ctx) (((const struct user_pt_regs *)(ctx))->regs[5])
+#else
+#error "pktpath: KPROBE_PARM6 is defined for x86 and arm64 only"
+#endif
+
 #endif /* PKTPATH_COMPAT_H */

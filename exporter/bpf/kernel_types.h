@@ -69,6 +69,28 @@ struct icmphdr {
 	} un;
 };
 
+/* netfilter: nf_hook_slow() and nft_do_chain() arguments. */
+struct nf_hook_state {
+	__u8 hook;
+	__u8 pf;
+	struct net_device *in;
+	struct net_device *out;
+};
+
+struct nft_pktinfo {
+	struct sk_buff *skb;
+	const struct nf_hook_state *state;
+};
+
+struct nft_table {
+	char *name;
+};
+
+struct nft_chain {
+	struct nft_table *table;
+	char *name;
+};
+
 /* fib_table_lookup tracepoint arguments (no skb: see paths.h). */
 struct flowi4 {
 	__be32 saddr;
@@ -77,6 +99,21 @@ struct flowi4 {
 
 struct fib_nh_common {
 	struct net_device *nhc_dev;
+};
+
+/*
+ * Kprobe context, with the kernel's register names.  bpf_tracing.h's
+ * PT_REGS_PARMn() use these names when __VMLINUX_H__ is defined (set in
+ * pktpath.bpf.c), and CO-RE relocates the offsets.
+ */
+struct pt_regs {
+	unsigned long di, si, dx, cx, r8, r9, ax, sp, ip;
+};
+
+struct user_pt_regs { /* arm64 */
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
 };
 
 #pragma clang attribute pop

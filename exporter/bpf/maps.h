@@ -60,6 +60,45 @@ struct {
 	__type(value, __u8);
 } filter_ifaces SEC(".maps");
 
+/* Verdict counters, per CPU, every packet (function hooks only: fentry/kprobe). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct nf_verdict_key);
+	__type(value, __u64);
+} nf_verdicts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct rp_filter_key);
+	__type(value, __u64);
+} rp_filter_checks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 256);
+	__type(key, __s32); /* return value: 0 found; -errno, or a drop reason on 6.13+ */
+	__type(value, __u64);
+} route_lookups SEC(".maps");
+
+/* kprobe -> kretprobe: a kretprobe sees no arguments, so the kprobe pushes
+ * them here.  A small per-CPU stack, because a hook can nest on one CPU (a
+ * REJECT's reply passes the OUTPUT hook inside the INPUT hook's call). */
+#define STASH_DEPTH 4
+struct stash {
+	__u32 depth;
+	__u32 fn[STASH_DEPTH]; /* which function pushed each entry (enum stash_fn) */
+	__u64 args[STASH_DEPTH][2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct stash);
+} kstash SEC(".maps");
+
 /* Per-CPU scratch: path id sequence, the new-path budget window, and the
  * packet this CPU is processing (fib_table_lookup has no skb argument). */
 struct cpu_state {

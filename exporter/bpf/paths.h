@@ -245,19 +245,36 @@ static __always_inline void path_entry_hop(struct sk_buff *skb, __u32 hop, struc
 }
 
 /*
- * Hops that only continue a path; `untrack` for the ones that end it.
- * `skb` is the tracking key; its fields are read only when `readable`.
+ * An event for a tracked packet's hop, reserved and filled with the common
+ * fields; NULL when paths are off, the packet is not followed, or the ring is
+ * full.  The caller adds what its hop knows and submits.  `skb` is the
+ * tracking key; its fields are read only when `readable`.
  */
+static __always_inline struct hop_event *path_event(struct sk_buff *skb, int readable, __u32 hop,
+						    struct net_device *dev)
+{
+	__u64 key = (__u64)skb;
+	struct track *t;
+
+	if (!paths_config())
+		return 0;
+	t = bpf_map_lookup_elem(&tracked, &key);
+	if (!t)
+		return 0;
+	return event_start(hop, t->path_id, readable ? skb : 0, dev);
+}
+
+/* Hops that only continue a path; `untrack` for the ones that end it. */
 static __always_inline void path_hop(struct sk_buff *skb, int readable, __u32 hop, struct net_device *dev,
 				     __s32 verdict, __u32 reason, __u64 location, int untrack)
 {
 	__u64 key = (__u64)skb;
-	struct track *t;
 	struct hop_event *ev;
+	struct track *t;
 
 	if (!paths_config())
 		return;
-	t = bpf_map_lookup_elem(&tracked, &key);
+	t = bpf_map_lookup_elem(&tracked, &key); /* one lookup for the many packets not followed */
 	if (!t)
 		return;
 	ev = event_start(hop, t->path_id, readable ? skb : 0, dev);

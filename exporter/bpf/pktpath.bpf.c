@@ -12,9 +12,11 @@
  * every hop here is a tp_btf program; fentry/kprobe twins add candidates.
  */
 #include <linux/bpf.h>
+#include "kernel_types.h"
+/* bpf_tracing.h: kernel register names (kernel_types.h), not the uapi ones. */
+#define __VMLINUX_H__
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
-#include "kernel_types.h"
 #include "compat.h"
 #include "drops.h"
 #include "paths.h"
@@ -77,5 +79,241 @@ SEC("tp_btf/consume_skb")
 int BPF_PROG(consume_skb__tp_btf, struct sk_buff *skb, void *location)
 {
 	path_hop(skb, 1, HOP_CONSUME, skb->dev, 0, 0, (__u64)location, 1);
+	return 0;
+}
+
+/* ---- function hooks: fentry/fexit first, kprobe/kretprobe fallback -------
+ *
+ * fexit programs read the return value with bpf_get_func_ret() (5.17+), so
+ * they do not depend on how many arguments the function has.  Kprobes see
+ * untyped registers; bpf_rdonly_cast (6.2+) gives them the same typed view as
+ * fentry, so one implementation in hooks.h serves both families.
+ */
+#include "hooks.h"
+
+#define SKB(p) CAST(struct sk_buff, (void *)(p))
+#define DEV(p) CAST(struct net_device, (void *)(p))
+
+static __always_inline long func_ret(void *ctx)
+{
+	__u64 ret = 0;
+
+	bpf_get_func_ret(ctx, &ret);
+	return (long)ret;
+}
+
+/* Where packets enter IPv4/IPv6 and leave through the IP output path. */
+SEC("fentry/ip_rcv")
+int BPF_PROG(ip_rcv__fentry, struct sk_buff *skb, struct net_device *dev)
+{
+	path_entry_hop(skb, HOP_IP_RCV, dev);
+	return 0;
+}
+
+SEC("kprobe/ip_rcv")
+int BPF_KPROBE(ip_rcv__kprobe, void *skb, void *dev)
+{
+	path_entry_hop(SKB(skb), HOP_IP_RCV, DEV(dev));
+	return 0;
+}
+
+SEC("fentry/ipv6_rcv")
+int BPF_PROG(ipv6_rcv__fentry, struct sk_buff *skb, struct net_device *dev)
+{
+	path_entry_hop(skb, HOP_IP_RCV, dev);
+	return 0;
+}
+
+SEC("kprobe/ipv6_rcv")
+int BPF_KPROBE(ipv6_rcv__kprobe, void *skb, void *dev)
+{
+	path_entry_hop(SKB(skb), HOP_IP_RCV, DEV(dev));
+	return 0;
+}
+
+SEC("fentry/ip_forward")
+int BPF_PROG(ip_forward__fentry, struct sk_buff *skb)
+{
+	path_hop(skb, 1, HOP_IP_FORWARD, skb->dev, 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("kprobe/ip_forward")
+int BPF_KPROBE(ip_forward__kprobe, void *skb)
+{
+	path_hop(SKB(skb), 1, HOP_IP_FORWARD, SKB(skb)->dev, 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("fentry/ip6_forward")
+int BPF_PROG(ip6_forward__fentry, struct sk_buff *skb)
+{
+	path_hop(skb, 1, HOP_IP_FORWARD, skb->dev, 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("kprobe/ip6_forward")
+int BPF_KPROBE(ip6_forward__kprobe, void *skb)
+{
+	path_hop(SKB(skb), 1, HOP_IP_FORWARD, SKB(skb)->dev, 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("fentry/ip_local_deliver")
+int BPF_PROG(ip_local_deliver__fentry, struct sk_buff *skb)
+{
+	path_hop(skb, 1, HOP_LOCAL_DELIVER, skb->dev, 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("kprobe/ip_local_deliver")
+int BPF_KPROBE(ip_local_deliver__kprobe, void *skb)
+{
+	path_hop(SKB(skb), 1, HOP_LOCAL_DELIVER, SKB(skb)->dev, 0, 0, 0, 0);
+	return 0;
+}
+
+/* ip_output(net, sk, skb): the first hop of packets made on this host. */
+SEC("fentry/ip_output")
+int BPF_PROG(ip_output__fentry, void *net, void *sk, struct sk_buff *skb)
+{
+	path_entry_hop(skb, HOP_IP_OUTPUT, 0);
+	return 0;
+}
+
+SEC("kprobe/ip_output")
+int BPF_KPROBE(ip_output__kprobe, void *net, void *sk, void *skb)
+{
+	path_entry_hop(SKB(skb), HOP_IP_OUTPUT, 0);
+	return 0;
+}
+
+SEC("fentry/ip6_output")
+int BPF_PROG(ip6_output__fentry, void *net, void *sk, struct sk_buff *skb)
+{
+	path_entry_hop(skb, HOP_IP_OUTPUT, 0);
+	return 0;
+}
+
+SEC("kprobe/ip6_output")
+int BPF_KPROBE(ip6_output__kprobe, void *net, void *sk, void *skb)
+{
+	path_entry_hop(SKB(skb), HOP_IP_OUTPUT, 0);
+	return 0;
+}
+
+/* nf_hook_slow(skb, state, entries, index): a netfilter hook, entry and verdict. */
+SEC("fentry/nf_hook_slow")
+int BPF_PROG(nf_hook_slow__fentry, struct sk_buff *skb, struct nf_hook_state *state)
+{
+	hook_nf_entry(skb, state);
+	return 0;
+}
+
+SEC("fexit/nf_hook_slow")
+int BPF_PROG(nf_hook_slow__fexit, struct sk_buff *skb, struct nf_hook_state *state)
+{
+	hook_nf_exit(skb, state, (int)func_ret(ctx));
+	return 0;
+}
+
+SEC("kprobe/nf_hook_slow")
+int BPF_KPROBE(nf_hook_slow__kprobe, void *skb, void *state)
+{
+	hook_nf_entry(SKB(skb), CAST(struct nf_hook_state, state));
+	stash_push(STASH_NF_HOOK, (__u64)skb, (__u64)state);
+	return 0;
+}
+
+SEC("kretprobe/nf_hook_slow")
+int BPF_KRETPROBE(nf_hook_slow__kretprobe, int ret)
+{
+	__u64 skb, state;
+
+	if (stash_pop(STASH_NF_HOOK, &skb, &state) == 0)
+		hook_nf_exit(SKB(skb), CAST(struct nf_hook_state, (void *)state), ret);
+	return 0;
+}
+
+/* nft_do_chain(pkt, chain): one nftables chain's verdict (nf_tables may be a module). */
+SEC("fexit/nft_do_chain")
+int BPF_PROG(nft_do_chain__fexit, struct nft_pktinfo *pkt, void *priv)
+{
+	hook_nft_exit(pkt, priv, (__u32)func_ret(ctx));
+	return 0;
+}
+
+SEC("kprobe/nft_do_chain")
+int BPF_KPROBE(nft_do_chain__kprobe, void *pkt, void *priv)
+{
+	stash_push(STASH_NFT_CHAIN, (__u64)pkt, (__u64)priv);
+	return 0;
+}
+
+SEC("kretprobe/nft_do_chain")
+int BPF_KRETPROBE(nft_do_chain__kretprobe, unsigned int ret)
+{
+	__u64 pkt, priv;
+
+	if (stash_pop(STASH_NFT_CHAIN, &pkt, &priv) == 0)
+		hook_nft_exit(CAST(struct nft_pktinfo, (void *)pkt), (void *)priv, ret);
+	return 0;
+}
+
+/*
+ * fib_validate_source(skb, src, dst, dscp, oif, dev, idev, itag): rp_filter.
+ * Eight arguments: x86 trampolines take more than six only since 6.6
+ * ("bpf, x86: allow function arguments up to 12"), so on older kernels the
+ * fexit is refused and the kretprobe twin takes over.
+ */
+SEC("fexit/fib_validate_source")
+int BPF_PROG(fib_validate_source__fexit, struct sk_buff *skb, __be32 src, __be32 dst, __u8 dscp, int oif,
+	     struct net_device *dev)
+{
+	hook_rp_filter_exit(skb, dev, (int)func_ret(ctx));
+	return 0;
+}
+
+SEC("kprobe/fib_validate_source")
+int fib_validate_source__kprobe(struct pt_regs *ctx)
+{
+	/* BPF_KPROBE of libbpf 1.1 stops at five arguments; dev is the sixth. */
+	stash_push(STASH_RP_FILTER, PT_REGS_PARM1(ctx), KPROBE_PARM6(ctx));
+	return 0;
+}
+
+SEC("kretprobe/fib_validate_source")
+int BPF_KRETPROBE(fib_validate_source__kretprobe, int ret)
+{
+	__u64 skb, dev;
+
+	if (stash_pop(STASH_RP_FILTER, &skb, &dev) == 0)
+		hook_rp_filter_exit(SKB(skb), DEV(dev), ret);
+	return 0;
+}
+
+/* ip_route_input_noref(skb, daddr, saddr, dscp, dev): the input route lookup. */
+SEC("fexit/ip_route_input_noref")
+int BPF_PROG(ip_route_input_noref__fexit, struct sk_buff *skb, __be32 daddr, __be32 saddr, __u8 dscp,
+	     struct net_device *dev)
+{
+	hook_route_input_exit(skb, dev, (__s32)func_ret(ctx));
+	return 0;
+}
+
+SEC("kprobe/ip_route_input_noref")
+int BPF_KPROBE(ip_route_input_noref__kprobe, void *skb, __be32 daddr, __be32 saddr, __u8 dscp, void *dev)
+{
+	stash_push(STASH_ROUTE_INPUT, (__u64)skb, (__u64)dev);
+	return 0;
+}
+
+SEC("kretprobe/ip_route_input_noref")
+int BPF_KRETPROBE(ip_route_input_noref__kretprobe, int ret)
+{
+	__u64 skb, dev;
+
+	if (stash_pop(STASH_ROUTE_INPUT, &skb, &dev) == 0)
+		hook_route_input_exit(SKB(skb), DEV(dev), ret);
 	return 0;
 }

@@ -42,6 +42,8 @@ enum pktpath_stat {
 	STAT_TRACK_STALE,       /* a tracked pointer reused by a different packet */
 	STAT_SAMPLED_RATE,      /* paths started by the 1-in-N sample */
 	STAT_SAMPLED_DROP,      /* paths started by drop capture */
+	STAT_VERDICT_MAP_FULL,  /* a verdict counter update that found its map full */
+	STAT_STASH_MISMATCH,    /* a kretprobe whose kprobe's arguments were lost (nesting, missed probe) */
 	STAT__MAX,
 };
 
@@ -56,6 +58,15 @@ enum hop_id {
 	HOP_DELIVER,           /* tp skb:skb_copy_datagram_iovec */
 	HOP_CONSUME,           /* tp skb:consume_skb */
 	HOP_DROP,              /* tp skb:kfree_skb */
+	/* function hooks (fentry/fexit, else kprobe/kretprobe): stock kernels */
+	HOP_IP_RCV,            /* ip_rcv / ipv6_rcv entry */
+	HOP_NF_HOOK,           /* nf_hook_slow: entry (phase 0) and verdict (phase 1) */
+	HOP_NF_CHAIN,          /* nft_do_chain exit: table/chain and verdict */
+	HOP_RP_FILTER,         /* fib_validate_source exit: 0 pass, <0 fail */
+	HOP_ROUTE_INPUT,       /* ip_route_input_noref exit: 0 found, else errno or drop reason */
+	HOP_IP_FORWARD,        /* ip_forward / ip6_forward entry */
+	HOP_LOCAL_DELIVER,     /* ip_local_deliver entry */
+	HOP_IP_OUTPUT,         /* ip_output / ip6_output entry */
 };
 
 /* First-hop snapshot of the headers.  Addresses are 16 bytes; IPv4 uses the
@@ -99,10 +110,31 @@ struct hop_event {
 	__u32 fib_saddr; /* fib lookup flow (IPv4): tells route from reverse-path lookups */
 	__u32 fib_daddr;
 	__u8 flags;     /* EV_* */
-	__u8 _pad[7];
+	__u8 nf_family; /* nf hops: NFPROTO_* */
+	__u8 nf_hook;   /* nf hops: NF_INET_* */
+	__u8 phase;     /* 0 entry, 1 exit (hops with both) */
+	__u8 _pad[4];
 	char ifname[16];
-	char out_ifname[16]; /* fib: the next hop's device */
+	char out_ifname[16]; /* fib: the next hop's device; nf_hook: the out device */
+	char detail[32];     /* nft: "table/chain" */
 	struct pkt_header hdr;
+};
+
+/* ---- verdict counters (function hooks; every packet, unsampled) -------- */
+
+struct nf_verdict_key {
+	__u8 family;  /* NFPROTO_* */
+	__u8 hook;    /* NF_INET_* */
+	__u8 verdict; /* NF_DROP 0, NF_ACCEPT 1, NF_STOLEN 2, NF_QUEUE 3, NF_REPEAT 4 */
+	__u8 _pad;
+	char table[32];
+};
+
+struct rp_filter_key {
+	__u8 failed;  /* fib_validate_source returned < 0 */
+	__u8 _pad[3];
+	__s32 ret;
+	char ifname[16];
 };
 
 /* Runtime knobs, one entry in the `path_config` array: userspace rewrites it

@@ -68,11 +68,25 @@ class HopEventRaw(ctypes.Structure):
         ("fib_saddr", ctypes.c_uint32),
         ("fib_daddr", ctypes.c_uint32),
         ("flags", ctypes.c_uint8),
-        ("_pad", ctypes.c_uint8 * 7),
+        ("nf_family", ctypes.c_uint8),
+        ("nf_hook", ctypes.c_uint8),
+        ("phase", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 4),
         ("ifname", ctypes.c_char * 16),
         ("out_ifname", ctypes.c_char * 16),
+        ("detail", ctypes.c_char * 32),
         ("hdr", PktHeader),
     ]
+
+
+class NfVerdictKey(ctypes.Structure):
+    _fields_ = [("family", ctypes.c_uint8), ("hook", ctypes.c_uint8), ("verdict", ctypes.c_uint8),
+                ("_pad", ctypes.c_uint8), ("table", ctypes.c_char * 32)]
+
+
+class RpFilterKey(ctypes.Structure):
+    _fields_ = [("failed", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 3), ("ret", ctypes.c_int32),
+                ("ifname", ctypes.c_char * 16)]
 
 
 MAX_PORT_RANGES = 16
@@ -115,6 +129,8 @@ STATS = (
     "STAT_TRACK_STALE",
     "STAT_SAMPLED_RATE",
     "STAT_SAMPLED_DROP",
+    "STAT_VERDICT_MAP_FULL",
+    "STAT_STASH_MISMATCH",
 )
 STAT_DROP_MAP_FULL = STATS.index("STAT_DROP_MAP_FULL")
 STAT_SLOTS = len(STATS)
@@ -128,11 +144,21 @@ HOP_IDS = {
     "HOP_DELIVER": 5,
     "HOP_CONSUME": 6,
     "HOP_DROP": 7,
+    "HOP_IP_RCV": 8,
+    "HOP_NF_HOOK": 9,
+    "HOP_NF_CHAIN": 10,
+    "HOP_RP_FILTER": 11,
+    "HOP_ROUTE_INPUT": 12,
+    "HOP_IP_FORWARD": 13,
+    "HOP_LOCAL_DELIVER": 14,
+    "HOP_IP_OUTPUT": 15,
 }
 
-MIRRORS: tuple[type[ctypes.Structure], ...] = (DropKey, DropValue, PktHeader, HopEventRaw, PathConfig, LpmKey)
+MIRRORS: tuple[type[ctypes.Structure], ...] = (DropKey, DropValue, PktHeader, HopEventRaw, PathConfig, LpmKey,
+                                               NfVerdictKey, RpFilterKey)
 _C_NAMES = {DropKey: "drop_key", DropValue: "drop_value", PktHeader: "pkt_header", HopEventRaw: "hop_event",
-            PathConfig: "path_config", LpmKey: "lpm_key"}
+            PathConfig: "path_config", LpmKey: "lpm_key", NfVerdictKey: "nf_verdict_key",
+            RpFilterKey: "rp_filter_key"}
 
 
 class _StructSource(Protocol):

@@ -6,7 +6,7 @@ import builtins
 import ctypes
 from dataclasses import dataclass
 
-from exporter.decoders.abi import STAT_SLOTS, DropKey, DropValue
+from exporter.decoders.abi import STAT_SLOTS, DropKey, DropValue, NfVerdictKey, RpFilterKey
 from exporter.loader.libbpf import Map, split_percpu
 
 
@@ -46,3 +46,28 @@ def read_stats(stats_map: Map) -> list[int]:
         raw = stats_map.lookup(slot.to_bytes(4, "little"))
         totals.append(sum(int.from_bytes(c, "little") for c in split_percpu(raw, 8)) if raw else 0)
     return totals
+
+
+def read_percpu_counts(counter_map: Map) -> list[tuple[bytes, int]]:
+    """(raw key, total over CPUs) of a per-CPU hash of u64 counters (the verdict maps)."""
+    return [(k, sum(int.from_bytes(c, "little") for c in split_percpu(v, 8))) for k, v in counter_map.items()]
+
+
+@dataclass(frozen=True)
+class VerdictCounts:
+    netfilter: list[tuple[int, int, str, int, int]]  # (family, hook, table, verdict, packets)
+    rp_filter: list[tuple[bool, str, int]]  # (failed, interface, packets)
+    route: list[tuple[int, int]]  # (return value, packets)
+
+
+def read_verdicts(nf: Map, rpf: Map, route: Map) -> VerdictCounts:
+    nf_out = []
+    for kraw, n in read_percpu_counts(nf):
+        k = NfVerdictKey.from_buffer_copy(kraw)
+        nf_out.append((k.family, k.hook, k.table.decode(errors="replace"), k.verdict, n))
+    rpf_out = []
+    for kraw, n in read_percpu_counts(rpf):
+        r = RpFilterKey.from_buffer_copy(kraw)
+        rpf_out.append((bool(r.failed), r.ifname.decode(errors="replace"), n))
+    route_out = [(int.from_bytes(k, "little", signed=True), n) for k, n in read_percpu_counts(route)]
+    return VerdictCounts(nf_out, rpf_out, route_out)

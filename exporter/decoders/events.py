@@ -22,8 +22,24 @@ _HOPS = {
     abi.HOP_IDS["HOP_DELIVER"]: Hop.DELIVER,
     abi.HOP_IDS["HOP_CONSUME"]: Hop.CONSUME,
     abi.HOP_IDS["HOP_DROP"]: Hop.DROP,
+    abi.HOP_IDS["HOP_IP_RCV"]: Hop.IP_RCV,
+    abi.HOP_IDS["HOP_NF_HOOK"]: Hop.NF_HOOK,
+    abi.HOP_IDS["HOP_NF_CHAIN"]: Hop.NF_CHAIN,
+    abi.HOP_IDS["HOP_RP_FILTER"]: Hop.RP_FILTER,
+    abi.HOP_IDS["HOP_ROUTE_INPUT"]: Hop.ROUTE_INPUT,
+    abi.HOP_IDS["HOP_IP_FORWARD"]: Hop.IP_FORWARD,
+    abi.HOP_IDS["HOP_LOCAL_DELIVER"]: Hop.LOCAL_DELIVER,
+    abi.HOP_IDS["HOP_IP_OUTPUT"]: Hop.IP_OUTPUT,
 }
 EVENT_SIZE = ctypes.sizeof(abi.HopEventRaw)
+
+
+# detail holds two NUL-padded names; the ctypes field would stop at the first NUL.
+_DETAIL = abi.HopEventRaw.detail.offset
+
+
+def _cstr(raw: bytes, offset: int, size: int) -> str:
+    return raw[offset : offset + size].split(b"\0", 1)[0].decode(errors="replace")
 
 
 class DecodeError(ValueError):
@@ -76,6 +92,11 @@ class EventDecoder:
             fib_src=_ipv4(ev.fib_saddr) if hop is Hop.FIB_LOOKUP else "",
             fib_dst=_ipv4(ev.fib_daddr) if hop is Hop.FIB_LOOKUP else "",
             location=ev.location,
+            nf_family=ev.nf_family,
+            nf_hook=ev.nf_hook,
+            phase=ev.phase,
+            nf_table=_cstr(raw, _DETAIL, 16),
+            nf_chain=_cstr(raw, _DETAIL + 16, 16),
             header=header,
             sampled_by=SampledBy.DROP if ev.flags & abi.EV_BY_DROP else SampledBy.RATE,
         )

@@ -87,6 +87,7 @@ class Engine:
         self.host = host or Host()
         self._obj: libbpf.BpfObject | None = None
         self._links: list[libbpf.Link] = []
+        self._refused_families: dict[str, str] = {}
         self.report: AttachReport | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -99,6 +100,7 @@ class Engine:
             raise KernelError(f"{self.object_path}: BPF object missing; build it with `make build`")
         t0 = time.monotonic()
         disabled: dict[str, str] = {}  # program name -> why it is not loaded
+        self._refused_families = self._precheck_families()
         for _ in range(_MAX_LOAD_ATTEMPTS):
             obj, specs = self._open(disabled)
             try:
@@ -123,6 +125,7 @@ class Engine:
         hops = group_hops(specs.values())
         self.report = AttachReport(hops=hops, load_seconds=load_s)
         self._attach_all(obj, hops, disabled)
+        self._log_missing(hops)
         return self.report
 
     def close(self) -> None:
@@ -152,6 +155,35 @@ class Engine:
 
     # -- loading -----------------------------------------------------------
 
+    def _precheck_families(self) -> dict[str, str]:
+        """Families this kernel refuses, found cheaply before the real load: each refused
+        family would otherwise cost a failed load of the whole object (and its verifier time)."""
+        refused: dict[str, str] = {}
+        allowed = allowed_families(self.options.mode)
+        if "kprobe" in allowed and not self.host.has_kprobes():
+            refused["kprobe"] = "kprobes not available on this kernel (no kprobe PMU or kprobe_events)"
+        if "fentry" in allowed:
+            why = self._fentry_refused()
+            if why:
+                refused["fentry"] = why
+        return refused
+
+    def _fentry_refused(self) -> str:
+        """Load features.bpf.o's one fentry program: "" if the kernel takes it, else why not."""
+        path = os.path.join(os.path.dirname(self.object_path), "features.bpf.o")
+        if not os.path.exists(path):
+            return ""  # let the real load find out
+        obj = libbpf.BpfObject(path)
+        try:
+            for prog in obj.programs:
+                prog.set_autoload(prog.name == "fentry__probe")
+            obj.load()
+            return ""
+        except libbpf.LibbpfError as exc:
+            return f"fentry refused by this kernel: {os.strerror(exc.errno)}"
+        finally:
+            obj.close()
+
     def _open(self, disabled: dict[str, str]) -> tuple[libbpf.BpfObject, dict[str, ProgramSpec]]:
         obj = libbpf.BpfObject(self.object_path)
         allowed = allowed_families(self.options.mode)
@@ -165,6 +197,8 @@ class Engine:
                 disabled.setdefault(prog.name, f"{_BY_CONFIG[0]}: {self.options.exclude[spec.hop]}")
             elif spec.family not in allowed:
                 disabled.setdefault(prog.name, f"{_BY_CONFIG[1]} by probes.mode={self.options.mode}")
+            elif spec.family in self._refused_families:
+                disabled.setdefault(prog.name, self._refused_families[spec.family])
             prog.set_autoload(prog.name not in disabled)
         for name, size in self.options.map_sizes.items():
             obj.map(name).set_max_entries(size)
@@ -201,6 +235,21 @@ class Engine:
 
     # -- attaching ---------------------------------------------------------
 
+    @staticmethod
+    def _log_missing(hops: dict[str, HopStatus]) -> None:
+        """One line per distinct cause, not one per hop: a locked-down kernel refuses a dozen
+        function hooks for the same two reasons."""
+        by_cause: dict[str, list[str]] = {}
+        for status in hops.values():
+            if not status.attached:
+                why = "; ".join(f"{f}: {p}" for f, p in status.problems.items()) or "no candidate"
+                by_cause.setdefault(why, []).append(status.hop)
+        for why, names in by_cause.items():
+            # Left out on purpose (config, or path hops while paths are off) is not a problem.
+            chosen = all(part.split(": ", 1)[-1].startswith(_BY_CONFIG) for part in why.split("; "))
+            log.log(logging.DEBUG if chosen else logging.WARNING, "%d hop(s) not attached (%s): %s",
+                    len(names), why, ", ".join(names))
+
     def _attach_all(self, obj: libbpf.BpfObject, hops: dict[str, HopStatus], disabled: dict[str, str]) -> None:
         progs = {p.name: p for p in obj.programs}
         assert self.report is not None
@@ -226,8 +275,4 @@ class Engine:
                 if self.report.first_attach_monotonic is None:
                     self.report.first_attach_monotonic = time.monotonic()
                 log.info("hop %s attached (%s: %s)", status.hop, family, ", ".join(s.section for s in specs))
-            if not status.attached:
-                why = "; ".join(f"{f}: {p}" for f, p in status.problems.items()) or "no candidate"
-                # Left out on purpose (config, or path hops while paths are off) is not a problem.
-                chosen = all(p.startswith(_BY_CONFIG) for p in status.problems.values())
-                log.log(logging.DEBUG if chosen else logging.WARNING, "hop %s not attached: %s", status.hop, why)
+

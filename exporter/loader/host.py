@@ -51,6 +51,12 @@ class Host:
         start, end = text.find("["), text.find("]")
         return text[start + 1 : end] if 0 <= start < end else None
 
+    def has_kprobes(self) -> bool:
+        """A kprobe PMU (4.17+), or the legacy tracefs kprobe_events libbpf falls back to."""
+        return any(os.path.exists(os.path.join(self.sys_root, p)) for p in (
+            "bus/event_source/devices/kprobe/type", "kernel/tracing/kprobe_events",
+            "kernel/debug/tracing/kprobe_events"))
+
     def effective_caps(self) -> int:
         try:
             with open(os.path.join(self.proc_root, "self/status")) as f:

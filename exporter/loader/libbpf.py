@@ -297,6 +297,18 @@ class Btf:
             members.append((self._name(m.name_off), (m.offset & 0xFFFFFF) // 8))
         return int(t.size_or_type), members
 
+    def func_return(self, name: str) -> tuple[int, str] | None:
+        """(BTF kind, type name) of what function `name` returns, or None if it is not in BTF."""
+        fid = self.find(name, BTF_KIND_FUNC)
+        if fid is None:
+            return None
+        proto = self._type(self._type(fid).size_or_type)
+        ret = proto.size_or_type
+        if ret == 0:
+            return (0, "void")
+        t = self._type(ret)
+        return (self._kind(t), self._name(t.name_off))
+
     def has_func(self, name: str) -> bool:
         return self.find(name, BTF_KIND_FUNC) is not None
 

@@ -15,9 +15,11 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
 from exporter.decoders import abi
-from exporter.decoders.counters import DropCount
+from exporter.decoders import netfilter as nf_names
+from exporter.decoders.counters import DropCount, VerdictCounts
 from exporter.decoders.drop_reasons import DropReasons
 from exporter.decoders.interfaces import InterfaceResolver
+from exporter.decoders.netfilter import RouteResults
 from exporter.decoders.protocols import protocol_label
 from exporter.k8s.pods import PodResolver
 from exporter.loader.probes import HopStatus
@@ -45,6 +47,7 @@ class KernelReadings:
     drops: list[DropCount]
     stats: list[int] = field(default_factory=lambda: [0] * abi.STAT_SLOTS)  # enum pktpath_stat slots
     tracked_live: int = 0  # entries in the tracked map now
+    verdicts: VerdictCounts | None = None  # function hooks' counters (empty where none attached)
 
     def stat(self, name: str) -> int:
         return self.stats[abi.STATS.index(name)]
@@ -71,6 +74,7 @@ class PktpathCollector(Collector):
         spans: Callable[[], tuple[int, dict[str, int]]] | None = None,
         pods: PodResolver | None = None,
         forget: Callable[[list[DropCount]], None] = lambda _counts: None,
+        route_results: RouteResults | None = None,
     ) -> None:
         self._read = read
         self._reasons = reasons
@@ -82,6 +86,7 @@ class PktpathCollector(Collector):
         self._spans = spans
         self._pods = pods
         self._forget = forget
+        self._route_results = route_results
         self.scrape_errors = 0
 
     def describe(self) -> Iterator[Metric]:
@@ -102,6 +107,8 @@ class PktpathCollector(Collector):
                 f.drops.add_metric(list(labels), packets, exemplar=self._exemplar((labels[0], labels[1], labels[2])))
                 f.drop_bytes.add_metric(list(labels), nbytes)
             self._kernel_stats(f, readings)
+            if readings.verdicts is not None:
+                self._verdicts(f, readings.verdicts)
         for status in self._hops.values():
             for family in status.families:
                 f.attached.add_metric([status.hop, family], 1.0 if status.attached == family else 0.0)
@@ -118,9 +125,31 @@ class PktpathCollector(Collector):
         f.build.add_metric([self._build.version, self._build.kernel, self._build.engine], 1.0)
         yield from f.all()
 
+    def _verdicts(self, f: _Families, v: VerdictCounts) -> None:
+        nf: dict[tuple[str, str, str, str], int] = {}
+        for family, hook, table, verdict, n in v.netfilter:
+            key = (nf_names.family_name(family), nf_names.hook_name(hook), table, nf_names.verdict_name(verdict))
+            nf[key] = nf.get(key, 0) + n
+        for labels, n in sorted(nf.items()):
+            f.nf_verdicts.add_metric(list(labels), n)
+        rpf: dict[tuple[str, str], int] = {}
+        for failed, ifname, n in v.rp_filter:
+            key2 = ("fail" if failed else "pass", ifname or "none")
+            rpf[key2] = rpf.get(key2, 0) + n
+        for labels2, n in sorted(rpf.items()):
+            f.rp_filter.add_metric(list(labels2), n)
+        route: dict[str, int] = {}
+        for ret, n in v.route:
+            result = self._route_results.label(ret) if self._route_results else str(ret)
+            route[result] = route.get(result, 0) + n
+        for result, n in sorted(route.items()):
+            f.route_lookups.add_metric([result], n)
+
     @staticmethod
     def _kernel_stats(f: _Families, r: KernelReadings) -> None:
         f.map_full.add_metric(["drop_counts"], r.stat("STAT_DROP_MAP_FULL"))
+        f.map_full.add_metric(["verdicts"], r.stat("STAT_VERDICT_MAP_FULL"))
+        f.probe_errors.add_metric(["kretprobe_args_lost"], r.stat("STAT_STASH_MISMATCH"))
         f.events_lost.add_metric(["events"], r.stat("STAT_RING_FULL"))
         f.started.add_metric(["rate"], r.stat("STAT_SAMPLED_RATE"))
         f.started.add_metric(["drop"], r.stat("STAT_SAMPLED_DROP"))
@@ -193,6 +222,18 @@ class _Families:
         self.tracking_lost = CounterMetricFamily(
             "pktpath_tracking_lost", "Followed packets whose tracking ended early: lru_evicted, "
             "insert_failed, stale_pointer (an skb pointer reused by a new packet).", labels=["reason"])
+        self.nf_verdicts = CounterMetricFamily(
+            "pktpath_netfilter_verdicts", "Netfilter chain verdicts (nft_do_chain), every packet: family, hook, "
+            "table, verdict. Needs fentry or kprobes (absent on tracepoint-only kernels).",
+            labels=["family", "hook", "table", "verdict"])
+        self.rp_filter = CounterMetricFamily(
+            "pktpath_rp_filter_checks", "Source validation (fib_validate_source, rp_filter) results by receiving "
+            "interface, every packet that is routed. Needs fentry or kprobes.", labels=["result", "interface"])
+        self.route_lookups = CounterMetricFamily(
+            "pktpath_route_lookups", "Input route lookups (ip_route_input_noref) by result: found, no_route, "
+            "forwarding_disabled, rp_filter, martian ... Needs fentry or kprobes.", labels=["result"])
+        self.probe_errors = CounterMetricFamily(
+            "pktpath_probe_errors", "Hop data lost inside the kernel side, by cause.", labels=["reason"])
         self.spans_exported = CounterMetricFamily("pktpath_spans_exported", "Spans the OTLP exporter accepted.")
         self.spans_dropped = CounterMetricFamily(
             "pktpath_spans_dropped", "Spans lost: queue_full (export slower than paths), export_failed "
@@ -205,5 +246,6 @@ class _Families:
 
     def all(self) -> tuple[Metric, ...]:
         return (self.drops, self.drop_bytes, self.attached, self.events_lost, self.map_full, self.started,
-                self.refused, self.sampling, self.tracked, self.tracking_lost, self.spans_exported,
+                self.refused, self.sampling, self.tracked, self.tracking_lost, self.nf_verdicts, self.rp_filter,
+                self.route_lookups, self.probe_errors, self.spans_exported,
                 self.spans_dropped, self.scrape_errors, self.build)

@@ -31,6 +31,15 @@ class Hop(StrEnum):
     DELIVER = "skb_copy_datagram_iovec"  # payload copied to a socket reader
     CONSUME = "consume_skb"  # freed normally
     DROP = "kfree_skb"  # freed as a drop (reason set)
+    # Function hooks (fentry/kprobe), on kernels that allow them:
+    IP_RCV = "ip_rcv"  # IPv4/IPv6 receive
+    NF_HOOK = "nf_hook_slow"  # a netfilter hook: entry (phase 0) and verdict (phase 1)
+    NF_CHAIN = "nft_do_chain"  # one nftables chain's verdict
+    RP_FILTER = "fib_validate_source"  # rp_filter check: verdict 0 pass, < 0 fail
+    ROUTE_INPUT = "ip_route_input_noref"  # input route lookup: verdict 0 found
+    IP_FORWARD = "ip_forward"
+    LOCAL_DELIVER = "ip_local_deliver"
+    IP_OUTPUT = "ip_output"
 
 
 TERMINAL_HOPS = frozenset({Hop.DROP, Hop.CONSUME})
@@ -83,6 +92,11 @@ class HopEvent:
     fib_src: str = ""  # FIB lookup flow (fib_table_lookup only): a lookup towards the packet's
     fib_dst: str = ""  # source, not its destination, is rp_filter's reverse-path check
     location: int = 0  # kernel address of the kfree_skb/consume_skb call site
+    nf_family: int = 0  # netfilter hops: NFPROTO_* (2 ipv4, 10 ipv6, 1 inet ...)
+    nf_hook: int = 0  # netfilter hops: NF_INET_* (0 prerouting ... 4 postrouting)
+    phase: int = 0  # 0 entry, 1 exit (verdict)
+    nf_table: str = ""  # nft_do_chain: table and chain names
+    nf_chain: str = ""
     header: PacketHeader | None = None  # set on the first hop of a path
     sampled_by: SampledBy = SampledBy.RATE
 

@@ -14,9 +14,11 @@ route lookup (a lookup towards the packet's source), so it shows on tracepoint-o
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from typing import Any
 
+from exporter.decoders import netfilter as nf
 from exporter.paths.model import Hop, HopEvent, Path
 
 PROTOCOLS = {1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 47: "GRE", 50: "ESP", 51: "AH", 58: "ICMPv6", 132: "SCTP"}
@@ -58,10 +60,43 @@ def _last_iif(path: Path, upto: int) -> str:
     return "unknown"
 
 
-def hop_line(path: Path, index: int, symbol: Callable[[int], str]) -> str:
+def nf_line(ev: HopEvent) -> str:
+    """The original's netfilter lines: "Will check NFPROTO_IPV4(2), NF_INET_PRE_ROUTING(0), ..."."""
+    where = (f"{nf.NF_FAMILY_CONSTANTS.get(ev.nf_family, 'NFPROTO')}({ev.nf_family}), "
+             f"{nf.NF_HOOK_CONSTANTS.get(ev.nf_hook, 'NF_INET')}({ev.nf_hook})")
+    if ev.hop is Hop.NF_CHAIN:
+        verdict = f"{nf.NF_VERDICT_CONSTANTS.get(ev.verdict, 'NF_VERDICT')}({ev.verdict})"
+        return f"{ev.nf_table}/{ev.nf_chain}, {where}, check done, {verdict}"
+    if ev.phase == 0:
+        return f"Will check {where}, In_intf:{ev.ifname or 'unknown'}, Out_intf:{ev.out_ifname or 'unknown'}"
+    result = "PASS" if ev.verdict == 1 else "DROP" if ev.verdict < 0 else "STOLEN/QUEUED"
+    return f"{where}, check done, {result}"
+
+
+def hop_line(path: Path, index: int, symbol: Callable[[int], str],
+             route_label: Callable[[int], str] | None = None) -> str:
     ev = path.hops[index]
     if index == 0 and path.header is not None:
         return header_line(path)
+    h = path.header
+    if ev.hop in (Hop.NF_HOOK, Hop.NF_CHAIN):
+        return nf_line(ev)
+    if ev.hop is Hop.RP_FILTER:
+        verdict = "PASS" if ev.verdict == 0 else f"FAIL ({errno_text(ev.verdict)})"
+        return f"rp_filter check: src({h.src if h else '?'}), iif({ev.ifname or 'unknown'}), {verdict}"
+    if ev.hop is Hop.ROUTE_INPUT:
+        found = "found route" if ev.verdict == 0 else \
+            f"no route ({route_label(ev.verdict) if route_label else ev.verdict})"
+        return (f"ip route lookup: dst({h.dst if h else '?'}), src({h.src if h else '?'}), "
+                f"iif({ev.ifname or 'unknown'}), {found}")
+    if ev.hop is Hop.IP_RCV:
+        return f"IP receive on {ev.ifname or 'unknown'}, len:{ev.length}"
+    if ev.hop is Hop.IP_FORWARD:
+        return f"forwarding (ip_forward), len:{ev.length}"
+    if ev.hop is Hop.LOCAL_DELIVER:
+        return "local delivery (ip_local_deliver)"
+    if ev.hop is Hop.IP_OUTPUT:
+        return f"IP output, len:{ev.length}"
     if ev.hop is Hop.FIB_LOOKUP:
         return fib_line(path, ev, _last_iif(path, index))
     if ev.hop is Hop.NETIF_RECEIVE:
@@ -93,6 +128,11 @@ def fib_line(path: Path, ev: HopEvent, iif: str) -> str:
     return f"ip route lookup: dst({ev.fib_dst}), src({ev.fib_src or '0.0.0.0'}), iif({iif}), {result}"
 
 
+def errno_text(ret: int) -> str:
+    code = -ret
+    return f"{errno.errorcode.get(code, 'error')}({ret})" if code > 0 else str(ret)
+
+
 def hop_title(ev: HopEvent, modes: dict[str, str]) -> str:
     mode = modes.get(ev.hop.value, "tracepoint")
     dev = f"({ev.ifname})" if ev.ifname and ev.hop is not Hop.FIB_LOOKUP else ""
@@ -109,15 +149,17 @@ def summary_line(path: Path) -> str:
     return f"{what}, {end}, {len(path.hops)} hops, {path.duration_ns / 1000:.0f} us"
 
 
-def render_path(number: int, path: Path, modes: dict[str, str], symbol: Callable[[int], str]) -> str:
+def render_path(number: int, path: Path, modes: dict[str, str], symbol: Callable[[int], str],
+                route_label: Callable[[int], str] | None = None) -> str:
     lines = [f"packet {number}: {summary_line(path)}"]
     for i, ev in enumerate(path.hops):
         lines.append(f"{i},{hop_title(ev, modes)}:")
-        lines.append(f"    {hop_line(path, i, symbol)}")
+        lines.append(f"    {hop_line(path, i, symbol, route_label)}")
     return "\n".join(lines)
 
 
-def path_json(number: int, path: Path, modes: dict[str, str], symbol: Callable[[int], str]) -> dict[str, Any]:
+def path_json(number: int, path: Path, modes: dict[str, str], symbol: Callable[[int], str],
+              route_label: Callable[[int], str] | None = None) -> dict[str, Any]:
     h = path.header
     return {
         "packet": number,
@@ -133,7 +175,7 @@ def path_json(number: int, path: Path, modes: dict[str, str], symbol: Callable[[
         "hops": [
             {"index": i, "hop": ev.hop.value, "mode": modes.get(ev.hop.value, "tracepoint"),
              "interface": ev.ifname or None, "netns": ev.netns, "ts_ns": ev.ts_ns, "cpu": ev.cpu,
-             "detail": hop_line(path, i, symbol)}
+             "detail": hop_line(path, i, symbol, route_label)}
             for i, ev in enumerate(path.hops)
         ],
     }

@@ -14,10 +14,12 @@ import ipaddress
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from exporter.decoders.drop_reasons import DropReasons
 from exporter.decoders.events import EventDecoder
+from exporter.decoders.netfilter import RouteResults, returns_drop_reason
 from exporter.decoders.symbols import KernelSymbols
 from exporter.errors import KernelError
 from exporter.loader import libbpf
@@ -68,6 +70,7 @@ class TraceSession:
         self._decoder: EventDecoder | None = None
         self.report: AttachReport | None = None
         self.symbols = KernelSymbols()
+        self.route_label: Callable[[int], str] | None = None
         self.result = TraceResult()
         self._lock = threading.Lock()
         self._pipeline: PathPipeline | None = None
@@ -90,7 +93,9 @@ class TraceSession:
             self._control = PathControl(engine.map, libbpf.num_possible_cpus())
             # Not closed: DropReasons reads module BTF against it lazily, on a first subsystem reason.
             btf = libbpf.Btf.parse(self.host.vmlinux_btf)
-            self._decoder = EventDecoder(DropReasons.from_btf(btf))
+            reasons = DropReasons.from_btf(btf)
+            self._decoder = EventDecoder(reasons)
+            self.route_label = RouteResults(returns_drop_reason(btf, "ip_route_input_noref"), reasons).label
         assert self.report is not None
         return self.report
 

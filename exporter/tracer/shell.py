@@ -134,6 +134,7 @@ class TracerShell(cmd.Cmd):
         if level not in DEBUG_LEVELS:
             raise UsageError(f"debug: expected one of {', '.join(DEBUG_LEVELS)}, got {arg.strip()!r}")
         self.session.params.debug = level
+        quiet_loader(level)
         logging.getLogger().setLevel(DEBUG_LEVELS[level])
         self.say(f"debug level: {level}")
 
@@ -240,11 +241,19 @@ class TracerShell(cmd.Cmd):
         modes = self.session.modes()
         for n in numbers:
             if n <= len(paths):
-                self.say(render.render_path(n, paths[n - 1], modes, self.session.symbols.lookup))
+                self.say(render.render_path(n, paths[n - 1], modes, self.session.symbols.lookup,
+                                            self.session.route_label))
+
+
+def quiet_loader(level: str = "info") -> None:
+    """The loader's "N hops not attached" warning is kernel noise at a prompt: `show config`
+    says the same, per hop.  `debug debug` brings everything back."""
+    logging.getLogger("exporter.loader").setLevel(logging.NOTSET if level == "debug" else logging.ERROR)
 
 
 def run_shell(session: TraceSession | None = None) -> int:
     session = session or TraceSession()
+    quiet_loader()
     try:
         import readline
 

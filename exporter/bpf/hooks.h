@@ -1,0 +1,173 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Function hooks of the original linux-packet-tracer's probe set, for stock
+ * kernels where fentry/fexit (best) or kprobes (fallback) attach: what each
+ * hop means, written once and called by both families' thin wrappers in
+ * pktpath.bpf.c.  They feed the same hop events as the tracepoints, plus
+ * verdict counters for every packet (unsampled): netfilter chain verdicts,
+ * rp_filter results, route lookup results.
+ *
+ * Reading memory behind untyped pointers (nft chain/table names) uses
+ * bpf_probe_read_kernel: fine here, since kernels that let these hooks attach
+ * are not locked down (lockdown refuses fentry and kprobes alike).
+ */
+#ifndef PKTPATH_HOOKS_H
+#define PKTPATH_HOOKS_H
+
+#include "maps.h"
+#include "paths.h"
+
+#define NF_VERDICT_MASK 0xff
+
+static __always_inline void counter_inc(void *map, void *key)
+{
+	__u64 *v = bpf_map_lookup_elem(map, key);
+
+	if (!v) {
+		__u64 zero = 0;
+
+		bpf_map_update_elem(map, key, &zero, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(map, key);
+		if (!v) {
+			stat_inc(STAT_VERDICT_MAP_FULL);
+			return;
+		}
+	}
+	*v += 1; /* per-CPU value */
+}
+
+/* nf_hook_slow(skb, state, ...): a netfilter hook is about to run its chains. */
+static __always_inline void hook_nf_entry(struct sk_buff *skb, const struct nf_hook_state *state)
+{
+	struct hop_event *ev = path_event(skb, 1, HOP_NF_HOOK, state->in);
+
+	if (!ev)
+		return;
+	ev->nf_family = state->pf;
+	ev->nf_hook = state->hook;
+	read_ifname(state->out, ev->out_ifname);
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/* ... and its verdict: 1 accepted, < 0 dropped (-EPERM unless the rule said), 0 stolen/queued. */
+static __always_inline void hook_nf_exit(struct sk_buff *skb, const struct nf_hook_state *state, int ret)
+{
+	struct hop_event *ev = path_event(skb, 0, HOP_NF_HOOK, 0); /* a dropped skb is already freed */
+
+	if (!ev)
+		return;
+	ev->nf_family = state->pf;
+	ev->nf_hook = state->hook;
+	ev->phase = 1;
+	ev->verdict = ret;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/* nft_do_chain(pkt, chain) returned `ret`: count the chain's verdict, per table. */
+static __always_inline void hook_nft_exit(struct nft_pktinfo *pkt, void *priv, __u32 ret)
+{
+	struct nft_chain *chain = priv;
+	struct nf_verdict_key key = {};
+	const struct nf_hook_state *state = pkt->state;
+	struct sk_buff *skb = pkt->skb;
+	struct hop_event *ev;
+	char *name;
+
+	key.family = state->pf;
+	key.hook = state->hook;
+	key.verdict = ret & NF_VERDICT_MASK;
+	name = BPF_CORE_READ(chain, table, name);
+	bpf_probe_read_kernel_str(key.table, sizeof(key.table), name);
+	counter_inc(&nf_verdicts, &key);
+
+	ev = path_event(skb, 0, HOP_NF_CHAIN, 0);
+	if (!ev)
+		return;
+	ev->nf_family = key.family;
+	ev->nf_hook = key.hook;
+	ev->phase = 1;
+	ev->verdict = key.verdict;
+	bpf_probe_read_kernel_str(ev->detail, 16, name);
+	bpf_probe_read_kernel_str(ev->detail + 16, 16, BPF_CORE_READ(chain, name));
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/* fib_validate_source(skb, ..., dev, ...) returned `ret`: the rp_filter check. */
+static __always_inline void hook_rp_filter_exit(struct sk_buff *skb, struct net_device *dev, int ret)
+{
+	struct rp_filter_key key = { .failed = ret < 0, .ret = ret };
+	struct hop_event *ev;
+
+	read_ifname(dev, key.ifname);
+	counter_inc(&rp_filter_checks, &key);
+	ev = path_event(skb, 1, HOP_RP_FILTER, dev);
+	if (!ev)
+		return;
+	ev->phase = 1;
+	ev->verdict = ret;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/*
+ * ip_route_input_noref(skb, ..., dev) returned `ret`: 0 is a route found.
+ * Before 6.13 a miss is -errno; since "net: ip: make ip_route_input_noref()
+ * return drop reasons" (6.13) it is an enum skb_drop_reason.  The counter
+ * keeps the raw value; userspace reads which convention from the function's
+ * BTF return type.
+ */
+static __always_inline void hook_route_input_exit(struct sk_buff *skb, struct net_device *dev, __s32 ret)
+{
+	struct hop_event *ev;
+
+	counter_inc(&route_lookups, &ret);
+	ev = path_event(skb, 1, HOP_ROUTE_INPUT, dev);
+	if (!ev)
+		return;
+	ev->phase = 1;
+	ev->verdict = ret;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/* ---- kprobe -> kretprobe argument stash ------------------------------- */
+
+enum stash_fn { STASH_NF_HOOK = 1, STASH_NFT_CHAIN, STASH_RP_FILTER, STASH_ROUTE_INPUT };
+
+static __always_inline void stash_push(__u32 fn, __u64 a, __u64 b)
+{
+	__u32 zero = 0;
+	struct stash *st = bpf_map_lookup_elem(&kstash, &zero);
+	__u32 d;
+
+	if (!st)
+		return;
+	d = st->depth;
+	if (d < STASH_DEPTH) {
+		st->args[d & (STASH_DEPTH - 1)][0] = a;
+		st->args[d & (STASH_DEPTH - 1)][1] = b;
+		st->fn[d & (STASH_DEPTH - 1)] = fn;
+	}
+	st->depth = d + 1;
+}
+
+/* The arguments of the innermost pending call of `fn`, or -1 when they were
+ * lost (deeper nesting than the stash holds, or a kretprobe the kernel missed). */
+static __always_inline int stash_pop(__u32 fn, __u64 *a, __u64 *b)
+{
+	__u32 zero = 0;
+	struct stash *st = bpf_map_lookup_elem(&kstash, &zero);
+	__u32 d;
+
+	if (!st || !st->depth)
+		return -1;
+	d = --st->depth;
+	if (d >= STASH_DEPTH || st->fn[d & (STASH_DEPTH - 1)] != fn) {
+		st->depth = 0; /* out of step: start over rather than misattribute */
+		stat_inc(STAT_STASH_MISMATCH);
+		return -1;
+	}
+	*a = st->args[d & (STASH_DEPTH - 1)][0];
+	*b = st->args[d & (STASH_DEPTH - 1)][1];
+	return 0;
+}
+
+#endif /* PKTPATH_HOOKS_H */
