@@ -48,7 +48,10 @@ class AgentProcess:
     def start(cls, tmp: Path, extra_yaml: str = "") -> AgentProcess:
         port = free_port()
         cfg = tmp / f"agent-{port}.yaml"
-        cfg.write_text(f"metrics:\n  listen: 127.0.0.1:{port}\n{extra_yaml}")
+        # The stock-kernel matrix (tests/vm) runs the kernel tests once per attach mode.
+        mode = os.environ.get("PKTPATH_TEST_PROBE_MODE", "auto")
+        probes = f"probes:\n  mode: {mode}\n" if mode != "auto" and "probes:" not in extra_yaml else ""
+        cfg.write_text(f"metrics:\n  listen: 127.0.0.1:{port}\n{probes}{extra_yaml}")
         agent = cls(cfg, port)
         agent.wait_ready()
         return agent

@@ -1,0 +1,91 @@
+"""Run inside stock kernels under QEMU (tests/vm), where fentry or kprobes attach: the function
+hooks and their unsampled verdict counters, against the same kind of lab as tests/kernel."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.agent_process import AgentProcess
+from tests.kernel.lab import Lab
+
+N = 20
+MODE = os.environ.get("PKTPATH_TEST_PROBE_MODE", "auto")
+EXPECTED_FAMILY = {"auto": {"fentry", "kprobe"}, "fentry": {"fentry"}, "kprobe": {"kprobe"}}
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    proc = AgentProcess.start(tmp_path_factory.mktemp("agent"))
+    yield proc
+    assert proc.stop() == 0, proc.log()
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    with Lab.create() as built:
+        yield built
+
+
+def attached(agent: AgentProcess, probe: str) -> set[str]:
+    samples = agent.scrape()["pktpath_probe_attached"]
+    return {dict(k)["attach_type"] for k, v in samples.items() if dict(k)["probe"] == probe and v == 1}
+
+
+@pytest.mark.parametrize("probe", ["nft_do_chain", "fib_validate_source", "ip_route_input_noref"])
+def test_verdict_hooks_attach_in_the_requested_mode(agent: AgentProcess, probe: str) -> None:
+    families = attached(agent, probe)
+    assert len(families) == 1 and families <= EXPECTED_FAMILY.get(MODE, {MODE}), (probe, families, agent.log())
+
+
+def counter(agent: AgentProcess, name: str, **labels: str) -> float:
+    return agent.value(name, **labels)
+
+
+def test_netfilter_drop_verdicts_are_counted_exactly(agent: AgentProcess, lab: Lab) -> None:
+    labels = {"family": "ipv4", "hook": "input", "table": "filter", "verdict": "drop"}
+    before = counter(agent, "pktpath_netfilter_verdicts_total", **labels)
+    lab.exec(lab.server, "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7501", "-j", "DROP")
+    lab.send_udp(lab.client, lab.server_ip, 7501, N)
+    assert agent.wait_value("pktpath_netfilter_verdicts_total", before + N, **labels) == before + N
+
+
+def test_rp_filter_failures_are_counted_per_interface(agent: AgentProcess, lab: Lab) -> None:
+    spoofed = f"198.19.{lab.subnet_client}.5"
+    lab.ip(lab.client, "addr", "add", f"{spoofed}/32", "dev", lab.if_client)
+    lab.sysctl(lab.router, "net.ipv4.conf.all.rp_filter", 1)
+    lab.sysctl(lab.router, f"net.ipv4.conf.{lab.if_router_client}.rp_filter", 1)
+    lab.send_udp(lab.client, lab.server_ip, 7502, N, src=spoofed)
+    labels = {"result": "fail", "interface": lab.if_router_client}
+    assert agent.wait_value("pktpath_rp_filter_checks_total", N, **labels) == N
+
+
+def test_route_misses_are_counted(agent: AgentProcess, lab: Lab) -> None:
+    before = counter(agent, "pktpath_route_lookups_total", result="no_route")
+    lab.send_udp(lab.client, "198.19.255.1", 7503, N)
+    # A quiet guest: nothing else looks up a route to nowhere while the test runs.
+    assert agent.wait_value("pktpath_route_lookups_total", before + N, result="no_route") == before + N
+
+
+def test_trace_shows_the_original_netfilter_lines(tmp_path: Path, lab: Lab) -> None:
+    """The interactive tracer's hop lines for a packet dropped by an iptables rule."""
+    import json
+    import subprocess
+
+    from tests.agent_process import pktpath_bin, program_ids_of, wait_until
+
+    lab.exec(lab.server, "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7504", "-j", "DROP")
+    proc = subprocess.Popen([pktpath_bin(), "trace", "--dst", f"{lab.server_ip}/32", "--max-pkt", "1",
+                             "--max-duration", "30", "--json"], stdout=subprocess.PIPE, text=True)
+    assert wait_until(lambda: bool(program_ids_of(proc.pid)), 60)
+    lab.send_udp(lab.client, lab.server_ip, 7504, 1)
+    out, _ = proc.communicate(timeout=60)
+    (packet,) = [json.loads(line) for line in out.splitlines()]
+    details = [h["detail"] for h in packet["hops"]]
+    assert any(d.startswith("Will check NFPROTO_IPV4(2), NF_INET_LOCAL_IN(1)") for d in details), details
+    assert any(d == "filter/INPUT, NFPROTO_IPV4(2), NF_INET_LOCAL_IN(1), check done, NF_DROP(0)" for d in details), \
+        details
+    assert packet["drop_reason"] == "NETFILTER_DROP"
