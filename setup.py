@@ -6,8 +6,16 @@ Everything else about the package lives in pyproject.toml.
 import os
 import subprocess
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.build_py import build_py
+
+
+class BinaryDistribution(Distribution):
+    """The wheel carries BPF objects built for one architecture (-D__TARGET_ARCH_x86 ...):
+    tag it with the platform so pip never installs it on another."""
+
+    def has_ext_modules(self) -> bool:
+        return True
 
 
 class BuildWithBpf(build_py):
@@ -17,4 +25,4 @@ class BuildWithBpf(build_py):
         super().run()
 
 
-setup(cmdclass={"build_py": BuildWithBpf})
+setup(cmdclass={"build_py": BuildWithBpf}, distclass=BinaryDistribution)

@@ -88,8 +88,10 @@ class ApiPodSource:
 
     def __init__(self, node: str, host: str | None = None, port: str | None = None, timeout: float = 5.0) -> None:
         self.node = node
-        self.base = f"https://{host or os.environ['KUBERNETES_SERVICE_HOST']}:" \
-                    f"{port or os.environ.get('KUBERNETES_SERVICE_PORT', '443')}"
+        host = host or os.environ["KUBERNETES_SERVICE_HOST"]
+        if ":" in host:  # an IPv6 service address needs brackets in a URL
+            host = f"[{host}]"
+        self.base = f"https://{host}:{port or os.environ.get('KUBERNETES_SERVICE_PORT', '443')}"
         self.timeout = timeout
 
     def pods(self) -> dict[str, PodRef]:
@@ -133,6 +135,8 @@ class PodResolver:
         self._next_refresh = 0.0
         self.refreshes = 0
         self.errors = 0
+        self.denied = 0  # pod processes whose netns we may not read (CAP_SYS_PTRACE missing)
+        self._warned_denied = False
 
     # -- lookups -------------------------------------------------------------
 
@@ -195,6 +199,7 @@ class PodResolver:
             pids = [p for p in os.listdir(self._proc) if p.isdigit()]
         except OSError:
             return found
+        denied = 0
         for pid in pids:
             base = os.path.join(self._proc, pid)
             try:
@@ -203,7 +208,17 @@ class PodResolver:
                 if uid is None or uid not in pods:
                     continue
                 netns = os.stat(os.path.join(base, "ns/net")).st_ino
+            except PermissionError:
+                # The kernel hides other users' namespaces without CAP_SYS_PTRACE: every drop
+                # of that pod would stay unattributed, so say so instead of failing quietly.
+                denied += 1
+                continue
             except OSError:
                 continue  # the process exited while we looked
             found.setdefault(netns, pods[uid])
+        self.denied = denied
+        if denied and not self._warned_denied:
+            self._warned_denied = True
+            log.warning("cannot read the network namespace of %d pod process(es): permission denied "
+                        "(the agent needs CAP_SYS_PTRACE for pod labels)", denied)
         return found
