@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -222,7 +222,7 @@ class Agent:
 
         def read() -> KernelReadings:
             return KernelReadings(drops=read_drop_counts(drop_map), stats=read_stats(stats_map),
-                                  tracked_live=len(tracked_map.keys()) if self.tracing else 0,
+                                  tracked_live=len(tracked_map.items()) if self.tracing else 0,
                                   verdicts=read_verdicts(*verdict_maps))
 
         btf = libbpf.Btf.parse(self.host.vmlinux_btf)
@@ -231,19 +231,17 @@ class Agent:
         path_metrics: PathMetrics | None = None
         tracing = self.tracing
         if tracing is not None:
-            sinks: list[Callable[[Path], None]] = []
-
-            def to_spans(path: Path) -> None:
-                trace_id = tracing.span_builder.emit(path)
+            def to_spans(path: Path) -> None:  # the pipeline thread, per finished path
                 assert path_metrics is not None
-                path_metrics.observe(path, trace_id)
+                path_metrics.observe(path, tracing.span_builder.emit(path))
 
-            sinks.append(to_spans)
-            self.pipeline = PathPipeline(engine.map("events"), EventDecoder(reasons), sinks)
-            pipeline = self.pipeline
-            path_metrics = PathMetrics(evicted=lambda: pipeline.assembler.evicted)
+            pipeline = PathPipeline(engine.map("events"), EventDecoder(reasons), [to_spans])
+            # dict() copies in one C call under the GIL: the scrape thread never iterates the
+            # Counter the pipeline thread is adding to.
+            path_metrics = PathMetrics(evicted=lambda: dict(pipeline.assembler.evicted))
             registry.register(path_metrics)
-            self.pipeline.start()
+            self.pipeline = pipeline
+            pipeline.start()
 
         def weights() -> SamplingWeights | None:
             s = self.control.settings if self.control else None

@@ -11,7 +11,7 @@ import bisect
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -57,7 +57,7 @@ def drop_labels(path: Path) -> DropLabels | None:
 
 
 class PathMetrics(Collector):
-    def __init__(self, evicted: Callable[[], Counter[str]], clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, evicted: Callable[[], Mapping[str, int]], clock: Callable[[], float] = time.time) -> None:
         self._evicted = evicted
         self._clock = clock
         self._lock = threading.Lock()
