@@ -63,18 +63,26 @@ static __always_inline void hook_nf_exit(struct sk_buff *skb, const struct nf_ho
 	bpf_ringbuf_submit(ev, 0);
 }
 
-/* nft_do_chain(pkt, chain) returned `ret`: count the chain's verdict, per table. */
-static __always_inline void hook_nft_exit(struct nft_pktinfo *pkt, void *priv, __u32 ret)
+/*
+ * nft_do_chain(pkt, chain) returned `ret`: count the chain's verdict, per table.
+ * Everything is read with BPF_CORE_READ (field relocations), never through
+ * bpf_rdonly_cast: struct nft_pktinfo lives in module BTF, and once nft_compat
+ * is loaded it exists twice (nf_tables and nft_compat), which makes a type-id
+ * relocation ambiguous for libbpf ("relocation decision ambiguity") while
+ * field offsets, equal in both, still resolve.
+ */
+static __always_inline void hook_nft_exit(void *pkt_ptr, void *priv, __u32 ret)
 {
+	struct nft_pktinfo *pkt = pkt_ptr;
 	struct nft_chain *chain = priv;
 	struct nf_verdict_key key = {};
-	const struct nf_hook_state *state = pkt->state;
-	struct sk_buff *skb = pkt->skb;
+	const struct nf_hook_state *state = BPF_CORE_READ(pkt, state);
+	struct sk_buff *skb = BPF_CORE_READ(pkt, skb);
 	struct hop_event *ev;
 	char *name;
 
-	key.family = state->pf;
-	key.hook = state->hook;
+	key.family = BPF_CORE_READ(state, pf);
+	key.hook = BPF_CORE_READ(state, hook);
 	key.verdict = ret & NF_VERDICT_MASK;
 	name = BPF_CORE_READ(chain, table, name);
 	bpf_probe_read_kernel_str(key.table, sizeof(key.table), name);
@@ -92,20 +100,32 @@ static __always_inline void hook_nft_exit(struct nft_pktinfo *pkt, void *priv, _
 	bpf_ringbuf_submit(ev, 0);
 }
 
-/* fib_validate_source(skb, ..., dev, ...) returned `ret`: the rp_filter check. */
-static __always_inline void hook_rp_filter_exit(struct sk_buff *skb, struct net_device *dev, int ret)
+/*
+ * The verdict hooks below take raw pointers and read with BPF_CORE_READ, so the
+ * kretprobe twins work without bpf_rdonly_cast (kernels before 6.2, where the
+ * fexit of an 8-argument function is also refused before 6.6).
+ */
+static __always_inline void verdict_event(void *skb, void *dev, __u32 hop, __s32 ret)
 {
-	struct rp_filter_key key = { .failed = ret < 0, .ret = ret };
-	struct hop_event *ev;
+	struct hop_event *ev = path_event(skb, 0, hop, 0);
 
-	read_ifname(dev, key.ifname);
-	counter_inc(&rp_filter_checks, &key);
-	ev = path_event(skb, 1, HOP_RP_FILTER, dev);
 	if (!ev)
 		return;
+	BPF_CORE_READ_STR_INTO(&ev->ifname, (struct net_device *)dev, name);
+	ev->ifindex = BPF_CORE_READ((struct net_device *)dev, ifindex);
 	ev->phase = 1;
 	ev->verdict = ret;
 	bpf_ringbuf_submit(ev, 0);
+}
+
+/* fib_validate_source(skb, ..., dev, ...) returned `ret`: the rp_filter check. */
+static __always_inline void hook_rp_filter_exit(void *skb, void *dev, int ret)
+{
+	struct rp_filter_key key = { .failed = ret < 0, .ret = ret };
+
+	BPF_CORE_READ_STR_INTO(&key.ifname, (struct net_device *)dev, name);
+	counter_inc(&rp_filter_checks, &key);
+	verdict_event(skb, dev, HOP_RP_FILTER, ret);
 }
 
 /*
@@ -115,17 +135,10 @@ static __always_inline void hook_rp_filter_exit(struct sk_buff *skb, struct net_
  * keeps the raw value; userspace reads which convention from the function's
  * BTF return type.
  */
-static __always_inline void hook_route_input_exit(struct sk_buff *skb, struct net_device *dev, __s32 ret)
+static __always_inline void hook_route_input_exit(void *skb, void *dev, __s32 ret)
 {
-	struct hop_event *ev;
-
 	counter_inc(&route_lookups, &ret);
-	ev = path_event(skb, 1, HOP_ROUTE_INPUT, dev);
-	if (!ev)
-		return;
-	ev->phase = 1;
-	ev->verdict = ret;
-	bpf_ringbuf_submit(ev, 0);
+	verdict_event(skb, dev, HOP_ROUTE_INPUT, ret);
 }
 
 /* ---- kprobe -> kretprobe argument stash ------------------------------- */

@@ -250,8 +250,7 @@ static __always_inline void path_entry_hop(struct sk_buff *skb, __u32 hop, struc
  * full.  The caller adds what its hop knows and submits.  `skb` is the
  * tracking key; its fields are read only when `readable`.
  */
-static __always_inline struct hop_event *path_event(struct sk_buff *skb, int readable, __u32 hop,
-						    struct net_device *dev)
+static __always_inline struct hop_event *path_event(void *skb, int readable, __u32 hop, struct net_device *dev)
 {
 	__u64 key = (__u64)skb;
 	struct track *t;
@@ -261,7 +260,7 @@ static __always_inline struct hop_event *path_event(struct sk_buff *skb, int rea
 	t = bpf_map_lookup_elem(&tracked, &key);
 	if (!t)
 		return 0;
-	return event_start(hop, t->path_id, readable ? skb : 0, dev);
+	return event_start(hop, t->path_id, readable ? (struct sk_buff *)skb : 0, dev);
 }
 
 /* Hops that only continue a path; `untrack` for the ones that end it. */

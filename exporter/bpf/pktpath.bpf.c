@@ -76,9 +76,11 @@ int BPF_PROG(skb_copy_datagram_iovec__tp_btf, struct sk_buff *skb)
 }
 
 SEC("tp_btf/consume_skb")
-int BPF_PROG(consume_skb__tp_btf, struct sk_buff *skb, void *location)
+int BPF_PROG(consume_skb__tp_btf, struct sk_buff *skb)
 {
-	path_hop(skb, 1, HOP_CONSUME, skb->dev, 0, 0, (__u64)location, 1);
+	/* No `location`: consume_skb gained it only in 6.3, and reading ctx[1] on 6.1
+	 * is refused ("func 'consume_skb' doesn't have 2-th argument"). */
+	path_hop(skb, 1, HOP_CONSUME, skb->dev, 0, 0, 0, 1);
 	return 0;
 }
 
@@ -256,7 +258,7 @@ int BPF_KRETPROBE(nft_do_chain__kretprobe, unsigned int ret)
 	__u64 pkt, priv;
 
 	if (stash_pop(STASH_NFT_CHAIN, &pkt, &priv) == 0)
-		hook_nft_exit(CAST(struct nft_pktinfo, (void *)pkt), (void *)priv, ret);
+		hook_nft_exit((void *)pkt, (void *)priv, ret);
 	return 0;
 }
 
@@ -288,7 +290,7 @@ int BPF_KRETPROBE(fib_validate_source__kretprobe, int ret)
 	__u64 skb, dev;
 
 	if (stash_pop(STASH_RP_FILTER, &skb, &dev) == 0)
-		hook_rp_filter_exit(SKB(skb), DEV(dev), ret);
+		hook_rp_filter_exit((void *)skb, (void *)dev, ret);
 	return 0;
 }
 
@@ -314,6 +316,6 @@ int BPF_KRETPROBE(ip_route_input_noref__kretprobe, int ret)
 	__u64 skb, dev;
 
 	if (stash_pop(STASH_ROUTE_INPUT, &skb, &dev) == 0)
-		hook_route_input_exit(SKB(skb), DEV(dev), ret);
+		hook_route_input_exit((void *)skb, (void *)dev, ret);
 	return 0;
 }

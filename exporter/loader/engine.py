@@ -30,12 +30,22 @@ log = logging.getLogger(__name__)
 # libbpf names the refused program in lines such as
 #   libbpf: prog 'x__fentry': BPF program load failed: Permission denied
 #   libbpf: prog 'x__fentry': failed to find kernel BTF type ID of 'ip_rcv': -3
-_REFUSED = re.compile(r"prog '([^']+)': (?:BPF program load failed|failed to load|failed to find kernel BTF)")
+#   libbpf: prog 'x__kretprobe': relo #1: failed to relocate: -22   (CO-RE: e.g. a type found twice
+#                                                                    in module BTFs, "ambiguity")
+_REFUSED = re.compile(r"prog '([^']+)': (?:BPF program load failed|failed to load|failed to find kernel BTF"
+                      r"|relo #\d+: failed to relocate)")
 _MAX_LOAD_ATTEMPTS = 32
 _BY_CONFIG = ("excluded", "not allowed")  # how reasons that are the user's choice begin
 # Verifier log lines that trace its walk rather than state its objection.
 _VERIFIER_NOISE = re.compile(r"^(\d+: |mark_precise|from \d+ to|; |\(|func#|Live regs|processed |stack depth"
                              r"|verification time|libbpf:|-- )")
+
+
+def relocation_complaint(log_lines: list[str], prog: str) -> str:
+    """libbpf's CO-RE explanation for `prog` ("relocation decision ambiguity: ..."), if any."""
+    marker = f"prog '{prog}': "
+    lines = [ln.split(marker, 1)[1].split(": ", 1)[-1] for ln in log_lines if f"{marker}relo #" in ln]
+    return next((ln for ln in lines if "ambiguity" in ln or "failed" in ln), "")
 
 
 def verifier_complaint(log_lines: list[str]) -> str:
@@ -212,7 +222,7 @@ class Engine:
         if name is None or name not in specs or name in disabled:
             return None
         reason = f"load refused: {os.strerror(exc.errno)}"
-        why = verifier_complaint(exc.log)
+        why = verifier_complaint(exc.log) or relocation_complaint(exc.log, name)
         if why:
             reason += f" ({why[:160]})"
         disabled[name] = reason

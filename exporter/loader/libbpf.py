@@ -147,7 +147,9 @@ class _Libbpf:
     def _on_print(self, level: int, fmt: bytes, args: int) -> int:
         if level > _LIBBPF_INFO:
             return 0  # DEBUG is thousands of CO-RE lines per load: not worth formatting
-        buf = ctypes.create_string_buffer(2048)
+        # A verifier log arrives as one WARN message, and its last line says why: a buffer that
+        # cut it would keep the walk and lose the verdict.  Such messages are rare; INFO is short.
+        buf = ctypes.create_string_buffer(1 << 20 if level == 0 else 4096)
         # On x86_64 and arm64 a va_list argument is passed as a pointer, so
         # handing libbpf's va_list straight to vsnprintf is well defined.
         self._libc.vsnprintf(buf, len(buf), fmt, args)

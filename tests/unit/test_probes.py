@@ -57,3 +57,18 @@ def test_verifier_complaint_is_the_sentence_not_the_trace() -> None:
     ]
     assert verifier_complaint(log) == "kfunc bpf_rdonly_cast type ID argument must be of a struct or void"
     assert verifier_complaint(["libbpf: nothing from the verifier"]) == ""
+
+
+def test_relocation_failure_names_the_program() -> None:
+    """A CO-RE failure names its program only in a "relo #N" line; the engine must still turn it off."""
+    from exporter.loader.engine import _REFUSED, relocation_complaint
+
+    log = [
+        "libbpf: prog 'nft_do_chain__kretprobe': relo #1: relocation decision ambiguity: "
+        "success 112850 != success 112777",
+        "libbpf: prog 'nft_do_chain__kretprobe': relo #1: failed to relocate: -22",
+        "libbpf: failed to perform CO-RE relocations: -22",
+    ]
+    names = [m.group(1) for line in log if (m := _REFUSED.search(line))]
+    assert names == ["nft_do_chain__kretprobe"]
+    assert relocation_complaint(log, "nft_do_chain__kretprobe").startswith("relocation decision ambiguity")
