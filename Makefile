@@ -9,7 +9,7 @@ CONFIG ?=
 # Debian/Ubuntu packages, by what needs them.
 APT_BUILD := clang libbpf-dev make
 APT_RUN := libbpf1 python3 python3-venv
-APT_TEST := iproute2 iptables nftables iputils-ping procps util-linux
+APT_TEST := iproute2 iptables nftables iputils-ping procps util-linux bpftool prometheus systemd
 APT_BENCH := iperf3 bpftrace
 
 .DEFAULT_GOAL := help
@@ -52,7 +52,11 @@ test-kernel: deps venv build ## kernel tests only: real BPF, namespaces, traffic
 	$(BIN)/pytest -q tests/kernel
 
 test: deps build venv lint ## set up and run the whole test suite (root)
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q tests --ignore=tests/vm
+
+.PHONY: test-deploy
+test-deploy: deps build venv ## deploy artifacts only: chart, alerts, dashboard, systemd unit, Dockerfile (root)
+	$(BIN)/pytest -q tests/deploy
 
 bench: deps-bench build venv ## benchmarks: start-up, memory, throughput overhead (root)
 	$(BIN)/python -m bench

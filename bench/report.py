@@ -94,9 +94,14 @@ def _throughput(t: dict[str, Any], lines: list[str]) -> None:
             spread = "" if name == "baseline" else (f"{_pct(pr['min'])}..{_pct(pr['max'])}" if pr else "n/a")
             target = ""
             if name in AGENT_CONDITIONS and r is not None:
-                target = f">= {_pct(1 - LOSS_TARGET)} {_verdict(r >= 1 - LOSS_TARGET)}"
-            flag = (f"  [{c['trials_disturbed']} still disturbed after {MAX_RETRIES} retries: not in n]"
-                       if c["trials_disturbed"] else "")
+                verdict = "no verdict" if c.get("all_disturbed") else _verdict(r >= 1 - LOSS_TARGET)
+                target = f">= {_pct(1 - LOSS_TARGET)} {verdict}"
+            if c["trials_disturbed"] and c["trials_disturbed"] == c["trials_used"]:
+                flag = f"  [all {c['trials_used']} trial(s) disturbed even after {MAX_RETRIES} retries]"
+            elif c["trials_disturbed"]:
+                flag = f"  [{c['trials_disturbed']} still disturbed after {MAX_RETRIES} retries: not in n]"
+            else:
+                flag = ""
             lines.append(f"  {workload:<9}{name:<12}{c['trials_used']:>3}"
                          f"{s['median']:>14,.0f}{s['min']:>12,.0f}{s['max']:>12,.0f}"
                          f"{_pct(r) if name != 'baseline' else '':>13}{spread:>20}   {target}{flag}".rstrip())
@@ -139,6 +144,72 @@ def _throughput(t: dict[str, Any], lines: list[str]) -> None:
         lines.append("  bpftrace reference: could not attach on this machine (see errors above)")
 
 
+def _rate(s: dict[str, Any] | None) -> str:
+    return "-" if not s else f"{s['median']:>10,.0f} {s['min']:>10,.0f} {s['max']:>10,.0f}"
+
+
+def _paths(p: dict[str, Any], lines: list[str]) -> None:
+    py = p.get("python")
+    if py:
+        lines.append(f"Packet paths, Python side on one core (in process, no kernel): {py['paths_per_run']:,} synthetic"
+                     f" paths of {py['hops_per_path']} hops ({py['spans_per_path']} spans each), {py['repeats']}"
+                     " interleaved repeat(s)")
+        lines.append(f"  {'stage':<32}{'unit':<7}{'median/s':>10} {'min':>10} {'max':>10}   {'spans/s (median)':>16}")
+        for name, c in py["cases"].items():
+            sp = c.get("spans_per_second")
+            lines.append(f"  {name:<32}{c['unit']:<7}{_rate(c['per_second'])}   "
+                         f"{'' if not sp else format(sp['median'], ',.0f'):>16}".rstrip())
+        e = py["export_pipeline"]
+        lines.append(f"  export pipeline (closed port): {e['ended']:,} spans ended, exported {e['exported']:,},"
+                     f" dropped {e['dropped']}")
+    o = p.get("overhead")
+    if o:
+        lines.append("")
+        lines.append(f"Packet paths overhead: UDP {PAYLOAD}-byte payload delivered over veth,"
+                     f" {o['rounds_done']} round(s) x {o['seconds_per_trial']:g} s, conditions interleaved")
+        lines.append(f"  agent-drops = default config (paths off); agent-paths = paths on, 1 in {o['one_in']}"
+                     f" ({', '.join(o['hops'].get('agent-paths', [])) or '?'})")
+        lines.append(f"  {'condition':<13}{'n':>3}{'median pkt/s':>14}{'min':>12}{'max':>12}{'vs baseline':>13}"
+                     f"{'per-round ratio':>20}   target")
+        for name, c in o["summary"].items():
+            s = c["pps"]
+            if not s:
+                continue
+            r, pr = c["ratio_of_medians"], c["paired_ratio"]
+            spread = "" if name == "baseline" else (f"{_pct(pr['min'])}..{_pct(pr['max'])}" if pr else "n/a")
+            target = (f">= {_pct(1 - o['target_loss'])} {_verdict(r >= 1 - o['target_loss'])}"
+                      if name.startswith("agent-paths") and r is not None else "")
+            flag = f"  [{c['trials_disturbed']} disturbed]" if c["trials_disturbed"] else ""
+            lines.append(f"  {name:<13}{c['trials_used']:>3}"
+                         f"{s['median']:>14,.0f}{s['min']:>12,.0f}{s['max']:>12,.0f}"
+                         f"{_pct(r) if name != 'baseline' else '':>13}{spread:>20}   {target}{flag}".rstrip())
+        base = o["summary"].get("baseline", {}).get("pps")
+        if base:
+            spread_b = (base["max"] - base["min"]) / base["median"] * 100
+            lines.append(f"  baseline spread (max-min)/median: {spread_b:.1f}%")
+        lines.append("  agent-paths-nodrop = the same with drop capture off (sampling.drop_one_in: 0)")
+        for name in ("agent-paths", "agent-paths-nodrop"):
+            a = o["summary"].get(name, {})
+            if not a.get("packets_sent"):
+                continue
+            lines.append(f"  {name}: iperf3 sent {a['packets_sent']:,}, paths started {a['paths_started']:,.0f}"
+                         f" (1 in {a['packets_sent'] / max(a['paths_started'], 1):,.0f}), events lost"
+                         f" {a['events_lost']:,.0f}, refused (budget) {a['paths_refused']:,.0f}; receiver lost"
+                         f" {a['receiver_lost']:,}; agent CPU {a['agent_cpu_seconds']:.2f} s")
+    ld = p.get("load")
+    if ld and ld["trials"]:
+        lines.append("")
+        lines.append(f"Agent under path load: one_in 1, UDP {PAYLOAD}-byte payload at fixed rates,"
+                     f" {ld['seconds_per_trial']:g} s each, {ld['rounds_done']} round(s)")
+        lines.append(f"  {'run':<14}{'rnd':>4}{'sent pkt/s':>11}{'CPU %':>7}{'RSS MB':>8}{'started':>10}"
+                     f"{'finished':>10}{'refused':>10}{'ev. lost':>10}{'spans dropped':>15}")
+        for t in ld["trials"]:
+            lines.append(f"  {t['label']:<14}{t['round']:>4}{t['pps']:>11,.0f}{t['cpu_percent']:>7.1f}"
+                         f"{t['rss_mb']:>8.1f}{t['paths_started']:>10,.0f}{t['paths_finished']:>10,.0f}"
+                         f"{t['paths_refused']:>10,.0f}{t['events_lost']:>10,.0f}{t['spans_dropped']:>15,.0f}")
+        lines.append("  started/finished/refused/lost: deltas over the trial; started should equal sent x seconds")
+
+
 def render(results: dict[str, Any]) -> str:
     env = results["environment"]
     load = f"{' '.join(env['loadavg_start'])} -> {' '.join(env.get('loadavg_end', []))}"
@@ -147,7 +218,8 @@ def render(results: dict[str, Any]) -> str:
     if env.get("tracing_programs_at_start"):
         lines.append(f"NOTE: {env['tracing_programs_at_start']} other BPF tracing program(s) were attached at start"
                      " (someone else's agent or tracer): numbers may be noisy")
-    for key, fn in (("startup", _startup), ("memory", _memory), ("throughput", _throughput)):
+    for key, fn in (("startup", _startup), ("memory", _memory), ("throughput", _throughput),
+                    ("paths", _paths)):
         if key in results:
             lines.append("")
             fn(results[key], lines)

@@ -414,6 +414,10 @@ def summarize_trials(trials: list[dict[str, Any]], conditions: list[str]) -> dic
                 "ratio_of_medians": ratio(s["median"] if s else None, base_summary["median"] if base_summary else None),
                 "paired_ratio": summarize(paired),
                 "trials_used": len(rows),
+                # No undisturbed trial in this cell or its baseline: the numbers are shown, but
+                # they describe a busy machine and no verdict is drawn from them.
+                "all_disturbed": all(t.get("disturbed") for t in rows) or all(
+                    t.get("disturbed") for t in trials if t["workload"] == workload and t["condition"] == "baseline"),
                 "trials_disturbed": sum(1 for t in all_rows if t.get("disturbed")),
             }
         out[workload] = per_cond
@@ -421,7 +425,7 @@ def summarize_trials(trials: list[dict[str, Any]], conditions: list[str]) -> dic
 
 
 def _clean(trials: list[dict[str, Any]], workload: str, name: str) -> list[dict[str, Any]]:
-    """The undisturbed trials of one cell; all of them if every one was disturbed (the report says so)."""
+    """The undisturbed trials of one cell; all of them if every one was disturbed (then no verdict)."""
     rows = [t for t in trials if t["workload"] == workload and t["condition"] == name]
     return [t for t in rows if not t.get("disturbed")] or rows
 

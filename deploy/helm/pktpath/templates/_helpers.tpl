@@ -76,13 +76,20 @@ Capabilities added to the container (everything else is dropped). values.yaml ex
 {{- if .Values.capabilities.legacyKernel }}
 {{- $caps = concat $caps (list "SYS_ADMIN" "SYS_RESOURCE") }}
 {{- end }}
+{{- if (.Values.config.kubernetes | default dict).pod_labels }}
+{{- $caps = append $caps "SYS_PTRACE" }}
+{{- end }}
 {{- $caps = concat $caps .Values.capabilities.extra }}
 {{- toYaml (uniq $caps) }}
 {{- end }}
 
-{{/* OTEL_RESOURCE_ATTRIBUTES: the node first (see values.yaml), then the user's. */}}
+{{/*
+OTEL_RESOURCE_ATTRIBUTES: the node first (see values.yaml), then the user's. Not k8s.pod.name or
+k8s.namespace.name: on pktpath's spans those attributes name the pod a packet belonged to (pod
+labels), and a resource attribute of the same name naming the agent's own pod would contradict them.
+*/}}
 {{- define "pktpath.resourceAttributes" -}}
-{{- $attrs := list "host.name=$(NODE_NAME)" "k8s.node.name=$(NODE_NAME)" "k8s.pod.name=$(POD_NAME)" "k8s.namespace.name=$(POD_NAMESPACE)" }}
+{{- $attrs := list "host.name=$(NODE_NAME)" "k8s.node.name=$(NODE_NAME)" }}
 {{- range $k, $v := .Values.otel.resourceAttributes }}
 {{- $attrs = append $attrs (printf "%s=%s" $k (toString $v)) }}
 {{- end }}

@@ -1,0 +1,391 @@
+"""Cost of packet paths (sampled per-hop tracing), in three parts.
+
+overhead   UDP packets/s between the bench namespaces (the `deliver` workload of bench/throughput.py:
+           64-byte payload, -b 0, sender pinned to CPU 0) with no agent, with the agent counting drops
+           only (default config, paths off), and with paths on at 1 in 1000.  Interleaved rounds.
+python     in-process, no kernel: synthetic HopEvents (6 hops, like a forwarded and dropped packet)
+           through the EventDecoder, the PathAssembler and the SpanBuilder, on one core.
+load       the real agent with `one_in: 1`, `max_paths_per_second: 0`, at about 100, 1k and 10k
+           UDP packets/s (each one a sampled path); CPU% and RSS from its /metrics.  Then the top
+           rate again with `max_paths_per_second: 1000`: the in-kernel budget.
+
+Paths are on only when a traces exporter is configured.  No collector is needed: the exporter points
+at a closed port on 127.0.0.1, every span is counted in pktpath_spans_dropped_total, and the kernel and
+Python work is the same as with a collector (less the network send).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+from bench.agent import AgentRun
+from bench.netpair import NetPair
+from bench.procs import BenchError, in_netns, run
+from bench.stats import ratio, summarize
+from bench.throughput import (
+    MAX_RETRIES,
+    PAYLOAD,
+    PORTS,
+    RECEIVER_CPU,
+    SENDER_CPU,
+    IperfServer,
+    disturbed,
+    iperf_trial,
+    receive_window,
+)
+
+# agent-paths-nodrop: paths on at 1 in 1000 with drop capture off (drop_one_in: 0), to tell the hop
+# programs' cost from the cost of drop capture (which fires on every socket-overflow drop).
+OVERHEAD_CONDITIONS = ("baseline", "agent-drops", "agent-paths", "agent-paths-nodrop")
+OVERHEAD_ONE_IN = 1000
+OVERHEAD_TARGET = 0.05  # the issue: at most 5 % fewer packets/s with paths on at 1 in 1000
+LOAD_RATES = (100, 1_000, 10_000)  # packets/s, every one a sampled path (one_in: 1)
+LOAD_SECONDS = 10.0
+BUDGET = 1000  # max_paths_per_second for the budget run
+HOPS_PER_PATH = 6  # synthetic paths: NETIF_RECEIVE, FIB_LOOKUP, DEV_QUEUE, DEV_XMIT, NETIF_RECEIVE, DROP
+_METRICS = ("pktpath_paths_started_total", "pktpath_sampled_paths_total", "pktpath_events_lost_total",
+            "pktpath_paths_refused_total", "pktpath_spans_dropped_total", "process_cpu_seconds_total",
+            "process_resident_memory_bytes")
+
+
+def closed_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on (the kernel picked it, we closed it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def paths_yaml(one_in: int, max_paths: int | None = None, drop_one_in: int | None = None,
+               src: str | None = None) -> str:
+    """Agent config turning paths on, with spans exported to a closed port (all counted as dropped)."""
+    y = (f"traces:\n  exporter: otlp\n  protocol: grpc\n  endpoint: \"http://127.0.0.1:{closed_port()}\"\n"
+         f"  export_timeout_ms: 200\nsampling:\n  one_in: {one_in}\n")
+    if max_paths is not None:
+        y += f"  max_paths_per_second: {max_paths}\n"
+    if drop_one_in is not None:
+        y += f"  drop_one_in: {drop_one_in}\n"
+    if src:
+        y += f"filter:\n  src: [{src}]\n  protocols: [udp]\n"
+    return y
+
+
+def scrape(agent: AgentRun) -> dict[str, float]:
+    """The path-related samples of the agent's /metrics, keyed `name` or `name{label}`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, body = agent.get("/metrics")
+    if status != 200:
+        raise BenchError(f"agent: /metrics answered {status}")
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for s in family.samples:
+            if s.name in _METRICS:
+                label = ",".join(f"{v}" for k, v in sorted(s.labels.items()) if k != "ring")
+                out[f"{s.name}{{{label}}}" if label else s.name] = s.value
+    return out
+
+
+def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if k != "process_resident_memory_bytes"}
+
+
+def _sum(d: dict[str, float], prefix: str) -> float:
+    return sum(v for k, v in d.items() if k.startswith(prefix))
+
+
+# -- 1. overhead at 1 in 1000 ---------------------------------------------------------------
+
+def _agent_for(name: str, binary: str) -> AgentRun | None:
+    if name == "baseline":
+        return None
+    if name == "agent-paths-nodrop":
+        return AgentRun(binary, extra_yaml=paths_yaml(OVERHEAD_ONE_IN, drop_one_in=0))
+    return AgentRun(binary, extra_yaml=paths_yaml(OVERHEAD_ONE_IN) if name == "agent-paths" else "")
+
+
+def measure_overhead(pair: NetPair, binary: str, rounds: int, seconds: float, window: str, deadline: float,
+                     log: Callable[[str], None]) -> dict[str, Any]:
+    trials: list[dict[str, Any]] = []
+    discarded: list[dict[str, Any]] = []
+    hops: dict[str, list[str]] = {}
+    for rnd in range(1, rounds + 1):
+        if time.monotonic() + len(OVERHEAD_CONDITIONS) * (seconds + 3) > deadline:
+            break
+        for name in OVERHEAD_CONDITIONS:
+            with ExitStack() as stack:
+                agent = _agent_for(name, binary)
+                if agent is not None:
+                    stack.enter_context(agent)
+                    agent.start_ready()
+                    hops[name] = list(agent.attached_hops())
+                for attempt in range(1, MAX_RETRIES + 2):
+                    before = scrape(agent) if agent else {}
+                    t = iperf_trial(pair, "deliver", seconds, window)
+                    t.update(round=rnd, condition=name, workload="deliver", attempt=attempt)
+                    if agent:
+                        t["agent"] = delta(scrape(agent), before)
+                    t["disturbed"] = disturbed(t)
+                    log(f"  paths overhead round {rnd} {name:<12} {t['pps']:>12,.0f} pkt/s"
+                        + (f"  (disturbed: {t['disturbed']})" if t["disturbed"] else ""))
+                    if t["disturbed"] is None or attempt > MAX_RETRIES or time.monotonic() + seconds + 5 > deadline:
+                        break
+                    discarded.append(t)
+                trials.append(t)
+    # Undisturbed baseline trials; all of them when every one was disturbed (a busy machine: said in the table).
+    base_rows = [t for t in trials if t["condition"] == "baseline"]
+    base = {t["round"]: t["pps"] for t in ([t for t in base_rows if not t["disturbed"]] or base_rows)}
+    summary: dict[str, Any] = {}
+    for name in OVERHEAD_CONDITIONS:
+        rows = [t for t in trials if t["condition"] == name]
+        clean = [t for t in rows if not t["disturbed"]] or rows
+        s = summarize([t["pps"] for t in clean])
+        b = summarize(list(base.values()))
+        summary[name] = {
+            "pps": s, "trials_used": len(clean), "trials_disturbed": sum(1 for t in rows if t["disturbed"]),
+            "ratio_of_medians": ratio(s["median"] if s else None, b["median"] if b else None),
+            "paired_ratio": summarize([t["pps"] / base[t["round"]] for t in clean if base.get(t["round"])]),
+            "paths_started": sum(_sum(t.get("agent", {}), "pktpath_paths_started_total") for t in rows),
+            "events_lost": sum(_sum(t.get("agent", {}), "pktpath_events_lost_total") for t in rows),
+            "paths_refused": sum(_sum(t.get("agent", {}), "pktpath_paths_refused_total") for t in rows),
+            "agent_cpu_seconds": sum(t.get("agent", {}).get("process_cpu_seconds_total", 0.0) for t in rows),
+            "receiver_lost": sum(t["lost_packets"] for t in rows),
+            "packets_sent": sum(t["sent_packets"] for t in rows),
+        }
+    return {"one_in": OVERHEAD_ONE_IN, "seconds_per_trial": seconds, "target_loss": OVERHEAD_TARGET,
+            "hops": hops, "trials": trials, "discarded_trials": discarded, "summary": summary,
+            "rounds_done": max((t["round"] for t in trials), default=0)}
+
+
+# -- 3. agent CPU and memory under load ------------------------------------------------------
+
+def rate_trial(pair: NetPair, pps: int, seconds: float) -> dict[str, Any]:
+    """iperf3 at a fixed packet rate (-b is payload bits/s, -l fixes the payload size)."""
+    cmd = in_netns(pair.tx_ns, "iperf3", "-c", pair.rx_ip, "-p", str(PORTS["deliver"]), "-u", "-l", str(PAYLOAD),
+                   "-b", str(pps * PAYLOAD * 8), "-t", f"{seconds:g}", "-A", str(SENDER_CPU), "-J")
+    for attempt in range(3):
+        proc = run(cmd, timeout=seconds + 30, check=False)
+        try:
+            doc = json.loads(proc.stdout)
+        except json.JSONDecodeError as exc:
+            raise BenchError(f"iperf3: no JSON ({proc.returncode}): {proc.stderr.strip()[-300:]}") from exc
+        if not doc.get("error"):
+            break
+        if "busy" in str(doc["error"]) and attempt < 2:
+            time.sleep(1)
+            continue
+        raise BenchError(f"iperf3 ({pps} pkt/s): {doc['error']}")
+    sent, received = doc["end"]["sum_sent"], doc["end"]["sum_received"]
+    return {"target_pps": pps, "sent_packets": int(sent["packets"]), "seconds": float(sent["seconds"]),
+            "pps": sent["packets"] / sent["seconds"], "lost_packets": int(received.get("lost_packets", 0))}
+
+
+def _load_trial(pair: NetPair, agent: AgentRun, pps: int, seconds: float, label: str) -> dict[str, Any]:
+    before = scrape(agent)
+    t0 = time.monotonic()
+    t = rate_trial(pair, pps, seconds)
+    time.sleep(0.3)  # the agent's poll period is 100 ms and its grace 50 ms: let the last paths finish
+    after = scrape(agent)
+    wall = time.monotonic() - t0
+    d = delta(after, before)
+    t.update(label=label, wall_seconds=wall, agent=d,
+             cpu_percent=d["process_cpu_seconds_total"] / wall * 100,
+             rss_mb=after["process_resident_memory_bytes"] / 2**20,
+             paths_started=_sum(d, "pktpath_paths_started_total"),
+             paths_finished=_sum(d, "pktpath_sampled_paths_total"),
+             paths_refused=_sum(d, "pktpath_paths_refused_total"),
+             events_lost=_sum(d, "pktpath_events_lost_total"),
+             spans_dropped=_sum(d, "pktpath_spans_dropped_total"),
+             status_kb=agent.status_kb())
+    return t
+
+
+def measure_load(pair: NetPair, binary: str, rounds: int, seconds: float, deadline: float,
+                 log: Callable[[str], None]) -> dict[str, Any]:
+    trials: list[dict[str, Any]] = []
+    runs = [("unlimited", None), (f"budget {BUDGET}/s", BUDGET)]
+    for rnd in range(1, rounds + 1):
+        if time.monotonic() + (len(LOAD_RATES) + 1) * (seconds + 2) + 10 > deadline:
+            break
+        for label, budget in runs:
+            yaml = paths_yaml(1, max_paths=budget or 0, drop_one_in=0, src=f"{pair.tx_ip}/32")
+            with AgentRun(binary, extra_yaml=yaml) as agent:
+                agent.start_ready()
+                time.sleep(1.0)  # past the OTel SDK's lazy imports after 'serving'
+                for pps in (LOAD_RATES if budget is None else LOAD_RATES[-1:]):
+                    t = _load_trial(pair, agent, pps, seconds, label)
+                    t["round"] = rnd
+                    trials.append(t)
+                    log(f"  paths load round {rnd} {label:<14} {t['pps']:>8,.0f} pkt/s: agent {t['cpu_percent']:5.1f}%"
+                        f" CPU, {t['rss_mb']:.1f} MB, started {t['paths_started']:,.0f}, refused"
+                        f" {t['paths_refused']:,.0f}, lost {t['events_lost']:,.0f}")
+    return {"seconds_per_trial": seconds, "budget": BUDGET, "trials": trials,
+            "rounds_done": max((t["round"] for t in trials), default=0)}
+
+
+# -- 2. the Python side, in process -------------------------------------------------------------
+
+def _synthetic(n_paths: int) -> tuple[list[Any], list[bytes]]:
+    """n_paths x HOPS_PER_PATH HopEvents (and the same as raw ring records), path after path."""
+    from exporter.decoders import abi
+    from exporter.paths.model import Hop, HopEvent, PacketHeader
+
+    seq = [(Hop.NETIF_RECEIVE, "HOP_NETIF_RECEIVE", "veth0"), (Hop.FIB_LOOKUP, "HOP_FIB_LOOKUP", ""),
+           (Hop.DEV_QUEUE, "HOP_DEV_QUEUE", "eth1"), (Hop.DEV_XMIT, "HOP_DEV_XMIT", "eth1"),
+           (Hop.NETIF_RECEIVE, "HOP_NETIF_RECEIVE", "veth1"), (Hop.DROP, "HOP_DROP", "veth1")]
+    events: list[Any] = []
+    raws: list[bytes] = []
+    ts = time.monotonic_ns()
+    for p in range(n_paths):
+        pid = p + 1
+        sport = 10000 + p % 1000
+        header = PacketHeader(family=4, src="10.0.1.5", dst="10.0.2.9", protocol=17, sport=sport, dport=53,
+                              ttl=64, length=92, ip_id=p & 0xFFFF, extra=p)
+        for i, (hop, hop_id, dev) in enumerate(seq):
+            ts += 1500
+            events.append(HopEvent(
+                path_id=pid, hop=hop, ts_ns=ts, cpu=p % 2, ifindex=2 + i // 2, ifname=dev, netns=4026531840,
+                length=92, reason="NETFILTER_DROP" if hop is Hop.DROP else None,
+                table=254 if hop is Hop.FIB_LOOKUP else 0, out_ifname="eth1" if hop is Hop.FIB_LOOKUP else "",
+                fib_src="10.0.1.5" if hop is Hop.FIB_LOOKUP else "",
+                fib_dst="10.0.2.9" if hop is Hop.FIB_LOOKUP else "",
+                header=header if i == 0 else None))
+            r = abi.HopEventRaw(path_id=pid, ts_ns=ts, hop=abi.HOP_IDS[hop_id], cpu=p % 2, ifindex=2 + i // 2,
+                                netns=4026531840, len=92, reason=6 if hop is Hop.DROP else 0,
+                                table=254 if hop is Hop.FIB_LOOKUP else 0,
+                                fib_saddr=0x0501000A if hop is Hop.FIB_LOOKUP else 0,
+                                fib_daddr=0x0902000A if hop is Hop.FIB_LOOKUP else 0,
+                                flags=abi.EV_HEADER if i == 0 else 0, ifname=dev.encode(),
+                                out_ifname=b"eth1" if hop is Hop.FIB_LOOKUP else b"")
+            if i == 0:
+                h = r.hdr
+                h.family, h.protocol, h.sport, h.dport, h.ttl, h.ip_len, h.ip_id, h.extra = (
+                    4, 17, sport, 53, 64, 92, p & 0xFFFF, p)
+                h.saddr[:4] = [10, 0, 1, 5]
+                h.daddr[:4] = [10, 0, 2, 9]
+            raws.append(bytes(r))
+    return events, raws
+
+
+class _FakeClock:
+    """The assembler's clock: 10 ms pass per batch of 100 paths, so the 50 ms grace holds ~500 paths."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def _assemble(events: list[Any], sink: Callable[[Any], None], decode: Callable[[Any], Any] | None = None) -> float:
+    """Seconds to push every event through (decode and) the assembler into `sink`, ticking per 100 paths."""
+    from exporter.paths.assembler import PathAssembler
+
+    clock = _FakeClock()
+    asm = PathAssembler(sink, clock_ns=clock)
+    batch = 100 * HOPS_PER_PATH
+    gc.collect()
+    t0 = time.perf_counter()
+    for i in range(0, len(events), batch):
+        for ev in events[i:i + batch]:
+            asm.add(decode(ev) if decode else ev)
+        clock.now += 10_000_000
+        asm.tick()
+    asm.flush()
+    elapsed = time.perf_counter() - t0
+    if asm.evicted.get("internal_error") or asm.sink_errors:
+        raise BenchError(f"paths python bench: assembler errors {dict(asm.evicted)}, sink errors {asm.sink_errors}")
+    return elapsed
+
+
+def measure_python(n_paths: int, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
+    from exporter.config.schema import TracesConfig
+    from exporter.decoders.drop_reasons import DropReasons
+    from exporter.decoders.events import EventDecoder
+    from exporter.traces.export import build_tracing
+    from exporter.traces.spans import PacketIdGenerator, SpanBuilder, make_tracer_provider
+
+    events, raws = _synthetic(n_paths)
+    decoder = EventDecoder(DropReasons([("SKB_DROP_REASON_NOT_SPECIFIED", 2),
+                                        ("SKB_DROP_REASON_NETFILTER_DROP", 6)]))
+    bare = SpanBuilder(make_tracer_provider(None, PacketIdGenerator(), shutdown_on_exit=False))
+    cfg = TracesConfig(exporter="otlp", protocol="grpc", endpoint=f"http://127.0.0.1:{closed_port()}",
+                       export_timeout_ms=200)
+    tracing = build_tracing(cfg, env={})
+    if tracing is None:
+        raise BenchError("build_tracing returned None for an otlp config")
+    n_events = len(events)
+    spans_per_path = HOPS_PER_PATH + 1
+    cases: dict[str, Callable[[], float]] = {
+        "decode": lambda: _time_decode(decoder, raws),
+        "assembler": lambda: _assemble(events, lambda _p: None),
+        "assembler+spans": lambda: _assemble(events, bare),
+        "assembler+spans+export": lambda: _assemble(events, tracing.span_builder),
+        "decode+assembler+spans+export": lambda: _assemble(raws, tracing.span_builder, decoder.decode),
+    }
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    try:
+        for rep in range(repeats):  # interleaved, so drift lands on every case alike
+            for name, fn in cases.items():
+                times[name].append(fn())
+            log(f"  paths python repeat {rep + 1}: " + ", ".join(
+                f"{k} {n_paths / v[-1]:,.0f} paths/s" for k, v in times.items() if k != "decode")
+                + f", decode {n_events / times['decode'][-1]:,.0f} events/s")
+        time.sleep(0.5)
+        counts = {"ended": tracing.ended, "exported": tracing.exported, "dropped": dict(tracing.dropped),
+                  "pending": tracing.pending}
+    finally:
+        tracing.shutdown(timeout_s=1.0)
+    out: dict[str, Any] = {"paths_per_run": n_paths, "hops_per_path": HOPS_PER_PATH, "spans_per_path": spans_per_path,
+                           "repeats": repeats, "export_pipeline": counts, "builder_skipped": dict(bare.skipped),
+                           "cases": {}}
+    for name, ts in times.items():
+        unit = n_events if name == "decode" else n_paths
+        rates = summarize([unit / t for t in ts])
+        out["cases"][name] = {"seconds": ts, "per_second": rates, "unit": "events" if name == "decode" else "paths",
+                              "spans_per_second": None if name in ("decode", "assembler") else summarize(
+                                  [n_paths * spans_per_path / t for t in ts])}
+    return out
+
+
+def _time_decode(decoder: Any, raws: list[bytes]) -> float:
+    decode = decoder.decode
+    gc.collect()
+    t0 = time.perf_counter()
+    for raw in raws:
+        decode(raw)
+    return time.perf_counter() - t0
+
+
+# -- all of it -----------------------------------------------------------------------------------
+
+def measure_paths(binary: str, rounds: int, seconds: float, deadline: float, log: Callable[[str], None],
+                  quick: bool = False) -> dict[str, Any]:
+    from exporter.decoders import abi
+
+    result: dict[str, Any] = {"sizeof_hop_event": ctypes.sizeof(abi.HopEventRaw)}
+    log("paths: python side, in process ...")
+    result["python"] = measure_python(2_000 if quick else 10_000, 1 if quick else 3, log)
+    cpus = os.cpu_count() or 1
+    window = receive_window()
+    with ExitStack() as stack:
+        pair = stack.enter_context(NetPair())
+        result["topology"] = {"tx_ip": pair.tx_ip, "rx_ip": pair.rx_ip, "interfaces": sorted(pair.interfaces)}
+        server = IperfServer(pair, PORTS["deliver"], RECEIVER_CPU if cpus > 1 else None)
+        stack.callback(server.stop)
+        log(f"paths: overhead, {rounds} round(s) x {len(OVERHEAD_CONDITIONS)} conditions x {seconds:g} s ...")
+        load_rounds = 1 if quick else 2
+        load_seconds = 3.0 if quick else LOAD_SECONDS
+        # The overhead rounds stop early (and say how many ran) so the load part still fits the time limit.
+        load_cost = load_rounds * ((len(LOAD_RATES) + 1) * (load_seconds + 1) + 10)
+        result["overhead"] = measure_overhead(pair, binary, rounds, seconds, window, deadline - load_cost, log)
+        log(f"paths: agent load, {load_rounds} round(s) x {len(LOAD_RATES) + 1} rates x {load_seconds:g} s ...")
+        result["load"] = measure_load(pair, binary, load_rounds, load_seconds, deadline, log)
+    return result
