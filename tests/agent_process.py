@@ -37,12 +37,14 @@ Labels = frozenset[tuple[str, str]]
 
 
 class AgentProcess:
-    def __init__(self, config_path: Path, port: int) -> None:
+    def __init__(self, config_path: Path, port: int, argv: list[str] | None = None,
+                 env: dict[str, str] | None = None, log_path: Path | None = None) -> None:
+        """`pktpath run -c config_path`, or `argv` (the same agent under setpriv, say)."""
         self.port = port
-        self.log_path = config_path.with_suffix(".log")
+        self.log_path = log_path or config_path.with_suffix(".log")
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([pktpath_bin(), "run", "-c", str(config_path)],
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(argv or [pktpath_bin(), "run", "-c", str(config_path)],
+                                     stdout=self._log, stderr=subprocess.STDOUT, env=env)
 
     @classmethod
     def start(cls, tmp: Path, extra_yaml: str = "") -> AgentProcess:
@@ -59,7 +61,7 @@ class AgentProcess:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def wait_ready(self, timeout: float = 15.0) -> None:
+    def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

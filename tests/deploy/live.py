@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from tests.agent_process import free_port, pktpath_bin
+from tests.agent_process import AgentProcess, free_port, pktpath_bin
 from tests.deploy.conftest import require_tool
 from tests.kernel.lab import Lab
 
@@ -111,66 +111,26 @@ def uid_can_run_pktpath(uid: int) -> bool:
     return probe.returncode == 0
 
 
-class LiveAgent:
-    """`pktpath run` started through a Launch, serving on 127.0.0.1:port."""
+class LiveAgent(AgentProcess):
+    """`pktpath run` started through a Launch (setpriv, capabilities, env), serving on 127.0.0.1:port."""
 
     def __init__(self, launch: Launch, port: int, log_path: Path) -> None:
-        self.port = port
-        self.log_path = log_path
-        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        env = {**os.environ, **launch.env}
-        self.proc = subprocess.Popen(launch.argv, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        super().__init__(log_path.with_suffix(".yaml"), port, argv=launch.argv, env={**os.environ, **launch.env},
+                         log_path=log_path)
         self.wait_ready()
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"agent exited {self.proc.returncode}: {self.log()}")
-            try:
-                with urllib.request.urlopen(self.url("/readyz"), timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"agent not ready after {timeout}s: {self.log()}")
-
     def metrics(self) -> str:
-        with urllib.request.urlopen(self.url("/metrics"), timeout=5) as r:
-            return str(r.read().decode())
+        return self.scrape_text()
 
     def sample(self, name: str, **labels: str) -> float:
-        """One sample's value from /metrics (0 when absent)."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        for family in text_string_to_metric_families(self.metrics()):
-            for s in family.samples:
-                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                    return float(s.value)
+        """One sample's value from /metrics, matching a subset of its labels (0 when absent)."""
+        for labelset, value in self.scrape().get(name, {}).items():
+            if all(dict(labelset).get(k) == v for k, v in labels.items()):
+                return value
         return 0.0
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text()
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
-
-    def stop(self, timeout: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return int(self.proc.returncode)
 
 
 class PrometheusError(Exception):
