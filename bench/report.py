@@ -169,7 +169,7 @@ def _paths(p: dict[str, Any], lines: list[str]) -> None:
                      f" {o['rounds_done']} round(s) x {o['seconds_per_trial']:g} s, conditions interleaved")
         lines.append(f"  agent-drops = default config (paths off); agent-paths = paths on, 1 in {o['one_in']}"
                      f" ({', '.join(o['hops'].get('agent-paths', [])) or '?'})")
-        lines.append(f"  {'condition':<13}{'n':>3}{'median pkt/s':>14}{'min':>12}{'max':>12}{'vs baseline':>13}"
+        lines.append(f"  {'condition':<20}{'n':>3}{'median pkt/s':>14}{'min':>12}{'max':>12}{'vs baseline':>13}"
                      f"{'per-round ratio':>20}   target")
         for name, c in o["summary"].items():
             s = c["pps"]
@@ -180,7 +180,7 @@ def _paths(p: dict[str, Any], lines: list[str]) -> None:
             target = (f">= {_pct(1 - o['target_loss'])} {_verdict(r >= 1 - o['target_loss'])}"
                       if name.startswith("agent-paths") and r is not None else "")
             flag = f"  [{c['trials_disturbed']} disturbed]" if c["trials_disturbed"] else ""
-            lines.append(f"  {name:<13}{c['trials_used']:>3}"
+            lines.append(f"  {name:<20}{c['trials_used']:>3}"
                          f"{s['median']:>14,.0f}{s['min']:>12,.0f}{s['max']:>12,.0f}"
                          f"{_pct(r) if name != 'baseline' else '':>13}{spread:>20}   {target}{flag}".rstrip())
         base = o["summary"].get("baseline", {}).get("pps")
