@@ -53,6 +53,19 @@ test-kernel: deps venv build ## kernel tests only: real BPF, namespaces, traffic
 
 test: deps build venv lint ## set up and run the whole test suite (root)
 	$(BIN)/pytest -q tests --ignore=tests/vm
+# Not yet part of `test`: the stock-kernel matrix is red on the function-hook verdict tests
+# (docs/kernels.md, "Known failures"); it joins `test` once they pass.
+
+# tests/vm boots stock kernels under QEMU and runs a subset of tests/kernel in
+# each (docs/kernels.md).  virtme-ng comes from the `vm` extra.
+.PHONY: test-kernels
+$(BIN)/vng: $(BIN)/pktpath pyproject.toml
+	$(BIN)/pip install --quiet -e '.[vm]'
+	@touch $@
+
+test-kernels: deps venv build $(BIN)/vng ## kernel tests on stock Debian 6.1 and 6.12 under QEMU (root, ~6 min)
+	./scripts/vm/fetch-kernels
+	$(BIN)/pytest -q tests/vm
 
 .PHONY: test-deploy
 test-deploy: deps build venv ## deploy artifacts only: chart, alerts, dashboard, systemd unit, Dockerfile (root)

@@ -50,7 +50,7 @@ def test_netfilter_drop_verdicts_are_counted_exactly(agent: AgentProcess, lab: L
     before = counter(agent, "pktpath_netfilter_verdicts_total", **labels)
     lab.exec(lab.server, "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7501", "-j", "DROP")
     lab.send_udp(lab.client, lab.server_ip, 7501, N)
-    assert agent.wait_value("pktpath_netfilter_verdicts_total", before + N, **labels) == before + N
+    assert agent.wait_value("pktpath_netfilter_verdicts_total", before + N, 5.0, **labels) == before + N
 
 
 def test_rp_filter_failures_are_counted_per_interface(agent: AgentProcess, lab: Lab) -> None:
@@ -60,7 +60,7 @@ def test_rp_filter_failures_are_counted_per_interface(agent: AgentProcess, lab: 
     lab.sysctl(lab.router, f"net.ipv4.conf.{lab.if_router_client}.rp_filter", 1)
     lab.send_udp(lab.client, lab.server_ip, 7502, N, src=spoofed)
     labels = {"result": "fail", "interface": lab.if_router_client}
-    assert agent.wait_value("pktpath_rp_filter_checks_total", N, **labels) == N
+    assert agent.wait_value("pktpath_rp_filter_checks_total", N, 5.0, **labels) == N
 
 
 def test_route_misses_are_counted(agent: AgentProcess, lab: Lab) -> None:
