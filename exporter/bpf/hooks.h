@@ -18,6 +18,8 @@
 #include "paths.h"
 
 #define NF_VERDICT_MASK 0xff
+#define NF_DROP 0
+#define NF_STOLEN 2
 
 static __always_inline void counter_inc(void *map, void *key)
 {
@@ -84,13 +86,28 @@ static __always_inline void hook_nft_exit(void *pkt_ptr, void *priv, __u32 ret)
 	key.family = BPF_CORE_READ(state, pf);
 	key.hook = BPF_CORE_READ(state, hook);
 	key.verdict = ret & NF_VERDICT_MASK;
+	/* Since NF_DROP_REASON (6.8) a drop frees the skb inside nf_tables, with its drop
+	 * reason, and returns NF_STOLEN with the errno in the upper 16 bits; a real steal
+	 * (queueing, a target that took the packet) carries no errno. */
+	if (key.verdict == NF_STOLEN && (ret >> 16))
+		key.verdict = NF_DROP;
 	name = BPF_CORE_READ(chain, table, name);
 	bpf_probe_read_kernel_str(key.table, sizeof(key.table), name);
 	counter_inc(&nf_verdicts, &key);
 
 	ev = path_event(skb, 0, HOP_NF_CHAIN, 0);
-	if (!ev)
-		return;
+	if (!ev) {
+		/* A drop frees the skb inside nf_tables: the drop hop untracked it before
+		 * this exit, so use the path remembered on entry. */
+		struct cpu_state *st = this_cpu_state();
+
+		if (!st || !st->nft_path || !paths_config())
+			return;
+		ev = event_start(HOP_NF_CHAIN, st->nft_path, 0, 0);
+		st->nft_path = 0;
+		if (!ev)
+			return;
+	}
 	ev->nf_family = key.family;
 	ev->nf_hook = key.hook;
 	ev->phase = 1;
@@ -98,6 +115,25 @@ static __always_inline void hook_nft_exit(void *pkt_ptr, void *priv, __u32 ret)
 	bpf_probe_read_kernel_str(ev->detail, 16, name);
 	bpf_probe_read_kernel_str(ev->detail + 16, 16, BPF_CORE_READ(chain, name));
 	bpf_ringbuf_submit(ev, 0);
+}
+
+/* nft_do_chain entry: remember which followed packet this CPU evaluates (nesting
+ * on one CPU, a REJECT's reply inside a chain, overwrites it: that reply's chain
+ * line is then attributed to it, which is what happened last on the CPU). */
+static __always_inline void hook_nft_entry(void *pkt_ptr)
+{
+	struct sk_buff *skb = BPF_CORE_READ((struct nft_pktinfo *)pkt_ptr, skb);
+	struct cpu_state *st;
+	__u64 key = (__u64)skb;
+	struct track *t;
+
+	if (!paths_config())
+		return;
+	st = this_cpu_state();
+	if (!st)
+		return;
+	t = bpf_map_lookup_elem(&tracked, &key);
+	st->nft_path = t ? t->path_id : 0;
 }
 
 /*
@@ -137,6 +173,21 @@ static __always_inline void hook_rp_filter_exit(void *skb, void *dev, int ret)
  */
 static __always_inline void hook_route_input_exit(void *skb, void *dev, __s32 ret)
 {
+	/* A miss on a forwarding router is not an error return: ip_route_input_slow()
+	 * installs an error route (dst.input = ip_error, dst.error = -ENETUNREACH, or
+	 * -EHOSTUNREACH with forwarding off) and returns 0; the packet dies later in
+	 * ip_error().  So a 0 is judged by the route it left on the skb. */
+	if (ret == 0) {
+		unsigned long refdst = BPF_CORE_READ((struct sk_buff *)skb, _skb_refdst);
+		struct dst_entry *dst = (struct dst_entry *)(refdst & ~1UL);
+
+		if (dst) {
+			/* The error route stores the errno positive (rth->dst.error = -err). */
+			short err = BPF_CORE_READ(dst, error);
+
+			ret = err > 0 ? -err : err;
+		}
+	}
 	counter_inc(&route_lookups, &ret);
 	verdict_event(skb, dev, HOP_ROUTE_INPUT, ret);
 }

@@ -47,7 +47,12 @@ struct sock {
 	struct sock_common __sk_common;
 };
 
+struct dst_entry {
+	short error; /* the route's verdict: 0, or -ENETUNREACH ... for an error route */
+};
+
 struct sk_buff {
+	unsigned long _skb_refdst; /* dst_entry pointer | SKB_DST_NOREF (bit 0) */
 	struct net_device *dev;
 	struct sock *sk;
 	int skb_iif;

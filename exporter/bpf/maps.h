@@ -111,6 +111,7 @@ struct cpu_state {
 	__u32 cur_daddr;
 	__u32 window_count;
 	__u32 _pad;
+	__u64 nft_path; /* path of the packet nft_do_chain is evaluating (see hooks.h) */
 };
 
 struct {

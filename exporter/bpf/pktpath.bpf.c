@@ -238,6 +238,13 @@ int BPF_KRETPROBE(nf_hook_slow__kretprobe, int ret)
 }
 
 /* nft_do_chain(pkt, chain): one nftables chain's verdict (nf_tables may be a module). */
+SEC("fentry/nft_do_chain")
+int BPF_PROG(nft_do_chain__fentry, struct nft_pktinfo *pkt)
+{
+	hook_nft_entry(pkt);
+	return 0;
+}
+
 SEC("fexit/nft_do_chain")
 int BPF_PROG(nft_do_chain__fexit, struct nft_pktinfo *pkt, void *priv)
 {
@@ -248,6 +255,7 @@ int BPF_PROG(nft_do_chain__fexit, struct nft_pktinfo *pkt, void *priv)
 SEC("kprobe/nft_do_chain")
 int BPF_KPROBE(nft_do_chain__kprobe, void *pkt, void *priv)
 {
+	hook_nft_entry(pkt);
 	stash_push(STASH_NFT_CHAIN, (__u64)pkt, (__u64)priv);
 	return 0;
 }

@@ -64,8 +64,8 @@ class RouteResults:
         """found, no_route, forwarding_disabled, rp_filter, martian, or the raw reason/errno name."""
         if ret == 0:
             return "found"
-        if self.returns_reason:
+        if ret > 0 and self.returns_reason:  # 6.13+: the function's own drop reason
             name = self._reasons.name(ret)
             return _REASON_RESULTS.get(name, name.lower())
-        code = -ret
+        code = -ret  # -errno: the return value, or the error route's dst.error (the hook reads both)
         return _ERRNO_RESULTS.get(code, errno.errorcode.get(code, f"error_{ret}").lower())

@@ -26,9 +26,9 @@ def run_trace(src: str | None, dst: str | None, max_pkt: str, max_duration: str,
         raise ConfigError(str(exc)) from None
     try:
         session.start()
-        if not as_json:
-            p = session.params
-            print(f"tracing up to {p.max_pkt} packets or {p.max_duration}s ...", file=sys.stderr, flush=True)
+        # On stderr in both modes, after every probe is attached: the moment to send traffic.
+        p = session.params
+        print(f"tracing up to {p.max_pkt} packets or {p.max_duration}s ...", file=sys.stderr, flush=True)
         try:
             session.wait()
         except KeyboardInterrupt:

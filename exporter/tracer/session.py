@@ -117,10 +117,11 @@ class TraceSession:
 
     # -- settings ----------------------------------------------------------
 
-    def settings(self, enabled: bool) -> PathSettings:
+    def settings(self, enabled: bool, new_paths: bool = True) -> PathSettings:
+        """`new_paths` False: follow the packets already tracked to their end, start no more."""
         p = self.params
         return PathSettings(
-            enabled=enabled, one_in=1, drop_one_in=1,
+            enabled=enabled, one_in=int(new_paths), drop_one_in=int(new_paths),
             # The kernel's budget bounds a flood; max_pkt is enforced exactly here.
             max_paths_per_second=max(p.max_pkt * 4, 1000),
             src=(p.src,) if p.src is not None else (), dst=(p.dst,) if p.dst is not None else (),
@@ -159,10 +160,11 @@ class TraceSession:
         self._supervisor.start()
 
     def _first_hop(self, _ev: HopEvent) -> None:
-        # Pipeline thread.  Stop new paths in the kernel the moment max_pkt have started.
+        # Pipeline thread.  Stop *new* paths in the kernel the moment max_pkt have started;
+        # the packets already followed keep reporting their hops until the drain ends.
         self._started_count += 1
         if self._started_count == self.params.max_pkt and self._control is not None:
-            self._control.apply(self.settings(enabled=False))
+            self._control.apply(self.settings(enabled=True, new_paths=False))
             self._stop_requested.set()
 
     def _collect(self, path: Path) -> None:

@@ -165,8 +165,8 @@ def test_trace_json_one_packet_per_line(lab: Lab) -> None:
                              "--max-duration", "20", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
-        # The trace is ready once its programs are attached; then send.
-        assert wait_until(lambda: bool(program_ids_of(proc.pid)), 15)
+        # Ready once it says so on stderr (after attaching); then send.
+        assert proc.stderr is not None and proc.stderr.readline().startswith("tracing up to 3 packets")
         lab.send_udp(lab.client, lab.server_ip, 7220, 3)
         out, err = proc.communicate(timeout=30)
     finally:

@@ -4,6 +4,7 @@ hooks and their unsampled verdict counters, against the same kind of lab as test
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,9 @@ EXPECTED_FAMILY = {"auto": {"fentry", "kprobe"}, "fentry": {"fentry"}, "kprobe":
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    # nft_do_chain lives in the nf_tables module: the agent attaches to module functions
+    # that are loaded when it starts (docs/kernels.md), as on a host whose firewall is up.
+    subprocess.run(["modprobe", "nf_tables"], check=True)
     proc = AgentProcess.start(tmp_path_factory.mktemp("agent"))
     yield proc
     assert proc.stop() == 0, proc.log()
@@ -73,18 +77,19 @@ def test_route_misses_are_counted(agent: AgentProcess, lab: Lab) -> None:
 def test_trace_shows_the_original_netfilter_lines(tmp_path: Path, lab: Lab) -> None:
     """The interactive tracer's hop lines for a packet dropped by an iptables rule."""
     import json
-    import subprocess
 
-    from tests.agent_process import pktpath_bin, program_ids_of, wait_until
+    from tests.agent_process import pktpath_bin
 
     lab.exec(lab.server, "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7504", "-j", "DROP")
     proc = subprocess.Popen([pktpath_bin(), "trace", "--dst", f"{lab.server_ip}/32", "--max-pkt", "1",
-                             "--max-duration", "30", "--json"], stdout=subprocess.PIPE, text=True)
-    assert wait_until(lambda: bool(program_ids_of(proc.pid)), 60)
+                             "--max-duration", "30", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stderr is not None and proc.stderr.readline().startswith("tracing up to 1 packets")
     lab.send_udp(lab.client, lab.server_ip, 7504, 1)
     out, _ = proc.communicate(timeout=60)
     (packet,) = [json.loads(line) for line in out.splitlines()]
     details = [h["detail"] for h in packet["hops"]]
+    print("\n".join(details))  # the whole hop list, in the guest's log when an assertion fails
     assert any(d.startswith("Will check NFPROTO_IPV4(2), NF_INET_LOCAL_IN(1)") for d in details), details
     assert any(d == "filter/INPUT, NFPROTO_IPV4(2), NF_INET_LOCAL_IN(1), check done, NF_DROP(0)" for d in details), \
         details
