@@ -53,8 +53,7 @@ test-kernel: deps venv build ## kernel tests only: real BPF, namespaces, traffic
 
 test: deps build venv lint ## set up and run the whole test suite (root)
 	$(BIN)/pytest -q tests --ignore=tests/vm
-# Not yet part of `test`: the stock-kernel matrix is red on the function-hook verdict tests
-# (docs/kernels.md, "Known failures"); it joins `test` once they pass.
+	@$(MAKE) --no-print-directory test-kernels
 
 # tests/vm boots stock kernels under QEMU and runs a subset of tests/kernel in
 # each (docs/kernels.md).  virtme-ng comes from the `vm` extra.
