@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import json
 import os
 import socket
 import time
@@ -28,7 +27,7 @@ from typing import Any
 
 from bench.agent import AgentRun
 from bench.netpair import NetPair
-from bench.procs import BenchError, in_netns, run
+from bench.procs import BenchError, in_netns
 from bench.stats import ratio, summarize
 from bench.throughput import (
     MAX_RETRIES,
@@ -40,6 +39,7 @@ from bench.throughput import (
     disturbed,
     iperf_trial,
     receive_window,
+    run_iperf,
 )
 
 # agent-paths-nodrop: paths on at 1 in 1000 with drop capture off (drop_one_in: 0), to tell the hop
@@ -170,18 +170,7 @@ def rate_trial(pair: NetPair, pps: int, seconds: float) -> dict[str, Any]:
     """iperf3 at a fixed packet rate (-b is payload bits/s, -l fixes the payload size)."""
     cmd = in_netns(pair.tx_ns, "iperf3", "-c", pair.rx_ip, "-p", str(PORTS["deliver"]), "-u", "-l", str(PAYLOAD),
                    "-b", str(pps * PAYLOAD * 8), "-t", f"{seconds:g}", "-A", str(SENDER_CPU), "-J")
-    for attempt in range(3):
-        proc = run(cmd, timeout=seconds + 30, check=False)
-        try:
-            doc = json.loads(proc.stdout)
-        except json.JSONDecodeError as exc:
-            raise BenchError(f"iperf3: no JSON ({proc.returncode}): {proc.stderr.strip()[-300:]}") from exc
-        if not doc.get("error"):
-            break
-        if "busy" in str(doc["error"]) and attempt < 2:
-            time.sleep(1)
-            continue
-        raise BenchError(f"iperf3 ({pps} pkt/s): {doc['error']}")
+    doc = run_iperf(cmd, seconds, f"{pps} pkt/s")
     sent, received = doc["end"]["sum_sent"], doc["end"]["sum_received"]
     return {"target_pps": pps, "sent_packets": int(sent["packets"]), "seconds": float(sent["seconds"]),
             "pps": sent["packets"] / sent["seconds"], "lost_packets": int(received.get("lost_packets", 0))}

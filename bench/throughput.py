@@ -177,25 +177,31 @@ class IperfServer:
         stop_process(self.proc, timeout=5)
 
 
+def run_iperf(cmd: list[str], seconds: float, what: str) -> dict[str, Any]:
+    """Run an iperf3 client (`-J`) and return its JSON report; retry while the server is busy."""
+    for attempt in range(3):
+        proc = run(cmd, timeout=seconds + 30, check=False)
+        try:
+            doc: dict[str, Any] = json.loads(proc.stdout)
+        except json.JSONDecodeError as exc:
+            raise BenchError(f"iperf3: no JSON ({proc.returncode}): {proc.stderr.strip()[-300:]}") from exc
+        error = str(doc.get("error", ""))
+        if not error:
+            return doc
+        # A persistent server needs a moment after one test before it takes the next.
+        if "busy" in error and attempt < 2:
+            time.sleep(1)
+            continue
+        raise BenchError(f"iperf3 ({what}): {error}")
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 def iperf_trial(pair: NetPair, workload: str, seconds: float, window: str | None) -> dict[str, Any]:
     cmd = in_netns(pair.tx_ns, "iperf3", "-c", pair.rx_ip, "-p", str(PORTS[workload]), "-u",
                    "-l", str(PAYLOAD), "-b", "0", "-t", f"{seconds:g}", "-A", str(SENDER_CPU), "-J")
     if window:
         cmd += ["-w", window]
-    for attempt in range(3):
-        proc = run(cmd, timeout=seconds + 30, check=False)
-        try:
-            doc = json.loads(proc.stdout)
-        except json.JSONDecodeError as exc:
-            raise BenchError(f"iperf3: no JSON ({proc.returncode}): {proc.stderr.strip()[-300:]}") from exc
-        error = str(doc.get("error", ""))
-        if not error:
-            break
-        # A persistent server needs a moment after one test before it takes the next.
-        if "busy" in error and attempt < 2:
-            time.sleep(1)
-            continue
-        raise BenchError(f"iperf3 ({workload}): {error}")
+    doc = run_iperf(cmd, seconds, workload)
     sent, received = doc["end"]["sum_sent"], doc["end"]["sum_received"]
     return {
         "sent_packets": int(sent["packets"]),
