@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from exporter import __version__
 from exporter.config import Config, load_config
-from exporter.decoders.counters import DropCount
+from exporter.decoders.counters import DropCount, DropSlots
 from exporter.errors import ConfigError, KernelError, PktpathError
 from exporter.k8s.pods import ApiPodSource, FilePodSource, PodResolver, PodSource
 from exporter.loader import libbpf
@@ -58,13 +58,14 @@ def engine_options(cfg: Config, paths: bool) -> EngineOptions:
         "drop_counts": cfg.drops.max_series,
         "tracked": cfg.sampling.max_tracked,
         "events": cfg.sampling.ring_buffer_kb * 1024,
-    })
+    }, per_cpu_block_maps=("drop_slots",))
 
 
 def path_settings(cfg: Config, enabled: bool) -> PathSettings:
     f, s = cfg.filter, cfg.sampling
     return PathSettings(enabled=enabled, one_in=s.one_in, drop_one_in=s.drop_one_in,
-                        max_paths_per_second=s.max_paths_per_second, src=f.src, dst=f.dst,
+                        max_paths_per_second=s.max_paths_per_second,
+                        max_drop_paths_per_second=s.max_drop_paths_per_second, src=f.src, dst=f.dst,
                         protocols=f.protocols, ports=f.ports, interfaces=f.interfaces)
 
 
@@ -89,11 +90,13 @@ def pod_resolver(cfg: Config, host: Host, env: Mapping[str, str]) -> PodResolver
                        expire_seconds=k.expire_seconds)
 
 
-def forget_counters(drop_map: libbpf.Map, counts: list[DropCount]) -> None:
+def forget_counters(drop_map: libbpf.Map, slots: DropSlots, counts: list[DropCount]) -> None:
     """Delete kernel counters (a deleted pod's namespace): its series end instead of living forever."""
     for c in counts:
         drop_map.delete(c.key)
-    log.info("removed %d drop counter(s) of %d expired pod namespace(s)", len(counts), len({c.netns for c in counts}))
+    retired = slots.retire({c.key for c in counts})
+    log.info("removed %d drop counter(s) of %d expired pod namespace(s), %d fast-path slot(s) retired",
+             len(counts), len({c.netns for c in counts}), retired)
 
 
 def start_engine(cfg: Config, host: Host, paths: bool) -> tuple[Engine, AttachReport]:
@@ -137,7 +140,7 @@ class Agent:
                          (report.first_attach_monotonic - started_at) * 1000)
             if paths:
                 self.tracing = self._build_tracing()
-            self.control = PathControl(self.engine.map, libbpf.num_possible_cpus())
+            self.control = PathControl(self.engine.map)
             self.control.apply(path_settings(self.cfg, enabled=paths))
             server = self._serve(report)
             self._install_signals()
@@ -213,16 +216,20 @@ class Agent:
         from exporter.metrics.server import MetricsServer
         from exporter.paths.model import Path
         from exporter.paths.pipeline import PathPipeline
+        from exporter.paths.tracking import TrackedReaper
 
         assert self.engine is not None
         engine = self.engine
         drop_map, stats_map, tracked_map = engine.map("drop_counts"), engine.map("stats"), engine.map("tracked")
+        drop_slots = DropSlots(engine.map("drop_slots"))
+        reaper = TrackedReaper(tracked_map, engine.map("path_gate"))
 
         verdict_maps = (engine.map("nf_verdicts"), engine.map("rp_filter_checks"), engine.map("route_lookups"))
 
         def read() -> KernelReadings:
-            return KernelReadings(drops=read_drop_counts(drop_map), stats=read_stats(stats_map),
-                                  tracked_live=len(tracked_map.items()) if self.tracing else 0,
+            return KernelReadings(drops=read_drop_counts(drop_map, drop_slots.read()),
+                                  stats=read_stats(stats_map),
+                                  tracked_live=reaper.live(), tracked_reaped=reaper.reaped,
                                   verdicts=read_verdicts(*verdict_maps))
 
         btf = libbpf.Btf.parse(self.host.vmlinux_btf)
@@ -235,7 +242,7 @@ class Agent:
                 assert path_metrics is not None
                 path_metrics.observe(path, tracing.span_builder.emit(path))
 
-            pipeline = PathPipeline(engine.map("events"), EventDecoder(reasons), [to_spans])
+            pipeline = PathPipeline(engine.map("events"), EventDecoder(reasons), [to_spans], reaper=reaper)
             # dict() copies in one C call under the GIL: the scrape thread never iterates the
             # Counter the pipeline thread is adding to.
             path_metrics = PathMetrics(evicted=lambda: dict(pipeline.assembler.evicted))
@@ -258,7 +265,7 @@ class Agent:
             spans=(lambda: (tracing.exported, dict(tracing.dropped))) if tracing else None,
             pods=self.pods,
             route_results=RouteResults(returns_drop_reason(btf, "ip_route_input_noref"), reasons),
-            forget=lambda counts: forget_counters(drop_map, counts),
+            forget=lambda counts: forget_counters(drop_map, drop_slots, counts),
         ))
         ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes
         server = MetricsServer(self.cfg.metrics.host, self.cfg.metrics.port, registry,

@@ -26,14 +26,61 @@ static __always_inline void read_location(struct sk_buff *skb, struct drop_key *
 		key->netns = sk->__sk_common.skc_net.net->ns.inum;
 }
 
+/*
+ * Fibonacci hash of the key's four words onto this CPU's block of slots.
+ * Cheap by design: it only spreads the few keys that are hot at a time.
+ */
+static __always_inline __u32 slot_index(const __u64 *w)
+{
+	__u64 x = w[0] ^ w[1] ^ (w[2] * 0x9E3779B97F4A7C15ULL) ^ (w[3] * 0xC2B2AE3D27D4EB4FULL);
+
+	return (__u32)((x * 0x9E3779B97F4A7C15ULL) >> (64 - DROP_SLOT_BITS));
+}
+
+/*
+ * Every drop, counted exactly, in two places that userspace adds up:
+ *
+ * - drop_counts, a per-CPU hash, is the registry of series: a key exists
+ *   there before it is counted anywhere, and drops.max_series bounds it.
+ * - drop_slots is a direct-mapped cache of DROP_SLOTS_PER_CPU slots per CPU
+ *   in front of it.  A slot is claimed once, by the first key that lands on
+ *   it after the key is in drop_counts, and is never reassigned by the
+ *   kernel, so each slot's counts only grow and the sum stays monotonic.  A
+ *   drop whose key owns its slot costs a few compares and two adds instead
+ *   of a hash lookup (jhash over the key, bucket walk, key compare): about
+ *   20 ns less per dropped packet (docs/benchmarks.md).  A key that collides
+ *   with another key's slot keeps using drop_counts: slower, still exact.
+ *
+ * Userspace reads the slots first, then drop_counts, and adds a slot's
+ * counts only to a key it finds in drop_counts.  Deleting a series (a gone
+ * pod's netns) retires its slots: SLOT_RETIRED, cleared, then SLOT_FREE at
+ * the next scrape (exporter/decoders/counters.py).
+ */
 static __always_inline void count_drop(struct sk_buff *skb, __u32 reason)
 {
 	struct drop_key key = {};
 	struct drop_value *val;
+	struct drop_slot *slot;
+	const __u64 *w = (const __u64 *)&key;
+	__u32 idx;
 
+	_Static_assert(sizeof(struct drop_key) == 32, "slot_index() and the compare below read 4 words");
 	key.reason = reason;
 	read_location(skb, &key);
 	read_protocols(skb, &key.l3_proto, &key.l4_proto);
+
+	idx = bpf_get_smp_processor_id() * DROP_SLOTS_PER_CPU + slot_index(w);
+	slot = bpf_map_lookup_elem(&drop_slots, &idx);
+	if (slot && slot->state == SLOT_CLAIMED) {
+		const __u64 *s = (const __u64 *)&slot->key;
+
+		if (s[0] == w[0] && s[1] == w[1] && s[2] == w[2] && s[3] == w[3]) {
+			/* Only this CPU writes its slots: no atomics needed. */
+			slot->packets += 1;
+			slot->bytes += skb->len;
+			return;
+		}
+	}
 
 	val = bpf_map_lookup_elem(&drop_counts, &key);
 	if (!val) {
@@ -51,6 +98,14 @@ static __always_inline void count_drop(struct sk_buff *skb, __u32 reason)
 	/* Per-CPU value: no other CPU writes it, no atomics needed. */
 	val->packets += 1;
 	val->bytes += skb->len;
+	if (slot && slot->state == SLOT_FREE) {
+		/* Key first, state last.  A reader racing this sees zero counts,
+		 * and skips a half-written key: it is in no drop_counts read. */
+		__builtin_memcpy(&slot->key, &key, sizeof(key));
+		slot->packets = 0;
+		slot->bytes = 0;
+		slot->state = SLOT_CLAIMED;
+	}
 }
 
 #endif /* PKTPATH_DROPS_H */

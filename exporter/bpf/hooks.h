@@ -132,7 +132,7 @@ static __always_inline void hook_nft_entry(void *pkt_ptr)
 	st = this_cpu_state();
 	if (!st)
 		return;
-	t = bpf_map_lookup_elem(&tracked, &key);
+	t = track_lookup(key);
 	st->nft_path = t ? t->path_id : 0;
 }
 

@@ -15,6 +15,19 @@ struct {
 	__type(value, struct drop_value);
 } drop_counts SEC(".maps");
 
+/* The drops' fast path (drops.h).  A plain array with one block of
+ * DROP_SLOTS_PER_CPU entries per CPU rather than a per-CPU array: userspace
+ * must be able to retire one CPU's slot without writing the other CPUs'
+ * copies, and reads it through mmap, without a syscall.  max_entries:
+ * loader (DROP_SLOTS_PER_CPU x possible CPUs). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, DROP_SLOTS_PER_CPU);
+	__type(key, __u32);
+	__type(value, struct drop_slot);
+} drop_slots SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, STAT__MAX);
@@ -22,15 +35,34 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
-/* Packets being followed, by skb pointer.  LRU: a packet freed without a
- * tracepoint (a UDP datagram after recvmsg, a TCP segment merged into
- * another) is never untracked, so the oldest entries must make room. */
+/* Packets being followed, by skb pointer.  A plain hash, not an LRU: every
+ * entry that leaves it is accounted for (path_gate), which an LRU's silent
+ * evictions would break.  A packet freed where no hop sees it (a pure TCP ACK)
+ * is found at its pointer's next use, or reaped by userspace
+ * (exporter/paths/tracking.py).  max_entries: loader (sampling.max_tracked). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
 	__type(key, __u64);
 	__type(value, struct track);
 } tracked SEC(".maps");
+
+/* Host-wide path budgets (paths.h: budget_take), one window per enum budget_slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BUDGET__MAX);
+	__type(key, __u32);
+	__type(value, struct budget_window);
+} path_budget SEC(".maps");
+
+/* How many entries `tracked` holds, so that the hops of the many packets not
+ * followed skip the hash lookup while it is empty (paths.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GATE__MAX);
+	__type(key, __u32);
+	__type(value, __s64);
+} path_gate SEC(".maps");
 
 /* Hop events to userspace.  max_entries (bytes): loader. */
 struct {
@@ -99,18 +131,15 @@ struct {
 	__type(value, struct stash);
 } kstash SEC(".maps");
 
-/* Per-CPU scratch: path id sequence, the new-path budget window, and the
- * packet this CPU is processing (fib_table_lookup has no skb argument). */
+/* Per-CPU scratch: path id sequence and the packet this CPU is processing
+ * (fib_table_lookup has no skb argument). */
 struct cpu_state {
 	__u64 seq;
-	__u64 window_start;
 	__u64 cur_skb;
 	__u64 cur_path;
 	__u64 cur_ts;
 	__u32 cur_saddr;
 	__u32 cur_daddr;
-	__u32 window_count;
-	__u32 _pad;
 	__u64 nft_path; /* path of the packet nft_do_chain is evaluating (see hooks.h) */
 };
 
@@ -127,6 +156,9 @@ struct {
 struct hop_event *abi_hop_event __attribute__((unused));
 enum hop_id abi_hop_id __attribute__((unused));
 enum pktpath_stat abi_stat __attribute__((unused));
+enum drop_slot_state abi_drop_slot_state __attribute__((unused));
+enum path_gate_slot abi_path_gate_slot __attribute__((unused));
+enum budget_slot abi_budget_slot __attribute__((unused));
 
 static __always_inline void stat_inc(enum pktpath_stat slot)
 {

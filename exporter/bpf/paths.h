@@ -5,9 +5,10 @@
  * The decision is taken at the first hop that sees a packet (receive, or
  * queueing for transmit when it was made on this host): the 1-in-N sample
  * first, as a hash of the packet's identity (packet.h: sample_hash), then
- * the filter, then the per-CPU budget.  A chosen
- * packet enters `tracked` under its skb pointer; every later hop is one hash
- * lookup.  Terminal hops remove it.
+ * the filter, then the budget.  A chosen packet enters `tracked` under its
+ * skb pointer; every later hop is one hash lookup, and none at all while
+ * nothing is tracked (tracking_anything), which at 1 in 1000 is most of the
+ * time.  Terminal hops remove it.
  *
  * Drop capture: a drop of a packet nobody was following can still be kept as
  * a one-hop path (header, device, reason), 1 in drop_one_in, so drops are
@@ -31,6 +32,69 @@ static __always_inline struct path_config *paths_config(void)
 	struct path_config *cfg = bpf_map_lookup_elem(&path_config, &zero);
 
 	return cfg && cfg->enabled ? cfg : 0;
+}
+
+/*
+ * Is any packet being followed?  Inserts and the kernel's deletes move
+ * GATE_LIVE atomically; userspace's reaper adds what it deletes to
+ * GATE_REAPED.  Their difference is the number of entries in `tracked`, so
+ * while it is zero a hop knows without a hash lookup that its packet is not
+ * followed.  Two array reads (inlined by the verifier) replace a jhash and a
+ * bucket walk on every packet.
+ */
+static __always_inline int tracking_anything(void)
+{
+	__u32 live_slot = GATE_LIVE, reaped_slot = GATE_REAPED;
+	__s64 *live = bpf_map_lookup_elem(&path_gate, &live_slot);
+	__s64 *reaped = bpf_map_lookup_elem(&path_gate, &reaped_slot);
+
+	return !live || !reaped || *live - *reaped > 0;
+}
+
+static __always_inline struct track *track_lookup(__u64 key)
+{
+	if (!tracking_anything())
+		return 0;
+	return bpf_map_lookup_elem(&tracked, &key);
+}
+
+static __always_inline void gate_add(__s64 n)
+{
+	__u32 live_slot = GATE_LIVE;
+	__s64 *live = bpf_map_lookup_elem(&path_gate, &live_slot);
+
+	if (live)
+		__sync_fetch_and_add(live, n);
+}
+
+/* 0, or -1 when the map is full.  An entry already there (a pointer freed
+ * silently, met again before a hop looked) is replaced in place: the gate's
+ * count does not change; the stats see one packet leave and one enter. */
+static __always_inline int track_insert(__u64 key, struct track *t)
+{
+	struct track *old;
+
+	if (bpf_map_update_elem(&tracked, &key, t, BPF_NOEXIST) == 0) {
+		gate_add(1);
+		stat_inc(STAT_TRACK_INSERT);
+		return 0;
+	}
+	old = bpf_map_lookup_elem(&tracked, &key);
+	if (!old)
+		return -1;
+	__builtin_memcpy(old, t, sizeof(*t));
+	stat_inc(STAT_TRACK_STALE);
+	stat_inc(STAT_TRACK_INSERT);
+	return 0;
+}
+
+/* Only the delete that succeeds moves the gate: a hop and the reaper may race. */
+static __always_inline int track_delete(__u64 key)
+{
+	if (bpf_map_delete_elem(&tracked, &key))
+		return -1;
+	gate_add(-1);
+	return 0;
 }
 
 static __always_inline struct cpu_state *this_cpu_state(void)
@@ -83,18 +147,31 @@ static __always_inline int filter_match(struct path_config *cfg, struct pkt_head
 	return 1;
 }
 
-/* At most budget_per_cpu new paths per second on this CPU (0: unlimited). */
-static __always_inline int budget_take(struct path_config *cfg, struct cpu_state *st, __u64 now)
+/*
+ * At most `limit` new paths per window on the whole host (0: unlimited).
+ * Only packets the sample or drop capture chose get here, so the shared
+ * counter is touched rarely.  It is approximate by design: two CPUs starting
+ * a window, or passing the test together, can let a few more through (at
+ * most one per CPU), which keeps it to plain atomic adds every supported
+ * kernel has, and it never lets fewer through.
+ */
+static __always_inline int budget_take(__u32 slot, __u32 limit, __u64 now)
 {
-	if (!cfg->budget_per_cpu)
+	struct budget_window *b;
+	__u64 window = now >> BUDGET_WINDOW_SHIFT;
+
+	if (!limit)
 		return 1;
-	if (now - st->window_start >= NSEC_PER_SEC) {
-		st->window_start = now;
-		st->window_count = 0;
-	}
-	if (st->window_count >= cfg->budget_per_cpu)
+	b = bpf_map_lookup_elem(&path_budget, &slot);
+	if (!b)
 		return 0;
-	st->window_count++;
+	if (b->window != window) {
+		b->window = window;
+		b->used = 0;
+	}
+	if (b->used >= limit)
+		return 0;
+	__sync_fetch_and_add(&b->used, 1);
 	return 1;
 }
 
@@ -128,8 +205,9 @@ static __always_inline struct hop_event *event_start(__u32 hop, __u64 path_id, s
 	return ev;
 }
 
-/* A new path: filter, budget, then track (unless terminal).  `h` is already read. */
-static __always_inline void path_start(struct path_config *cfg, struct sk_buff *skb, struct pkt_header *h,
+/* A new path: filter, budget, then track (unless terminal).  `h` is already
+ * read.  Returns the new path's id, 0 if none was started. */
+static __always_inline __u64 path_start(struct path_config *cfg, struct sk_buff *skb, struct pkt_header *h,
 				       __u64 ident, __u32 hop, struct net_device *dev, __u8 by, __u32 reason,
 				       __u64 location)
 {
@@ -140,37 +218,39 @@ static __always_inline void path_start(struct path_config *cfg, struct sk_buff *
 
 	read_ifname(dev, ifname);
 	if (!filter_match(cfg, h, ifname))
-		return;
+		return 0;
 	st = this_cpu_state();
 	if (!st)
-		return;
+		return 0;
 	now = bpf_ktime_get_ns();
-	if (!budget_take(cfg, st, now)) {
+	if (!(by & EV_BY_DROP ? budget_take(BUDGET_DROP, cfg->max_drop_paths, now)
+			      : budget_take(BUDGET_RATE, cfg->max_paths, now))) {
 		stat_inc(STAT_PATH_BUDGET);
-		return;
+		return 0;
 	}
 	path_id = ((__u64)bpf_get_smp_processor_id() << 48) | ++st->seq;
 	if (hop != HOP_DROP) {
-		struct track t = { .path_id = path_id, .ident = ident, .flags = by };
+		struct track t = { .path_id = path_id, .ident = ident, .born_ns = now, .flags = by };
 
-		if (bpf_map_update_elem(&tracked, &key, &t, BPF_ANY)) {
+		if (track_insert(key, &t)) {
 			stat_inc(STAT_TRACK_FULL);
-			return;
+			return 0;
 		}
-		stat_inc(STAT_TRACK_INSERT);
 	}
 	stat_inc(by & EV_BY_DROP ? STAT_SAMPLED_DROP : STAT_SAMPLED_RATE);
 	ev = event_start(hop, path_id, skb, dev);
 	if (!ev)
-		return;
+		return path_id;
 	ev->flags = EV_HEADER | by;
 	ev->reason = reason;
 	ev->location = location;
 	__builtin_memcpy(&ev->hdr, h, sizeof(*h));
 	bpf_ringbuf_submit(ev, 0);
+	return path_id;
 }
 
-/* The fib tracepoint has no skb: remember which tracked packet this CPU is on. */
+/* The fib tracepoint has no skb: remember which followed packet this CPU is
+ * on.  For the many packets not followed, one store. */
 static __always_inline void fib_context_set(struct sk_buff *skb, __u64 path_id)
 {
 	struct cpu_state *st = this_cpu_state();
@@ -178,12 +258,14 @@ static __always_inline void fib_context_set(struct sk_buff *skb, __u64 path_id)
 
 	if (!st)
 		return;
-	st->cur_skb = (__u64)skb;
 	st->cur_path = path_id;
+	if (!path_id)
+		return;
+	st->cur_skb = (__u64)skb;
 	st->cur_ts = bpf_ktime_get_ns();
 	st->cur_saddr = st->cur_daddr = 0;
 	nh = network_header(skb);
-	if (path_id && nh && bpf_ntohs(skb->protocol) == ETH_P_IP) {
+	if (nh && bpf_ntohs(skb->protocol) == ETH_P_IP) {
 		struct iphdr ip = {};
 
 		load_iphdr(nh, &ip);
@@ -198,7 +280,7 @@ static __always_inline void fib_context_end(struct sk_buff *skb)
 {
 	struct cpu_state *st = this_cpu_state();
 
-	if (st && st->cur_skb == (__u64)skb)
+	if (st && st->cur_path && st->cur_skb == (__u64)skb)
 		st->cur_path = 0;
 }
 
@@ -210,38 +292,40 @@ static __always_inline void path_entry_hop(struct sk_buff *skb, __u32 hop, struc
 {
 	struct path_config *cfg = paths_config();
 	struct pkt_header h = {};
-	__u64 key = (__u64)skb, ident;
+	__u64 key = (__u64)skb, path_id = 0;
 	struct track *t;
 	struct hop_event *ev;
-	int is_ip;
+	int hdr = 1; /* read_header(): 0 an IP packet, -1 not one, 1 not read yet */
 
 	if (!cfg)
 		return;
-	t = bpf_map_lookup_elem(&tracked, &key);
-	if (!t && !cfg->one_in) {
-		if (hop == HOP_NETIF_RECEIVE)
-			fib_context_set(skb, 0);
-		return;
+	t = track_lookup(key);
+	if (t) {
+		hdr = read_header(skb, &h);
+		if (hdr || packet_ident(&h) != t->ident) {
+			if (track_delete(key) == 0)
+				stat_inc(STAT_TRACK_STALE);
+			t = 0;
+		} else {
+			path_id = t->path_id;
+		}
 	}
-	is_ip = read_header(skb, &h) == 0;
-	ident = packet_ident(&h);
-	if (t && (!is_ip || ident != t->ident)) {
-		bpf_map_delete_elem(&tracked, &key);
-		stat_inc(STAT_TRACK_STALE);
-		t = 0;
+	if (!t && cfg->sample_below) {
+		/* Not followed: the 1-in-N sample decides, on the header read once. */
+		if (hdr == 1)
+			hdr = read_header(skb, &h);
+		if (hdr == 0 && (sample_hash(&h) >> 32) < cfg->sample_below)
+			path_id = path_start(cfg, skb, &h, packet_ident(&h), hop, dev, 0, 0, 0);
 	}
 	if (hop == HOP_NETIF_RECEIVE)
-		fib_context_set(skb, t ? t->path_id : 0);
+		fib_context_set(skb, path_id);
 	else
 		fib_context_end(skb);
 	if (t) {
 		ev = event_start(hop, t->path_id, skb, dev);
 		if (ev)
 			bpf_ringbuf_submit(ev, 0);
-		return;
 	}
-	if (is_ip && cfg->one_in && sample_hash(&h) % cfg->one_in == 0)
-		path_start(cfg, skb, &h, ident, hop, dev, 0, 0, 0);
 }
 
 /*
@@ -252,12 +336,11 @@ static __always_inline void path_entry_hop(struct sk_buff *skb, __u32 hop, struc
  */
 static __always_inline struct hop_event *path_event(void *skb, int readable, __u32 hop, struct net_device *dev)
 {
-	__u64 key = (__u64)skb;
 	struct track *t;
 
 	if (!paths_config())
 		return 0;
-	t = bpf_map_lookup_elem(&tracked, &key);
+	t = track_lookup((__u64)skb);
 	if (!t)
 		return 0;
 	return event_start(hop, t->path_id, readable ? (struct sk_buff *)skb : 0, dev);
@@ -273,7 +356,7 @@ static __always_inline void path_hop(struct sk_buff *skb, int readable, __u32 ho
 
 	if (!paths_config())
 		return;
-	t = bpf_map_lookup_elem(&tracked, &key); /* one lookup for the many packets not followed */
+	t = track_lookup(key); /* nothing at all for the many packets not followed */
 	if (!t)
 		return;
 	ev = event_start(hop, t->path_id, readable ? skb : 0, dev);
@@ -283,8 +366,7 @@ static __always_inline void path_hop(struct sk_buff *skb, int readable, __u32 ho
 		ev->location = location;
 		bpf_ringbuf_submit(ev, 0);
 	}
-	if (untrack) {
-		bpf_map_delete_elem(&tracked, &key);
+	if (untrack && track_delete(key) == 0) {
 		stat_inc(STAT_TRACK_DELETE);
 		fib_context_end(skb);
 	}
@@ -293,16 +375,15 @@ static __always_inline void path_hop(struct sk_buff *skb, int readable, __u32 ho
 static __always_inline void path_drop(struct sk_buff *skb, __u32 reason, __u64 location)
 {
 	struct path_config *cfg = paths_config();
-	__u64 key = (__u64)skb;
 
 	if (!cfg)
 		return;
-	if (bpf_map_lookup_elem(&tracked, &key)) {
+	if (track_lookup((__u64)skb)) {
 		path_hop(skb, 1, HOP_DROP, skb->dev, 0, reason, location, 1);
 		return;
 	}
 	/* A drop is seen once, so a random draw is fine here. */
-	if (cfg->drop_one_in && bpf_get_prandom_u32() % cfg->drop_one_in == 0) {
+	if (bpf_get_prandom_u32() < cfg->drop_sample_below) {
 		struct pkt_header h = {};
 
 		if (read_header(skb, &h) == 0)

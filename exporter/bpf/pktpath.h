@@ -29,6 +29,27 @@ struct drop_value {
 };
 
 /*
+ * The drop_slots array: a per-CPU, direct-mapped cache in front of
+ * drop_counts (drops.h says why).  Entry cpu * DROP_SLOTS_PER_CPU + i.
+ */
+#define DROP_SLOTS_PER_CPU 256 /* power of two */
+#define DROP_SLOT_BITS 8       /* log2(DROP_SLOTS_PER_CPU) */
+
+enum drop_slot_state {
+	SLOT_FREE = 0,     /* the kernel may claim it */
+	SLOT_CLAIMED = 1,  /* key is set; the kernel counts into it */
+	SLOT_RETIRED = 2,  /* userspace is clearing it: the kernel neither counts nor claims */
+};
+
+struct drop_slot {
+	struct drop_key key;
+	__u64 packets;
+	__u64 bytes;
+	__u32 state;      /* enum drop_slot_state */
+	__u32 _pad[3];    /* 64 bytes: one cache line, never shared by two CPUs' slots */
+};
+
+/*
  * Slots of the per-CPU `stats` array: events the kernel side could not
  * record the normal way.  Each one becomes a counter, so no loss is silent.
  */
@@ -154,13 +175,35 @@ struct port_range {
 
 struct path_config {
 	__u32 enabled;        /* follow packets at all */
-	__u32 one_in;         /* 1-in-N sample at the first hop; 0: none */
+	__u32 one_in;         /* 1-in-N sample at the first hop; 0: none (as configured: see sample_below) */
 	__u32 drop_one_in;    /* 1-in-N of untracked drops become one-hop paths; 0: off */
-	__u32 budget_per_cpu; /* new paths per second per CPU; 0: unlimited */
+	__u32 max_paths;      /* new sampled paths per budget window, host-wide; 0: unlimited */
 	__u32 filter_flags;   /* FILTER_* */
 	__u32 n_port_ranges;
 	struct port_range ports[MAX_PORT_RANGES];
 	__u8 protocols[32];   /* bitmap of IP protocol numbers */
+	/* The 1-in-N tests as compares, not divisions (a 64-bit div costs ~25 ns
+	 * on every packet): chosen when the top 32 bits of the sample hash, or a
+	 * random u32 for drops, are below 2^32 / N.  0: never; 2^32: always. */
+	__u64 sample_below;
+	__u64 drop_sample_below;
+	__u32 max_drop_paths; /* new drop-captured paths per budget window, host-wide; 0: unlimited */
+	__u32 _pad;
+};
+
+/* Budget windows are 2^30 ns (1.07 s): a shift, not a division.  Slots of
+ * the `path_budget` array: sampled paths and drop captures draw from
+ * separate budgets, so neither can starve the other. */
+#define BUDGET_WINDOW_SHIFT 30
+enum budget_slot {
+	BUDGET_RATE = 0,
+	BUDGET_DROP = 1,
+	BUDGET__MAX,
+};
+
+struct budget_window {
+	__u64 window; /* bpf_ktime_get_ns() >> BUDGET_WINDOW_SHIFT */
+	__u64 used;   /* paths started in it */
 };
 
 /* LPM trie key for filter_src/filter_dst: IPv4 as ::ffff:a.b.c.d, prefix + 96. */
@@ -169,12 +212,20 @@ struct lpm_key {
 	__u8 addr[16];
 };
 
-/* Value of the `tracked` LRU map, keyed by skb pointer. */
+/* Value of the `tracked` hash, keyed by skb pointer. */
 struct track {
 	__u64 path_id;
 	__u64 ident;    /* packet_ident(): tells a reused skb pointer from its old packet */
+	__u64 born_ns;  /* bpf_ktime_get_ns() at insert: userspace reaps entries no hop ended */
 	__u8 flags;     /* EV_BY_DROP */
 	__u8 _pad[7];
+};
+
+/* Slots of the `path_gate` array (paths.h: tracking_anything). */
+enum path_gate_slot {
+	GATE_LIVE = 0,   /* s64: inserts minus the kernel's deletes (atomic adds) */
+	GATE_REAPED = 1, /* u64: entries userspace deleted; written by userspace only */
+	GATE__MAX,
 };
 
 #endif /* PKTPATH_H */

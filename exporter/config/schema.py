@@ -70,6 +70,7 @@ class SamplingConfig:
     one_in: int = 1000
     drop_one_in: int = 1
     max_paths_per_second: int = 1000
+    max_drop_paths_per_second: int = 100
     max_tracked: int = 8192
     ring_buffer_kb: int = 1024
 
@@ -539,10 +540,14 @@ SECTIONS: tuple[Section, ...] = (
             Key("drop_one_in", _INT, 1, "Also keep 1 in N dropped packets nobody was following, as a one-hop "
                 "path (0 = off). Costs nothing for packets that are not dropped.",
                 check=_int_range(0, MAX_ONE_IN)),
-            Key("max_paths_per_second", _INT, 1000, "Budget of new paths per second, enforced in the kernel "
-                "(split evenly over CPUs; 0 = unlimited). Keeps the agent's CPU bounded whatever the traffic.",
-                check=_int_range(0, 10_000_000)),
-            Key("max_tracked", _INT, 8192, "Packets followed at once (kernel LRU map, 64..1048576).",
+            Key("max_paths_per_second", _INT, 1000, "Budget of new sampled paths per second for the whole "
+                "host, enforced in the kernel (0 = unlimited). Keeps the agent's CPU bounded whatever the "
+                "traffic.", check=_int_range(0, 10_000_000)),
+            Key("max_drop_paths_per_second", _INT, 100, "Budget of new drop-captured paths per second for "
+                "the whole host, separate from the one above so that neither a drop storm nor heavy sampled "
+                "traffic starves the other (0 = unlimited).", check=_int_range(0, 10_000_000)),
+            Key("max_tracked", _INT, 8192, "Packets followed at once (size of the kernel's map of tracked packets, "
+                "64..1048576); a packet refused because it is full counts in pktpath_tracking_lost_total.",
                 check=_int_range(64, 1048576)),
             Key("ring_buffer_kb", _INT, 1024, "Size of the kernel-to-agent event ring, KiB (power of two, "
                 "4..262144). A full ring loses events, counted in pktpath_events_lost_total.",

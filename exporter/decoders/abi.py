@@ -31,6 +31,15 @@ class DropValue(ctypes.Structure):
     _fields_ = [("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64)]
 
 
+class DropSlot(ctypes.Structure):
+    _fields_ = [("key", DropKey), ("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64),
+                ("state", ctypes.c_uint32), ("_pad", ctypes.c_uint32 * 3)]
+
+
+# enum drop_slot_state
+SLOT_STATES = {"SLOT_FREE": 0, "SLOT_CLAIMED": 1, "SLOT_RETIRED": 2}
+
+
 class PktHeader(ctypes.Structure):
     _fields_ = [
         ("extra", ctypes.c_uint64),
@@ -101,12 +110,31 @@ class PathConfig(ctypes.Structure):
         ("enabled", ctypes.c_uint32),
         ("one_in", ctypes.c_uint32),
         ("drop_one_in", ctypes.c_uint32),
-        ("budget_per_cpu", ctypes.c_uint32),
+        ("max_paths", ctypes.c_uint32),
         ("filter_flags", ctypes.c_uint32),
         ("n_port_ranges", ctypes.c_uint32),
         ("ports", PortRange * MAX_PORT_RANGES),
         ("protocols", ctypes.c_uint8 * 32),
+        ("sample_below", ctypes.c_uint64),
+        ("drop_sample_below", ctypes.c_uint64),
+        ("max_drop_paths", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
     ]
+
+
+# Budget windows are 2**BUDGET_WINDOW_SHIFT ns (pktpath.h).
+BUDGET_WINDOW_SHIFT = 30
+
+
+class Track(ctypes.Structure):
+    """Value of the `tracked` hash (key: the skb pointer, u64)."""
+
+    _fields_ = [("path_id", ctypes.c_uint64), ("ident", ctypes.c_uint64), ("born_ns", ctypes.c_uint64),
+                ("flags", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 7)]
+
+
+# enum path_gate_slot
+GATE_SLOTS = {"GATE_LIVE": 0, "GATE_REAPED": 1, "GATE__MAX": 2}
 
 
 class LpmKey(ctypes.Structure):
@@ -154,11 +182,11 @@ HOP_IDS = {
     "HOP_IP_OUTPUT": 15,
 }
 
-MIRRORS: tuple[type[ctypes.Structure], ...] = (DropKey, DropValue, PktHeader, HopEventRaw, PathConfig, LpmKey,
-                                               NfVerdictKey, RpFilterKey)
-_C_NAMES = {DropKey: "drop_key", DropValue: "drop_value", PktHeader: "pkt_header", HopEventRaw: "hop_event",
-            PathConfig: "path_config", LpmKey: "lpm_key", NfVerdictKey: "nf_verdict_key",
-            RpFilterKey: "rp_filter_key"}
+MIRRORS: tuple[type[ctypes.Structure], ...] = (DropKey, DropValue, DropSlot, PktHeader, HopEventRaw, PathConfig,
+                                               Track, LpmKey, NfVerdictKey, RpFilterKey)
+_C_NAMES = {DropKey: "drop_key", DropValue: "drop_value", DropSlot: "drop_slot", PktHeader: "pkt_header",
+            HopEventRaw: "hop_event", PathConfig: "path_config", Track: "track", LpmKey: "lpm_key",
+            NfVerdictKey: "nf_verdict_key", RpFilterKey: "rp_filter_key"}
 
 
 class _StructSource(Protocol):
@@ -187,6 +215,12 @@ def check_against(btf: _StructSource) -> None:
     expected = {name: i for i, name in enumerate(STATS)} | {"STAT__MAX": STAT_SLOTS}
     if stats != expected:
         raise KernelError(f"ABI mismatch: enum pktpath_stat {stats} != abi.py STATS {expected}")
+    slot_states = dict(btf.enum("drop_slot_state") or [])
+    if slot_states != SLOT_STATES:
+        raise KernelError(f"ABI mismatch: enum drop_slot_state {slot_states} != abi.py SLOT_STATES {SLOT_STATES}")
+    gate = dict(btf.enum("path_gate_slot") or [])
+    if gate != GATE_SLOTS:
+        raise KernelError(f"ABI mismatch: enum path_gate_slot {gate} != abi.py GATE_SLOTS {GATE_SLOTS}")
     hops = dict(btf.enum("hop_id") or [])
     if hops != HOP_IDS:
         raise KernelError(f"ABI mismatch: enum hop_id {hops} != abi.py HOP_IDS {HOP_IDS}")

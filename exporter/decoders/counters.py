@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import builtins
 import ctypes
+import struct
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from exporter.decoders.abi import STAT_SLOTS, DropKey, DropValue, NfVerdictKey, RpFilterKey
+from exporter.decoders.abi import SLOT_STATES, STAT_SLOTS, DropKey, DropSlot, DropValue, NfVerdictKey, RpFilterKey
 from exporter.loader.libbpf import Map, split_percpu
 
 
@@ -23,13 +26,22 @@ class DropCount:
     key: builtins.bytes = b""  # the raw kernel key, to delete the entry (e.g. a deleted pod's namespace)
 
 
-def read_drop_counts(drop_map: Map) -> list[DropCount]:
-    """One DropCount per kernel key; per-CPU values summed (each CPU only ever adds)."""
+def read_drop_counts(drop_map: Map, slots: Iterable[tuple[bytes, int, int]] = ()) -> list[DropCount]:
+    """One DropCount per drop_counts key: its per-CPU values summed (each CPU
+    only ever adds), plus the counts of the slots the key owns (drops.h).
+    `slots` must be read before drop_map: a slot is claimed only for a key
+    already in drop_counts, so every slot counted belongs to a key read here;
+    slots of keys not in drop_map (being forgotten, or half-written) are left out."""
+    in_slots: dict[bytes, list[int]] = {}
+    for kraw, packets, nbytes in slots:
+        acc = in_slots.setdefault(kraw, [0, 0])
+        acc[0] += packets
+        acc[1] += nbytes
     out = []
     vsize = ctypes.sizeof(DropValue)
     for kraw, vraw in drop_map.items():
         key = DropKey.from_buffer_copy(kraw)
-        packets = nbytes = 0
+        packets, nbytes = in_slots.get(kraw, (0, 0))
         for cpu_raw in split_percpu(vraw, vsize):
             v = DropValue.from_buffer_copy(cpu_raw)
             packets += v.packets
@@ -37,6 +49,57 @@ def read_drop_counts(drop_map: Map) -> list[DropCount]:
         out.append(DropCount(key.ifname.decode(errors="replace"), key.reason, key.ifindex, key.netns,
                              key.l3_proto, key.l4_proto, packets, nbytes, kraw))
     return out
+
+
+class DropSlots:
+    """The kernel's per-CPU drop cache (drop_slots, drops.h), shared through mmap.
+
+    Claimed slots only grow.  Retiring one (its key's series is being
+    deleted) takes two scrapes: RETIRED and zeroed now, so the kernel neither
+    counts into it nor claims it while the bytes change, then FREE at the next
+    scrape, long after any write that raced the retirement has landed.
+    """
+
+    _LAYOUT = struct.Struct("<32sQQI12x")
+    _STATE_OFFSET = DropSlot.state.offset
+
+    def __init__(self, slot_map: Map) -> None:
+        assert self._LAYOUT.size == ctypes.sizeof(DropSlot) == slot_map.value_size
+        self._mem = slot_map.mmap()
+        self._size = slot_map.max_entries * self._LAYOUT.size
+        self._retired: list[int] = []
+        self._lock = threading.Lock()  # two scrapes may run at once (threaded HTTP server)
+
+    def read(self) -> list[tuple[bytes, int, int]]:
+        """(raw key, packets, bytes) of every claimed slot; frees the slots retired last time."""
+        with self._lock:
+            for index in self._retired:
+                self._set_state(index, SLOT_STATES["SLOT_FREE"])
+            self._retired = []
+        claimed = SLOT_STATES["SLOT_CLAIMED"]
+        with memoryview(self._mem)[: self._size] as view:
+            return [(key, packets, nbytes) for key, packets, nbytes, state in self._LAYOUT.iter_unpack(view)
+                    if state == claimed]
+
+    def retire(self, keys: set[bytes]) -> int:
+        """Take back the slots owned by these keys; how many there were."""
+        size = self._LAYOUT.size
+        with memoryview(self._mem)[: self._size] as view:
+            owned = [i for i, (key, _p, _b, state) in enumerate(self._LAYOUT.iter_unpack(view))
+                     if state == SLOT_STATES["SLOT_CLAIMED"] and key in keys]
+        with self._lock:
+            for index in owned:
+                self._set_state(index, SLOT_STATES["SLOT_RETIRED"])
+                self._mem[index * size : index * size + self._STATE_OFFSET] = bytes(self._STATE_OFFSET)
+            self._retired.extend(owned)
+        return len(owned)
+
+    def _set_state(self, index: int, state: int) -> None:
+        at = index * self._LAYOUT.size + self._STATE_OFFSET
+        self._mem[at : at + 4] = state.to_bytes(4, "little")
+
+    def close(self) -> None:
+        self._mem.close()
 
 
 def read_stats(stats_map: Map) -> list[int]:

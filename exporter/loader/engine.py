@@ -70,6 +70,9 @@ class EngineOptions:
     mode: str = "auto"  # probes.mode
     exclude: dict[str, str] = field(default_factory=dict)  # hop name -> why it is left out
     map_sizes: dict[str, int] = field(default_factory=dict)  # map name -> max_entries
+    # Arrays indexed cpu * block + i (drop_slots: plain arrays so userspace can write
+    # one CPU's entry), compiled with one block: grown to one per possible CPU.
+    per_cpu_block_maps: tuple[str, ...] = ()
 
 
 @dataclass
@@ -212,6 +215,10 @@ class Engine:
             prog.set_autoload(prog.name not in disabled)
         for name, size in self.options.map_sizes.items():
             obj.map(name).set_max_entries(size)
+        for name in self.options.per_cpu_block_maps:
+            # Compiled with one CPU's block of entries; one block per possible CPU.
+            m = obj.map(name)
+            m.set_max_entries(m.max_entries * libbpf.num_possible_cpus())
         return obj, specs
 
     @staticmethod

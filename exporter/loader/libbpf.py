@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import mmap
 import os
 import threading
 from collections import deque
@@ -385,6 +386,17 @@ class Map:
                 return False
             raise LibbpfError(f"map {self.name}: delete", rc)
         return True
+
+    def mmap(self) -> mmap.mmap:
+        """The values of a BPF_F_MMAPABLE array, shared with the kernel: read and
+        written without a syscall.  Entries are value_size apart (a multiple of 8)."""
+        size = self.value_size * self.max_entries
+        page = mmap.PAGESIZE
+        try:
+            return mmap.mmap(self.fd, (size + page - 1) // page * page, mmap.MAP_SHARED,
+                             mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError as exc:
+            raise LibbpfError(f"map {self.name}: mmap", -(exc.errno or errno.EINVAL)) from exc
 
     def keys(self) -> list[bytes]:
         """Every key (get_next_key walk: works for LPM tries too, unlike batch lookup)."""

@@ -47,6 +47,7 @@ class KernelReadings:
     drops: list[DropCount]
     stats: list[int] = field(default_factory=lambda: [0] * abi.STAT_SLOTS)  # enum pktpath_stat slots
     tracked_live: int = 0  # entries in the tracked map now
+    tracked_reaped: int = 0  # entries userspace deleted because no hop ended them (exporter/paths/tracking.py)
     verdicts: VerdictCounts | None = None  # function hooks' counters (empty where none attached)
 
     def stat(self, name: str) -> int:
@@ -155,10 +156,9 @@ class PktpathCollector(Collector):
         f.started.add_metric(["drop"], r.stat("STAT_SAMPLED_DROP"))
         f.refused.add_metric(["budget"], r.stat("STAT_PATH_BUDGET"))
         f.tracked.add_metric([], r.tracked_live)
-        # An entry neither deleted at a terminal hop nor still present was
-        # pushed out by the LRU: a packet freed silently, or a table too small.
-        evicted = r.stat("STAT_TRACK_INSERT") - r.stat("STAT_TRACK_DELETE") - r.tracked_live
-        f.tracking_lost.add_metric(["lru_evicted"], max(evicted, 0))
+        # Entries no hop ended (the packet was freed where no hop sees it),
+        # deleted by the reaper in exporter/paths/tracking.py.
+        f.tracking_lost.add_metric(["expired"], r.tracked_reaped)
         f.tracking_lost.add_metric(["insert_failed"], r.stat("STAT_TRACK_FULL"))
         f.tracking_lost.add_metric(["stale_pointer"], r.stat("STAT_TRACK_STALE"))
 
@@ -221,8 +221,9 @@ class _Families:
             "packets (0: off).", labels=["sampled_by"])
         self.tracked = GaugeMetricFamily("pktpath_tracked_packets", "Packets being followed in the kernel now.")
         self.tracking_lost = CounterMetricFamily(
-            "pktpath_tracking_lost", "Followed packets whose tracking ended early: lru_evicted, "
-            "insert_failed, stale_pointer (an skb pointer reused by a new packet).", labels=["reason"])
+            "pktpath_tracking_lost", "Followed packets whose tracking ended early: expired (no hop "
+            "ended it within 250 ms: freed where no hop sees it), insert_failed (tracked map full), "
+            "stale_pointer (an skb pointer reused by a new packet).", labels=["reason"])
         self.nf_verdicts = CounterMetricFamily(
             "pktpath_netfilter_verdicts", "Netfilter chain verdicts (nft_do_chain), every packet: family, hook, "
             "table, verdict. Needs fentry or kprobes (absent on tracepoint-only kernels).",

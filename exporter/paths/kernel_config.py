@@ -33,6 +33,7 @@ class PathSettings:
     one_in: int  # 0: no rate sampling
     drop_one_in: int  # 0: no drop capture
     max_paths_per_second: int  # 0: unlimited
+    max_drop_paths_per_second: int = 100  # 0: unlimited
     src: tuple[Network, ...] = ()
     dst: tuple[Network, ...] = ()
     protocols: tuple[int, ...] = ()
@@ -52,7 +53,17 @@ def lpm_key(net: Network) -> bytes:
     return bytes(key)
 
 
-def build_config(s: PathSettings, ncpus: int) -> abi.PathConfig:
+def below(one_in: int) -> int:
+    """The kernel's 1-in-N test as a threshold on a uniform u32: 2^32 // N (0: never)."""
+    return (1 << 32) // one_in if one_in else 0
+
+
+def per_window(per_second: int) -> int:
+    """A per-second budget as paths per kernel budget window (2^30 ns), rounded up (0: unlimited)."""
+    return math.ceil(per_second * (1 << abi.BUDGET_WINDOW_SHIFT) / 1_000_000_000) if per_second else 0
+
+
+def build_config(s: PathSettings) -> abi.PathConfig:
     if len(s.ports) > abi.MAX_PORT_RANGES:
         raise ConfigError(f"filter.ports: at most {abi.MAX_PORT_RANGES} entries (ports or ranges), "
                           f"got {len(s.ports)}")
@@ -60,9 +71,10 @@ def build_config(s: PathSettings, ncpus: int) -> abi.PathConfig:
     cfg.enabled = int(s.enabled)
     cfg.one_in = s.one_in
     cfg.drop_one_in = s.drop_one_in
-    # The kernel keeps one budget window per CPU; split the host-wide budget
-    # evenly (rounded up, so a small budget on many CPUs is never zero).
-    cfg.budget_per_cpu = math.ceil(s.max_paths_per_second / ncpus) if s.max_paths_per_second else 0
+    cfg.sample_below = below(s.one_in)
+    cfg.drop_sample_below = below(s.drop_one_in)
+    cfg.max_paths = per_window(s.max_paths_per_second)
+    cfg.max_drop_paths = per_window(s.max_drop_paths_per_second)
     flags = 0
     if s.src:
         flags |= abi.FILTER_SRC
@@ -88,13 +100,12 @@ def _iface_key(name: str) -> bytes:
 
 
 class PathControl:
-    def __init__(self, map_of: Callable[[str], Map], ncpus: int) -> None:
+    def __init__(self, map_of: Callable[[str], Map]) -> None:
         self._map_of = map_of
-        self._ncpus = ncpus
         self.settings: PathSettings | None = None
 
     def apply(self, s: PathSettings) -> None:
-        cfg = build_config(s, self._ncpus)  # validates before touching the kernel
+        cfg = build_config(s)  # validates before touching the kernel
         self._sync_set(self._map_of("filter_src"), (lpm_key(n) for n in s.src))
         self._sync_set(self._map_of("filter_dst"), (lpm_key(n) for n in s.dst))
         self._sync_set(self._map_of("filter_ifaces"), (_iface_key(i) for i in s.interfaces))

@@ -17,6 +17,7 @@ from exporter.decoders.events import DecodeError, EventDecoder
 from exporter.loader.libbpf import Map, RingBuffer
 from exporter.paths.assembler import PathAssembler
 from exporter.paths.model import HopEvent, Path
+from exporter.paths.tracking import TrackedReaper
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,12 @@ POLL_MS = 100  # also the assembler's tick period: bounds how late an idle path 
 class PathPipeline:
     def __init__(self, ring: Map, decoder: EventDecoder, sinks: list[Callable[[Path], None]],
                  assembler_options: dict[str, Any] | None = None,
-                 on_first_hop: Callable[[HopEvent], None] | None = None) -> None:
+                 on_first_hop: Callable[[HopEvent], None] | None = None,
+                 reaper: TrackedReaper | None = None) -> None:
         self._decoder = decoder
         self._sinks = sinks
         self._on_first_hop = on_first_hop
+        self.reaper = reaper
         self.assembler = PathAssembler(self._deliver, **(assembler_options or {}))
         self.decode_errors = 0
         self.events = 0
@@ -61,6 +64,11 @@ class PathPipeline:
                 log.exception("ring buffer poll failed")
                 self._stop.wait(1.0)
             self.assembler.tick()
+            if self.reaper is not None:
+                try:
+                    self.reaper.tick()
+                except Exception:
+                    log.exception("reaping the tracked map failed")
         # Drain what the kernel already wrote, then hand every open path on.
         self._ring.poll(0)
         self.assembler.flush()

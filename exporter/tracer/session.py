@@ -28,6 +28,7 @@ from exporter.loader.host import Host
 from exporter.paths.kernel_config import PathControl, PathSettings
 from exporter.paths.model import HopEvent, Outcome, Path
 from exporter.paths.pipeline import PathPipeline
+from exporter.paths.tracking import TrackedReaper
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -90,7 +91,7 @@ class TraceSession:
 
             self.report = engine.start(verify=abi.check_against)
             self._engine = engine
-            self._control = PathControl(engine.map, libbpf.num_possible_cpus())
+            self._control = PathControl(engine.map)
             # Not closed: DropReasons reads module BTF against it lazily, on a first subsystem reason.
             btf = libbpf.Btf.parse(self.host.vmlinux_btf)
             reasons = DropReasons.from_btf(btf)
@@ -123,7 +124,7 @@ class TraceSession:
         return PathSettings(
             enabled=enabled, one_in=int(new_paths), drop_one_in=int(new_paths),
             # The kernel's budget bounds a flood; max_pkt is enforced exactly here.
-            max_paths_per_second=max(p.max_pkt * 4, 1000),
+            max_paths_per_second=max(p.max_pkt * 4, 1000), max_drop_paths_per_second=max(p.max_pkt * 4, 1000),
             src=(p.src,) if p.src is not None else (), dst=(p.dst,) if p.dst is not None else (),
         )
 
@@ -153,7 +154,9 @@ class TraceSession:
         self._ended.clear()
         self._pipeline = PathPipeline(self._engine.map("events"), self._decoder, [self._collect],
                                       assembler_options={"idle_timeout_ns": IDLE_NS},
-                                      on_first_hop=self._first_hop)
+                                      on_first_hop=self._first_hop,
+                                      reaper=TrackedReaper(self._engine.map("tracked"),
+                                                           self._engine.map("path_gate")))
         self._pipeline.start()
         self._control.apply(self.settings(enabled=True))
         self._supervisor = threading.Thread(target=self._supervise, name="pktpath-trace", daemon=True)

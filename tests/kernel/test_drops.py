@@ -8,11 +8,13 @@ count does not creep past N afterwards.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from tests.agent_process import AgentProcess
+from tests.agent_process import AgentProcess, program_ids_of
 from tests.kernel.lab import Lab
 
 N = 50
@@ -35,6 +37,53 @@ def test_iptables_drop_is_netfilter_drop(agent: AgentProcess, lab: Lab) -> None:
     bytes_seen = agent.value("pktpath_drop_bytes_total", reason="NETFILTER_DROP", interface=lab.if_server,
                              protocol="udp")
     assert bytes_seen == N * IP_UDP_LEN
+
+
+def agent_map(agent: AgentProcess, name: str) -> list[dict]:
+    """Every entry of one of the agent's maps, as bpftool dumps it (raw bytes and, with BTF, decoded)."""
+    def bpftool(*args: str) -> list[dict]:
+        return json.loads(subprocess.run(["bpftool", *args, "--json"], check=True, capture_output=True,
+                                         text=True).stdout)
+
+    mine = program_ids_of(agent.proc.pid)
+    map_ids = {m for p in bpftool("prog", "show") if p["id"] in mine for m in p.get("map_ids", [])}
+    (map_id,) = [m["id"] for m in bpftool("map", "show") if m["id"] in map_ids and m.get("name") == name]
+    return bpftool("map", "dump", "id", str(map_id))
+
+
+def slot_index(key: bytes) -> int:
+    """drops.h slot_index(), over the raw 32-byte drop_key."""
+    mask = (1 << 64) - 1
+    w = [int.from_bytes(key[i:i + 8], "little") for i in range(0, 32, 8)]
+    x = w[0] ^ w[1] ^ (w[2] * 0x9E3779B97F4A7C15 & mask) ^ (w[3] * 0xC2B2AE3D27D4EB4F & mask)
+    return (x * 0x9E3779B97F4A7C15 & mask) >> (64 - 8)
+
+
+def test_repeated_drops_are_counted_in_the_fast_path(tmp_path: Path, lab: Lab) -> None:
+    """drops.h: a key's first drop on a CPU goes to the hash and claims the key's
+    slot on that CPU; its later drops there count in the slot.  A slot another
+    key claimed first is not taken over: those drops stay in the hash.  Either
+    way the total is exact.  The sender is pinned to CPU 0, where veth hands
+    the packets to the receiving namespace, so every drop happens there."""
+    agent = AgentProcess.start(tmp_path)
+    try:
+        lab.exec(lab.server, "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7008", "-j", "DROP")
+        lab.send_udp(lab.client, lab.server_ip, 7008, N, PAYLOAD, cpu=0)
+        assert_exact(agent, N, "NETFILTER_DROP", lab.if_server)
+
+        (ours,) = [e for e in agent_map(agent, "drop_counts") if e["formatted"]["key"]["ifname"] == lab.if_server
+                   and e["formatted"]["key"]["l4_proto"] == 17]
+        key = bytes(int(b, 16) for b in ours["key"])
+        in_hash = sum(cpu["value"]["packets"] for cpu in ours["formatted"]["values"])
+        slot = next(e["formatted"]["value"] for e in agent_map(agent, "drop_slots")
+                    if e["formatted"]["key"] == slot_index(key))  # CPU 0's block comes first
+        assert slot["state"] == 1, "the key's slot on CPU 0 was never claimed"
+        if slot["key"]["ifname"] == lab.if_server:
+            assert (in_hash, slot["packets"], slot["bytes"]) == (1, N - 1, (N - 1) * IP_UDP_LEN)
+        else:  # another key (a warm-up ping's drop) got there first
+            assert in_hash == N
+    finally:
+        assert agent.stop() == 0
 
 
 def test_nftables_drop_is_netfilter_drop(agent: AgentProcess, lab: Lab) -> None:

@@ -135,6 +135,28 @@ def test_forwarded_and_delivered_packet_is_one_trace(path_agent: AgentProcess, r
     assert all(s.start_ns >= root.start_ns and s.end_ns <= root.end_ns for s in spans)
 
 
+def test_packets_freed_where_no_hop_sees_them_stop_being_tracked(path_agent: AgentProcess, lab: Lab) -> None:
+    """Delivered UDP datagrams are freed without a tracepoint (see above), so no hop
+    ends their tracking: each entry goes when its skb pointer comes back as another
+    packet (stale_pointer) or when the reaper finds it old (expired).  Either way
+    the kernel's count of followed packets -- the gate that lets every hop skip
+    the tracked-map lookup -- returns to zero, or every packet would pay it."""
+    def ended() -> float:
+        return sum(path_agent.value("pktpath_tracking_lost_total", reason=r) for r in ("expired", "stale_pointer"))
+
+    before = ended()
+    listener = udp_listener(lab, 7150, 20, cpu=0)
+    try:
+        lab.send_udp(lab.client, lab.server_ip, 7150, 20, cpu=0)
+        assert listener.stdout is not None and listener.stdout.readline().strip() == "done"
+    finally:
+        listener.kill()
+        listener.wait()
+    assert wait_until(lambda: path_agent.value("pktpath_tracked_packets") == 0, 5), path_agent.scrape_text()
+    assert ended() - before >= 1
+    assert wait_until(lambda: path_agent.value("pktpath_tracking_lost_total", reason="expired") >= 1, 5)
+
+
 def dropped_trace(receiver: OtlpReceiver, port: int) -> tuple[ReceivedSpan, list[ReceivedSpan]]:
     (_, spans), = traces_to(receiver, port).items()
     return spans[0], spans

@@ -64,10 +64,10 @@ def test_drops_by_reason_interface_protocol() -> None:
 
 def test_path_and_span_accounting() -> None:
     reg, _ = make(KernelReadings([], stats(track_insert=100, track_delete=60, track_full=1, track_stale=3,
-                                           sampled_rate=90, sampled_drop=12, path_budget=5), tracked_live=30))
+                                           sampled_rate=90, sampled_drop=12, path_budget=5), tracked_live=30,
+                                   tracked_reaped=10))
     v = reg.get_sample_value
-    # inserted 100, deleted at a terminal hop 60, still tracked 30: the LRU pushed out 10.
-    assert v("pktpath_tracking_lost_total", {"reason": "lru_evicted"}) == 10
+    assert v("pktpath_tracking_lost_total", {"reason": "expired"}) == 10
     assert v("pktpath_tracking_lost_total", {"reason": "insert_failed"}) == 1
     assert v("pktpath_tracking_lost_total", {"reason": "stale_pointer"}) == 3
     assert v("pktpath_tracked_packets") == 30
