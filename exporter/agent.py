@@ -43,8 +43,8 @@ DROP_HOP = "kfree_skb"
 # (Function hooks that also count verdicts -- nft_do_chain, fib_validate_source,
 # ip_route_input_noref -- are not among them: their counters are always on.)
 PATH_HOPS = ("netif_receive_skb", "net_dev_queue", "net_dev_xmit", "fib_table_lookup",
-             "skb_copy_datagram_iovec", "consume_skb", "ip_rcv", "ipv6_rcv", "ip_forward", "ip6_forward",
-             "ip_local_deliver", "ip_output", "ip6_output", "nf_hook_slow")
+             "skb_copy_datagram_iovec", "sk_data_ready", "consume_skb", "ip_rcv", "ipv6_rcv", "ip_forward",
+             "ip6_forward", "ip_local_deliver", "ip_output", "ip6_output", "nf_hook_slow")
 
 
 def engine_options(cfg: Config, paths: bool) -> EngineOptions:

@@ -40,11 +40,14 @@ struct net_device {
 };
 
 struct sock_common {
+	unsigned short skc_family;
+	__u16 skc_num; /* local port, host byte order */
 	possible_net_t skc_net;
 };
 
 struct sock {
 	struct sock_common __sk_common;
+	__u16 sk_protocol; /* a u16 since 5.6 (a bitfield before) */
 };
 
 struct dst_entry {

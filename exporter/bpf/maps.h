@@ -140,6 +140,9 @@ struct cpu_state {
 	__u64 cur_ts;
 	__u32 cur_saddr;
 	__u32 cur_daddr;
+	__u16 cur_dport; /* destination port (host order), to match the socket it is queued to */
+	__u8 cur_proto;
+	__u8 _pad[5];
 	__u64 nft_path; /* path of the packet nft_do_chain is evaluating (see hooks.h) */
 };
 

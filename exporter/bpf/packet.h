@@ -153,12 +153,17 @@ static __always_inline void read_protocols(struct sk_buff *skb, __u16 *l3, __u8 
 }
 
 /*
- * Full first-hop snapshot; 0 for an IP packet, -1 otherwise.  h->extra gets
+ * The first-hop snapshot; 0 for an IP packet, -1 otherwise.  h->extra gets
  * the bytes that tell apart packets with identical headers: the TCP sequence
  * number, the ICMP id/sequence, or the first 8 payload bytes of UDP
  * (unconnected UDP with DF sends every datagram with IP id 0).
+ *
+ * `full` is a constant at each call site.  0 fills only what sample_hash()
+ * and packet_ident() read -- the entry hops' read of every packet -- and the
+ * compiler drops the other loads; 1 adds the rest for the event of a packet
+ * that was chosen.
  */
-static __always_inline int read_header(struct sk_buff *skb, struct pkt_header *h)
+static __always_inline int read_packet(struct sk_buff *skb, struct pkt_header *h, const int full)
 {
 	unsigned char *nh = network_header(skb);
 	__u16 l3 = bpf_ntohs(skb->protocol);
@@ -174,10 +179,12 @@ static __always_inline int read_header(struct sk_buff *skb, struct pkt_header *h
 		__builtin_memcpy(h->saddr, &ip.saddr, 4);
 		__builtin_memcpy(h->daddr, &ip.daddr, 4);
 		h->protocol = ip.protocol;
-		h->tos = ip.tos;
-		h->ttl = ip.ttl;
-		h->ip_len = bpf_ntohs(ip.tot_len);
+		h->ip_len = bpf_ntohs(ip.tot_len); /* packet_ident() */
 		h->ip_id = bpf_ntohs(ip.id);
+		if (full) {
+			h->tos = ip.tos;
+			h->ttl = ip.ttl;
+		}
 		if (ip.frag_off & bpf_htons(IP_OFFSET_MASK))
 			return 0; /* a non-first fragment carries no L4 header */
 		l4 = nh + ip.ihl * 4;
@@ -189,9 +196,11 @@ static __always_inline int read_header(struct sk_buff *skb, struct pkt_header *h
 		__builtin_memcpy(h->saddr, &ip6.saddr, 16);
 		__builtin_memcpy(h->daddr, &ip6.daddr, 16);
 		h->protocol = ip6.nexthdr;
-		h->tos = (ip6.priority << 4) | (ip6.flow_lbl[0] >> 4);
-		h->ttl = ip6.hop_limit;
 		h->ip_len = bpf_ntohs(ip6.payload_len) + 40;
+		if (full) {
+			h->tos = (ip6.priority << 4) | (ip6.flow_lbl[0] >> 4);
+			h->ttl = ip6.hop_limit;
+		}
 		l4 = nh + 40;
 	} else {
 		return -1;
@@ -204,9 +213,11 @@ static __always_inline int read_header(struct sk_buff *skb, struct pkt_header *h
 		load_tcphdr(l4, &th);
 		h->sport = bpf_ntohs(th.source);
 		h->dport = bpf_ntohs(th.dest);
-		h->tcp_seq = bpf_ntohl(th.seq);
-		h->tcp_flags = ((__u8 *)&th)[13];
-		h->extra = h->tcp_seq;
+		h->extra = bpf_ntohl(th.seq);
+		if (full) {
+			h->tcp_seq = h->extra;
+			h->tcp_flags = ((__u8 *)&th)[13];
+		}
 		break;
 	}
 	case IPPROTO_UDP: {
@@ -228,13 +239,26 @@ static __always_inline int read_header(struct sk_buff *skb, struct pkt_header *h
 		struct icmphdr ic = {};
 
 		load_icmphdr(l4, &ic);
-		h->icmp_type = ic.type;
-		h->icmp_code = ic.code;
 		h->extra = ic.un.gateway; /* echo id and sequence */
+		if (full) {
+			h->icmp_type = ic.type;
+			h->icmp_code = ic.code;
+		}
 		break;
 	}
 	}
 	return 0;
+}
+
+static __always_inline int read_header(struct sk_buff *skb, struct pkt_header *h)
+{
+	return read_packet(skb, h, 1);
+}
+
+/* Only the packet's identity (sample_hash, packet_ident). */
+static __always_inline int read_identity(struct sk_buff *skb, struct pkt_header *h)
+{
+	return read_packet(skb, h, 0);
 }
 
 static __always_inline __u64 mix64(__u64 x)

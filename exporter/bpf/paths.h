@@ -254,7 +254,7 @@ static __always_inline __u64 path_start(struct path_config *cfg, struct sk_buff 
 static __always_inline void fib_context_set(struct sk_buff *skb, __u64 path_id)
 {
 	struct cpu_state *st = this_cpu_state();
-	unsigned char *nh;
+	struct pkt_header h = {};
 
 	if (!st)
 		return;
@@ -264,14 +264,16 @@ static __always_inline void fib_context_set(struct sk_buff *skb, __u64 path_id)
 	st->cur_skb = (__u64)skb;
 	st->cur_ts = bpf_ktime_get_ns();
 	st->cur_saddr = st->cur_daddr = 0;
-	nh = network_header(skb);
-	if (nh && bpf_ntohs(skb->protocol) == ETH_P_IP) {
-		struct iphdr ip = {};
-
-		load_iphdr(nh, &ip);
-		st->cur_saddr = ip.saddr;
-		st->cur_daddr = ip.daddr;
+	st->cur_dport = 0;
+	st->cur_proto = 0;
+	if (read_identity(skb, &h))
+		return;
+	if (h.family == 4) {
+		__builtin_memcpy(&st->cur_saddr, h.saddr, 4);
+		__builtin_memcpy(&st->cur_daddr, h.daddr, 4);
 	}
+	st->cur_dport = h.dport;
+	st->cur_proto = h.protocol;
 }
 
 /* The packet this CPU was on is leaving (queued for transmit) or gone: later
@@ -301,7 +303,7 @@ static __always_inline void path_entry_hop(struct sk_buff *skb, __u32 hop, struc
 		return;
 	t = track_lookup(key);
 	if (t) {
-		hdr = read_header(skb, &h);
+		hdr = read_identity(skb, &h);
 		if (hdr || packet_ident(&h) != t->ident) {
 			if (track_delete(key) == 0)
 				stat_inc(STAT_TRACK_STALE);
@@ -313,9 +315,13 @@ static __always_inline void path_entry_hop(struct sk_buff *skb, __u32 hop, struc
 	if (!t && cfg->sample_below) {
 		/* Not followed: the 1-in-N sample decides, on the header read once. */
 		if (hdr == 1)
-			hdr = read_header(skb, &h);
-		if (hdr == 0 && (sample_hash(&h) >> 32) < cfg->sample_below)
-			path_id = path_start(cfg, skb, &h, packet_ident(&h), hop, dev, 0, 0, 0);
+			hdr = read_identity(skb, &h);
+		if (hdr == 0 && (sample_hash(&h) >> 32) < cfg->sample_below) {
+			__u64 ident = packet_ident(&h);
+
+			read_header(skb, &h); /* chosen: now the whole snapshot, for its first event */
+			path_id = path_start(cfg, skb, &h, ident, hop, dev, 0, 0, 0);
+		}
 	}
 	if (hop == HOP_NETIF_RECEIVE)
 		fib_context_set(skb, path_id);
@@ -389,6 +395,39 @@ static __always_inline void path_drop(struct sk_buff *skb, __u32 reason, __u64 l
 		if (read_header(skb, &h) == 0)
 			path_start(cfg, skb, &h, 0, HOP_DROP, skb->dev, EV_BY_DROP, reason, location);
 	}
+}
+
+/*
+ * sk_data_ready: a socket was given data.  It has no skb either: the packet
+ * is the one this CPU received last, if that one is followed, recent, and its
+ * protocol and destination port are the socket's.  Queued to its socket, the
+ * packet has arrived: the path ends here (what follows, the reader's copy and
+ * the free, has no tracepoint for a linear UDP datagram anyway).
+ */
+static __always_inline void path_sock_queue(struct sock *sk)
+{
+	struct cpu_state *st = this_cpu_state();
+	struct hop_event *ev;
+	struct track *t;
+	__u64 key;
+
+	if (!st || !st->cur_path || !paths_config())
+		return; /* the common case: this CPU's last packet is not followed */
+	if (bpf_ktime_get_ns() - st->cur_ts > FIB_CORRELATION_NS || sk->__sk_common.skc_num != st->cur_dport ||
+	    sk->sk_protocol != st->cur_proto)
+		return;
+	key = st->cur_skb;
+	t = track_lookup(key);
+	if (!t || t->path_id != st->cur_path)
+		return;
+	ev = event_start(HOP_SOCK_QUEUE, t->path_id, 0, 0);
+	if (ev) {
+		ev->verdict = st->cur_dport;
+		bpf_ringbuf_submit(ev, 0);
+	}
+	if (track_delete(key) == 0)
+		stat_inc(STAT_TRACK_DELETE);
+	st->cur_path = 0;
 }
 
 static __always_inline void path_fib_lookup(__u32 table, struct flowi4 *flp, struct fib_nh_common *nhc, int err)

@@ -75,6 +75,13 @@ int BPF_PROG(skb_copy_datagram_iovec__tp_btf, struct sk_buff *skb)
 	return 0;
 }
 
+SEC("tp_btf/sk_data_ready")
+int BPF_PROG(sk_data_ready__tp_btf, struct sock *sk)
+{
+	path_sock_queue(sk);
+	return 0;
+}
+
 SEC("tp_btf/consume_skb")
 int BPF_PROG(consume_skb__tp_btf, struct sk_buff *skb)
 {

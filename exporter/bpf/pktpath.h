@@ -88,6 +88,7 @@ enum hop_id {
 	HOP_IP_FORWARD,        /* ip_forward / ip6_forward entry */
 	HOP_LOCAL_DELIVER,     /* ip_local_deliver entry */
 	HOP_IP_OUTPUT,         /* ip_output / ip6_output entry */
+	HOP_SOCK_QUEUE,        /* tp sock:sk_data_ready (6.13+): queued to a local socket */
 };
 
 /* First-hop snapshot of the headers.  Addresses are 16 bytes; IPv4 uses the

@@ -180,6 +180,7 @@ HOP_IDS = {
     "HOP_IP_FORWARD": 13,
     "HOP_LOCAL_DELIVER": 14,
     "HOP_IP_OUTPUT": 15,
+    "HOP_SOCK_QUEUE": 16,
 }
 
 MIRRORS: tuple[type[ctypes.Structure], ...] = (DropKey, DropValue, DropSlot, PktHeader, HopEventRaw, PathConfig,

@@ -20,6 +20,7 @@ _HOPS = {
     abi.HOP_IDS["HOP_DEV_QUEUE"]: Hop.DEV_QUEUE,
     abi.HOP_IDS["HOP_DEV_XMIT"]: Hop.DEV_XMIT,
     abi.HOP_IDS["HOP_DELIVER"]: Hop.DELIVER,
+    abi.HOP_IDS["HOP_SOCK_QUEUE"]: Hop.SOCK_QUEUE,
     abi.HOP_IDS["HOP_CONSUME"]: Hop.CONSUME,
     abi.HOP_IDS["HOP_DROP"]: Hop.DROP,
     abi.HOP_IDS["HOP_IP_RCV"]: Hop.IP_RCV,

@@ -60,7 +60,7 @@ def _outcome(hops: list[HopEvent]) -> tuple[Outcome, str | None]:
     for h in hops:
         if h.hop is Hop.DROP:
             return Outcome.DROPPED, h.reason
-    if any(h.hop is Hop.DELIVER for h in hops):
+    if any(h.hop in (Hop.DELIVER, Hop.SOCK_QUEUE) for h in hops):
         return Outcome.DELIVERED, None
     if hops:
         last = hops[-1].hop

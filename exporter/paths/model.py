@@ -15,7 +15,7 @@ class Outcome(StrEnum):
     """How a path ended."""
 
     DROPPED = "dropped"  # kfree_skb with a drop reason
-    DELIVERED = "delivered"  # copied to a local socket (skb_copy_datagram_iovec)
+    DELIVERED = "delivered"  # queued to a local socket (sk_data_ready) or copied to its reader
     CONSUMED = "consumed"  # freed as consumed (consume_skb): processed normally
     TRANSMITTED = "transmitted"  # last seen leaving a device (net_dev_xmit), nothing after it
     INCOMPLETE = "incomplete"  # idle timeout or eviction with no telling last hop
@@ -29,6 +29,7 @@ class Hop(StrEnum):
     DEV_QUEUE = "net_dev_queue"  # queued for transmit on a device
     DEV_XMIT = "net_dev_xmit"  # handed to the driver (verdict = driver return code)
     DELIVER = "skb_copy_datagram_iovec"  # payload copied to a socket reader
+    SOCK_QUEUE = "sk_data_ready"  # queued to a local socket (verdict = its port); attributed per CPU
     CONSUME = "consume_skb"  # freed normally
     DROP = "kfree_skb"  # freed as a drop (reason set)
     # Function hooks (fentry/kprobe), on kernels that allow them:
@@ -42,7 +43,7 @@ class Hop(StrEnum):
     IP_OUTPUT = "ip_output"
 
 
-TERMINAL_HOPS = frozenset({Hop.DROP, Hop.CONSUME})
+TERMINAL_HOPS = frozenset({Hop.DROP, Hop.CONSUME, Hop.SOCK_QUEUE})
 
 
 class SampledBy(StrEnum):

@@ -109,6 +109,8 @@ def hop_line(path: Path, index: int, symbol: Callable[[int], str],
         return f"transmitted by {ev.ifname or 'unknown'}, rc:{rc}"
     if ev.hop is Hop.DELIVER:
         return "delivered: payload copied to a local socket"
+    if ev.hop is Hop.SOCK_QUEUE:
+        return f"delivered: queued to a local socket (port {ev.verdict})"
     where = symbol(ev.location)
     at = f" at {where}" if where else ""
     if ev.hop is Hop.CONSUME:

@@ -271,6 +271,8 @@ def hop_span_name(hop: HopEvent) -> str:
         return f"fib lookup (table {table}, found)"
     if kind is Hop.DELIVER:
         return "deliver to socket"
+    if kind is Hop.SOCK_QUEUE:
+        return f"queued to socket (port {hop.verdict})"
     if kind is Hop.CONSUME:
         return "consume_skb"
     if kind is Hop.DROP:

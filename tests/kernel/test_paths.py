@@ -112,9 +112,9 @@ def test_forwarded_and_delivered_packet_is_one_trace(path_agent: AgentProcess, r
     assert root.attributes["source.address"] == lab.client_ip
     assert root.attributes["network.transport"] == "udp"
     # UDP hands a linear datagram to the reader with copy_linear_skb() and frees it with
-    # __consume_stateless_skb(): neither has a tracepoint, so on a tracepoint-only kernel
-    # the path ends by idle timeout at the server's receive and its local route lookup.
-    assert root.attributes["pktpath.outcome"] == "incomplete", " | ".join(hop_names(spans))
+    # __consume_stateless_skb(), neither with a tracepoint; sk_data_ready (6.13+) marks its
+    # arrival in the socket, attributed to the packet this CPU received last.
+    assert root.attributes["pktpath.outcome"] == "delivered", " | ".join(hop_names(spans))
     assert root.status_code != "ERROR"
     names = hop_names(spans)
     assert names == [
@@ -126,6 +126,7 @@ def test_forwarded_and_delivered_packet_is_one_trace(path_agent: AgentProcess, r
         f"net_dev_xmit({lab.if_router_server})",
         f"netif_receive_skb({lab.if_server})",
         f"fib lookup (table main, found -> {lab.if_server})",
+        "queued to socket (port 7101)",
     ]
     receive = next(s for s in spans if s.name == f"netif_receive_skb({lab.if_router_client})")
     assert receive.attributes["network.interface.name"] == lab.if_router_client
@@ -135,26 +136,36 @@ def test_forwarded_and_delivered_packet_is_one_trace(path_agent: AgentProcess, r
     assert all(s.start_ns >= root.start_ns and s.end_ns <= root.end_ns for s in spans)
 
 
-def test_packets_freed_where_no_hop_sees_them_stop_being_tracked(path_agent: AgentProcess, lab: Lab) -> None:
-    """Delivered UDP datagrams are freed without a tracepoint (see above), so no hop
-    ends their tracking: each entry goes when its skb pointer comes back as another
-    packet (stale_pointer) or when the reaper finds it old (expired).  Either way
-    the kernel's count of followed packets -- the gate that lets every hop skip
-    the tracked-map lookup -- returns to zero, or every packet would pay it."""
-    def ended() -> float:
-        return sum(path_agent.value("pktpath_tracking_lost_total", reason=r) for r in ("expired", "stale_pointer"))
-
-    before = ended()
-    listener = udp_listener(lab, 7150, 20, cpu=0)
+def test_packets_freed_where_no_hop_sees_them_stop_being_tracked(tmp_path: Path, receiver: OtlpReceiver,
+                                                                 lab: Lab) -> None:
+    """A TCP exchange, every packet followed.  Data segments end where they are
+    queued to the socket, but pure ACKs are freed where no hop sees them, so no hop
+    ends their tracking: each such entry goes when its skb pointer comes back as
+    another packet (stale_pointer) or when the reaper finds it old (expired).
+    Either way the kernel's count of followed packets -- the gate that lets every
+    hop skip the tracked-map lookup -- must return to zero, or every packet on the
+    host would pay that lookup."""
+    agent = AgentProcess.start(tmp_path, traces_yaml(receiver.grpc_endpoint, drop_one_in=0)
+                               + f"filter:\n  dst: [{lab.server_ip}/32, {lab.client_ip}/32]\n  protocols: [tcp]\n")
     try:
-        lab.send_udp(lab.client, lab.server_ip, 7150, 20, cpu=0)
-        assert listener.stdout is not None and listener.stdout.readline().strip() == "done"
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", lab.server, sys.executable, "-c",
+             "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+             f"s.bind(('{lab.server_ip}',7160))\ns.listen()\nprint('ready',flush=True)\n"
+             "c,_=s.accept()\nn=0\nwhile (b:=c.recv(65536)): n+=len(b)\nprint(n,flush=True)\n"],
+            stdout=subprocess.PIPE, text=True)
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        lab.exec(lab.client, sys.executable, "-c",
+                 f"import socket\nc=socket.create_connection(('{lab.server_ip}',7160))\n"
+                 "for _ in range(50): c.sendall(b'x'*1000)\nc.close()\n")
+        assert server.stdout.readline().strip() == "50000"
+        server.wait()
+        assert agent.wait_value("pktpath_paths_started_total", 20, sampled_by="rate") >= 20
+        assert wait_until(lambda: agent.value("pktpath_tracked_packets") == 0, 5), agent.scrape_text()
+        ended_silently = sum(agent.value("pktpath_tracking_lost_total", reason=r) for r in ("expired", "stale_pointer"))
+        assert ended_silently >= 1, agent.scrape_text()
     finally:
-        listener.kill()
-        listener.wait()
-    assert wait_until(lambda: path_agent.value("pktpath_tracked_packets") == 0, 5), path_agent.scrape_text()
-    assert ended() - before >= 1
-    assert wait_until(lambda: path_agent.value("pktpath_tracking_lost_total", reason="expired") >= 1, 5)
+        assert agent.stop() == 0, agent.log()
 
 
 def dropped_trace(receiver: OtlpReceiver, port: int) -> tuple[ReceivedSpan, list[ReceivedSpan]]:
