@@ -288,6 +288,20 @@ def test_delivered_wins_over_consume() -> None:
     assert asm.emitted == {Outcome.DELIVERED: 1}
 
 
+def test_queued_to_socket_is_delivered_and_ends_the_path() -> None:
+    asm, sink, clock = make()
+    asm.add(ev(1, Hop.NETIF_RECEIVE, 1))
+    asm.add(ev(1, Hop.SOCK_QUEUE, 2, verdict=53))
+    clock.now = GRACE - 1
+    asm.tick()
+    assert sink == []  # a terminal hop waits out the grace period for late hops
+    clock.now = GRACE
+    asm.tick()
+    assert len(sink) == 1
+    assert sink[0].outcome is Outcome.DELIVERED
+    assert asm.evicted["idle_timeout"] == 0
+
+
 def test_consumed_without_delivery() -> None:
     asm, sink, clock = make()
     asm.add(ev(1, Hop.NETIF_RECEIVE, 1))

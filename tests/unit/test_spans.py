@@ -227,6 +227,7 @@ def test_drop_without_a_reason_says_unknown(setup: Setup) -> None:
         (HopEvent(1, Hop.DEV_XMIT, 0, ifname="eth1"), "net_dev_xmit(eth1)"),
         (HopEvent(1, Hop.DEV_XMIT, 0, ifname="eth1", verdict=16), "net_dev_xmit(eth1) rc=16"),
         (HopEvent(1, Hop.DELIVER, 0), "deliver to socket"),
+        (HopEvent(1, Hop.SOCK_QUEUE, 0, verdict=53), "queued to socket (port 53)"),
         (HopEvent(1, Hop.CONSUME, 0), "consume_skb"),
         (HopEvent(1, Hop.DROP, 0, reason="NO_SOCKET"), "DROPPED: NO_SOCKET"),
     ],
