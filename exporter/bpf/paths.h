@@ -155,6 +155,17 @@ static __always_inline int filter_match(struct path_config *cfg, struct pkt_head
  * most one per CPU), which keeps it to plain atomic adds every supported
  * kernel has, and it never lets fewer through.
  */
+/* Whether budget_take() would refuse now, without taking. */
+static __always_inline int budget_spent(__u32 slot, __u32 limit, __u64 now)
+{
+	struct budget_window *b;
+
+	if (!limit)
+		return 0;
+	b = bpf_map_lookup_elem(&path_budget, &slot);
+	return !b || (b->window == now >> BUDGET_WINDOW_SHIFT && b->used >= limit);
+}
+
 static __always_inline int budget_take(__u32 slot, __u32 limit, __u64 now)
 {
 	struct budget_window *b;
@@ -388,9 +399,15 @@ static __always_inline void path_drop(struct sk_buff *skb, __u32 reason, __u64 l
 		path_hop(skb, 1, HOP_DROP, skb->dev, 0, reason, location, 1);
 		return;
 	}
-	/* A drop is seen once, so a random draw is fine here. */
+	/* A drop is seen once, so a random draw is fine here.  In a drop storm
+	 * the budget runs out first: check it before reading the header. */
 	if (bpf_get_prandom_u32() < cfg->drop_sample_below) {
 		struct pkt_header h = {};
+
+		if (budget_spent(BUDGET_DROP, cfg->max_drop_paths, bpf_ktime_get_ns())) {
+			stat_inc(STAT_PATH_BUDGET);
+			return;
+		}
 
 		if (read_header(skb, &h) == 0)
 			path_start(cfg, skb, &h, 0, HOP_DROP, skb->dev, EV_BY_DROP, reason, location);

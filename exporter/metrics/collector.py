@@ -213,9 +213,10 @@ class _Families:
             "pktpath_paths_started", "Packets the kernel started following, by what chose them: the 1-in-N "
             "rate sample or drop capture.", labels=["sampled_by"])
         self.refused = CounterMetricFamily(
-            "pktpath_paths_refused", "Path starts refused (budget: sampling.max_paths_per_second reached). A "
-            "packet refused at each of its entry hops (e.g. a pod's transmit and the host's receive) counts "
-            "once per hop.", labels=["reason"])
+            "pktpath_paths_refused", "Path starts refused (budget: sampling.max_paths_per_second or "
+            "max_drop_paths_per_second spent). A packet refused at each of its entry hops (e.g. a pod's "
+            "transmit and the host's receive) counts once per hop; a drop capture is refused before the "
+            "filter looks at it.", labels=["reason"])
         self.sampling = GaugeMetricFamily(
             "pktpath_sampling_one_in", "Effective sampling weight: each path started this way stands for N "
             "packets (0: off).", labels=["sampled_by"])

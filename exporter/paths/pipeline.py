@@ -9,6 +9,7 @@ never stops the others or the thread.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,13 @@ from exporter.paths.tracking import TrackedReaper
 log = logging.getLogger(__name__)
 
 POLL_MS = 100  # also the assembler's tick period: bounds how late an idle path is emitted
+# The pipeline thread's nice value.  Turning paths into spans is most of the
+# agent's CPU (docs/benchmarks.md), and sampled traces are worth less than the
+# traffic they describe: on a saturated node this thread yields to the
+# workload, the events ring fills, and what it cannot hold is counted
+# (pktpath_events_lost_total), while the drop counters, read in the kernel,
+# stay exact.  On a node with idle CPU it changes nothing.
+PIPELINE_NICE = 10
 
 
 class PathPipeline:
@@ -57,6 +65,10 @@ class PathPipeline:
             sink(path)
 
     def _run(self) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PIPELINE_NICE)  # this thread only
+        except OSError as exc:
+            log.warning("cannot lower the path pipeline's priority: %s", exc)
         while not self._stop.is_set():
             try:
                 self._ring.poll(POLL_MS)
