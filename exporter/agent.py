@@ -90,6 +90,36 @@ def pod_resolver(cfg: Config, host: Host, env: Mapping[str, str]) -> PodResolver
                        expire_seconds=k.expire_seconds)
 
 
+class ModuleWatch:
+    """Notices kernel modules loaded since start-up (each has its BTF under
+    /sys/kernel/btf), for hops that could not attach before their module was
+    there.  One directory listing every few seconds, and only while a hop is missing."""
+
+    BTF_DIR = "/sys/kernel/btf"
+    EVERY_S = 5.0
+
+    def __init__(self, report: AttachReport) -> None:
+        self._report = report
+        self._seen = self._modules()
+        self._next = time.monotonic() + self.EVERY_S
+
+    def _modules(self) -> set[str]:
+        try:
+            return set(os.listdir(self.BTF_DIR))
+        except OSError:
+            return set()
+
+    def changed(self) -> bool:
+        now = time.monotonic()
+        if now < self._next or not self._report.missing:
+            return False
+        self._next = now + self.EVERY_S
+        current = self._modules()
+        new = current - self._seen
+        self._seen = current
+        return bool(new)
+
+
 def forget_counters(drop_map: libbpf.Map, slots: DropSlots, counts: list[DropCount]) -> None:
     """Delete kernel counters (a deleted pod's namespace): its series end instead of living forever."""
     for c in counts:
@@ -147,11 +177,15 @@ class Agent:
             log.info("serving metrics on http://%s:%d/metrics (%d of %d hops attached; packet paths %s)",
                      self.cfg.metrics.host, server.port, len(report.attached), len(report.hops),
                      f"on, 1 in {self.cfg.sampling.one_in}" if paths else "off")
+            modules = ModuleWatch(report)
             while not self._stop.is_set():
                 self._stop.wait(0.5)
                 if self._reload.is_set():
                     self._reload.clear()
                     self.reload()
+                if modules.changed():
+                    for hop in self.engine.attach_late():
+                        log.info("hop %s attached late: a module it lives in was loaded", hop)
             log.info("stopping")
         finally:
             if server is not None:

@@ -61,7 +61,11 @@ class AgentProcess:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def wait_ready(self, timeout: float = 20.0) -> None:
+    def wait_ready(self, timeout: float | None = None) -> None:
+        if timeout is None:
+            # A stock-kernel guest runs under software emulation (tests/vm): the same
+            # start-up is ~50x slower there, and slower still on a busy host.
+            timeout = 90.0 if os.environ.get("PKTPATH_VM_GUEST") else 20.0
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 _REFUSED = re.compile(r"prog '([^']+)': (?:BPF program load failed|failed to load|failed to find kernel BTF"
                       r"|relo #\d+: failed to relocate)")
 _MAX_LOAD_ATTEMPTS = 32
+# Hook targets that live in a module when not built in: checked before the load
+# (Engine._missing_target).  A function missing here is still found by the load.
+MODULE_OF = {"nft_do_chain": "nf_tables", "ipt_do_table": "ip_tables"}
 _BY_CONFIG = ("excluded", "not allowed")  # how reasons that are the user's choice begin
 # Verifier log lines that trace its walk rather than state its objection.
 _VERIFIER_NOISE = re.compile(r"^(\d+: |mark_precise|from \d+ to|; |\(|func#|Live regs|processed |stack depth"
@@ -99,6 +102,8 @@ class Engine:
         self.object_path = object_path or default_object_path()
         self.host = host or Host()
         self._obj: libbpf.BpfObject | None = None
+        self._late_objs: list[libbpf.BpfObject] = []  # attach_late(): programs sharing _obj's maps
+        self._kernel_btf: libbpf.Btf | None = None  # parsed on first need, freed at close
         self._links: list[libbpf.Link] = []
         self._refused_families: dict[str, str] = {}
         self.report: AttachReport | None = None
@@ -146,6 +151,12 @@ class Engine:
         for link in self._links:
             link.destroy()
         self._links.clear()
+        for late in self._late_objs:
+            late.close()
+        self._late_objs.clear()
+        if self._kernel_btf is not None:
+            self._kernel_btf.close()
+            self._kernel_btf = None
         if self._obj is not None:
             self._obj.close()
             self._obj = None
@@ -155,6 +166,60 @@ class Engine:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+    def attach_late(self) -> list[str]:
+        """Try again the hops that did not attach for a reason the kernel may have lost
+        since: typically a function in a module loaded after start-up (nft_do_chain
+        before the first nftables rule).  The programs load as a second object that
+        shares every map of the first, so their counts and events land where the
+        agent reads.  Returns the hops attached now."""
+        if self._obj is None or self.report is None:
+            return []
+        allowed = allowed_families(self.options.mode)
+        retry = [s for s in self.report.hops.values() if not s.attached and s.hop not in self.options.exclude]
+        wanted = {spec.name for s in retry for family, specs in s.families.items()
+                  if family in allowed and family not in self._refused_families for spec in specs}
+        if not wanted:
+            return []
+        disabled: dict[str, str] = {}
+        for _ in range(_MAX_LOAD_ATTEMPTS):
+            obj = libbpf.BpfObject(self.object_path)
+            specs: dict[str, ProgramSpec] = {}
+            for prog in obj.programs:
+                spec = parse_program(prog.name, prog.section)
+                if spec is not None:
+                    specs[prog.name] = spec
+                    if prog.name in wanted and prog.name not in disabled and self._missing_target(spec):
+                        disabled[prog.name] = self._missing_target(spec)
+                prog.set_autoload(prog.name in wanted and prog.name not in disabled)
+            if not any(p.autoload for p in obj.programs):
+                obj.close()
+                return []
+            for m in obj.maps:
+                m.reuse_fd(self._obj.map(m.name).fd)
+            try:
+                obj.load()
+            except libbpf.LibbpfError as exc:
+                obj.close()
+                if self._refused_program(exc, specs, disabled) is None:
+                    log.warning("late attach: %s", self._load_error(exc))
+                    return []
+                continue
+            break
+        else:
+            return []
+        before = set(self.report.attached)
+        statuses = {s.hop: HopStatus(s.hop, s.families) for s in retry}
+        self._attach_all(obj, statuses, {**disabled, **{n: "not retried" for n in specs if n not in wanted}})
+        now = [hop for hop, st in statuses.items() if st.attached and hop not in before]
+        for hop in now:
+            self.report.hops[hop].attached = statuses[hop].attached
+            self.report.hops[hop].problems = {}
+        if now:
+            self._late_objs.append(obj)
+        else:
+            obj.close()
+        return now
 
     def map(self, name: str) -> libbpf.Map:
         if self._obj is None:
@@ -167,6 +232,29 @@ class Engine:
         return self._obj.btf()
 
     # -- loading -----------------------------------------------------------
+
+    def _missing_target(self, spec: ProgramSpec) -> str:
+        """Why a program cannot load or attach here ("" if it may), found in the kernel's
+        BTF: each such program would otherwise cost a failed load of the whole object and
+        a retry, verifier time included (seconds on a slow machine).  A tracepoint this
+        kernel lacks (sk_data_ready before 6.13), or a function in a module that is not
+        loaded (nft_do_chain before the first nftables rule: attach_late() takes it then)."""
+        if self._kernel_btf is None:
+            try:
+                self._kernel_btf = libbpf.Btf.parse(self.host.vmlinux_btf)
+            except libbpf.LibbpfError:
+                return ""  # let the load find out
+        if spec.section.startswith("tp_btf/"):
+            # Every tracepoint we use is vmlinux's.
+            if self._kernel_btf.has_typedef(f"btf_trace_{spec.target}"):
+                return ""
+            return f"no tracepoint {spec.target} in this kernel"
+        module = MODULE_OF.get(spec.target)
+        if module is None or self._kernel_btf.has_func(spec.target):
+            return ""  # built in, or not ours to guess: the load decides
+        if os.path.exists(os.path.join(self.host.sys_root, "kernel/btf", module)):
+            return ""
+        return f"module {module} not loaded (attached when it is)"
 
     def _precheck_families(self) -> dict[str, str]:
         """Families this kernel refuses, found cheaply before the real load: each refused
@@ -212,6 +300,10 @@ class Engine:
                 disabled.setdefault(prog.name, f"{_BY_CONFIG[1]} by probes.mode={self.options.mode}")
             elif spec.family in self._refused_families:
                 disabled.setdefault(prog.name, self._refused_families[spec.family])
+            if prog.name not in disabled:
+                missing = self._missing_target(spec)
+                if missing:
+                    disabled[prog.name] = missing
             prog.set_autoload(prog.name not in disabled)
         for name, size in self.options.map_sizes.items():
             obj.map(name).set_max_entries(size)

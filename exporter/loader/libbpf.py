@@ -87,6 +87,9 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_object__btf": (_P, [_P]),
     "bpf_object__next_program": (_P, [_P, _P]),
     "bpf_object__find_map_by_name": (_P, [_P, ctypes.c_char_p]),
+    "bpf_object__next_map": (_P, [_P, _P]),
+    "bpf_map__name": (ctypes.c_char_p, [_P]),
+    "bpf_map__reuse_fd": (ctypes.c_int, [_P, ctypes.c_int]),
     "bpf_program__name": (ctypes.c_char_p, [_P]),
     "bpf_program__section_name": (ctypes.c_char_p, [_P]),
     "bpf_program__set_autoload": (ctypes.c_int, [_P, ctypes.c_bool]),
@@ -349,6 +352,12 @@ class Map:
     def percpu(self) -> bool:
         return int(lib().lib.bpf_map__type(self._h)) in PERCPU_MAP_TYPES
 
+    def reuse_fd(self, fd: int) -> None:
+        """Before load: use an existing map (another object's) instead of creating one."""
+        rc = lib().lib.bpf_map__reuse_fd(self._h, fd)
+        if rc < 0:
+            raise LibbpfError(f"map {self.name}: reuse fd", rc)
+
     def set_max_entries(self, n: int) -> None:
         rc = lib().lib.bpf_map__set_max_entries(self._h, n)
         if rc < 0:
@@ -538,6 +547,17 @@ class BpfObject:
         rc = lib().lib.bpf_object__load(self._h)
         if rc < 0:
             raise LibbpfError(f"load BPF object {os.path.basename(self.path)}", rc, lib().take_log())
+
+    @property
+    def maps(self) -> list[Map]:
+        """Every map, internal ones (.rodata, .bss) included."""
+        L = lib().lib
+        out = []
+        m = L.bpf_object__next_map(self._h, None)
+        while m:
+            out.append(Map(m, L.bpf_map__name(m).decode()))
+            m = L.bpf_object__next_map(self._h, m)
+        return out
 
     def map(self, name: str) -> Map:
         h = lib().lib.bpf_object__find_map_by_name(self._h, name.encode())

@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from tests.agent_process import AgentProcess, program_ids_of
 from tests.kernel.lab import Lab
@@ -59,31 +58,27 @@ def slot_index(key: bytes) -> int:
     return (x * 0x9E3779B97F4A7C15 & mask) >> (64 - 8)
 
 
-def test_repeated_drops_are_counted_in_the_fast_path(tmp_path: Path, lab: Lab) -> None:
+def test_repeated_drops_are_counted_in_the_fast_path(agent: AgentProcess, lab: Lab) -> None:
     """drops.h: a key's first drop on a CPU goes to the hash and claims the key's
     slot on that CPU; its later drops there count in the slot.  A slot another
     key claimed first is not taken over: those drops stay in the hash.  Either
     way the total is exact.  The sender is pinned to CPU 0, where veth hands
     the packets to the receiving namespace, so every drop happens there."""
-    agent = AgentProcess.start(tmp_path)
-    try:
-        lab.exec(lab.server, "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7008", "-j", "DROP")
-        lab.send_udp(lab.client, lab.server_ip, 7008, N, PAYLOAD, cpu=0)
-        assert_exact(agent, N, "NETFILTER_DROP", lab.if_server)
+    lab.exec(lab.server, "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7008", "-j", "DROP")
+    lab.send_udp(lab.client, lab.server_ip, 7008, N, PAYLOAD, cpu=0)
+    assert_exact(agent, N, "NETFILTER_DROP", lab.if_server)
 
-        (ours,) = [e for e in agent_map(agent, "drop_counts") if e["formatted"]["key"]["ifname"] == lab.if_server
-                   and e["formatted"]["key"]["l4_proto"] == 17]
-        key = bytes(int(b, 16) for b in ours["key"])
-        in_hash = sum(cpu["value"]["packets"] for cpu in ours["formatted"]["values"])
-        slot = next(e["formatted"]["value"] for e in agent_map(agent, "drop_slots")
-                    if e["formatted"]["key"] == slot_index(key))  # CPU 0's block comes first
-        assert slot["state"] == 1, "the key's slot on CPU 0 was never claimed"
-        if slot["key"]["ifname"] == lab.if_server:
-            assert (in_hash, slot["packets"], slot["bytes"]) == (1, N - 1, (N - 1) * IP_UDP_LEN)
-        else:  # another key (a warm-up ping's drop) got there first
-            assert in_hash == N
-    finally:
-        assert agent.stop() == 0
+    (ours,) = [e for e in agent_map(agent, "drop_counts") if e["formatted"]["key"]["ifname"] == lab.if_server
+               and e["formatted"]["key"]["l4_proto"] == 17]
+    key = bytes(int(b, 16) for b in ours["key"])
+    in_hash = sum(cpu["value"]["packets"] for cpu in ours["formatted"]["values"])
+    slot = next(e["formatted"]["value"] for e in agent_map(agent, "drop_slots")
+                if e["formatted"]["key"] == slot_index(key))  # CPU 0's block comes first
+    assert slot["state"] == 1, "the key's slot on CPU 0 was never claimed"
+    if slot["key"]["ifname"] == lab.if_server:
+        assert (in_hash, slot["packets"], slot["bytes"]) == (1, N - 1, (N - 1) * IP_UDP_LEN)
+    else:  # another key got there first (an earlier test's, or a warm-up ping's drop)
+        assert in_hash == N
 
 
 def test_nftables_drop_is_netfilter_drop(agent: AgentProcess, lab: Lab) -> None:
