@@ -20,8 +20,8 @@ EXPECTED_FAMILY = {"auto": {"fentry", "kprobe"}, "fentry": {"fentry"}, "kprobe":
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
-    # nft_do_chain lives in the nf_tables module: the agent attaches to module functions
-    # that are loaded when it starts (docs/kernels.md), as on a host whose firewall is up.
+    # nft_do_chain lives in the nf_tables module, loaded here before the agent starts, as on a
+    # host whose firewall is up (test_late_attach.py covers a module loaded afterwards).
     subprocess.run(["modprobe", "nf_tables"], check=True)
     proc = AgentProcess.start(tmp_path_factory.mktemp("agent"))
     yield proc
