@@ -129,10 +129,11 @@ def forget_counters(drop_map: libbpf.Map, slots: DropSlots, counts: list[DropCou
              len(counts), len({c.netns for c in counts}), retired)
 
 
-def start_engine(cfg: Config, host: Host, paths: bool) -> tuple[Engine, AttachReport]:
+def start_engine(cfg: Config, host: Host, paths: bool,
+                 kernel_btf: libbpf.Btf | None = None) -> tuple[Engine, AttachReport]:
     from exporter.decoders import abi
 
-    engine = Engine(engine_options(cfg, paths), host=host)
+    engine = Engine(engine_options(cfg, paths), host=host, kernel_btf=kernel_btf)
     report = engine.start(verify=abi.check_against)
     if cfg.probes.strict and report.missing:
         engine.close()
@@ -162,7 +163,10 @@ class Agent:
 
         paths = traces_enabled(self.cfg.traces, os.environ)
         self.pods = pod_resolver(self.cfg, self.host, os.environ)
-        self.engine, report = start_engine(self.cfg, self.host, paths)
+        # Parsed once (10 ms, several MB): the engine checks hop targets in it, the
+        # collector reads drop reasons from it.  Without BTF the engine says why.
+        btf = libbpf.Btf.parse(self.host.vmlinux_btf) if self.host.has_btf() else None
+        self.engine, report = start_engine(self.cfg, self.host, paths, btf)
         server: MetricsServer | None = None
         try:
             if report.first_attach_monotonic is not None:
@@ -172,7 +176,8 @@ class Agent:
                 self.tracing = self._build_tracing()
             self.control = PathControl(self.engine.map)
             self.control.apply(path_settings(self.cfg, enabled=paths))
-            server = self._serve(report)
+            assert btf is not None  # the engine started, so the kernel has BTF
+            server = self._serve(report, btf)
             self._install_signals()
             log.info("serving metrics on http://%s:%d/metrics (%d of %d hops attached; packet paths %s)",
                      self.cfg.metrics.host, server.port, len(report.attached), len(report.hops),
@@ -236,7 +241,7 @@ class Agent:
 
         return build_tracing(self.cfg.traces, os.environ, pod_of=self.pods.pod if self.pods else None)
 
-    def _serve(self, report: AttachReport) -> MetricsServer:
+    def _serve(self, report: AttachReport, btf: libbpf.Btf) -> MetricsServer:
         # Deferred imports: prometheus_client costs ~40 ms to import, after attach.
         from prometheus_client import CollectorRegistry, ProcessCollector
 
@@ -266,7 +271,6 @@ class Agent:
                                   tracked_live=reaper.live(), tracked_reaped=reaper.reaped,
                                   verdicts=read_verdicts(*verdict_maps))
 
-        btf = libbpf.Btf.parse(self.host.vmlinux_btf)
         reasons = DropReasons.from_btf(btf)
         registry = CollectorRegistry()
         path_metrics: PathMetrics | None = None

@@ -97,13 +97,16 @@ class Engine:
     """One loaded BPF object and its links. Not thread-safe; owned by the agent."""
 
     def __init__(self, options: EngineOptions | None = None, object_path: str | None = None,
-                 host: Host | None = None) -> None:
+                 host: Host | None = None, kernel_btf: libbpf.Btf | None = None) -> None:
+        """`kernel_btf`: the running kernel's BTF if the caller has it parsed already
+        (it stays the caller's); else the engine parses it when needed and frees it."""
         self.options = options or EngineOptions()
         self.object_path = object_path or default_object_path()
         self.host = host or Host()
         self._obj: libbpf.BpfObject | None = None
         self._late_objs: list[libbpf.BpfObject] = []  # attach_late(): programs sharing _obj's maps
-        self._kernel_btf: libbpf.Btf | None = None  # parsed on first need, freed at close
+        self._shared_btf = kernel_btf
+        self._kernel_btf: libbpf.Btf | None = kernel_btf  # else parsed on first need, then freed
         self._links: list[libbpf.Link] = []
         self._refused_families: dict[str, str] = {}
         self.report: AttachReport | None = None
@@ -144,7 +147,13 @@ class Engine:
         self.report = AttachReport(hops=hops, load_seconds=load_s)
         self._attach_all(obj, hops, disabled)
         self._log_missing(hops)
+        self._free_kernel_btf()  # ~10 MB: parsed again if a late attach needs it
         return self.report
+
+    def _free_kernel_btf(self) -> None:
+        if self._kernel_btf is not None and self._kernel_btf is not self._shared_btf:
+            self._kernel_btf.close()
+        self._kernel_btf = self._shared_btf
 
     def close(self) -> None:
         """Detach every link, then free the object (its programs and maps)."""
@@ -154,9 +163,7 @@ class Engine:
         for late in self._late_objs:
             late.close()
         self._late_objs.clear()
-        if self._kernel_btf is not None:
-            self._kernel_btf.close()
-            self._kernel_btf = None
+        self._free_kernel_btf()
         if self._obj is not None:
             self._obj.close()
             self._obj = None
@@ -181,6 +188,13 @@ class Engine:
                   if family in allowed and family not in self._refused_families for spec in specs}
         if not wanted:
             return []
+        try:
+            return self._attach_late(retry, wanted)
+        finally:
+            self._free_kernel_btf()
+
+    def _attach_late(self, retry: list[HopStatus], wanted: set[str]) -> list[str]:
+        assert self._obj is not None and self.report is not None
         disabled: dict[str, str] = {}
         for _ in range(_MAX_LOAD_ATTEMPTS):
             obj = libbpf.BpfObject(self.object_path)
