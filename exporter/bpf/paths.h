@@ -101,7 +101,7 @@ static __always_inline int budget_take(struct path_config *cfg, struct cpu_state
 static __always_inline void read_ifname(struct net_device *dev, char *out)
 {
 	if (dev)
-		__builtin_memcpy(out, dev->name, 16);
+		KREAD_IFNAME(out, dev);
 }
 
 /* Reserve and fill the common part of a hop event; the caller adds the rest. */
@@ -119,11 +119,11 @@ static __always_inline struct hop_event *event_start(__u32 hop, __u64 path_id, s
 	ev->ts_ns = bpf_ktime_get_ns();
 	ev->hop = hop;
 	ev->cpu = bpf_get_smp_processor_id();
-	ev->len = skb ? skb->len : 0;
+	ev->len = skb ? KREAD(skb->len, skb, len) : 0;
 	if (dev) {
 		read_ifname(dev, ev->ifname);
-		ev->ifindex = dev->ifindex;
-		ev->netns = dev->nd_net.net->ns.inum;
+		ev->ifindex = KREAD(dev->ifindex, dev, ifindex);
+		ev->netns = KREAD(dev->nd_net.net->ns.inum, dev, nd_net.net, ns.inum);
 	}
 	return ev;
 }
@@ -183,7 +183,7 @@ static __always_inline void fib_context_set(struct sk_buff *skb, __u64 path_id)
 	st->cur_ts = bpf_ktime_get_ns();
 	st->cur_saddr = st->cur_daddr = 0;
 	nh = network_header(skb);
-	if (path_id && nh && bpf_ntohs(skb->protocol) == ETH_P_IP) {
+	if (path_id && nh && bpf_ntohs(KREAD(skb->protocol, skb, protocol)) == ETH_P_IP) {
 		struct iphdr ip = {};
 
 		load_iphdr(nh, &ip);
