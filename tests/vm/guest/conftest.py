@@ -21,7 +21,9 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     # attaches to module functions that are loaded when it starts (docs/kernels.md), as on a
     # host whose firewall is up.
     subprocess.run(["modprobe", "-a", "nf_tables", "ip_tables", "iptable_filter"], check=True)
-    proc = AgentProcess.start(tmp_path_factory.mktemp("agent"))
+    # Loading and verifying every program takes 5-10 s under emulation (TCG), and over 20 s when
+    # another VM shares the machine's two cores: a slow start is not what these tests test.
+    proc = AgentProcess.start(tmp_path_factory.mktemp("agent"), ready_timeout=90.0)
     yield proc
     assert proc.stop() == 0, proc.log()
 

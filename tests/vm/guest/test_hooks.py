@@ -118,3 +118,28 @@ def test_trace_shows_the_legacy_table_and_chain(lab: Lab) -> None:
         ["filter/INPUT, NFPROTO_IPV4(2), NF_INET_LOCAL_IN(1), check done, NF_DROP(0)"], packet["hops"]
     assert legacy[0]["mode"] in EXPECTED_FAMILY.get(MODE, {MODE})
     assert packet["drop_reason"] == "NETFILTER_DROP"
+
+
+def test_reinjected_packet_passes_ip_rcv_finish(lab: Lab) -> None:
+    """ip_rcv_finish is inlined into ip_rcv on 6.1 and 6.12; its own copy runs when a packet queued
+    at PRE_ROUTING is accepted from userspace and reinjected through the hook's okfn."""
+    subprocess.run(["modprobe", "-a", "nfnetlink_queue", "xt_NFQUEUE", "iptable_raw"], check=True)
+    reader = subprocess.Popen(["ip", "netns", "exec", lab.router, sys.executable, "-m", "tests.vm.guest.nfqueue",
+                               "5", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "ready", reader.stderr
+        lab.exec(lab.router, "iptables-legacy", "-t", "raw", "-A", "PREROUTING", "-p", "udp", "--dport", "7515",
+                 "-j", "NFQUEUE", "--queue-num", "5")
+        packet = trace_one(lab, [sys.executable, "-c", udp_sender(lab.server_ip, 7515)], lab.client)
+        assert reader.wait(timeout=60) == 0, reader.stderr.read() if reader.stderr else ""
+    finally:
+        reader.kill()
+        reader.wait()
+    names = hop_names(packet)
+    # On the router: received, queued by the raw table, reinjected into ip_rcv_finish, forwarded.
+    rcv = names.index("ip_rcv", names.index("netif_receive_skb", 1))
+    queued = names.index("ipt_do_table", rcv)
+    assert packet["hops"][queued]["detail"] == \
+        "raw/PREROUTING, NFPROTO_IPV4(2), NF_INET_PRE_ROUTING(0), check done, NF_QUEUE(3)"
+    assert queued < names.index("ip_rcv_finish", queued) < names.index("ip_forward", queued), names
+    assert packet["hops"][names.index("ip_rcv_finish")]["mode"] in EXPECTED_FAMILY.get(MODE, {MODE})
