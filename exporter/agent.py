@@ -40,11 +40,13 @@ log = logging.getLogger("pktpath")
 
 DROP_HOP = "kfree_skb"
 # Hops that exist only to follow packets: not attached when nothing consumes paths.
-# (Function hooks that also count verdicts -- nft_do_chain, fib_validate_source,
+# (Function hooks that also count verdicts -- nft_do_chain, ipt_do_table, fib_validate_source,
 # ip_route_input_noref -- are not among them: their counters are always on.)
 PATH_HOPS = ("netif_receive_skb", "net_dev_queue", "net_dev_xmit", "fib_table_lookup",
              "skb_copy_datagram_iovec", "sk_data_ready", "consume_skb", "ip_rcv", "ipv6_rcv", "ip_forward",
-             "ip6_forward", "ip_local_deliver", "ip_output", "ip6_output", "nf_hook_slow")
+             "ip6_forward", "ip_local_deliver", "ip_output", "ip6_output", "nf_hook_slow", "ip_rcv_finish",
+             "ip6_rcv_finish", "ip_forward_finish", "ip_queue_xmit", "ip6_xmit", "ip_finish_output",
+             "ip6_finish_output")
 
 
 def engine_options(cfg: Config, paths: bool) -> EngineOptions:

@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     trace.add_argument("--max-duration", metavar="S", default="5",
                        help="stop after S seconds (1~60, default 5)")
     trace.add_argument("--json", action="store_true", help="one JSON object per packet per line")
+    trace.add_argument("--probe-mode", default="auto", choices=("auto", "fentry", "kprobe", "tracepoint"),
+                       help="how probes attach, as config probes.mode (default: auto)")
     return p
 
 
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "trace":
             from exporter.tracer.oneshot import run_trace
 
-            return run_trace(args.src, args.dst, args.max_pkt, args.max_duration, args.json)
+            return run_trace(args.src, args.dst, args.max_pkt, args.max_duration, args.json, args.probe_mode)
     except PktpathError as exc:
         print(f"pktpath: {exc}", file=sys.stderr)
         return exc.exit_status

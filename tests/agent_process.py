@@ -47,7 +47,7 @@ class AgentProcess:
                                      stdout=self._log, stderr=subprocess.STDOUT, env=env)
 
     @classmethod
-    def start(cls, tmp: Path, extra_yaml: str = "") -> AgentProcess:
+    def start(cls, tmp: Path, extra_yaml: str = "", ready_timeout: float | None = None) -> AgentProcess:
         port = free_port()
         cfg = tmp / f"agent-{port}.yaml"
         # The stock-kernel matrix (tests/vm) runs the kernel tests once per attach mode.
@@ -55,7 +55,7 @@ class AgentProcess:
         probes = f"probes:\n  mode: {mode}\n" if mode != "auto" and "probes:" not in extra_yaml else ""
         cfg.write_text(f"metrics:\n  listen: 127.0.0.1:{port}\n{probes}{extra_yaml}")
         agent = cls(cfg, port)
-        agent.wait_ready()
+        agent.wait_ready(ready_timeout)
         return agent
 
     def url(self, path: str) -> str:

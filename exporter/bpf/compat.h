@@ -29,6 +29,43 @@ static __always_inline int have_rdonly_cast(void)
 }
 
 /*
+ * KREAD(direct, ptr, field...): one field of a kernel object the shared path
+ * code reads, whoever handed it the pointer.  tp_btf and fentry pass typed
+ * (trusted) pointers; kprobes pass registers, which CAST() makes typed only
+ * where bpf_rdonly_cast exists (6.2+).  So with the kfunc: the direct load
+ * `direct` (the only way under lockdown); without it (6.1, where kprobes and
+ * bpf_probe_read_kernel are both allowed): BPF_CORE_READ.  The test folds to
+ * a constant and the verifier never sees the branch not taken, so a kprobe's
+ * raw register is never dereferenced on 6.1 ("R1 invalid mem access
+ * 'scalar'" is what the direct load gave there).
+ */
+#define KREAD(direct, ptr, ...) \
+	(have_rdonly_cast() ? (direct) : BPF_CORE_READ(ptr, __VA_ARGS__))
+
+/* The same, for a 16-byte device name copied into `out`. */
+#define KREAD_IFNAME(out, dev)                                              \
+	do {                                                                \
+		if (have_rdonly_cast())                                     \
+			__builtin_memcpy((out), (dev)->name, 16);           \
+		else                                                        \
+			bpf_core_read((out), 16, &(dev)->name);             \
+	} while (0)
+
+/*
+ * ipt_do_table(): iptables-legacy's rule walk for one table at one hook.
+ * Since 5.16 ("netfilter: iptables: allow use of ipt_do_table as hook
+ * function", Florian Westphal) it is itself the nf_hookfn:
+ *     ipt_do_table(void *priv = struct xt_table *, skb, state);
+ * before, the per-table hooks called it as (skb, state, table).  Function
+ * signatures are not CO-RE relocatable, so the hooks in pktpath.bpf.c take
+ * the 5.16+ order (every kernel this project tests: 6.1, 6.12); before 5.16
+ * they would misread their arguments (docs/kernels.md lists this).  Fields of struct xt_table (module BTF: x_tables, and
+ * repeated in every *_tables module) are read with BPF_CORE_READ only: a
+ * field relocation resolves across those duplicates, a type-id one is
+ * ambiguous (see hook_nft_exit).
+ */
+
+/*
  * trace_kfree_skb(skb, location) gained `enum skb_drop_reason reason` in
  * 5.17 (commit c504e5c2f964 "net: skb: introduce kfree_skb_reason()") and
  * `struct sock *rx_sk` in 6.12; tp_btf exposes them as ctx[2] and ctx[3].

@@ -20,6 +20,7 @@
 #define NF_VERDICT_MASK 0xff
 #define NF_DROP 0
 #define NF_STOLEN 2
+#define QUEUE_XMIT_WINDOW_NS (50 * 1000000ULL)
 
 static __always_inline void counter_inc(void *map, void *key)
 {
@@ -41,13 +42,13 @@ static __always_inline void counter_inc(void *map, void *key)
 /* nf_hook_slow(skb, state, ...): a netfilter hook is about to run its chains. */
 static __always_inline void hook_nf_entry(struct sk_buff *skb, const struct nf_hook_state *state)
 {
-	struct hop_event *ev = path_event(skb, 1, HOP_NF_HOOK, state->in);
+	struct hop_event *ev = path_event(skb, 1, HOP_NF_HOOK, KREAD(state->in, state, in));
 
 	if (!ev)
 		return;
-	ev->nf_family = state->pf;
-	ev->nf_hook = state->hook;
-	read_ifname(state->out, ev->out_ifname);
+	ev->nf_family = KREAD(state->pf, state, pf);
+	ev->nf_hook = KREAD(state->hook, state, hook);
+	read_ifname(KREAD(state->out, state, out), ev->out_ifname);
 	bpf_ringbuf_submit(ev, 0);
 }
 
@@ -58,8 +59,8 @@ static __always_inline void hook_nf_exit(struct sk_buff *skb, const struct nf_ho
 
 	if (!ev)
 		return;
-	ev->nf_family = state->pf;
-	ev->nf_hook = state->hook;
+	ev->nf_family = KREAD(state->pf, state, pf);
+	ev->nf_hook = KREAD(state->hook, state, hook);
 	ev->phase = 1;
 	ev->verdict = ret;
 	bpf_ringbuf_submit(ev, 0);
@@ -137,6 +138,86 @@ static __always_inline void hook_nft_entry(void *pkt_ptr)
 }
 
 /*
+ * ipt_do_table(table, skb, state) returned `ret`: iptables-legacy's verdict for
+ * one table at one hook, counted like nft_do_chain's (same counter, same
+ * labels) and shown as the same kind of hop.  A legacy table has no chain
+ * object: the built-in chain is the hook's (INPUT for NF_INET_LOCAL_IN ...),
+ * named by userspace from nf_hook.  Raw pointers and BPF_CORE_READ, as for
+ * nft (struct xt_table exists in several module BTFs), so the kretprobe twin
+ * shares this.  The skb is still alive here: nf_hook_slow frees a dropped
+ * packet only after this returns, so the path is found by its pointer.
+ */
+static __always_inline void hook_ipt_exit(void *table_ptr, void *skb, void *state_ptr, __u32 ret)
+{
+	struct xt_table *table = table_ptr;
+	const struct nf_hook_state *state = state_ptr;
+	struct nf_verdict_key key = {};
+	struct hop_event *ev;
+
+	key.family = BPF_CORE_READ(state, pf);
+	key.hook = BPF_CORE_READ(state, hook);
+	key.verdict = ret & NF_VERDICT_MASK;
+	/* The same convention as nf_tables' (hook_nft_exit), should x_tables adopt it. */
+	if (key.verdict == NF_STOLEN && (ret >> 16))
+		key.verdict = NF_DROP;
+	BPF_CORE_READ_STR_INTO(&key.table, table, name);
+	counter_inc(&nf_verdicts, &key);
+
+	ev = path_event(skb, 0, HOP_IPT_TABLE, 0);
+	if (!ev)
+		return;
+	ev->nf_family = key.family;
+	ev->nf_hook = key.hook;
+	ev->phase = 1;
+	ev->verdict = key.verdict;
+	__builtin_memcpy(ev->detail, key.table, 15); /* the table half of detail, NUL-terminated */
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/*
+ * __ip_queue_xmit / ip6_xmit entry: a socket (TCP, SCTP) hands a segment to
+ * IP.  Its IP header does not exist yet, so the packet cannot be sampled
+ * here; the path starts moments later at ip_output, on this CPU, for the
+ * same skb.  So the entry is remembered and reported then, with its own
+ * timestamp (the assembler orders hops by time), by queue_xmit_report().
+ */
+static __always_inline void hook_queue_xmit_entry(void *skb)
+{
+	struct cpu_state *st;
+
+	if (!paths_config())
+		return;
+	st = this_cpu_state();
+	if (!st)
+		return;
+	st->qx_skb = (__u64)skb;
+	st->qx_ts = bpf_ktime_get_ns();
+}
+
+static __always_inline void queue_xmit_report(void *skb)
+{
+	struct cpu_state *st = this_cpu_state();
+	struct hop_event *ev;
+	__u64 ts;
+
+	if (!st || st->qx_skb != (__u64)skb)
+		return;
+	ts = st->qx_ts;
+	st->qx_skb = 0;
+	/* The pointer match is the test; the time bound only retires a slot whose
+	 * packet never reached ip_output (dropped at LOCAL_OUT) before its pointer
+	 * comes back in another packet that skips ip_queue_xmit (UDP).  Generous:
+	 * under emulation (TCG) the call alone takes ~0.3 ms before any probe. */
+	if (bpf_ktime_get_ns() - ts > QUEUE_XMIT_WINDOW_NS)
+		return;
+	ev = path_event(skb, 1, HOP_IP_QUEUE_XMIT, 0);
+	if (!ev)
+		return;
+	ev->ts_ns = ts;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/*
  * The verdict hooks below take raw pointers and read with BPF_CORE_READ, so the
  * kretprobe twins work without bpf_rdonly_cast (kernels before 6.2, where the
  * fexit of an 8-argument function is also refused before 6.6).
@@ -194,9 +275,9 @@ static __always_inline void hook_route_input_exit(void *skb, void *dev, __s32 re
 
 /* ---- kprobe -> kretprobe argument stash ------------------------------- */
 
-enum stash_fn { STASH_NF_HOOK = 1, STASH_NFT_CHAIN, STASH_RP_FILTER, STASH_ROUTE_INPUT };
+enum stash_fn { STASH_NF_HOOK = 1, STASH_NFT_CHAIN, STASH_RP_FILTER, STASH_ROUTE_INPUT, STASH_IPT_TABLE };
 
-static __always_inline void stash_push(__u32 fn, __u64 a, __u64 b)
+static __always_inline void stash_push3(__u32 fn, __u64 a, __u64 b, __u64 c)
 {
 	__u32 zero = 0;
 	struct stash *st = bpf_map_lookup_elem(&kstash, &zero);
@@ -208,6 +289,7 @@ static __always_inline void stash_push(__u32 fn, __u64 a, __u64 b)
 	if (d < STASH_DEPTH) {
 		st->args[d & (STASH_DEPTH - 1)][0] = a;
 		st->args[d & (STASH_DEPTH - 1)][1] = b;
+		st->args[d & (STASH_DEPTH - 1)][2] = c;
 		st->fn[d & (STASH_DEPTH - 1)] = fn;
 	}
 	st->depth = d + 1;
@@ -215,7 +297,7 @@ static __always_inline void stash_push(__u32 fn, __u64 a, __u64 b)
 
 /* The arguments of the innermost pending call of `fn`, or -1 when they were
  * lost (deeper nesting than the stash holds, or a kretprobe the kernel missed). */
-static __always_inline int stash_pop(__u32 fn, __u64 *a, __u64 *b)
+static __always_inline int stash_pop3(__u32 fn, __u64 *a, __u64 *b, __u64 *c)
 {
 	__u32 zero = 0;
 	struct stash *st = bpf_map_lookup_elem(&kstash, &zero);
@@ -231,7 +313,20 @@ static __always_inline int stash_pop(__u32 fn, __u64 *a, __u64 *b)
 	}
 	*a = st->args[d & (STASH_DEPTH - 1)][0];
 	*b = st->args[d & (STASH_DEPTH - 1)][1];
+	*c = st->args[d & (STASH_DEPTH - 1)][2];
 	return 0;
+}
+
+static __always_inline void stash_push(__u32 fn, __u64 a, __u64 b)
+{
+	stash_push3(fn, a, b, 0);
+}
+
+static __always_inline int stash_pop(__u32 fn, __u64 *a, __u64 *b)
+{
+	__u64 unused;
+
+	return stash_pop3(fn, a, b, &unused);
 }
 
 #endif /* PKTPATH_HOOKS_H */

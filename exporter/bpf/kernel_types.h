@@ -90,6 +90,11 @@ struct nft_pktinfo {
 	const struct nf_hook_state *state;
 };
 
+/* x_tables (iptables-legacy): ipt_do_table()'s table; name is an array. */
+struct xt_table {
+	char name[32];
+};
+
 struct nft_table {
 	char *name;
 };

@@ -121,7 +121,7 @@ struct {
 struct stash {
 	__u32 depth;
 	__u32 fn[STASH_DEPTH]; /* which function pushed each entry (enum stash_fn) */
-	__u64 args[STASH_DEPTH][2];
+	__u64 args[STASH_DEPTH][3];
 };
 
 struct {
@@ -144,6 +144,8 @@ struct cpu_state {
 	__u8 cur_proto;
 	__u8 _pad[5];
 	__u64 nft_path; /* path of the packet nft_do_chain is evaluating (see hooks.h) */
+	__u64 qx_skb;   /* the skb __ip_queue_xmit/ip6_xmit was last called with (hooks.h) */
+	__u64 qx_ts;    /* ... and when */
 };
 
 struct {

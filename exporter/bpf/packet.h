@@ -29,7 +29,11 @@
 #define IPPROTO_ICMPV6 58
 #define IP_OFFSET_MASK 0x1FFF
 
-#define CAST(type, ptr) ((type *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))
+/* A kprobe's raw pointer as a typed one, where bpf_rdonly_cast exists (6.2+).
+ * Without it the pointer stays as it is and every read of it goes through
+ * KREAD (compat.h), i.e. BPF_CORE_READ, so nothing dereferences it directly. */
+#define CAST(type, ptr) \
+	((type *)(have_rdonly_cast() ? bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)) : (void *)(ptr)))
 
 /*
  * Header loaders: copy one header from kernel memory to the stack.
@@ -120,11 +124,11 @@ static __always_inline void load_icmphdr(unsigned char *p, struct icmphdr *out)
 
 static __always_inline unsigned char *network_header(struct sk_buff *skb)
 {
-	__u16 off = skb->network_header;
+	__u16 off = KREAD(skb->network_header, skb, network_header);
 
 	if (off == NETWORK_HEADER_UNSET)
 		return 0;
-	return skb->head + off;
+	return KREAD(skb->head, skb, head) + off;
 }
 
 /*
@@ -136,7 +140,7 @@ static __always_inline void read_protocols(struct sk_buff *skb, __u16 *l3, __u8 
 {
 	unsigned char *nh = network_header(skb);
 
-	*l3 = bpf_ntohs(skb->protocol);
+	*l3 = bpf_ntohs(KREAD(skb->protocol, skb, protocol));
 	if (!nh)
 		return;
 	if (*l3 == ETH_P_IP) {
@@ -166,7 +170,7 @@ static __always_inline void read_protocols(struct sk_buff *skb, __u16 *l3, __u8 
 static __always_inline int read_packet(struct sk_buff *skb, struct pkt_header *h, const int full)
 {
 	unsigned char *nh = network_header(skb);
-	__u16 l3 = bpf_ntohs(skb->protocol);
+	__u16 l3 = bpf_ntohs(KREAD(skb->protocol, skb, protocol));
 	unsigned char *l4;
 	int need_extra;
 

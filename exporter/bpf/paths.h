@@ -189,7 +189,7 @@ static __always_inline int budget_take(__u32 slot, __u32 limit, __u64 now)
 static __always_inline void read_ifname(struct net_device *dev, char *out)
 {
 	if (dev)
-		__builtin_memcpy(out, dev->name, 16);
+		KREAD_IFNAME(out, dev);
 }
 
 /* Reserve and fill the common part of a hop event; the caller adds the rest. */
@@ -207,11 +207,11 @@ static __always_inline struct hop_event *event_start(__u32 hop, __u64 path_id, s
 	ev->ts_ns = bpf_ktime_get_ns();
 	ev->hop = hop;
 	ev->cpu = bpf_get_smp_processor_id();
-	ev->len = skb ? skb->len : 0;
+	ev->len = skb ? KREAD(skb->len, skb, len) : 0;
 	if (dev) {
 		read_ifname(dev, ev->ifname);
-		ev->ifindex = dev->ifindex;
-		ev->netns = dev->nd_net.net->ns.inum;
+		ev->ifindex = KREAD(dev->ifindex, dev, ifindex);
+		ev->netns = KREAD(dev->nd_net.net->ns.inum, dev, nd_net.net, ns.inum);
 	}
 	return ev;
 }

@@ -103,6 +103,12 @@ int BPF_PROG(consume_skb__tp_btf, struct sk_buff *skb)
 #define SKB(p) CAST(struct sk_buff, (void *)(p))
 #define DEV(p) CAST(struct net_device, (void *)(p))
 
+/* skb->dev for any of the hop programs (compat.h: KREAD). */
+static __always_inline struct net_device *skb_dev(struct sk_buff *skb)
+{
+	return KREAD(skb->dev, skb, dev);
+}
+
 static __always_inline long func_ret(void *ctx)
 {
 	__u64 ret = 0;
@@ -150,7 +156,7 @@ int BPF_PROG(ip_forward__fentry, struct sk_buff *skb)
 SEC("kprobe/ip_forward")
 int BPF_KPROBE(ip_forward__kprobe, void *skb)
 {
-	path_hop(SKB(skb), 1, HOP_IP_FORWARD, SKB(skb)->dev, 0, 0, 0, 0);
+	path_hop(SKB(skb), 1, HOP_IP_FORWARD, skb_dev(SKB(skb)), 0, 0, 0, 0);
 	return 0;
 }
 
@@ -164,7 +170,7 @@ int BPF_PROG(ip6_forward__fentry, struct sk_buff *skb)
 SEC("kprobe/ip6_forward")
 int BPF_KPROBE(ip6_forward__kprobe, void *skb)
 {
-	path_hop(SKB(skb), 1, HOP_IP_FORWARD, SKB(skb)->dev, 0, 0, 0, 0);
+	path_hop(SKB(skb), 1, HOP_IP_FORWARD, skb_dev(SKB(skb)), 0, 0, 0, 0);
 	return 0;
 }
 
@@ -178,7 +184,7 @@ int BPF_PROG(ip_local_deliver__fentry, struct sk_buff *skb)
 SEC("kprobe/ip_local_deliver")
 int BPF_KPROBE(ip_local_deliver__kprobe, void *skb)
 {
-	path_hop(SKB(skb), 1, HOP_LOCAL_DELIVER, SKB(skb)->dev, 0, 0, 0, 0);
+	path_hop(SKB(skb), 1, HOP_LOCAL_DELIVER, skb_dev(SKB(skb)), 0, 0, 0, 0);
 	return 0;
 }
 
@@ -187,6 +193,7 @@ SEC("fentry/ip_output")
 int BPF_PROG(ip_output__fentry, void *net, void *sk, struct sk_buff *skb)
 {
 	path_entry_hop(skb, HOP_IP_OUTPUT, 0);
+	queue_xmit_report(skb);
 	return 0;
 }
 
@@ -194,6 +201,7 @@ SEC("kprobe/ip_output")
 int BPF_KPROBE(ip_output__kprobe, void *net, void *sk, void *skb)
 {
 	path_entry_hop(SKB(skb), HOP_IP_OUTPUT, 0);
+	queue_xmit_report(skb);
 	return 0;
 }
 
@@ -201,6 +209,7 @@ SEC("fentry/ip6_output")
 int BPF_PROG(ip6_output__fentry, void *net, void *sk, struct sk_buff *skb)
 {
 	path_entry_hop(skb, HOP_IP_OUTPUT, 0);
+	queue_xmit_report(skb);
 	return 0;
 }
 
@@ -208,6 +217,129 @@ SEC("kprobe/ip6_output")
 int BPF_KPROBE(ip6_output__kprobe, void *net, void *sk, void *skb)
 {
 	path_entry_hop(SKB(skb), HOP_IP_OUTPUT, 0);
+	queue_xmit_report(skb);
+	return 0;
+}
+
+/*
+ * Later hops of the IP paths, all (net, sk, skb): the okfn each netfilter
+ * hook calls when its chains accepted the packet, so each one says "passed
+ * that hook".  Their return values are not reported: a packet they drop is
+ * freed through kfree_skb, which counts it with its reason already.
+ *
+ * Seen under ftrace on Debian's 6.1 and 6.12: ip_rcv_finish and
+ * ip6_rcv_finish are inlined into ip_rcv/ipv6_rcv (and the list receive
+ * path), so their out-of-line copies run only when the okfn is called through
+ * the hook state's pointer: a packet reinjected after NFQUEUE.  There is no
+ * other non-inlined function at that point (ip_rcv_finish_core is inlined
+ * too; the route lookup inside it is the ip_route_input_noref hop).
+ * ip6_forward_finish is inlined into ip6_forward and its kallsyms copy takes
+ * neither fentry (EBUSY) nor a kprobe (EINVAL): no IPv6 twin for that hop.
+ */
+SEC("fentry/ip_rcv_finish")
+int BPF_PROG(ip_rcv_finish__fentry, void *net, void *sk, struct sk_buff *skb)
+{
+	path_hop(skb, 1, HOP_IP_RCV_FINISH, skb->dev, 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("kprobe/ip_rcv_finish")
+int BPF_KPROBE(ip_rcv_finish__kprobe, void *net, void *sk, void *skb)
+{
+	path_hop(SKB(skb), 1, HOP_IP_RCV_FINISH, skb_dev(SKB(skb)), 0, 0, 0, 0);
+	return 0;
+}
+
+
+SEC("fentry/ip6_rcv_finish")
+int BPF_PROG(ip6_rcv_finish__fentry, void *net, void *sk, struct sk_buff *skb)
+{
+	path_hop(skb, 1, HOP_IP_RCV_FINISH, skb->dev, 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("kprobe/ip6_rcv_finish")
+int BPF_KPROBE(ip6_rcv_finish__kprobe, void *net, void *sk, void *skb)
+{
+	path_hop(SKB(skb), 1, HOP_IP_RCV_FINISH, skb_dev(SKB(skb)), 0, 0, 0, 0);
+	return 0;
+}
+
+
+SEC("fentry/ip_forward_finish")
+int BPF_PROG(ip_forward_finish__fentry, void *net, void *sk, struct sk_buff *skb)
+{
+	path_hop(skb, 1, HOP_IP_FORWARD_FINISH, skb->dev, 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("kprobe/ip_forward_finish")
+int BPF_KPROBE(ip_forward_finish__kprobe, void *net, void *sk, void *skb)
+{
+	path_hop(SKB(skb), 1, HOP_IP_FORWARD_FINISH, skb_dev(SKB(skb)), 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("fentry/ip_finish_output")
+int BPF_PROG(ip_finish_output__fentry, void *net, void *sk, struct sk_buff *skb)
+{
+	path_hop(skb, 1, HOP_IP_FINISH_OUTPUT, skb->dev, 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("kprobe/ip_finish_output")
+int BPF_KPROBE(ip_finish_output__kprobe, void *net, void *sk, void *skb)
+{
+	path_hop(SKB(skb), 1, HOP_IP_FINISH_OUTPUT, skb_dev(SKB(skb)), 0, 0, 0, 0);
+	return 0;
+}
+
+
+SEC("fentry/ip6_finish_output")
+int BPF_PROG(ip6_finish_output__fentry, void *net, void *sk, struct sk_buff *skb)
+{
+	path_hop(skb, 1, HOP_IP_FINISH_OUTPUT, skb->dev, 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("kprobe/ip6_finish_output")
+int BPF_KPROBE(ip6_finish_output__kprobe, void *net, void *sk, void *skb)
+{
+	path_hop(SKB(skb), 1, HOP_IP_FINISH_OUTPUT, skb_dev(SKB(skb)), 0, 0, 0, 0);
+	return 0;
+}
+
+/*
+ * __ip_queue_xmit(sk, skb, fl, tos): TCP's (and SCTP's) way into IP; the
+ * exported ip_queue_xmit() is a wrapper around it, so this sees both.  Both
+ * symbols are real functions on 6.1 and 6.12 (kallsyms, ftrace).
+ */
+SEC("fentry/__ip_queue_xmit")
+int BPF_PROG(ip_queue_xmit__fentry, void *sk, struct sk_buff *skb)
+{
+	hook_queue_xmit_entry(skb);
+	return 0;
+}
+
+SEC("kprobe/__ip_queue_xmit")
+int BPF_KPROBE(ip_queue_xmit__kprobe, void *sk, void *skb)
+{
+	hook_queue_xmit_entry(skb);
+	return 0;
+}
+
+/* ip6_xmit(sk, skb, fl6, mark, opt, tclass, priority): the IPv6 twin. */
+SEC("fentry/ip6_xmit")
+int BPF_PROG(ip6_xmit__fentry, void *sk, struct sk_buff *skb)
+{
+	hook_queue_xmit_entry(skb);
+	return 0;
+}
+
+SEC("kprobe/ip6_xmit")
+int BPF_KPROBE(ip6_xmit__kprobe, void *sk, void *skb)
+{
+	hook_queue_xmit_entry(skb);
 	return 0;
 }
 
@@ -332,5 +464,33 @@ int BPF_KRETPROBE(ip_route_input_noref__kretprobe, int ret)
 
 	if (stash_pop(STASH_ROUTE_INPUT, &skb, &dev) == 0)
 		hook_route_input_exit((void *)skb, (void *)dev, ret);
+	return 0;
+}
+
+/*
+ * ipt_do_table(priv = struct xt_table *, skb, state): an iptables-legacy
+ * table's verdict (ip_tables module; 5.16+ argument order, see compat.h).
+ */
+SEC("fexit/ipt_do_table")
+int BPF_PROG(ipt_do_table__fexit, void *table, struct sk_buff *skb, void *state)
+{
+	hook_ipt_exit(table, skb, state, (__u32)func_ret(ctx));
+	return 0;
+}
+
+SEC("kprobe/ipt_do_table")
+int BPF_KPROBE(ipt_do_table__kprobe, void *table, void *skb, void *state)
+{
+	stash_push3(STASH_IPT_TABLE, (__u64)table, (__u64)skb, (__u64)state);
+	return 0;
+}
+
+SEC("kretprobe/ipt_do_table")
+int BPF_KRETPROBE(ipt_do_table__kretprobe, unsigned int ret)
+{
+	__u64 table, skb, state;
+
+	if (stash_pop3(STASH_IPT_TABLE, &table, &skb, &state) == 0)
+		hook_ipt_exit((void *)table, (void *)skb, (void *)state, ret);
 	return 0;
 }

@@ -88,6 +88,11 @@ enum hop_id {
 	HOP_IP_FORWARD,        /* ip_forward / ip6_forward entry */
 	HOP_LOCAL_DELIVER,     /* ip_local_deliver entry */
 	HOP_IP_OUTPUT,         /* ip_output / ip6_output entry */
+	HOP_IP_RCV_FINISH,     /* ip_rcv_finish / ip6_rcv_finish entry: past PRE_ROUTING */
+	HOP_IP_FORWARD_FINISH, /* ip_forward_finish / ip6_forward_finish entry: past FORWARD */
+	HOP_IP_QUEUE_XMIT,     /* __ip_queue_xmit / ip6_xmit entry (reported at ip_output) */
+	HOP_IP_FINISH_OUTPUT,  /* ip_finish_output / ip6_finish_output entry: past POST_ROUTING */
+	HOP_IPT_TABLE,         /* ipt_do_table exit: iptables-legacy table and verdict */
 	HOP_SOCK_QUEUE,        /* tp sock:sk_data_ready (6.13+): queued to a local socket */
 };
 
@@ -138,7 +143,7 @@ struct hop_event {
 	__u8 _pad[4];
 	char ifname[16];
 	char out_ifname[16]; /* fib: the next hop's device; nf_hook: the out device */
-	char detail[32];     /* nft: "table/chain" */
+	char detail[32];     /* nft: table and chain names, 16 bytes each; ipt: table */
 	struct pkt_header hdr;
 };
 

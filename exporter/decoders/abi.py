@@ -180,7 +180,12 @@ HOP_IDS = {
     "HOP_IP_FORWARD": 13,
     "HOP_LOCAL_DELIVER": 14,
     "HOP_IP_OUTPUT": 15,
-    "HOP_SOCK_QUEUE": 16,
+    "HOP_IP_RCV_FINISH": 16,
+    "HOP_IP_FORWARD_FINISH": 17,
+    "HOP_IP_QUEUE_XMIT": 18,
+    "HOP_IP_FINISH_OUTPUT": 19,
+    "HOP_IPT_TABLE": 20,
+    "HOP_SOCK_QUEUE": 21,
 }
 
 MIRRORS: tuple[type[ctypes.Structure], ...] = (DropKey, DropValue, DropSlot, PktHeader, HopEventRaw, PathConfig,

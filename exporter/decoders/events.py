@@ -11,6 +11,7 @@ import ctypes
 import ipaddress
 
 from exporter.decoders import abi
+from exporter.decoders import netfilter as nf
 from exporter.decoders.drop_reasons import DropReasons
 from exporter.paths.model import Hop, HopEvent, PacketHeader, SampledBy
 
@@ -31,6 +32,11 @@ _HOPS = {
     abi.HOP_IDS["HOP_IP_FORWARD"]: Hop.IP_FORWARD,
     abi.HOP_IDS["HOP_LOCAL_DELIVER"]: Hop.LOCAL_DELIVER,
     abi.HOP_IDS["HOP_IP_OUTPUT"]: Hop.IP_OUTPUT,
+    abi.HOP_IDS["HOP_IP_RCV_FINISH"]: Hop.IP_RCV_FINISH,
+    abi.HOP_IDS["HOP_IP_FORWARD_FINISH"]: Hop.IP_FORWARD_FINISH,
+    abi.HOP_IDS["HOP_IP_QUEUE_XMIT"]: Hop.IP_QUEUE_XMIT,
+    abi.HOP_IDS["HOP_IP_FINISH_OUTPUT"]: Hop.IP_FINISH_OUTPUT,
+    abi.HOP_IDS["HOP_IPT_TABLE"]: Hop.IPT_TABLE,
 }
 EVENT_SIZE = ctypes.sizeof(abi.HopEventRaw)
 
@@ -97,7 +103,7 @@ class EventDecoder:
             nf_hook=ev.nf_hook,
             phase=ev.phase,
             nf_table=_cstr(raw, _DETAIL, 16),
-            nf_chain=_cstr(raw, _DETAIL + 16, 16),
+            nf_chain=_cstr(raw, _DETAIL + 16, 16) if hop is not Hop.IPT_TABLE else nf.builtin_chain(ev.nf_hook),
             header=header,
             sampled_by=SampledBy.DROP if ev.flags & abi.EV_BY_DROP else SampledBy.RATE,
         )

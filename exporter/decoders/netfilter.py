@@ -25,6 +25,15 @@ NF_HOOK_CONSTANTS = {0: "NF_INET_PRE_ROUTING", 1: "NF_INET_LOCAL_IN", 2: "NF_INE
 NF_VERDICT_CONSTANTS = {0: "NF_DROP", 1: "NF_ACCEPT", 2: "NF_STOLEN", 3: "NF_QUEUE", 4: "NF_REPEAT", 5: "NF_STOP"}
 
 
+# iptables' built-in chain of each hook.  A legacy (x_tables) table has no chain objects in the
+# kernel: ipt_do_table() walks the table's rules from the hook's entry point, which is that chain.
+BUILTIN_CHAINS = {0: "PREROUTING", 1: "INPUT", 2: "FORWARD", 3: "OUTPUT", 4: "POSTROUTING"}
+
+
+def builtin_chain(hook: int) -> str:
+    return BUILTIN_CHAINS.get(hook, f"hook{hook}")
+
+
 def family_name(n: int) -> str:
     return NF_FAMILIES.get(n, str(n))
 

@@ -301,13 +301,18 @@ class Engine:
 
     def _open(self, disabled: dict[str, str]) -> tuple[libbpf.BpfObject, dict[str, ProgramSpec]]:
         obj = libbpf.BpfObject(self.object_path)
-        allowed = allowed_families(self.options.mode)
         specs: dict[str, ProgramSpec] = {}
+        progs = []
         for prog in obj.programs:
             spec = parse_program(prog.name, prog.section)
-            if spec is None:
-                continue
-            specs[prog.name] = spec
+            if spec is not None:
+                specs[prog.name] = spec
+                progs.append((prog, spec))
+        hop_families: dict[str, set[str]] = {}
+        for spec in specs.values():
+            hop_families.setdefault(spec.hop, set()).add(spec.family)
+        for prog, spec in progs:
+            allowed = allowed_families(self.options.mode, hop_families[spec.hop])
             if spec.hop in self.options.exclude:
                 disabled.setdefault(prog.name, f"{_BY_CONFIG[0]}: {self.options.exclude[spec.hop]}")
             elif spec.family not in allowed:

@@ -80,10 +80,24 @@ def group_hops(specs: Iterable[ProgramSpec]) -> dict[str, HopStatus]:
     return hops
 
 
-def allowed_families(mode: str) -> tuple[str, ...]:
-    """Families a config `probes.mode` permits, best first ("auto" permits all)."""
+FUNCTION_FAMILIES = ("fentry", "kprobe")
+
+
+def allowed_families(mode: str, candidates: Iterable[str] | None = None) -> tuple[str, ...]:
+    """Families a config `probes.mode` permits for a hop with these candidate families, best first.
+
+    "auto" permits all.  A forced function-hook family (fentry, kprobe) applies to the hops that
+    have a candidate of it; a hop without one (the tracepoint-only hops: kfree_skb,
+    netif_receive_skb ...) keeps its tracepoint, since forcing kprobes is about how function
+    hooks attach, not about losing the drop counters.  "tracepoint" permits tracepoints only.
+    Without `candidates`: the families the mode permits to some hop.
+    """
     if mode == "auto":
         return FAMILIES
     if mode not in FAMILIES:
         raise ValueError(f"unknown probe mode {mode!r}")
-    return (mode,)
+    if mode not in FUNCTION_FAMILIES:
+        return (mode,)
+    if candidates is None:
+        return (mode, "tracepoint")
+    return (mode,) if mode in set(candidates) else ("tracepoint",)

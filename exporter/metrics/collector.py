@@ -226,8 +226,9 @@ class _Families:
             "ended it within 250 ms: freed where no hop sees it), insert_failed (tracked map full), "
             "stale_pointer (an skb pointer reused by a new packet).", labels=["reason"])
         self.nf_verdicts = CounterMetricFamily(
-            "pktpath_netfilter_verdicts", "Netfilter chain verdicts (nft_do_chain), every packet: family, hook, "
-            "table, verdict. Needs fentry or kprobes (absent on tracepoint-only kernels).",
+            "pktpath_netfilter_verdicts",
+            "Netfilter verdicts of nftables chains (nft_do_chain) and iptables-legacy tables (ipt_do_table), "
+            "every packet: family, hook, table, verdict. Needs fentry or kprobes (absent on tracepoint-only kernels).",
             labels=["family", "hook", "table", "verdict"])
         self.rp_filter = CounterMetricFamily(
             "pktpath_rp_filter_checks", "Source validation (fib_validate_source, rp_filter) results by receiving "

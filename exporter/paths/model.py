@@ -41,6 +41,11 @@ class Hop(StrEnum):
     IP_FORWARD = "ip_forward"
     LOCAL_DELIVER = "ip_local_deliver"
     IP_OUTPUT = "ip_output"
+    IP_RCV_FINISH = "ip_rcv_finish"  # past the PRE_ROUTING hook (ip_rcv_finish / ip6_rcv_finish)
+    IP_FORWARD_FINISH = "ip_forward_finish"  # past the FORWARD hook
+    IP_QUEUE_XMIT = "ip_queue_xmit"  # a socket (TCP, SCTP) handed the segment to IP (__ip_queue_xmit / ip6_xmit)
+    IP_FINISH_OUTPUT = "ip_finish_output"  # past the POST_ROUTING hook
+    IPT_TABLE = "ipt_do_table"  # one iptables-legacy table's verdict (nf_chain: the hook's built-in chain)
 
 
 TERMINAL_HOPS = frozenset({Hop.DROP, Hop.CONSUME, Hop.SOCK_QUEUE})
@@ -96,7 +101,7 @@ class HopEvent:
     nf_family: int = 0  # netfilter hops: NFPROTO_* (2 ipv4, 10 ipv6, 1 inet ...)
     nf_hook: int = 0  # netfilter hops: NF_INET_* (0 prerouting ... 4 postrouting)
     phase: int = 0  # 0 entry, 1 exit (verdict)
-    nf_table: str = ""  # nft_do_chain: table and chain names
+    nf_table: str = ""  # nft_do_chain, ipt_do_table: table and chain names
     nf_chain: str = ""
     header: PacketHeader | None = None  # set on the first hop of a path
     sampled_by: SampledBy = SampledBy.RATE

@@ -11,8 +11,9 @@ from exporter.tracer.session import MAX_DURATION_RANGE, MAX_PKT_RANGE, TraceSess
 from exporter.tracer.shell import UsageError, parse_cidr, parse_int, quiet_loader
 
 
-def run_trace(src: str | None, dst: str | None, max_pkt: str, max_duration: str, as_json: bool) -> int:
-    session = TraceSession()
+def run_trace(src: str | None, dst: str | None, max_pkt: str, max_duration: str, as_json: bool,
+              probe_mode: str = "auto") -> int:
+    session = TraceSession(probe_mode=probe_mode)
     quiet_loader()
     try:
         # Bad arguments are bad input: exit status 2, before anything is loaded.

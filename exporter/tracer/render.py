@@ -64,7 +64,7 @@ def nf_line(ev: HopEvent) -> str:
     """The original's netfilter lines: "Will check NFPROTO_IPV4(2), NF_INET_PRE_ROUTING(0), ..."."""
     where = (f"{nf.NF_FAMILY_CONSTANTS.get(ev.nf_family, 'NFPROTO')}({ev.nf_family}), "
              f"{nf.NF_HOOK_CONSTANTS.get(ev.nf_hook, 'NF_INET')}({ev.nf_hook})")
-    if ev.hop is Hop.NF_CHAIN:
+    if ev.hop in (Hop.NF_CHAIN, Hop.IPT_TABLE):
         verdict = f"{nf.NF_VERDICT_CONSTANTS.get(ev.verdict, 'NF_VERDICT')}({ev.verdict})"
         return f"{ev.nf_table}/{ev.nf_chain}, {where}, check done, {verdict}"
     if ev.phase == 0:
@@ -79,7 +79,7 @@ def hop_line(path: Path, index: int, symbol: Callable[[int], str],
     if index == 0 and path.header is not None:
         return header_line(path)
     h = path.header
-    if ev.hop in (Hop.NF_HOOK, Hop.NF_CHAIN):
+    if ev.hop in (Hop.NF_HOOK, Hop.NF_CHAIN, Hop.IPT_TABLE):
         return nf_line(ev)
     if ev.hop is Hop.RP_FILTER:
         verdict = "PASS" if ev.verdict == 0 else f"FAIL ({errno_text(ev.verdict)})"
@@ -97,6 +97,14 @@ def hop_line(path: Path, index: int, symbol: Callable[[int], str],
         return "local delivery (ip_local_deliver)"
     if ev.hop is Hop.IP_OUTPUT:
         return f"IP output, len:{ev.length}"
+    if ev.hop is Hop.IP_RCV_FINISH:
+        return f"IP receive finish (past PRE_ROUTING) on {ev.ifname or 'unknown'}"
+    if ev.hop is Hop.IP_FORWARD_FINISH:
+        return f"forward finish (past FORWARD), len:{ev.length}"
+    if ev.hop is Hop.IP_QUEUE_XMIT:
+        return f"socket queued the segment to IP (ip_queue_xmit), len:{ev.length}"
+    if ev.hop is Hop.IP_FINISH_OUTPUT:
+        return f"IP finish output (past POST_ROUTING), len:{ev.length}"
     if ev.hop is Hop.FIB_LOOKUP:
         return fib_line(path, ev, _last_iif(path, index))
     if ev.hop is Hop.NETIF_RECEIVE:

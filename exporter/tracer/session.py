@@ -62,8 +62,9 @@ class TraceResult:
 
 
 class TraceSession:
-    def __init__(self, host: Host | None = None, object_path: str | None = None) -> None:
+    def __init__(self, host: Host | None = None, object_path: str | None = None, probe_mode: str = "auto") -> None:
         self.params = TraceParams()
+        self.probe_mode = probe_mode
         self.host = host or Host()
         self._object_path = object_path
         self._engine: Engine | None = None
@@ -86,7 +87,7 @@ class TraceSession:
     def load(self) -> AttachReport:
         """Load and attach every hop (first start only)."""
         if self._engine is None:
-            engine = Engine(EngineOptions(), object_path=self._object_path, host=self.host)
+            engine = Engine(EngineOptions(mode=self.probe_mode), object_path=self._object_path, host=self.host)
             from exporter.decoders import abi
 
             self.report = engine.start(verify=abi.check_against)

@@ -54,6 +54,9 @@ def test_shell_lines_in_the_original_words() -> None:
     chain = HopEvent(1, Hop.NF_CHAIN, 4, nf_family=2, nf_hook=1, phase=1, verdict=1, nf_table="filter",
                      nf_chain="INPUT")
     assert line(chain) == "filter/INPUT, NFPROTO_IPV4(2), NF_INET_LOCAL_IN(1), check done, NF_ACCEPT(1)"
+    legacy = HopEvent(1, Hop.IPT_TABLE, 4, nf_family=2, nf_hook=1, phase=1, verdict=0, nf_table="filter",
+                      nf_chain="INPUT")
+    assert line(legacy) == "filter/INPUT, NFPROTO_IPV4(2), NF_INET_LOCAL_IN(1), check done, NF_DROP(0)"
     assert line(HopEvent(1, Hop.RP_FILTER, 5, ifname="eth0", verdict=0)) == \
         "rp_filter check: src(10.0.0.1), iif(eth0), PASS"
     assert line(HopEvent(1, Hop.RP_FILTER, 5, ifname="eth0", verdict=-errno.EXDEV)) == \
@@ -76,3 +79,20 @@ def test_convention_is_read_from_the_running_kernels_btf() -> None:
         # Whatever this kernel does, the answer must follow its BTF, not a version guess.
         assert returns_drop_reason(btf, "ip_route_input_noref") == (kind_name[1] == "skb_drop_reason")
         assert btf.func_return("no_such_function_anywhere") is None
+
+
+def test_legacy_tables_are_named_after_the_hooks_builtin_chain() -> None:
+    """ipt_do_table events carry the table name only; the chain is the hook's built-in one."""
+    import ctypes
+
+    from exporter.decoders import abi
+    from exporter.decoders.events import EventDecoder
+
+    raw = abi.HopEventRaw(hop=abi.HOP_IDS["HOP_IPT_TABLE"], nf_family=2, nf_hook=2, phase=1, verdict=0,
+                          detail=b"filter")
+    ev = EventDecoder(REASONS).decode(bytes(raw)[: ctypes.sizeof(raw)])
+    assert (ev.hop, ev.nf_table, ev.nf_chain) == (Hop.IPT_TABLE, "filter", "FORWARD")
+    raw.nf_hook = 4
+    raw.detail = b"mangle"
+    ev = EventDecoder(REASONS).decode(bytes(raw))
+    assert (ev.nf_table, ev.nf_chain) == ("mangle", "POSTROUTING")

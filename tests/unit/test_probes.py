@@ -27,9 +27,22 @@ def test_group_orders_families_best_first_and_keeps_pairs() -> None:
 
 def test_allowed_families() -> None:
     assert allowed_families("auto") == FAMILIES
-    assert allowed_families("kprobe") == ("kprobe",)
+    assert allowed_families("kprobe") == ("kprobe", "tracepoint")
+    assert allowed_families("tracepoint") == ("tracepoint",)
     with pytest.raises(ValueError):
         allowed_families("xdp")
+
+
+def test_forced_function_family_applies_to_function_hooks_only() -> None:
+    # A function hook with both families attaches only the forced one ...
+    assert allowed_families("kprobe", {"fentry", "kprobe"}) == ("kprobe",)
+    assert allowed_families("fentry", {"fentry", "kprobe"}) == ("fentry",)
+    # ... a tracepoint-only hop (kfree_skb: the drop counters) keeps its tracepoint ...
+    assert allowed_families("kprobe", {"tracepoint"}) == ("tracepoint",)
+    assert allowed_families("fentry", {"tracepoint"}) == ("tracepoint",)
+    # ... and forcing tracepoints leaves function hooks out.
+    assert allowed_families("tracepoint", {"fentry", "kprobe"}) == ("tracepoint",)
+    assert allowed_families("auto", {"tracepoint"}) == FAMILIES
 
 
 def test_status_dict_explains_every_candidate() -> None:

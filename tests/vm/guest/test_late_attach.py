@@ -5,21 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.agent_process import AgentProcess, wait_until
 from tests.kernel.lab import Lab
+from tests.vm.guest.conftest import attached
 
 N = 20
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    with Lab.create() as built:
-        yield built
 
 
 def loaded_modules() -> dict[str, list[str]]:
@@ -46,11 +40,7 @@ def unload(module: str) -> None:
             time.sleep(0.5)
 
 
-def attached(agent: AgentProcess, probe: str) -> set[str]:
-    samples = agent.scrape()["pktpath_probe_attached"]
-    return {dict(k)["attach_type"] for k, v in samples.items() if dict(k)["probe"] == probe and v == 1}
-
-
+@pytest.mark.before_agent
 def test_hook_in_a_module_loaded_after_start_attaches(tmp_path: Path, lab: Lab) -> None:
     subprocess.run(["nft", "flush", "ruleset"], check=True)
     unload("nf_tables")

@@ -3,40 +3,16 @@ hooks and their unsampled verdict counters, against the same kind of lab as test
 
 from __future__ import annotations
 
-import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.agent_process import AgentProcess
 from tests.kernel.lab import Lab
+from tests.vm.guest.conftest import EXPECTED_FAMILY, MODE, attached
 
 N = 20
-MODE = os.environ.get("PKTPATH_TEST_PROBE_MODE", "auto")
-EXPECTED_FAMILY = {"auto": {"fentry", "kprobe"}, "fentry": {"fentry"}, "kprobe": {"kprobe"}}
-
-
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
-    # nft_do_chain lives in the nf_tables module, loaded here before the agent starts, as on a
-    # host whose firewall is up (test_late_attach.py covers a module loaded afterwards).
-    subprocess.run(["modprobe", "nf_tables"], check=True)
-    proc = AgentProcess.start(tmp_path_factory.mktemp("agent"))
-    yield proc
-    assert proc.stop() == 0, proc.log()
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    with Lab.create() as built:
-        yield built
-
-
-def attached(agent: AgentProcess, probe: str) -> set[str]:
-    samples = agent.scrape()["pktpath_probe_attached"]
-    return {dict(k)["attach_type"] for k, v in samples.items() if dict(k)["probe"] == probe and v == 1}
 
 
 @pytest.mark.parametrize("probe", ["nft_do_chain", "fib_validate_source", "ip_route_input_noref"])
@@ -82,8 +58,8 @@ def test_trace_shows_the_original_netfilter_lines(tmp_path: Path, lab: Lab) -> N
 
     lab.exec(lab.server, "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7504", "-j", "DROP")
     proc = subprocess.Popen([pktpath_bin(), "trace", "--dst", f"{lab.server_ip}/32", "--max-pkt", "1",
-                             "--max-duration", "30", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                             "--max-duration", "30", "--json", "--probe-mode", MODE],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None and proc.stderr.readline().startswith("tracing up to 1 packets")
     lab.send_udp(lab.client, lab.server_ip, 7504, 1)
     out, _ = proc.communicate(timeout=60)
