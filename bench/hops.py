@@ -1,0 +1,483 @@
+"""Per-hop cost of each attach family (fentry, kprobe, tracepoint) for the same hop, in one run.
+
+`python -m bench --only hops` runs this module twice: on the running kernel (here, the locked-down
+host: tracepoints only) and inside a stock 6.12 kernel under QEMU (scripts/vm/run-in-kernel), where
+fentry and kprobes attach too.  Each run is `python -m bench.hops --output FILE`, which measures
+the kernel it runs on and writes JSON.
+
+Workload: the throughput bench's `drop` traffic -- iperf3 UDP, 64-byte payload, `-b 0`, sender
+pinned to CPU 0, every data packet dropped by an iptables rule in the receiver namespace.  On veth
+the receive path runs in the sender's softirq, so each packet passes each measured hop exactly once
+on the sender's core (netif_receive_skb, ip_rcv, then kfree_skb with NETFILTER_DROP), and the
+sender's packets/s is the throughput of that core.  The bpf_stats run counts check "exactly once".
+
+Variants (bench/bpf/hops.bpf.c): per hop, per attach flavor, an empty program (the family's
+dispatch cost alone) and pktpath's real program body (drop counting; path entry with paths off, as
+in the default config, and `body+paths` with paths on at 1 in 1000).  One variant is attached at a
+time.  Rounds interleave every variant with a nothing-attached trial; the order rotates each round.
+Then a shorter pass with kernel.bpf_stats_enabled=1 reads each program's run_time_ns/run_cnt
+(the previous value of the sysctl is restored right after: it is host-wide).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.hopcost import (
+    FLAVOR_FAMILY,
+    NONE,
+    compare_families,
+    parse_fdinfo,
+    per_run_ns,
+    summarize_end_to_end,
+    summarize_in_program,
+    variant_name,
+)
+from bench.netpair import NetPair
+from bench.procs import BenchError
+from bench.throughput import (
+    IP_UDP_HEADERS,
+    PAYLOAD,
+    PORTS,
+    RECEIVER_CPU,
+    IperfServer,
+    disturbed,
+    iperf_trial,
+    iptables_dropped,
+)
+from exporter.decoders.abi import PathConfig
+from exporter.loader import libbpf
+from exporter.loader.engine import default_object_path
+from exporter.loader.probes import group_hops, parse_program
+
+OBJECT = Path(__file__).resolve().parent / "bpf" / "hops.bpf.o"
+STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
+PATHS_ONE_IN = 1000  # body+paths: the agent's default sampling when paths are on
+
+# bench hop -> (pktpath's hop name, what is hooked)
+HOPS = {
+    "drop": ("kfree_skb", "tracepoint skb:kfree_skb; functions: sk_skb_reason_drop (6.11+), else kfree_skb_reason"),
+    "rx": ("netif_receive_skb", "tracepoint net:netif_receive_skb; functions: __netif_receive_skb_one_core"),
+    "iprcv": ("ip_rcv", "function ip_rcv (no tracepoint)"),
+}
+_SHORT = {"tp_btf": "tpbtf", "raw_tp": "rawtp", "tracepoint": "tp", "fentry": "fentry", "kprobe": "kprobe"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    hop: str
+    flavor: str  # tp_btf | raw_tp | tracepoint (classic, perf) | fentry | kprobe
+    body: str  # empty | body | body+paths
+
+    @property
+    def name(self) -> str:
+        return variant_name(self.hop, self.flavor, self.body)
+
+    @property
+    def family(self) -> str:
+        return FLAVOR_FAMILY[self.flavor]
+
+    def programs(self) -> list[str]:
+        """Candidate programs in hops.bpf.o, first that loads: the drop hop's function twins
+        differ by kernel (sk_skb_reason_drop since 6.11, kfree_skb_reason before)."""
+        what = "body" if self.body.startswith("body") else "empty"
+        base = f"{self.hop}_{_SHORT[self.flavor]}"
+        names = [f"{base}_{what}"]
+        if self.hop == "drop" and self.flavor in ("fentry", "kprobe"):
+            names.append(f"{base}61_{what}")
+        return names
+
+
+def _variants() -> list[Variant]:
+    v: list[Variant] = []
+    for flavor in ("tp_btf", "raw_tp", "tracepoint", "fentry", "kprobe"):
+        v.append(Variant("drop", flavor, "empty"))
+        if flavor in ("tp_btf", "fentry", "kprobe"):
+            v.append(Variant("drop", flavor, "body"))
+    for flavor in ("tp_btf", "raw_tp", "tracepoint", "fentry", "kprobe"):
+        v.append(Variant("rx", flavor, "empty"))
+        if flavor in ("tp_btf", "fentry", "kprobe"):
+            v += [Variant("rx", flavor, "body"), Variant("rx", flavor, "body+paths")]
+    for flavor in ("fentry", "kprobe"):
+        v += [Variant("iprcv", flavor, "empty"), Variant("iprcv", flavor, "body")]
+    return v
+
+
+VARIANTS = _variants()
+
+
+@dataclass
+class Loaded:
+    """One variant's program, loaded in its own object (so one refused program costs only itself)."""
+
+    variant: Variant
+    program: str = ""
+    obj: libbpf.BpfObject | None = None
+    prog: libbpf.Program | None = None
+    error: str = ""
+    link: libbpf.Link | None = field(default=None, repr=False)
+
+    def load(self) -> None:
+        for name in self.variant.programs():
+            obj = libbpf.BpfObject(str(OBJECT))
+            try:
+                prog = next(p for p in obj.programs if p.name == name)
+                for p in obj.programs:
+                    p.set_autoload(p is prog)
+                obj.load()
+            except (libbpf.LibbpfError, StopIteration) as exc:
+                obj.close()
+                if not self.error:  # the first candidate's reason is the one worth reading
+                    self.error = f"load {name}: {_why(exc)}"
+                continue
+            if self.variant.body == "body+paths":
+                cfg = PathConfig(enabled=1, one_in=PATHS_ONE_IN)
+                obj.map("path_config").update((0).to_bytes(4, "little"), bytes(cfg))
+            self.obj, self.prog, self.program, self.error = obj, prog, name, ""
+            try:  # attach once now: kprobes load everywhere but attach only where the kernel has them
+                self.attach()
+            except libbpf.LibbpfError as exc:
+                self.error = f"attach {name}: {_why(exc)}"
+                self.close()
+            finally:
+                self.detach()
+            return
+
+    @property
+    def ok(self) -> bool:
+        return self.prog is not None
+
+    def attach(self) -> None:
+        assert self.prog is not None
+        self.link = self.prog.attach()
+
+    def detach(self) -> None:
+        if self.link is not None:
+            self.link.destroy()
+            self.link = None
+
+    def counters(self) -> dict[str, int]:
+        assert self.prog is not None
+        return parse_fdinfo(Path(f"/proc/self/fdinfo/{self.prog.fd}").read_text())
+
+    def close(self) -> None:
+        self.detach()
+        if self.obj is not None:
+            self.obj.close()
+        self.obj, self.prog = None, None
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, StopIteration):
+        return "no such program in hops.bpf.o"
+    log = getattr(exc, "log", []) or []
+    last = next((ln.strip() for ln in reversed(log) if "libbpf:" in ln or "failed" in ln), "")
+    return f"{exc}" + (f" ({last[:200]})" if last else "")
+
+
+@contextlib.contextmanager
+def attached(v: Loaded | None) -> Iterator[None]:
+    if v is not None:
+        v.attach()
+    try:
+        yield
+    finally:
+        if v is not None:
+            v.detach()
+
+
+@contextlib.contextmanager
+def bpf_stats() -> Iterator[str]:
+    """kernel.bpf_stats_enabled=1 for the block, then its previous value (it is host-wide, and
+    costs every BPF program on the machine two clock reads per run while on)."""
+    before = STATS_SYSCTL.read_text().strip()
+    STATS_SYSCTL.write_text("1")
+    try:
+        yield before
+    finally:
+        STATS_SYSCTL.write_text(before)
+
+
+def agent_candidates() -> dict[str, list[str]]:
+    """Each pktpath hop's candidate families, best first, read from the agent's own BPF object
+    (the loader's rule: exporter/loader/probes.py)."""
+    obj = libbpf.BpfObject(default_object_path())
+    try:
+        specs = [s for p in obj.programs if (s := parse_program(p.name, p.section))]
+    finally:
+        obj.close()
+    return {hop: list(status.families) for hop, status in group_hops(specs).items()}
+
+
+def _trial(pair: NetPair, seconds: float, count_drops: bool = False) -> dict[str, Any]:
+    # Reading the rule's counter costs two `ip netns exec iptables` per trial: seconds under
+    # emulation, so only the bpf_stats pass (which checks runs against packets) does it.
+    before = iptables_dropped(pair) if count_drops else 0
+    t = iperf_trial(pair, "drop", seconds, None)
+    if count_drops:
+        t["iptables_dropped"] = iptables_dropped(pair) - before
+    return t
+
+
+def measure(rounds: int, seconds: float, stats_seconds: float, deadline: float,
+            log: Callable[[str], None]) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "kernel": platform.release(), "cpus": os.cpu_count(), "rounds_planned": rounds,
+        "seconds_per_trial": seconds, "stats_seconds": stats_seconds, "payload_bytes": PAYLOAD,
+        "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "tracefs": os.path.exists("/sys/kernel/tracing/events"),
+        "hops": {h: {"pktpath_hop": p, "hooked": w} for h, (p, w) in HOPS.items()},
+        "trials": [], "discarded_trials": [], "stats_runs": [],
+    }
+    if not OBJECT.exists():
+        raise BenchError(f"{OBJECT} missing: make -C bench/bpf")
+    cands = agent_candidates()
+    result["agent_candidates"] = {h: cands.get(p, []) for h, (p, _w) in HOPS.items()}
+    log(f"hops: loading {len(VARIANTS)} variants on {platform.release()} ...")
+    loaded = [Loaded(v) for v in VARIANTS]
+    t0 = time.monotonic()
+    try:
+        for lv in loaded:
+            lv.load()
+        result["load_seconds"] = round(time.monotonic() - t0, 2)
+        result["variants"] = {lv.variant.name: ({"program": lv.program} if lv.ok else {"unavailable": lv.error})
+                              for lv in loaded}
+        ready = [lv for lv in loaded if lv.ok]
+        for lv in loaded:
+            if not lv.ok:
+                log(f"  {lv.variant.name}: unavailable: {lv.error}")
+        with NetPair() as pair:
+            pair.exec(pair.rx_ns, "iptables", "-w", "-A", "INPUT", "-p", "udp", "--dport", str(PORTS["drop"]),
+                      "-m", "length", "--length", str(PAYLOAD + IP_UDP_HEADERS), "-j", "DROP")
+            server = IperfServer(pair, PORTS["drop"], RECEIVER_CPU if (os.cpu_count() or 1) > 1 else None)
+            try:
+                _rounds(pair, ready, rounds, seconds, deadline, result, log)
+                _stats_pass(pair, ready, stats_seconds, 1 if rounds == 1 else 2, deadline, result, log)
+            finally:
+                server.stop()
+    finally:
+        names = [lv.variant.name for lv in loaded if lv.ok]
+        for lv in loaded:
+            lv.close()
+    result["end_to_end"] = summarize_end_to_end(result["trials"], names)
+    result["in_program"] = summarize_in_program(result["stats_runs"], names)
+    result["comparisons"] = [
+        compare_families(hop, result["end_to_end"], body, result["agent_candidates"][hop])
+        for hop in HOPS for body in ("empty", "body", "body+paths")
+        if any(n.startswith(f"{hop}/") and n.endswith(f"/{body}") for n in names)
+    ]
+    return result
+
+
+def _rounds(pair: NetPair, ready: list[Loaded], rounds: int, seconds: float, deadline: float,
+            result: dict[str, Any], log: Callable[[str], None]) -> None:
+    order: list[Loaded | None] = [None, *ready]
+    round_cost: float | None = None
+    for rnd in range(1, rounds + 1):
+        started = time.monotonic()
+        if round_cost is not None and started + round_cost > deadline:
+            result["truncated"] = f"stopped after {rnd - 1} rounds to stay within the time limit"
+            log(result["truncated"])
+            break
+        k = (rnd - 1) % len(order)  # rotate, so no variant always runs first (or right after boot work)
+        for lv in order[k:] + order[:k]:
+            name = lv.variant.name if lv else NONE
+            for attempt in (1, 2):
+                with attached(lv):
+                    t = _trial(pair, seconds)
+                t.update(round=rnd, variant=name, attempt=attempt)
+                t["disturbed"] = disturbed({**t, "workload": "drop"})
+                log(f"  round {rnd} {name:<26} {t['pps']:>11,.0f} pkt/s"
+                    + (f"  (disturbed: {t['disturbed']})" if t["disturbed"] else ""))
+                if t["disturbed"] is None or attempt == 2:
+                    break
+                result["discarded_trials"].append(t)
+            result["trials"].append(t)
+        round_cost = time.monotonic() - started
+    result["rounds_done"] = max((t["round"] for t in result["trials"]), default=0)
+
+
+def _stats_pass(pair: NetPair, ready: list[Loaded], seconds: float, passes: int, deadline: float,
+                result: dict[str, Any], log: Callable[[str], None]) -> None:
+    if time.monotonic() + len(ready) * (seconds + 3) > deadline:
+        result["stats_skipped"] = "no time left before the deadline"
+        log("hops: bpf_stats pass skipped: no time left")
+        return
+    with bpf_stats() as before:
+        result["bpf_stats_enabled_before"] = before
+        for rnd in range(1, passes + 1):
+            if rnd > 1 and time.monotonic() + len(ready) * (seconds + 8) > deadline:
+                result["stats_truncated"] = f"stopped after {rnd - 1} pass(es) to stay within the time limit"
+                break
+            for lv in ready if rnd % 2 else ready[::-1]:
+                c0 = lv.counters()
+                with attached(lv):
+                    t = _trial(pair, seconds, count_drops=True)
+                ns, runs = per_run_ns(c0, lv.counters())
+                row = {"variant": lv.variant.name, "round": rnd, "ns_per_run": ns, "run_cnt": runs,
+                       "packets": t["sent_packets"], "iptables_dropped": t["iptables_dropped"], "pps": t["pps"]}
+                result["stats_runs"].append(row)
+                log(f"  stats {rnd} {lv.variant.name:<26} {ns if ns is None else round(ns, 1)} ns/run,"
+                    f" {runs:,} runs for {t['sent_packets']:,} packets")
+
+
+# -- one run, both kernels (python -m bench --only hops) ------------------------
+
+GUEST_SERIES = "6.12"
+HOST_TIME_LIMIT_S = 300.0
+GUEST_TIME_LIMIT_S = 1200.0  # the guest command's own bound; the VM gets BOOT_ALLOWANCE more
+QEMU_WAIT_S = 600.0  # how long to wait for someone else's QEMU guest to end (2 cores: one guest at a time)
+_TRACEFS_PRIVATE = 'mount -t tracefs nodev /sys/kernel/tracing && exec "$0" "$@"'
+
+
+def _worker(out: Path, rounds: int, seconds: float, stats_seconds: float, time_limit: float) -> list[str]:
+    return [sys.executable, "-m", "bench.hops", "--output", str(out), "--rounds", str(rounds),
+            "--seconds", f"{seconds:g}", "--stats-seconds", f"{stats_seconds:g}", "--time-limit", f"{time_limit:g}"]
+
+
+def _read(out: Path, what: str) -> dict[str, Any]:
+    try:
+        doc: dict[str, Any] = json.loads(out.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        return {"status": f"error: {what} wrote no results ({exc})"}
+    return doc
+
+
+def _host(workdir: Path, rounds: int, seconds: float, stats_seconds: float,
+          log: Callable[[str], None]) -> dict[str, Any]:
+    out = workdir / "host.json"
+    cmd = _worker(out, rounds, seconds, stats_seconds, HOST_TIME_LIMIT_S)
+    if not os.path.exists("/sys/kernel/tracing/events"):
+        # Classic tracepoints are found through tracefs.  Where it is not mounted (the reference
+        # machine) it is mounted in a private mount namespace for this run alone, as the throughput
+        # bench does for bpftrace; the network namespaces are created inside it and go with it.
+        cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", _TRACEFS_PRIVATE, *cmd]
+    log(f"hops: host kernel {platform.release()}: {rounds} round(s) ...")
+    proc = subprocess.run(cmd, timeout=HOST_TIME_LIMIT_S + 120, check=False)
+    doc = _read(out, "the host run")
+    doc["exit_status"] = proc.returncode
+    return doc
+
+
+def _other_qemu() -> list[str]:
+    """Command lines of QEMU processes running now (someone else's guests)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                argv0 = (d / "cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
+                if os.path.basename(argv0).startswith("qemu-system"):
+                    found.append(f"{d.name} {argv0}")
+    return found
+
+
+def _follow(path: Path, stop: threading.Event, log: Callable[[str], None]) -> None:
+    """Relay the guest command's output (tee'd to the shared results dir) as it arrives."""
+    pos = 0
+    while not stop.is_set():
+        with contextlib.suppress(OSError):
+            with path.open("rb") as f:
+                f.seek(pos)
+                chunk = f.read()
+            if b"\n" in chunk:
+                chunk = chunk[: chunk.rfind(b"\n") + 1]
+                pos += len(chunk)
+                for line in chunk.decode(errors="replace").splitlines():
+                    log(f"  [guest] {line}")
+        stop.wait(1.0)
+
+
+def _guest(workdir: Path, series: str, rounds: int, seconds: float, stats_seconds: float,
+           log: Callable[[str], None]) -> dict[str, Any]:
+    from tests.vm.runner import VMError, kernel_image, kernel_package, run_in_kernel
+
+    try:
+        kernel_image(series)
+    except VMError as exc:
+        return {"status": f"skipped: {exc}"}
+    waited = time.monotonic()
+    while (others := _other_qemu()) and time.monotonic() - waited < QEMU_WAIT_S:
+        log(f"hops: waiting for another QEMU guest to end ({others[0][:80]}) ...")
+        time.sleep(10)
+    if others:
+        return {"status": f"skipped: another QEMU guest kept running for {QEMU_WAIT_S:.0f} s ({others[0][:80]})"}
+    results = workdir / f"guest-{series}"
+    results.mkdir(parents=True, exist_ok=True)
+    out = results / "hops.json"
+    log(f"hops: booting {series} under QEMU (software emulation), {rounds} round(s) ...")
+    stop = threading.Event()
+    follower = threading.Thread(target=_follow, args=(results / "guest.log", stop, log), daemon=True)
+    follower.start()
+    try:
+        run = run_in_kernel(series, _worker(out, rounds, seconds, stats_seconds, GUEST_TIME_LIMIT_S),
+                            results, timeout=GUEST_TIME_LIMIT_S + 120 + 60)
+    except VMError as exc:
+        return {"status": f"skipped: {exc}"}
+    finally:
+        stop.set()
+        follower.join(5)
+    doc = _read(out, f"the {series} guest")
+    doc.update(guest=run.describe(), guest_seconds=round(run.seconds, 1), kernel_package=kernel_package(series))
+    return doc
+
+
+def measure_hops(rounds: int | None, seconds: float, stats_seconds: float, log: Callable[[str], None],
+                 guest: str | None = GUEST_SERIES) -> dict[str, Any]:
+    """The host's kernel, then `guest` under QEMU: one entry per kernel, keyed host / guest-<series>."""
+    if not OBJECT.exists():
+        raise BenchError(f"{OBJECT} missing: make -C bench/bpf (make bench builds it)")
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="pktpath-hops-") as tmp:
+        work = Path(tmp)
+        out["host"] = _host(work, rounds or 5, seconds, stats_seconds, log)
+        if guest:
+            out[f"guest-{guest}"] = _guest(work, guest, rounds or 5, seconds, stats_seconds, log)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.hops", description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--seconds", type=float, default=2.0)
+    p.add_argument("--stats-seconds", type=float, default=2.0)
+    p.add_argument("--time-limit", type=float, default=600.0, help="seconds; rounds stop early to stay within it")
+    p.add_argument("--output", type=Path, required=True)
+    args = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench.hops: needs root", file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + args.time_limit
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    status = 0
+    try:
+        result = measure(args.rounds, args.seconds, args.stats_seconds, deadline, log)
+        result["status"] = "ok"
+    except KeyboardInterrupt:
+        result, status = {"status": "interrupted"}, 130
+    except (BenchError, libbpf.LibbpfError, OSError) as exc:
+        result, status = {"status": f"error: {exc}"}, 1
+        log(f"bench.hops: {exc}")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
