@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
                         "on this kernel and in a 6.12 guest under QEMU; both run only when asked for)")
     p.add_argument("--guest", default="6.12", metavar="SERIES",
                    help="hops: the stock kernel to boot under QEMU (scripts/vm/fetch-kernels); 'none' to skip")
+    p.add_argument("--no-host", action="store_true", help="hops: measure in the guest only")
     p.add_argument("--rounds", type=int, default=None, help="throughput rounds (default 5; --quick: 1)")
     p.add_argument("--seconds", type=float, default=None, help="seconds per throughput trial (default 4; --quick: 2)")
     p.add_argument("--starts", type=int, default=None, help="agent start-ups to time (default 10; --quick: 3)")
@@ -121,9 +122,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise BenchError("iperf3 not installed (make deps-bench)")
             # Own bounds (the host part and the VM each have a time limit): a guest under software
             # emulation takes minutes, far past TIME_LIMIT_S.  Trials default to 2 s here.
-            results["hops"] = measure_hops(
-                args.rounds or (1 if args.quick else None), args.seconds or (1.0 if args.quick else 2.0),
-                1.0 if args.quick else 2.0, _log, guest=None if args.guest == "none" else args.guest)
+            results["hops"] = {}
+            measure_hops(results["hops"], args.rounds or (1 if args.quick else None),
+                         args.seconds or (1.0 if args.quick else 2.0), 1.0 if args.quick else 2.0, _log,
+                         host=not args.no_host, guest=None if args.guest == "none" else args.guest)
         results["status"] = "ok"
     except KeyboardInterrupt:
         results["status"] = "interrupted"

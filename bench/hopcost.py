@@ -61,8 +61,12 @@ def _clean(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def baseline_by_round(trials: Sequence[dict[str, Any]]) -> dict[int, float]:
-    """The nothing-attached trial's packets/s in each round (undisturbed ones preferred)."""
-    return {t["round"]: t["pps"] for t in _clean(t for t in trials if t["variant"] == NONE)}
+    """Each round's nothing-attached packets/s: the mean of its baseline trials (a round has two,
+    half a round apart, so drift within the round is averaged), undisturbed ones preferred."""
+    by_round: dict[int, list[float]] = {}
+    for t in _clean(t for t in trials if t["variant"] == NONE):
+        by_round.setdefault(t["round"], []).append(t["pps"])
+    return {rnd: statistics.fmean(v) for rnd, v in by_round.items()}
 
 
 def summarize_end_to_end(trials: Sequence[dict[str, Any]], variants: Sequence[str]) -> dict[str, Any]:
@@ -89,12 +93,23 @@ def summarize_in_program(runs: Sequence[dict[str, Any]], variants: Sequence[str]
     """Per variant: ns per invocation (bpf_stats) and invocations per packet sent."""
     out: dict[str, Any] = {}
     for name in variants:
-        rows = [r for r in runs if r["variant"] == name and r.get("ns_per_run") is not None]
+        rows = _clean(r for r in runs if r["variant"] == name and r.get("ns_per_run") is not None)
         out[name] = {
             "ns_per_run": summarize([r["ns_per_run"] for r in rows]),
             "runs_per_packet": summarize([r["run_cnt"] / r["packets"] for r in rows if r.get("packets")]),
         }
     return out
+
+
+def mark_contended(rows: Iterable[dict[str, Any]], contended: set[tuple[int, str]], why: str) -> int:
+    """Mark the trials (round, variant) that ran while the host was shared: disturbed, unless they
+    already were.  Returns how many were marked."""
+    n = 0
+    for r in rows:
+        if (r.get("round", 1), r["variant"]) in contended and not r.get("disturbed"):
+            r["disturbed"] = why
+            n += 1
+    return n
 
 
 def variant_name(hop: str, flavor: str, body: str) -> str:
@@ -163,7 +178,3 @@ def compare_families(hop: str, end_to_end: Mapping[str, Any], body: str,
         if cheapest and cheapest != best_offered:
             out["unoffered_cheaper_every_round"] = consistent(by_round[cheapest], by_round[best_offered])
     return out
-
-
-def median_or_none(values: Sequence[float]) -> float | None:
-    return statistics.median(values) if values else None

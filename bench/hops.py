@@ -27,6 +27,8 @@ import datetime
 import json
 import os
 import platform
+import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,12 +37,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from bench.hopcost import (
     FLAVOR_FAMILY,
     NONE,
     compare_families,
+    mark_contended,
     parse_fdinfo,
     per_run_ns,
     summarize_end_to_end,
@@ -273,6 +277,15 @@ def measure(rounds: int, seconds: float, stats_seconds: float, deadline: float,
         names = [lv.variant.name for lv in loaded if lv.ok]
         for lv in loaded:
             lv.close()
+    result["measured"] = names
+    summarize_result(result)
+    return result
+
+
+def summarize_result(result: dict[str, Any]) -> None:
+    """(Re)compute the summaries from the raw trials: the host calls it again after marking the
+    guest's trials that ran while someone else's QEMU shared the cores."""
+    names = result["measured"]
     result["end_to_end"] = summarize_end_to_end(result["trials"], names)
     result["in_program"] = summarize_in_program(result["stats_runs"], names)
     result["comparisons"] = [
@@ -280,12 +293,14 @@ def measure(rounds: int, seconds: float, stats_seconds: float, deadline: float,
         for hop in HOPS for body in ("empty", "body", "body+paths")
         if any(n.startswith(f"{hop}/") and n.endswith(f"/{body}") for n in names)
     ]
-    return result
 
 
 def _rounds(pair: NetPair, ready: list[Loaded], rounds: int, seconds: float, deadline: float,
             result: dict[str, Any], log: Callable[[str], None]) -> None:
-    order: list[Loaded | None] = [None, *ready]
+    # Two baselines per round, half a round apart: one per round would pair every variant with a
+    # trial up to a whole round away, and the machine drifts more than the smallest costs measured.
+    half = len(ready) // 2
+    order: list[Loaded | None] = [None, *ready[:half], None, *ready[half:]]
     round_cost: float | None = None
     for rnd in range(1, rounds + 1):
         started = time.monotonic()
@@ -341,6 +356,8 @@ GUEST_SERIES = "6.12"
 HOST_TIME_LIMIT_S = 300.0
 GUEST_TIME_LIMIT_S = 1200.0  # the guest command's own bound; the VM gets BOOT_ALLOWANCE more
 QEMU_WAIT_S = 600.0  # how long to wait for someone else's QEMU guest to end (2 cores: one guest at a time)
+_TRIAL_LINE = re.compile(r"\s*(round|stats) (\d+) (\S+)\s")
+_SHARED = "another QEMU guest ran on the host meanwhile"
 _TRACEFS_PRIVATE = 'mount -t tracefs nodev /sys/kernel/tracing && exec "$0" "$@"'
 
 
@@ -366,11 +383,36 @@ def _host(workdir: Path, rounds: int, seconds: float, stats_seconds: float,
         # machine) it is mounted in a private mount namespace for this run alone, as the throughput
         # bench does for bpftrace; the network namespaces are created inside it and go with it.
         cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", _TRACEFS_PRIVATE, *cmd]
+    waited = _wait_for_quiet(log)
     log(f"hops: host kernel {platform.release()}: {rounds} round(s) ...")
-    proc = subprocess.run(cmd, timeout=HOST_TIME_LIMIT_S + 120, check=False)
+    proc = subprocess.Popen(cmd)
+    try:
+        code = proc.wait(HOST_TIME_LIMIT_S + 120)
+    except BaseException:
+        # Interrupted (or past its bound): SIGINT lets the worker delete its namespaces, stop its
+        # iperf3 server and detach its programs, as Ctrl-C would.
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
     doc = _read(out, "the host run")
-    doc["exit_status"] = proc.returncode
+    doc.update(exit_status=code, waited_for_other_qemu_s=waited)
     return doc
+
+
+def _wait_for_quiet(log: Callable[[str], None]) -> float:
+    """Wait (bounded) until nobody else's QEMU guest runs: under software emulation a guest keeps
+    both of this machine's cores busy, which would disturb any measurement here."""
+    t0 = time.monotonic()
+    while (others := _other_qemu()) and time.monotonic() - t0 < QEMU_WAIT_S:
+        log(f"hops: waiting for another QEMU guest to end ({others[0][:60]}) ...")
+        time.sleep(10)
+    if others:
+        raise BenchError(f"another QEMU guest kept running for {QEMU_WAIT_S:.0f} s ({others[0][:60]})")
+    return round(time.monotonic() - t0, 1)
 
 
 def _other_qemu() -> list[str]:
@@ -385,10 +427,18 @@ def _other_qemu() -> list[str]:
     return found
 
 
-def _follow(path: Path, stop: threading.Event, log: Callable[[str], None]) -> None:
-    """Relay the guest command's output (tee'd to the shared results dir) as it arrives."""
+def _follow(path: Path, stop: threading.Event, log: Callable[[str], None], qemus: set[str],
+            contended: set[tuple[int, str]]) -> None:
+    """Relay the guest command's output (tee'd to the shared results dir) as it arrives, and note
+    every QEMU seen meanwhile: a second one is someone else's guest competing for the two cores,
+    which the guest itself cannot see (its clock follows the host's, so its CPU accounting does not
+    show the vCPU being descheduled)."""
     pos = 0
+    shared = False  # another QEMU seen since the guest's last trial line
     while not stop.is_set():
+        running = _other_qemu()
+        qemus.update(running)
+        shared = shared or len(running) > 1  # ours, and someone else's
         with contextlib.suppress(OSError):
             with path.open("rb") as f:
                 f.seek(pos)
@@ -397,7 +447,13 @@ def _follow(path: Path, stop: threading.Event, log: Callable[[str], None]) -> No
                 chunk = chunk[: chunk.rfind(b"\n") + 1]
                 pos += len(chunk)
                 for line in chunk.decode(errors="replace").splitlines():
-                    log(f"  [guest] {line}")
+                    log(f"  [guest] {line}" + ("  (host shared with another QEMU)" if shared else ""))
+                    # A trial's line comes when it ends: it ran since the previous line.
+                    if (m := _TRIAL_LINE.match(line)) and shared:
+                        contended.add((int(m.group(2)), m.group(3)) if m.group(1) == "round"
+                                      else (-int(m.group(2)), m.group(3)))
+                    if m:
+                        shared = len(running) > 1
         stop.wait(1.0)
 
 
@@ -409,18 +465,19 @@ def _guest(workdir: Path, series: str, rounds: int, seconds: float, stats_second
         kernel_image(series)
     except VMError as exc:
         return {"status": f"skipped: {exc}"}
-    waited = time.monotonic()
-    while (others := _other_qemu()) and time.monotonic() - waited < QEMU_WAIT_S:
-        log(f"hops: waiting for another QEMU guest to end ({others[0][:80]}) ...")
-        time.sleep(10)
-    if others:
-        return {"status": f"skipped: another QEMU guest kept running for {QEMU_WAIT_S:.0f} s ({others[0][:80]})"}
+    try:
+        waited = _wait_for_quiet(log)
+    except BenchError as exc:
+        return {"status": f"skipped: {exc}"}
     results = workdir / f"guest-{series}"
     results.mkdir(parents=True, exist_ok=True)
     out = results / "hops.json"
     log(f"hops: booting {series} under QEMU (software emulation), {rounds} round(s) ...")
     stop = threading.Event()
-    follower = threading.Thread(target=_follow, args=(results / "guest.log", stop, log), daemon=True)
+    qemus: set[str] = set()
+    contended: set[tuple[int, str]] = set()  # (round, variant); stats passes as (-pass, variant)
+    follower = threading.Thread(target=_follow, args=(results / "guest.log", stop, log, qemus, contended),
+                                daemon=True)
     follower.start()
     try:
         run = run_in_kernel(series, _worker(out, rounds, seconds, stats_seconds, GUEST_TIME_LIMIT_S),
@@ -431,22 +488,38 @@ def _guest(workdir: Path, series: str, rounds: int, seconds: float, stats_second
         stop.set()
         follower.join(5)
     doc = _read(out, f"the {series} guest")
-    doc.update(guest=run.describe(), guest_seconds=round(run.seconds, 1), kernel_package=kernel_package(series))
+    doc.update(guest=run.describe(), guest_seconds=round(run.seconds, 1), kernel_package=kernel_package(series),
+               waited_for_other_qemu_s=waited, qemu_processes_seen=sorted(qemus),
+               host_loadavg_end=Path("/proc/loadavg").read_text().split()[:3])
+    if "measured" in doc:
+        # The guest cannot see that its vCPUs were descheduled (its clock follows the host's, so
+        # iperf3's CPU figure stays near 100 %): the host marks those trials and summarizes again.
+        doc["trials_marked_shared"] = mark_contended(doc["trials"], contended, _SHARED)
+        stats = [dict(r, round=-r.get("round", 1)) for r in doc["stats_runs"]]
+        doc["stats_runs_marked_shared"] = mark_contended(stats, contended, _SHARED)
+        for r, marked in zip(doc["stats_runs"], stats, strict=True):
+            r["disturbed"] = marked.get("disturbed")
+        summarize_result(doc)
     return doc
 
 
-def measure_hops(rounds: int | None, seconds: float, stats_seconds: float, log: Callable[[str], None],
-                 guest: str | None = GUEST_SERIES) -> dict[str, Any]:
-    """The host's kernel, then `guest` under QEMU: one entry per kernel, keyed host / guest-<series>."""
+def measure_hops(out: dict[str, Any], rounds: int | None, seconds: float, stats_seconds: float,
+                 log: Callable[[str], None], host: bool = True, guest: str | None = GUEST_SERIES) -> None:
+    """This machine's kernel, then `guest` under QEMU, into `out` keyed host / guest-<series>; filled
+    as each half ends, so an interrupted guest half keeps the host half's numbers."""
     if not OBJECT.exists():
         raise BenchError(f"{OBJECT} missing: make -C bench/bpf (make bench builds it)")
-    out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="pktpath-hops-") as tmp:
         work = Path(tmp)
-        out["host"] = _host(work, rounds or 5, seconds, stats_seconds, log)
+        if host:
+            out["host"] = _host(work, rounds or 5, seconds, stats_seconds, log)
         if guest:
+            out[f"guest-{guest}"] = {"status": "interrupted"}
             out[f"guest-{guest}"] = _guest(work, guest, rounds or 5, seconds, stats_seconds, log)
-    return out
+
+
+def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -457,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-limit", type=float, default=600.0, help="seconds; rounds stop early to stay within it")
     p.add_argument("--output", type=Path, required=True)
     args = p.parse_args(argv)
+    # SIGTERM (a timeout, the parent giving up) unwinds like Ctrl-C, so namespaces, the iperf3
+    # server and the programs go away.
+    signal.signal(signal.SIGTERM, _on_sigterm)
     if os.geteuid() != 0:
         print("bench.hops: needs root", file=sys.stderr)
         return 1

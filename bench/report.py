@@ -244,10 +244,21 @@ def _hops_kernel(label: str, r: dict[str, Any], lines: list[str]) -> None:
             line += f"  [{s['disturbed']} disturbed]"
         lines.append(line)
     missing = {n: v["unavailable"] for n, v in r.get("variants", {}).items() if "unavailable" in v}
-    if missing:
-        lines.append(f"  not attached here: {', '.join(missing)}")
+    by_flavor: dict[str, list[str]] = {}
+    for name, why in missing.items():
+        by_flavor.setdefault(name.split("/")[1], []).append(why)
+    for flavor, whys in by_flavor.items():  # one line per flavor: the same refusal for every hop
+        lines.append(f"  {flavor}: not attached here ({len(whys)} variant(s)): {whys[0][:110]}")
+    for hop in r.get("hops", {}):
+        flavors = {fl: e2e[n]["added_ns"]["median"] for fl in ("tp_btf", "raw_tp", "tracepoint")
+                   if (n := f"{hop}/{fl}/empty") in e2e and e2e[n]["added_ns"]}
+        if len(flavors) > 1 and flavors.get("tp_btf"):
+            lines.append(f"  {hop:<6}tracepoint flavors, empty, +ns/pkt: " + ", ".join(
+                f"{fl} {ns:.0f} ({ns / flavors['tp_btf']:.2f}x)" for fl, ns in flavors.items()))
     for c in r.get("comparisons", []):
-        costs = ", ".join(f"{f} {ns:.0f} ns" for f, ns in sorted(c["added_ns"].items(), key=lambda kv: kv[1]))
+        ratios = c.get("ratio_to_tracepoint", {})
+        costs = ", ".join(f"{f} {ns:.0f} ns" + (f" ({ratios[f]:.2f}x)" if f in ratios and len(ratios) > 1 else "")
+                          for f, ns in sorted(c["added_ns"].items(), key=lambda kv: kv[1]))
         verdict = f"cheapest {c['cheapest']}; agent picks {c['agent_choice'] or '-'}" \
                   f" (candidates: {', '.join(c['agent_candidates']) or 'none'})"
         if c.get("cheaper_than_choice_every_round") is not None:

@@ -9,8 +9,10 @@ import pytest
 from bench.hopcost import (
     added_ns,
     agent_choice,
+    baseline_by_round,
     compare_families,
     consistent,
+    mark_contended,
     net_of_empty,
     parse_fdinfo,
     per_run_ns,
@@ -75,6 +77,12 @@ def test_end_to_end_pairs_each_trial_with_its_rounds_baseline() -> None:
     assert v["pps"]["n"] == 2  # the disturbed trial is left out while clean ones exist
 
 
+def test_baseline_is_the_mean_of_the_rounds_baselines() -> None:
+    trials = [_t(1, "none", 1_000_000), _t(1, "none", 600_000), _t(1, "none", 10, disturbed="busy"),
+              _t(2, "none", 500_000)]
+    assert baseline_by_round(trials) == {1: 800_000, 2: 500_000}
+
+
 def test_in_program_and_net_of_empty() -> None:
     runs = [
         {"variant": "drop/tp_btf/empty", "ns_per_run": 20.0, "run_cnt": 100, "packets": 100},
@@ -129,3 +137,20 @@ def test_compare_families_tells_an_unoffered_twin_apart() -> None:
     assert c["cheapest_offered"] == "tracepoint"
     assert c["unoffered_cheaper_every_round"] is False  # round 2 says otherwise: not a finding
     assert c["ratio_to_tracepoint"]["fentry"] == pytest.approx(200.0 / 310.0)
+
+
+def test_mark_contended_keeps_an_earlier_reason() -> None:
+    rows = [_t(1, "none", 1.0), _t(1, "rx/fentry/empty", 1.0, disturbed="sender got 50% of its CPU"),
+            _t(2, "none", 1.0)]
+    assert mark_contended(rows, {(1, "none"), (1, "rx/fentry/empty")}, "shared") == 1
+    assert [r["disturbed"] for r in rows] == ["shared", "sender got 50% of its CPU", None]
+
+
+def test_guest_trial_lines_are_recognized() -> None:
+    from bench.hops import _TRIAL_LINE  # the lines bench/hops.py logs, as relayed from the guest
+
+    m = _TRIAL_LINE.match("  round 3 rx/kprobe/body+paths        87,050 pkt/s")
+    assert m is not None and m.groups() == ("round", "3", "rx/kprobe/body+paths")
+    m = _TRIAL_LINE.match("  stats 2 drop/tp_btf/empty          97.7 ns/run, 112,745 runs for 112,740 packets")
+    assert m is not None and m.groups() == ("stats", "2", "drop/tp_btf/empty")
+    assert _TRIAL_LINE.match("hops: loading 23 variants on 6.12.117+deb12-amd64 ...") is None
