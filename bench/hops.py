@@ -64,10 +64,10 @@ from bench.throughput import (
     iperf_trial,
     iptables_dropped,
 )
-from exporter.decoders.abi import PathConfig
 from exporter.loader import libbpf
 from exporter.loader.engine import default_object_path
 from exporter.loader.probes import group_hops, parse_program
+from exporter.paths.kernel_config import PathControl, PathSettings
 
 OBJECT = Path(__file__).resolve().parent / "bpf" / "hops.bpf.o"
 STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
@@ -150,8 +150,7 @@ class Loaded:
                     self.error = f"load {name}: {_why(exc)}"
                 continue
             if self.variant.body == "body+paths":
-                cfg = PathConfig(enabled=1, one_in=PATHS_ONE_IN)
-                obj.map("path_config").update((0).to_bytes(4, "little"), bytes(cfg))
+                _paths_on(obj)
             self.obj, self.prog, self.program, self.error = obj, prog, name, ""
             try:  # attach once now: kprobes load everywhere but attach only where the kernel has them
                 self.attach()
@@ -184,6 +183,20 @@ class Loaded:
         if self.obj is not None:
             self.obj.close()
         self.obj, self.prog = None, None
+
+
+def _paths_on(obj: libbpf.BpfObject) -> None:
+    """Paths on at 1 in PATHS_ONE_IN, written by the agent's own PathControl (the path_config
+    layout is the agent's business: its fields change, e.g. 1-in-N as a threshold).  No budget, no
+    drop capture, no filter.  PathControl lost its ncpus argument when the budget became host-wide:
+    both forms are accepted, so this bench keeps working on either side of that change."""
+    settings = PathSettings(enabled=True, one_in=PATHS_ONE_IN, drop_one_in=0, max_paths_per_second=0)
+    ctor: Any = PathControl
+    try:
+        control = ctor(obj.map, libbpf.num_possible_cpus())
+    except TypeError:
+        control = ctor(obj.map)
+    control.apply(settings)
 
 
 def _why(exc: BaseException) -> str:
