@@ -70,9 +70,15 @@ test-kernels: deps venv build $(BIN)/vng ## kernel tests on stock Debian 6.1 and
 test-deploy: deps build venv ## deploy artifacts only: chart, alerts, dashboard, systemd unit, Dockerfile (root)
 	$(BIN)/pytest -q tests/deploy
 
-bench: deps-bench build venv ## benchmarks: start-up, memory, throughput overhead (root)
-	$(BIN)/python -m bench
+# ONLY=part runs one part (`make bench ONLY=hops`: python -m bench --only hops); BENCH_ARGS adds options.
+ONLY ?=
+BENCH_ARGS ?=
+# hops also boots a 6.12 guest (virtme-ng from the vm extra; the kernel from scripts/vm/fetch-kernels 6.12).
+bench: deps-bench build venv $(if $(filter hops,$(ONLY)),$(BIN)/vng) ## benchmarks: start-up, memory, throughput overhead (root); ONLY=hops|paths|...
+	@$(MAKE) --no-print-directory -C bench/bpf
+	$(BIN)/python -m bench $(if $(ONLY),--only $(ONLY)) $(BENCH_ARGS)
 
 clean: ## remove build outputs and the venv
 	$(MAKE) -C exporter/bpf clean
+	$(MAKE) -C bench/bpf clean
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -16,6 +16,7 @@ from types import FrameType
 from typing import Any
 
 from bench.agent import pktpath_bin
+from bench.hops import measure_hops
 from bench.paths import measure_paths
 from bench.procs import BenchError, tool_version, tracing_programs
 from bench.report import render
@@ -31,8 +32,12 @@ TIME_LIMIT_S = 300.0
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="one round, short trials: a smoke run (~1 min)")
-    p.add_argument("--only", choices=("startup", "throughput", "paths"),
-                   help="run one part only (paths: packet-path costs, run only when asked for)")
+    p.add_argument("--only", choices=("startup", "throughput", "paths", "hops"),
+                   help="run one part only (paths: packet-path costs; hops: each attach family's cost per hop, "
+                        "on this kernel and in a 6.12 guest under QEMU; both run only when asked for)")
+    p.add_argument("--guest", default="6.12", metavar="SERIES",
+                   help="hops: the stock kernel to boot under QEMU (scripts/vm/fetch-kernels); 'none' to skip")
+    p.add_argument("--no-host", action="store_true", help="hops: measure in the guest only")
     p.add_argument("--rounds", type=int, default=None, help="throughput rounds (default 5; --quick: 1)")
     p.add_argument("--seconds", type=float, default=None, help="seconds per throughput trial (default 4; --quick: 2)")
     p.add_argument("--starts", type=int, default=None, help="agent start-ups to time (default 10; --quick: 3)")
@@ -112,6 +117,15 @@ def main(argv: list[str] | None = None) -> int:
             if shutil.which("iperf3") is None:
                 raise BenchError("iperf3 not installed (make deps-bench)")
             results["paths"] = measure_paths(binary, rounds, seconds, deadline, _log, quick=args.quick)
+        if args.only == "hops":
+            if shutil.which("iperf3") is None:
+                raise BenchError("iperf3 not installed (make deps-bench)")
+            # Own bounds (the host part and the VM each have a time limit): a guest under software
+            # emulation takes minutes, far past TIME_LIMIT_S.  Trials default to 2 s here.
+            results["hops"] = {}
+            measure_hops(results["hops"], args.rounds or (1 if args.quick else None),
+                         args.seconds or (1.0 if args.quick else 2.0), 1.0 if args.quick else 2.0, _log,
+                         host=not args.no_host, guest=None if args.guest == "none" else args.guest)
         results["status"] = "ok"
     except KeyboardInterrupt:
         results["status"] = "interrupted"

@@ -210,6 +210,69 @@ def _paths(p: dict[str, Any], lines: list[str]) -> None:
         lines.append("  started/finished/refused/lost: deltas over the trial; started should equal sent x seconds")
 
 
+def _hops_kernel(label: str, r: dict[str, Any], lines: list[str]) -> None:
+    if r.get("status") != "ok" and "end_to_end" not in r:
+        lines.append(f"Attach families per hop, {label}: {r.get('status', '?')}")
+        return
+    lines.append(f"Attach families per hop, {label}: kernel {r['kernel']}, {r.get('rounds_done', 0)} round(s) x"
+                 f" {r['seconds_per_trial']:g} s, UDP {r['payload_bytes']}-byte payload dropped by iptables,"
+                 " sender on CPU 0" + (f"; {r['guest']}" if r.get("guest") else ""))
+    if r.get("truncated"):
+        lines.append(f"  {r['truncated']}")
+    lines.append(f"  {'variant':<26}{'n':>3}{'median pkt/s':>14}{'vs none':>9}{'per-round':>17}"
+                 f"{'+ns/pkt':>9}{'ns/run':>8}{'-empty':>8}{'runs/pkt':>9}")
+    e2e, prog = r["end_to_end"], r.get("in_program", {})
+    from bench.hopcost import net_of_empty  # local: report.py is imported by every bench
+
+    net = net_of_empty(prog)
+    for name, s in e2e.items():
+        pps = s["pps"]
+        ratio, added = s["ratio"], s["added_ns"]
+        st = prog.get(name, {})
+        nsr, rpp = st.get("ns_per_run"), st.get("runs_per_packet")
+        cells = [
+            f"  {name:<26}{s['trials']:>3}{pps['median'] if pps else 0:>14,.0f}",
+            f"{ratio['median']:>9.1%}" if ratio and name != "none" else f"{'':>9}",
+            f"{ratio['min']:>8.1%}..{ratio['max']:.1%}" if ratio and name != "none" else f"{'':>17}",
+            f"{added['median']:>9.0f}" if added and name != "none" else f"{'':>9}",
+            f"{nsr['median']:>8.1f}" if nsr else f"{'':>8}",
+            f"{net[name]:>8.1f}" if name in net else f"{'':>8}",
+            f"{rpp['median']:>9.3f}" if rpp else f"{'':>9}",
+        ]
+        line = "".join(cells).rstrip()
+        if s.get("disturbed"):
+            line += f"  [{s['disturbed']} disturbed]"
+        lines.append(line)
+    missing = {n: v["unavailable"] for n, v in r.get("variants", {}).items() if "unavailable" in v}
+    by_flavor: dict[str, list[str]] = {}
+    for name, why in missing.items():
+        by_flavor.setdefault(name.split("/")[1], []).append(why)
+    for flavor, whys in by_flavor.items():  # one line per flavor: the same refusal for every hop
+        lines.append(f"  {flavor}: not attached here ({len(whys)} variant(s)): {whys[0][:110]}")
+    for hop in r.get("hops", {}):
+        flavors = {fl: e2e[n]["added_ns"]["median"] for fl in ("tp_btf", "raw_tp", "tracepoint")
+                   if (n := f"{hop}/{fl}/empty") in e2e and e2e[n]["added_ns"]}
+        if len(flavors) > 1 and flavors.get("tp_btf"):
+            lines.append(f"  {hop:<6}tracepoint flavors, empty, +ns/pkt: " + ", ".join(
+                f"{fl} {ns:.0f} ({ns / flavors['tp_btf']:.2f}x)" for fl, ns in flavors.items()))
+    for c in r.get("comparisons", []):
+        ratios = c.get("ratio_to_tracepoint", {})
+        costs = ", ".join(f"{f} {ns:.0f} ns" + (f" ({ratios[f]:.2f}x)" if f in ratios and len(ratios) > 1 else "")
+                          for f, ns in sorted(c["added_ns"].items(), key=lambda kv: kv[1]))
+        verdict = f"cheapest {c['cheapest']}; agent picks {c['agent_choice'] or '-'}" \
+                  f" (candidates: {', '.join(c['agent_candidates']) or 'none'})"
+        if c.get("cheaper_than_choice_every_round") is not None:
+            verdict += f"; cheaper in every round: {'yes' if c['cheaper_than_choice_every_round'] else 'no'}"
+        lines.append(f"  {c['hop']:<6}{c['body']:<11} +ns/pkt: {costs or '-'} -> {verdict}")
+
+
+def _hops(h: dict[str, Any], lines: list[str]) -> None:
+    for i, (label, r) in enumerate(h.items()):
+        if i:
+            lines.append("")
+        _hops_kernel(label, r, lines)
+
+
 def render(results: dict[str, Any]) -> str:
     env = results["environment"]
     load = f"{' '.join(env['loadavg_start'])} -> {' '.join(env.get('loadavg_end', []))}"
@@ -219,7 +282,7 @@ def render(results: dict[str, Any]) -> str:
         lines.append(f"NOTE: {env['tracing_programs_at_start']} other BPF tracing program(s) were attached at start"
                      " (someone else's agent or tracer): numbers may be noisy")
     for key, fn in (("startup", _startup), ("memory", _memory), ("throughput", _throughput),
-                    ("paths", _paths)):
+                    ("paths", _paths), ("hops", _hops)):
         if key in results:
             lines.append("")
             fn(results[key], lines)

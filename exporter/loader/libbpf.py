@@ -504,7 +504,13 @@ class Program:
 
     @property
     def loaded(self) -> bool:
-        return int(lib().lib.bpf_program__fd(self._h)) >= 0
+        return self.fd >= 0
+
+    @property
+    def fd(self) -> int:
+        """The loaded program's descriptor, -1 before load.  /proc/self/fdinfo/<fd> shows its
+        run_cnt and run_time_ns while kernel.bpf_stats_enabled is on (bench/hops.py reads them)."""
+        return int(lib().lib.bpf_program__fd(self._h))
 
     def attach(self) -> Link:
         L = lib().lib

@@ -137,11 +137,12 @@ def _vng() -> Path:
 
 def run_in_kernel(series_or_path: str, command: Sequence[str], results: Path | None = None, *,
                   timeout: float = 900.0, env: Mapping[str, str] | None = None, memory: str = "1G",
-                  cpus: int = 2, echo: bool = False) -> GuestResult:
+                  cpus: int = 2, echo: bool = False, qemu_opts: str = "-accel tcg,tb-size=128") -> GuestResult:
     """Boot the kernel, run `command` (from the repo's directory, as root), return how it went.
 
     `results` is shared read-write with the guest at the same path; `timeout`
-    bounds the whole VM, boot included.  QEMU is killed on timeout and on any
+    bounds the whole VM, boot included.  `qemu_opts` replaces the accelerator
+    options (bench/hops.py adds -icount, so guest time counts instructions).  QEMU is killed on timeout and on any
     error or interrupt here, so no VM outlives the call.
     """
     kernel = kernel_image(series_or_path)
@@ -166,7 +167,7 @@ def run_in_kernel(series_or_path: str, command: Sequence[str], results: Path | N
             # virtme loads from the unpacked lib/modules beside the vmlinuz.
             "--force-9p",
             "-m", memory, "-p", str(cpus),
-            "--qemu-opts=-accel tcg,tb-size=128",
+            f"--qemu-opts={qemu_opts}",
             f"--rwdir={results}",
             "--user", "root",
             "--exec", f"sh {shlex.quote(str(script))}"]
