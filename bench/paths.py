@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -44,7 +45,11 @@ from bench.throughput import (
 
 # agent-paths-nodrop: paths on at 1 in 1000 with drop capture off (drop_one_in: 0), to tell the hop
 # programs' cost from the cost of drop capture (which fires on every socket-overflow drop).
-OVERHEAD_CONDITIONS = ("baseline", "agent-drops", "agent-paths", "agent-paths-nodrop")
+OVERHEAD_CONDITIONS = ("baseline", "agent-drops", "agent-paths", "agent-paths-nodrop", "agent-paths-kernel")
+# agent-paths-kernel: agent-paths with the agent process stopped (SIGSTOP) during the trial, so
+# only its BPF programs run: the kernel side's cost, apart from the CPU the agent's own
+# threads take from the workload on a machine whose every core the benchmark keeps busy.
+PAUSED_CONDITIONS = ("agent-paths-kernel",)
 OVERHEAD_ONE_IN = 1000
 OVERHEAD_TARGET = 0.05  # the issue: at most 5 % fewer packets/s with paths on at 1 in 1000
 LOAD_RATES = (100, 1_000, 10_000)  # packets/s, every one a sampled path (one_in: 1)
@@ -108,7 +113,8 @@ def _agent_for(name: str, binary: str) -> AgentRun | None:
         return None
     if name == "agent-paths-nodrop":
         return AgentRun(binary, extra_yaml=paths_yaml(OVERHEAD_ONE_IN, drop_one_in=0))
-    return AgentRun(binary, extra_yaml=paths_yaml(OVERHEAD_ONE_IN) if name == "agent-paths" else "")
+    paths = name in ("agent-paths", "agent-paths-kernel")
+    return AgentRun(binary, extra_yaml=paths_yaml(OVERHEAD_ONE_IN) if paths else "")
 
 
 def measure_overhead(pair: NetPair, binary: str, rounds: int, seconds: float, window: str, deadline: float,
@@ -128,7 +134,13 @@ def measure_overhead(pair: NetPair, binary: str, rounds: int, seconds: float, wi
                     hops[name] = list(agent.attached_hops())
                 for attempt in range(1, MAX_RETRIES + 2):
                     before = scrape(agent) if agent else {}
-                    t = iperf_trial(pair, "deliver", seconds, window)
+                    if agent and name in PAUSED_CONDITIONS:
+                        agent.proc.send_signal(signal.SIGSTOP)
+                    try:
+                        t = iperf_trial(pair, "deliver", seconds, window)
+                    finally:
+                        if agent and name in PAUSED_CONDITIONS:
+                            agent.proc.send_signal(signal.SIGCONT)
                     t.update(round=rnd, condition=name, workload="deliver", attempt=attempt)
                     if agent:
                         t["agent"] = delta(scrape(agent), before)

@@ -188,7 +188,9 @@ def _paths(p: dict[str, Any], lines: list[str]) -> None:
             spread_b = (base["max"] - base["min"]) / base["median"] * 100
             lines.append(f"  baseline spread (max-min)/median: {spread_b:.1f}%")
         lines.append("  agent-paths-nodrop = the same with drop capture off (sampling.drop_one_in: 0)")
-        for name in ("agent-paths", "agent-paths-nodrop"):
+        lines.append("  agent-paths-kernel = agent-paths with the agent process stopped (SIGSTOP) during the trial:"
+                     " its BPF programs only")
+        for name in ("agent-paths", "agent-paths-nodrop", "agent-paths-kernel"):
             a = o["summary"].get(name, {})
             if not a.get("packets_sent"):
                 continue
