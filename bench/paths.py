@@ -45,11 +45,15 @@ from bench.throughput import (
 
 # agent-paths-nodrop: paths on at 1 in 1000 with drop capture off (drop_one_in: 0), to tell the hop
 # programs' cost from the cost of drop capture (which fires on every socket-overflow drop).
-OVERHEAD_CONDITIONS = ("baseline", "agent-drops", "agent-paths", "agent-paths-nodrop", "agent-paths-kernel")
+OVERHEAD_CONDITIONS = ("baseline", "agent-drops", "agent-paths", "agent-paths-nodrop", "agent-paths-kernel",
+                       "agent-paths-lean-kernel")
 # agent-paths-kernel: agent-paths with the agent process stopped (SIGSTOP) during the trial, so
 # only its BPF programs run: the kernel side's cost, apart from the CPU the agent's own
 # threads take from the workload on a machine whose every core the benchmark keeps busy.
-PAUSED_CONDITIONS = ("agent-paths-kernel",)
+# agent-paths-lean-kernel: the same with the hops that only continue or end a path excluded
+# (probes.exclude), leaving the entry hops and the route lookup: what fewer programs per packet buy.
+PAUSED_CONDITIONS = ("agent-paths-kernel", "agent-paths-lean-kernel")
+LEAN_EXCLUDE = ("net_dev_xmit", "consume_skb", "skb_copy_datagram_iovec", "sk_data_ready")
 OVERHEAD_ONE_IN = 1000
 OVERHEAD_TARGET = 0.05  # the issue: at most 5 % fewer packets/s with paths on at 1 in 1000
 LOAD_RATES = (100, 1_000, 10_000)  # packets/s, every one a sampled path (one_in: 1)
@@ -113,6 +117,9 @@ def _agent_for(name: str, binary: str) -> AgentRun | None:
         return None
     if name == "agent-paths-nodrop":
         return AgentRun(binary, extra_yaml=paths_yaml(OVERHEAD_ONE_IN, drop_one_in=0))
+    if name == "agent-paths-lean-kernel":
+        return AgentRun(binary, extra_yaml=paths_yaml(OVERHEAD_ONE_IN)
+                        + f"probes:\n  exclude: [{', '.join(LEAN_EXCLUDE)}]\n")
     paths = name in ("agent-paths", "agent-paths-kernel")
     return AgentRun(binary, extra_yaml=paths_yaml(OVERHEAD_ONE_IN) if paths else "")
 

@@ -180,7 +180,7 @@ def _paths(p: dict[str, Any], lines: list[str]) -> None:
             target = (f">= {_pct(1 - o['target_loss'])} {_verdict(r >= 1 - o['target_loss'])}"
                       if name.startswith("agent-paths") and r is not None else "")
             flag = f"  [{c['trials_disturbed']} disturbed]" if c["trials_disturbed"] else ""
-            lines.append(f"  {name:<20}{c['trials_used']:>3}"
+            lines.append(f"  {name:<24}{c['trials_used']:>3}"
                          f"{s['median']:>14,.0f}{s['min']:>12,.0f}{s['max']:>12,.0f}"
                          f"{_pct(r) if name != 'baseline' else '':>13}{spread:>20}   {target}{flag}".rstrip())
         base = o["summary"].get("baseline", {}).get("pps")
@@ -190,7 +190,9 @@ def _paths(p: dict[str, Any], lines: list[str]) -> None:
         lines.append("  agent-paths-nodrop = the same with drop capture off (sampling.drop_one_in: 0)")
         lines.append("  agent-paths-kernel = agent-paths with the agent process stopped (SIGSTOP) during the trial:"
                      " its BPF programs only")
-        for name in ("agent-paths", "agent-paths-nodrop", "agent-paths-kernel"):
+        lines.append("  agent-paths-lean-kernel = the same without net_dev_xmit, consume_skb, skb_copy_datagram_iovec,"
+                     " sk_data_ready (probes.exclude)")
+        for name in ("agent-paths", "agent-paths-nodrop", "agent-paths-kernel", "agent-paths-lean-kernel"):
             a = o["summary"].get(name, {})
             if not a.get("packets_sent"):
                 continue
