@@ -201,7 +201,7 @@ SEC("kprobe/ip_output")
 int BPF_KPROBE(ip_output__kprobe, void *net, void *sk, void *skb)
 {
 	path_entry_hop(SKB(skb), HOP_IP_OUTPUT, 0);
-	queue_xmit_report(skb);
+	queue_xmit_report(SKB(skb)); /* typed: it reads skb->len where bpf_rdonly_cast exists */
 	return 0;
 }
 
@@ -217,7 +217,7 @@ SEC("kprobe/ip6_output")
 int BPF_KPROBE(ip6_output__kprobe, void *net, void *sk, void *skb)
 {
 	path_entry_hop(SKB(skb), HOP_IP_OUTPUT, 0);
-	queue_xmit_report(skb);
+	queue_xmit_report(SKB(skb)); /* typed: it reads skb->len where bpf_rdonly_cast exists */
 	return 0;
 }
 
@@ -250,7 +250,6 @@ int BPF_KPROBE(ip_rcv_finish__kprobe, void *net, void *sk, void *skb)
 	return 0;
 }
 
-
 SEC("fentry/ip6_rcv_finish")
 int BPF_PROG(ip6_rcv_finish__fentry, void *net, void *sk, struct sk_buff *skb)
 {
@@ -264,7 +263,6 @@ int BPF_KPROBE(ip6_rcv_finish__kprobe, void *net, void *sk, void *skb)
 	path_hop(SKB(skb), 1, HOP_IP_RCV_FINISH, skb_dev(SKB(skb)), 0, 0, 0, 0);
 	return 0;
 }
-
 
 SEC("fentry/ip_forward_finish")
 int BPF_PROG(ip_forward_finish__fentry, void *net, void *sk, struct sk_buff *skb)
@@ -293,7 +291,6 @@ int BPF_KPROBE(ip_finish_output__kprobe, void *net, void *sk, void *skb)
 	path_hop(SKB(skb), 1, HOP_IP_FINISH_OUTPUT, skb_dev(SKB(skb)), 0, 0, 0, 0);
 	return 0;
 }
-
 
 SEC("fentry/ip6_finish_output")
 int BPF_PROG(ip6_finish_output__fentry, void *net, void *sk, struct sk_buff *skb)

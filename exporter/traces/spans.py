@@ -32,6 +32,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from exporter import __version__
+from exporter.decoders import netfilter as nf
 from exporter.decoders.protocols import ETH_P_IP, ETH_P_IPV6, protocol_label
 from exporter.k8s.pods import PodRef
 from exporter.paths.model import Hop, HopEvent, Outcome, PacketHeader, Path
@@ -277,6 +278,9 @@ def hop_span_name(hop: HopEvent) -> str:
         return "consume_skb"
     if kind is Hop.DROP:
         return f"DROPPED: {hop.reason or _UNKNOWN_REASON}"
+    if kind in (Hop.NF_CHAIN, Hop.IPT_TABLE) and hop.nf_table:
+        # Which table and chain decided, at a glance in a trace view: "ipt_do_table filter/INPUT: drop".
+        return f"{kind.value} {hop.nf_table}/{hop.nf_chain}: {nf.verdict_name(hop.verdict)}"
     name = f"{kind.value}({hop.ifname})" if hop.ifname else kind.value
     if kind is Hop.DEV_XMIT and hop.verdict != 0:
         name += f" rc={hop.verdict}"

@@ -230,6 +230,11 @@ def test_drop_without_a_reason_says_unknown(setup: Setup) -> None:
         (HopEvent(1, Hop.SOCK_QUEUE, 0, verdict=53), "queued to socket (port 53)"),
         (HopEvent(1, Hop.CONSUME, 0), "consume_skb"),
         (HopEvent(1, Hop.DROP, 0, reason="NO_SOCKET"), "DROPPED: NO_SOCKET"),
+        (HopEvent(1, Hop.IPT_TABLE, 0, nf_table="filter", nf_chain="INPUT", verdict=0),
+         "ipt_do_table filter/INPUT: drop"),
+        (HopEvent(1, Hop.NF_CHAIN, 0, nf_table="fw", nf_chain="fwd", verdict=1), "nft_do_chain fw/fwd: accept"),
+        (HopEvent(1, Hop.IP_FINISH_OUTPUT, 0, ifname="eth1"), "ip_finish_output(eth1)"),
+        (HopEvent(1, Hop.IP_QUEUE_XMIT, 0), "ip_queue_xmit"),
     ],
 )
 def test_hop_span_names(hop: HopEvent, name: str) -> None:
