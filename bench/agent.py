@@ -13,8 +13,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from bench.procs import BenchError, stop_process
+
+if TYPE_CHECKING:
+    from prometheus_client.samples import Sample
 
 FIRST_PROBE = "first probe attached"
 _FIRST_PROBE_MS = re.compile(r"first probe attached ([0-9.]+) ms")
@@ -137,19 +141,22 @@ class AgentRun:
                 out[key] = int(rest.split()[0])
         return out
 
-    def drops(self, interfaces: set[str]) -> dict[str, float]:
-        """pktpath_drops_total by reason, summed over the given interfaces only, so drops
-        elsewhere on the machine (other people's tests) never leak into a sanity check."""
+    def samples(self) -> list[Sample]:
+        """Every sample of the agent's /metrics, parsed."""
         from prometheus_client.parser import text_string_to_metric_families
 
         status, body = self.get("/metrics")
         if status != 200:
             raise BenchError(f"agent: /metrics answered {status}")
+        return [s for family in text_string_to_metric_families(body.decode()) for s in family.samples]
+
+    def drops(self, interfaces: set[str]) -> dict[str, float]:
+        """pktpath_drops_total by reason, summed over the given interfaces only, so drops
+        elsewhere on the machine (other people's tests) never leak into a sanity check."""
         out: dict[str, float] = {}
-        for family in text_string_to_metric_families(body.decode()):
-            for s in family.samples:
-                if s.name == _DROP_SAMPLE and s.labels.get("interface") in interfaces:
-                    out[s.labels["reason"]] = out.get(s.labels["reason"], 0.0) + s.value
+        for s in self.samples():
+            if s.name == _DROP_SAMPLE and s.labels.get("interface") in interfaces:
+                out[s.labels["reason"]] = out.get(s.labels["reason"], 0.0) + s.value
         return out
 
     def stop(self, timeout: float = 10.0) -> int:

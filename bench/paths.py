@@ -88,17 +88,11 @@ def paths_yaml(one_in: int, max_paths: int | None = None, drop_one_in: int | Non
 
 def scrape(agent: AgentRun) -> dict[str, float]:
     """The path-related samples of the agent's /metrics, keyed `name` or `name{label}`."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    status, body = agent.get("/metrics")
-    if status != 200:
-        raise BenchError(f"agent: /metrics answered {status}")
     out: dict[str, float] = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for s in family.samples:
-            if s.name in _METRICS:
-                label = ",".join(f"{v}" for k, v in sorted(s.labels.items()) if k != "ring")
-                out[f"{s.name}{{{label}}}" if label else s.name] = s.value
+    for s in agent.samples():
+        if s.name in _METRICS:
+            label = ",".join(f"{v}" for k, v in sorted(s.labels.items()) if k != "ring")
+            out[f"{s.name}{{{label}}}" if label else s.name] = s.value
     return out
 
 

@@ -74,6 +74,33 @@ static __always_inline void hook_nf_exit(struct sk_buff *skb, const struct nf_ho
  * relocation ambiguous for libbpf ("relocation decision ambiguity") while
  * field offsets, equal in both, still resolve.
  */
+/*
+ * The verdict of one netfilter table at one hook, as both nft_do_chain and
+ * ipt_do_table return it.  Since NF_DROP_REASON (6.8) an nf_tables drop frees
+ * the skb inside nf_tables, with its drop reason, and returns NF_STOLEN with
+ * the errno in the upper 16 bits; a real steal (queueing, a target that took
+ * the packet) carries no errno.  x_tables does not do this today; the same
+ * reading serves it should it adopt the convention.
+ */
+static __always_inline void nf_verdict_fill(struct nf_verdict_key *key, const struct nf_hook_state *state,
+					    __u32 ret)
+{
+	key->family = BPF_CORE_READ(state, pf);
+	key->hook = BPF_CORE_READ(state, hook);
+	key->verdict = ret & NF_VERDICT_MASK;
+	if (key->verdict == NF_STOLEN && (ret >> 16))
+		key->verdict = NF_DROP;
+}
+
+/* The hop event of a table's verdict: what nf_verdict_fill found. */
+static __always_inline void nf_verdict_event(struct hop_event *ev, const struct nf_verdict_key *key)
+{
+	ev->nf_family = key->family;
+	ev->nf_hook = key->hook;
+	ev->phase = 1;
+	ev->verdict = key->verdict;
+}
+
 static __always_inline void hook_nft_exit(void *pkt_ptr, void *priv, __u32 ret)
 {
 	struct nft_pktinfo *pkt = pkt_ptr;
@@ -84,14 +111,7 @@ static __always_inline void hook_nft_exit(void *pkt_ptr, void *priv, __u32 ret)
 	struct hop_event *ev;
 	char *name;
 
-	key.family = BPF_CORE_READ(state, pf);
-	key.hook = BPF_CORE_READ(state, hook);
-	key.verdict = ret & NF_VERDICT_MASK;
-	/* Since NF_DROP_REASON (6.8) a drop frees the skb inside nf_tables, with its drop
-	 * reason, and returns NF_STOLEN with the errno in the upper 16 bits; a real steal
-	 * (queueing, a target that took the packet) carries no errno. */
-	if (key.verdict == NF_STOLEN && (ret >> 16))
-		key.verdict = NF_DROP;
+	nf_verdict_fill(&key, state, ret);
 	name = BPF_CORE_READ(chain, table, name);
 	bpf_probe_read_kernel_str(key.table, sizeof(key.table), name);
 	counter_inc(&nf_verdicts, &key);
@@ -109,10 +129,7 @@ static __always_inline void hook_nft_exit(void *pkt_ptr, void *priv, __u32 ret)
 		if (!ev)
 			return;
 	}
-	ev->nf_family = key.family;
-	ev->nf_hook = key.hook;
-	ev->phase = 1;
-	ev->verdict = key.verdict;
+	nf_verdict_event(ev, &key);
 	bpf_probe_read_kernel_str(ev->detail, 16, name);
 	bpf_probe_read_kernel_str(ev->detail + 16, 16, BPF_CORE_READ(chain, name));
 	bpf_ringbuf_submit(ev, 0);
@@ -154,22 +171,14 @@ static __always_inline void hook_ipt_exit(void *table_ptr, void *skb, void *stat
 	struct nf_verdict_key key = {};
 	struct hop_event *ev;
 
-	key.family = BPF_CORE_READ(state, pf);
-	key.hook = BPF_CORE_READ(state, hook);
-	key.verdict = ret & NF_VERDICT_MASK;
-	/* The same convention as nf_tables' (hook_nft_exit), should x_tables adopt it. */
-	if (key.verdict == NF_STOLEN && (ret >> 16))
-		key.verdict = NF_DROP;
+	nf_verdict_fill(&key, state, ret);
 	BPF_CORE_READ_STR_INTO(&key.table, table, name);
 	counter_inc(&nf_verdicts, &key);
 
 	ev = path_event(skb, 0, HOP_IPT_TABLE, 0);
 	if (!ev)
 		return;
-	ev->nf_family = key.family;
-	ev->nf_hook = key.hook;
-	ev->phase = 1;
-	ev->verdict = key.verdict;
+	nf_verdict_event(ev, &key);
 	__builtin_memcpy(ev->detail, key.table, 15); /* the table half of detail, NUL-terminated */
 	bpf_ringbuf_submit(ev, 0);
 }

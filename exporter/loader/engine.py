@@ -203,8 +203,9 @@ class Engine:
                 spec = parse_program(prog.name, prog.section)
                 if spec is not None:
                     specs[prog.name] = spec
-                    if prog.name in wanted and prog.name not in disabled and self._missing_target(spec):
-                        disabled[prog.name] = self._missing_target(spec)
+                    missing = self._missing_target(spec) if prog.name in wanted else ""
+                    if missing and prog.name not in disabled:
+                        disabled[prog.name] = missing
                 prog.set_autoload(prog.name in wanted and prog.name not in disabled)
             if not any(p.autoload for p in obj.programs):
                 obj.close()
