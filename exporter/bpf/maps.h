@@ -70,25 +70,35 @@ struct {
 	__uint(max_entries, 1 << 20);
 } events SEC(".maps");
 
+/* The filter generation in force (pktpath.h, FILTER_GENERATIONS): an index
+ * into path_config, and the generation of the filter maps' keys. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
+	__type(value, __u32);
+} path_generation SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FILTER_GENERATIONS);
+	__type(key, __u32);
 	__type(value, struct path_config);
 } path_config SEC(".maps");
 
+/* Room for two full generations: the new one is written beside the old. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
-	__uint(max_entries, 1024);
+	__uint(max_entries, FILTER_GENERATIONS * MAX_FILTER_CIDRS);
 	__type(key, struct lpm_key);
 	__type(value, __u8);
 } filter_src SEC(".maps"), filter_dst SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 256);
-	__type(key, char[16]);
+	__uint(max_entries, FILTER_GENERATIONS * MAX_FILTER_IFACES);
+	__type(key, struct iface_key);
 	__type(value, __u8);
 } filter_ifaces SEC(".maps");
 

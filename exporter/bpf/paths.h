@@ -26,11 +26,19 @@
  * happens within this time: softirq processing of one packet is far shorter. */
 #define FIB_CORRELATION_NS 1000000ULL
 
+/* The path_config of the generation in force (pktpath.h): the generation is
+ * read once, here, and everything after uses cfg->generation.  Two array
+ * lookups, both inlined by the verifier. */
 static __always_inline struct path_config *paths_config(void)
 {
-	__u32 zero = 0;
-	struct path_config *cfg = bpf_map_lookup_elem(&path_config, &zero);
+	__u32 zero = 0, generation;
+	__u32 *active = bpf_map_lookup_elem(&path_generation, &zero);
+	struct path_config *cfg;
 
+	if (!active)
+		return 0;
+	generation = *(volatile __u32 *)active;
+	cfg = bpf_map_lookup_elem(&path_config, &generation);
 	return cfg && cfg->enabled ? cfg : 0;
 }
 
@@ -104,9 +112,9 @@ static __always_inline struct cpu_state *this_cpu_state(void)
 	return bpf_map_lookup_elem(&cpu_state, &zero);
 }
 
-static __always_inline int lpm_match(void *trie, struct pkt_header *h, __u8 *addr)
+static __always_inline int lpm_match(void *trie, __u32 generation, struct pkt_header *h, __u8 *addr)
 {
-	struct lpm_key key = { .prefixlen = 128 };
+	struct lpm_key key = { .prefixlen = 8 + 128, .generation = generation };
 
 	if (h->family == 4) {
 		/* IPv4 lives in the trie as ::ffff:a.b.c.d (RFC 4291 mapped). */
@@ -138,12 +146,17 @@ static __always_inline int filter_match(struct path_config *cfg, struct pkt_head
 		return 0;
 	if ((flags & FILTER_PORT) && !port_in(cfg, h->sport) && !port_in(cfg, h->dport))
 		return 0;
-	if ((flags & FILTER_SRC) && !lpm_match(&filter_src, h, h->saddr))
+	if ((flags & FILTER_SRC) && !lpm_match(&filter_src, cfg->generation, h, h->saddr))
 		return 0;
-	if ((flags & FILTER_DST) && !lpm_match(&filter_dst, h, h->daddr))
+	if ((flags & FILTER_DST) && !lpm_match(&filter_dst, cfg->generation, h, h->daddr))
 		return 0;
-	if ((flags & FILTER_IFACE) && !bpf_map_lookup_elem(&filter_ifaces, ifname))
-		return 0;
+	if (flags & FILTER_IFACE) {
+		struct iface_key key = { .generation = cfg->generation };
+
+		__builtin_memcpy(key.name, ifname, sizeof(key.name));
+		if (!bpf_map_lookup_elem(&filter_ifaces, &key))
+			return 0;
+	}
 	return 1;
 }
 

@@ -164,9 +164,22 @@ struct rp_filter_key {
 	char ifname[16];
 };
 
-/* Runtime knobs, one entry in the `path_config` array: userspace rewrites it
- * live (SIGHUP, the shell's src/dst) without reloading programs. */
+/*
+ * Runtime knobs, changed live (SIGHUP, the shell's src/dst) without
+ * reloading programs, and changed atomically: the filter state exists in
+ * FILTER_GENERATIONS generations, `path_generation` names the one in force,
+ * and userspace writes a new filter into the other one in full before it
+ * switches with one 4-byte store (exporter/paths/kernel_config.py).  A
+ * program reads the generation once, at paths_config(), and uses that
+ * generation's path_config entry, trie keys and interface keys throughout,
+ * so it never sees a half-written filter or a mix of two.
+ */
+#define FILTER_GENERATIONS 2
 #define MAX_PORT_RANGES 16
+/* Per generation; the maps hold FILTER_GENERATIONS times as many (maps.h).
+ * Config validation refuses more (exporter/config/schema.py, via abi.py). */
+#define MAX_FILTER_CIDRS 1024  /* filter_src, and filter_dst, each */
+#define MAX_FILTER_IFACES 256  /* filter_ifaces */
 
 #define FILTER_SRC 0x1   /* filter_src LPM trie must match */
 #define FILTER_DST 0x2   /* filter_dst LPM trie must match */
@@ -194,7 +207,7 @@ struct path_config {
 	__u64 sample_below;
 	__u64 drop_sample_below;
 	__u32 max_drop_paths; /* new drop-captured paths per budget window, host-wide; 0: unlimited */
-	__u32 _pad;
+	__u32 generation;     /* its own index in path_config: the keys of filter_src/dst/ifaces it uses */
 };
 
 /* Budget windows are 2^30 ns (1.07 s): a shift, not a division.  Slots of
@@ -212,10 +225,21 @@ struct budget_window {
 	__u64 used;   /* paths started in it */
 };
 
-/* LPM trie key for filter_src/filter_dst: IPv4 as ::ffff:a.b.c.d, prefix + 96. */
+/* LPM trie key for filter_src/filter_dst: the generation, then the address,
+ * IPv4 as ::ffff:a.b.c.d.  The generation byte is part of every prefix
+ * (prefixlen = 8 + 96 + v4 prefix, or 8 + v6 prefix), so a lookup in one
+ * generation never matches an entry of the other. */
 struct lpm_key {
 	__u32 prefixlen;
+	__u8 generation;
 	__u8 addr[16];
+	__u8 _pad[3];
+};
+
+/* Key of filter_ifaces: the generation, then the device name. */
+struct iface_key {
+	__u32 generation;
+	char name[16];
 };
 
 /* Value of the `tracked` hash, keyed by skb pointer. */

@@ -276,6 +276,10 @@ class _Walker:
             # A bare scalar is refused rather than wrapped: "interfaces: eth0,eth1" would otherwise
             # quietly become one interface called "eth0,eth1".
             raise self.fail(node, path, f"expected a list, got {describe(node)}")
+        if key.max_items is not None and len(node.value) > key.max_items:
+            # Before the items are checked: 20,000 CIDRs fail at once, not after parsing each.
+            raise self.fail(node, path, f"{len(node.value)} entries, more than the {key.max_items} "
+                                        f"{key.capacity_of} holds")
         return tuple(self.scalar(key, item, f"{path}[{index}]") for index, item in enumerate(node.value))
 
     def scalar(self, key: Key, node: Node, path: str) -> object:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter.decoders import abi
 from exporter.errors import ConfigError
 
 DEFAULT_LISTEN = "0.0.0.0:9977"
@@ -419,6 +420,10 @@ class Key:
     check: Callable[[Any], object] | None = None
     # What to call the accepted types in a message, when "a string or an integer" would be vague.
     expected: str = ""
+    # Most items of a list key, and the kernel map whose capacity sets it: checked before the items,
+    # so `validate` refuses what `run` could not load (the numbers come from pktpath.h via abi.py).
+    max_items: int | None = None
+    capacity_of: str = ""
 
     def expected_text(self) -> str:
         return self.expected or " or ".join(kind.value for kind in self.kinds)
@@ -498,9 +503,11 @@ SECTIONS: tuple[Section, ...] = (
         "filter",
         "Which packets the path tracer follows (drop counters always count everything). Empty list = any.",
         (
-            Key("src", _STR, (), "Source CIDRs (IPv4 or IPv6); a bare address means /32 or /128.", many=True,
-                check=_check_network),
-            Key("dst", _STR, (), "Destination CIDRs, as for src.", many=True, check=_check_network),
+            Key("src", _STR, (), "Source CIDRs (IPv4 or IPv6); a bare address means /32 or /128. At most "
+                f"{abi.MAX_FILTER_CIDRS}.", many=True, check=_check_network, max_items=abi.MAX_FILTER_CIDRS,
+                capacity_of="the kernel's filter_src map"),
+            Key("dst", _STR, (), f"Destination CIDRs, as for src. At most {abi.MAX_FILTER_CIDRS}.", many=True,
+                check=_check_network, max_items=abi.MAX_FILTER_CIDRS, capacity_of="the kernel's filter_dst map"),
             Key(
                 "protocols",
                 (Kind.STRING, Kind.INTEGER),
@@ -514,18 +521,24 @@ SECTIONS: tuple[Section, ...] = (
                 "ports",
                 (Kind.INTEGER, Kind.STRING),
                 (),
-                'Ports: a number 1..65535 or a "LOW-HIGH" range string; stored as (low, high).',
+                'Ports: a number 1..65535 or a "LOW-HIGH" range string; stored as (low, high). At most '
+                f"{abi.MAX_PORT_RANGES} entries.",
                 many=True,
                 check=_check_port,
                 expected='a port number or a "LOW-HIGH" range',
+                max_items=abi.MAX_PORT_RANGES,
+                capacity_of="the kernel's path_config.ports",
             ),
             Key(
                 "interfaces",
                 _STR,
                 (),
-                f"Interface names (1..{IFNAME_MAX} bytes, no '/', ':' or whitespace).",
+                f"Interface names (1..{IFNAME_MAX} bytes, no '/', ':' or whitespace). At most "
+                f"{abi.MAX_FILTER_IFACES}.",
                 many=True,
                 check=_check_interface,
+                max_items=abi.MAX_FILTER_IFACES,
+                capacity_of="the kernel's filter_ifaces map",
             ),
         ),
         _builder(FilterConfig),

@@ -98,7 +98,12 @@ class RpFilterKey(ctypes.Structure):
                 ("ifname", ctypes.c_char * 16)]
 
 
+# Filter capacities (#defines of pktpath.h; tests/unit/test_abi.py checks them against the header and
+# the compiled maps).  Config validation enforces them (exporter/config/schema.py).
+FILTER_GENERATIONS = 2
 MAX_PORT_RANGES = 16
+MAX_FILTER_CIDRS = 1024  # per generation, filter_src and filter_dst each
+MAX_FILTER_IFACES = 256  # per generation
 
 
 class PortRange(ctypes.Structure):
@@ -118,7 +123,7 @@ class PathConfig(ctypes.Structure):
         ("sample_below", ctypes.c_uint64),
         ("drop_sample_below", ctypes.c_uint64),
         ("max_drop_paths", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
+        ("generation", ctypes.c_uint32),
     ]
 
 
@@ -138,7 +143,12 @@ GATE_SLOTS = {"GATE_LIVE": 0, "GATE_REAPED": 1, "GATE__MAX": 2}
 
 
 class LpmKey(ctypes.Structure):
-    _fields_ = [("prefixlen", ctypes.c_uint32), ("addr", ctypes.c_uint8 * 16)]
+    _fields_ = [("prefixlen", ctypes.c_uint32), ("generation", ctypes.c_uint8), ("addr", ctypes.c_uint8 * 16),
+                ("_pad", ctypes.c_uint8 * 3)]
+
+
+class IfaceKey(ctypes.Structure):
+    _fields_ = [("generation", ctypes.c_uint32), ("name", ctypes.c_char * 16)]
 
 
 # #defines of pktpath.h (not in BTF: kept in step by tests/unit/test_abi.py reading the header).
@@ -189,10 +199,10 @@ HOP_IDS = {
 }
 
 MIRRORS: tuple[type[ctypes.Structure], ...] = (DropKey, DropValue, DropSlot, PktHeader, HopEventRaw, PathConfig,
-                                               Track, LpmKey, NfVerdictKey, RpFilterKey)
+                                               Track, LpmKey, IfaceKey, NfVerdictKey, RpFilterKey)
 _C_NAMES = {DropKey: "drop_key", DropValue: "drop_value", DropSlot: "drop_slot", PktHeader: "pkt_header",
             HopEventRaw: "hop_event", PathConfig: "path_config", Track: "track", LpmKey: "lpm_key",
-            NfVerdictKey: "nf_verdict_key", RpFilterKey: "rp_filter_key"}
+            IfaceKey: "iface_key", NfVerdictKey: "nf_verdict_key", RpFilterKey: "rp_filter_key"}
 
 
 class _StructSource(Protocol):
