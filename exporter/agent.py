@@ -1,6 +1,7 @@
 """`pktpath run`: attach the probes, serve metrics, follow sampled packets, detach everything on exit.
 
-Start-up order is chosen for time-to-first-probe: config, then load and attach
+Start-up order is chosen for time-to-first-probe: config, the metrics socket
+bound (so a busy port fails before anything is attached), then load and attach
 (tens of milliseconds), and only then the heavier Python work (reason names,
 prometheus_client, the OpenTelemetry SDK), so drops are counted from the
 earliest possible moment.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -29,6 +31,7 @@ from exporter.k8s.pods import ApiPodSource, FilePodSource, PodResolver, PodSourc
 from exporter.loader import libbpf
 from exporter.loader.engine import AttachReport, Engine, EngineOptions
 from exporter.loader.host import Host
+from exporter.metrics.listener import bind_listener
 from exporter.paths.kernel_config import PathControl, PathSettings
 
 if TYPE_CHECKING:
@@ -165,10 +168,16 @@ class Agent:
 
         paths = traces_enabled(self.cfg.traces, os.environ)
         self.pods = pod_resolver(self.cfg, self.host, os.environ)
-        # Parsed once (10 ms, several MB): the engine checks hop targets in it, the
-        # collector reads drop reasons from it.  Without BTF the engine says why.
-        btf = libbpf.Btf.parse(self.host.vmlinux_btf) if self.host.has_btf() else None
-        self.engine, report = start_engine(self.cfg, self.host, paths, btf)
+        # Bound before anything is loaded: a busy port is one line and nothing ever attached.
+        listener = bind_listener(self.cfg.metrics.host, self.cfg.metrics.port, self.cfg.metrics.listen)
+        try:
+            # Parsed once (10 ms, several MB): the engine checks hop targets in it, the
+            # collector reads drop reasons from it.  Without BTF the engine says why.
+            btf = libbpf.Btf.parse(self.host.vmlinux_btf) if self.host.has_btf() else None
+            self.engine, report = start_engine(self.cfg, self.host, paths, btf)
+        except BaseException:
+            listener.close()
+            raise
         server: MetricsServer | None = None
         try:
             if report.first_attach_monotonic is not None:
@@ -179,7 +188,7 @@ class Agent:
             self.control = PathControl(self.engine.map)
             self.control.apply(path_settings(self.cfg, enabled=paths))
             assert btf is not None  # the engine started, so the kernel has BTF
-            server = self._serve(report, btf)
+            server = self._serve(listener, report, btf)
             self._install_signals()
             log.info("serving metrics on http://%s:%d/metrics (%d of %d hops attached; packet paths %s)",
                      self.cfg.metrics.host, server.port, len(report.attached), len(report.hops),
@@ -197,6 +206,8 @@ class Agent:
         finally:
             if server is not None:
                 server.stop()
+            else:
+                listener.close()
             if self.pipeline is not None:
                 self.pipeline.stop()
             self.engine.close()
@@ -243,7 +254,7 @@ class Agent:
 
         return build_tracing(self.cfg.traces, os.environ, pod_of=self.pods.pod if self.pods else None)
 
-    def _serve(self, report: AttachReport, btf: libbpf.Btf) -> MetricsServer:
+    def _serve(self, listener: socket.socket, report: AttachReport, btf: libbpf.Btf) -> MetricsServer:
         # Deferred imports: prometheus_client costs ~40 ms to import, after attach.
         from prometheus_client import CollectorRegistry, ProcessCollector
 
@@ -308,7 +319,6 @@ class Agent:
             forget=lambda counts: forget_counters(drop_map, drop_slots, counts),
         ))
         ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes
-        server = MetricsServer(self.cfg.metrics.host, self.cfg.metrics.port, registry,
-                               ready=lambda: bool(report.attached))
+        server = MetricsServer(listener, registry, ready=lambda: bool(report.attached))
         server.start()
         return server

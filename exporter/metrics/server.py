@@ -14,20 +14,36 @@ import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
+
+from exporter.metrics.listener import BACKLOG
 
 log = logging.getLogger(__name__)
 
 
 class _Server(ThreadingMixIn, WSGIServer):
+    """A threaded WSGI server on a socket that is already bound and listening (listener.py)."""
+
     daemon_threads = True
-    allow_reuse_address = True
+    request_queue_size = BACKLOG
 
+    def __init__(self, listener: socket.socket) -> None:
+        self._listener = listener
+        self.address_family = listener.family
+        super().__init__(listener.getsockname()[:2], _QuietHandler)
 
-class _Server6(_Server):
-    address_family = socket.AF_INET6
+    def server_bind(self) -> None:
+        # Instead of binding the socket TCPServer just made, adopt the one bound at start-up.
+        self.socket.close()
+        self.socket = self._listener
+        self.server_address = self.socket.getsockname()
+        host, port = self.socket.getsockname()[:2]
+        # HTTPServer.server_bind would resolve socket.getfqdn(host): a DNS query for a name only
+        # used in the WSGI environ's SERVER_NAME.
+        self.server_name, self.server_port = str(host), int(port)
+        self.setup_environ()
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -59,10 +75,9 @@ def _app(registry: CollectorRegistry, ready: Callable[[], bool]) -> Callable[...
 
 
 class MetricsServer:
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, ready: Callable[[], bool]) -> None:
-        server_class = _Server6 if ":" in host else _Server
-        self._httpd = make_server(host, port, _app(registry, ready), server_class=server_class,
-                                  handler_class=_QuietHandler)
+    def __init__(self, listener: socket.socket, registry: CollectorRegistry, ready: Callable[[], bool]) -> None:
+        self._httpd = _Server(listener)
+        self._httpd.set_app(_app(registry, ready))
         # serve_forever() notices shutdown() only between polls: a short poll makes SIGTERM -> exit quick.
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="pktpath-http", daemon=True)
@@ -75,5 +90,6 @@ class MetricsServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self._httpd.shutdown()
+        if self._thread.is_alive():
+            self._httpd.shutdown()
         self._httpd.server_close()
