@@ -4,6 +4,10 @@ prometheus_client's WSGI app does the content negotiation (OpenMetrics when
 the scraper asks for application/openmetrics-text, which is what carries
 exemplars) and gzip; this module only adds the health routes and serves it
 from a threaded server so a slow scraper never blocks another.
+
+Scrapes share one snapshot of the collectors for SNAPSHOT_MAX_AGE_S (Snapshot, below), so that many
+scrapers at once (a storm, or an HA pair of Prometheus servers scraping together) read the kernel
+maps and build the metric families once, not once each.
 """
 
 from __future__ import annotations
@@ -11,16 +15,64 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from exporter.metrics.listener import BACKLOG
 
 log = logging.getLogger(__name__)
+
+# How long one collection of every metric serves later scrapes.  Measured (bench --only scrape, 20
+# scrapers, default config): reading the kernel maps and building the families is about a fifth of
+# the agent's CPU per scrape, and grows with the number of drop series.  0.1 s is far below any
+# scrape interval (Prometheus' shortest common one is 1 s), so a scraper never sees the same
+# snapshot twice in normal operation, and tests that poll a counter see it move within 0.1 s.
+SNAPSHOT_MAX_AGE_S = 0.1
+
+
+class Snapshot(Collector):
+    """The metric families of `registry`, collected at most once per `max_age` seconds.
+
+    Counters stay monotonic: a snapshot is one whole collection, taken under a lock and replaced only
+    by a later one, so the scrapes any one client makes see collections in the order they were taken,
+    and each collection reads counters that only grow.  Scrapes that find the snapshot too old while
+    another scrape is collecting wait for that collection instead of starting their own.
+    """
+
+    def __init__(self, registry: CollectorRegistry, max_age: float = SNAPSHOT_MAX_AGE_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._registry = registry
+        self._max_age = max_age
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._families: list[Metric] = []
+        self._taken: float | None = None
+        self.collections = 0
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            now = self._clock()
+            if self._taken is None or now - self._taken >= self._max_age:
+                self._families = list(self._registry.collect())
+                self._taken = now
+                self.collections += 1
+            families = self._families
+        return iter(families)
+
+
+def serving_registry(registry: CollectorRegistry, max_age: float = SNAPSHOT_MAX_AGE_S) -> CollectorRegistry:
+    """A registry whose one collector is a Snapshot of `registry`: what /metrics serves.  auto_describe
+    learns the metric names (for ?name[]= filtering) from a first collection, made here."""
+    serving = CollectorRegistry(auto_describe=True)
+    serving.register(Snapshot(registry, max_age))
+    return serving
 
 
 class _Server(ThreadingMixIn, WSGIServer):
@@ -52,7 +104,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def _app(registry: CollectorRegistry, ready: Callable[[], bool]) -> Callable[..., Iterable[bytes]]:
-    metrics = make_wsgi_app(registry)
+    metrics = make_wsgi_app(serving_registry(registry))
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
