@@ -133,22 +133,49 @@ def suggest(word: str, choices: Sequence[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _one_of(choices: tuple[str, ...]) -> Callable[[Any], object]:
-    def check(value: Any) -> object:
-        if value not in choices:
-            raise BadValueError(f"{quote(value)} is not one of {', '.join(choices)}{suggest(value, choices)}")
+# The checks with a fixed shape are small classes, not closures, so that the JSON Schema of the Helm
+# chart's config (exporter/config/jsonschema.py) can read their bounds instead of repeating them.
+
+
+@dataclass(frozen=True)
+class OneOf:
+    choices: tuple[str, ...]
+
+    def __call__(self, value: Any) -> object:
+        if value not in self.choices:
+            raise BadValueError(f"{quote(value)} is not one of {', '.join(self.choices)}"
+                                f"{suggest(value, self.choices)}")
         return value
 
-    return check
 
+@dataclass(frozen=True)
+class IntRange:
+    low: int
+    high: int
 
-def _int_range(low: int, high: int) -> Callable[[Any], object]:
-    def check(value: Any) -> object:
-        if not low <= value <= high:
-            raise BadValueError(f"{value} is out of range {low}..{high}")
+    def __call__(self, value: Any) -> object:
+        if not self.low <= value <= self.high:
+            raise BadValueError(f"{value} is out of range {self.low}..{self.high}")
         return value
 
-    return check
+
+@dataclass(frozen=True)
+class PowerOfTwo:
+    low: int
+    high: int
+
+    def __call__(self, value: Any) -> object:
+        if not self.low <= value <= self.high or value & (value - 1):
+            raise BadValueError(f"{value} is not a power of two in {self.low}..{self.high}")
+        return value
+
+    def values(self) -> list[int]:
+        return [1 << n for n in range(self.low.bit_length() - 1, self.high.bit_length()) if
+                self.low <= 1 << n <= self.high]
+
+
+_one_of = OneOf
+_int_range = IntRange
 
 
 # --- metrics.listen --------------------------------------------------------------------------
@@ -335,11 +362,8 @@ def _check_interface(value: Any) -> object:
 MAX_ONE_IN = 2**31 - 1
 
 
-def _check_ring_kb(value: Any) -> object:
-    # The kernel wants a ring buffer of a power-of-two number of pages.
-    if not 4 <= value <= 262144 or value & (value - 1):
-        raise BadValueError(f"{value} is not a power of two in 4..262144")
-    return value
+# The kernel wants a ring buffer of a power-of-two number of pages.
+_check_ring_kb = PowerOfTwo(4, 262144)
 
 
 # --- logging ---------------------------------------------------------------------------------
