@@ -124,7 +124,11 @@ class PktpathCollector(Collector):
                 f.spans_dropped.add_metric([reason], dropped.get(reason, 0))
         f.scrape_errors.add_metric([], self.scrape_errors)
         f.build.add_metric([self._build.version, self._build.kernel, self._build.engine], 1.0)
-        yield from f.all()
+        # Without packet paths the sampling weights and span counters mean nothing: left out, not
+        # served empty (README's metric table says which families need paths).
+        absent = ([f.sampling] if weights is None else []) + \
+            ([f.spans_exported, f.spans_dropped] if self._spans is None else [])
+        yield from (family for family in f.all() if not any(family is a for a in absent))
 
     def _verdicts(self, f: _Families, v: VerdictCounts) -> None:
         nf: dict[tuple[str, str, str, str], int] = {}
