@@ -195,3 +195,46 @@ def test_reload_the_kernel_refuses_half_way_keeps_the_running_filter(tmp_path: P
         assert keys[0].generation != abi.LpmKey.from_buffer_copy(in_force[0]).generation
     finally:
         assert agent.stop() == 0, agent.log()
+
+
+# --- each generation's keys are the ones in force -----------------------------------------------------
+
+
+def first_hop(receiver: OtlpReceiver, port: int) -> str:
+    assert wait_until(lambda: len(roots_to(receiver, port)) == 1, 10), f"no trace to port {port}"
+    (root,) = roots_to(receiver, port)
+    time.sleep(0.3)  # the children come in the same batch; let a straggler land
+    children = sorted((s for s in receiver.spans if s.trace_id == root.trace_id and s.parent_span_id),
+                      key=lambda s: s.start_ns)
+    return str(children[0].name)
+
+
+def test_reloads_switch_source_and_interface_filters(tmp_path: Path, receiver: OtlpReceiver, lab: Lab) -> None:
+    """Source CIDRs and interface names live in the filter maps keyed by generation: each reload
+    writes the other generation and switches, so consecutive reloads use both, and traffic shows
+    which keys are in force."""
+    def filt(src: str, interface: str) -> str:
+        return config(receiver, [f"{lab.server_ip}/32"], "7420-7439").replace(
+            "  protocols: [udp]", f"  protocols: [udp]\n  src: [{src}]\n  interfaces: [{interface}]")
+
+    agent = AgentProcess.start(tmp_path, filt(f"{lab.client_ip}/32", lab.if_client))
+    cfg = next(tmp_path.glob("agent-*.yaml"))
+    head = cfg.read_text().split("traces:", 1)[0]
+    try:
+        # The packet is made in the client namespace: its first hop is the client's transmit queue.
+        lab.send_udp(lab.client, lab.server_ip, 7420, 1)
+        assert first_hop(receiver, 7420) == f"net_dev_queue({lab.if_client})"
+        # Only the router's receive matches now: the path starts there.
+        reload(agent, cfg, head + filt(f"{lab.client_ip}/32", lab.if_router_client), "filter and sampling applied")
+        lab.send_udp(lab.client, lab.server_ip, 7421, 1)
+        assert first_hop(receiver, 7421) == f"netif_receive_skb({lab.if_router_client})"
+        # A source the packets do not have: nothing is followed (checked once the next trace is in).
+        reload(agent, cfg, head + filt("198.19.0.0/16", lab.if_router_client), "filter and sampling applied")
+        lab.send_udp(lab.client, lab.server_ip, 7422, 1)
+        # Back to the first filter, in the generation the first one used.
+        reload(agent, cfg, head + filt(f"{lab.client_ip}/32", lab.if_client), "filter and sampling applied")
+        lab.send_udp(lab.client, lab.server_ip, 7423, 1)
+        assert first_hop(receiver, 7423) == f"net_dev_queue({lab.if_client})"
+        assert roots_to(receiver, 7422) == []
+    finally:
+        assert agent.stop() == 0, agent.log()
