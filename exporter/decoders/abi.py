@@ -23,7 +23,7 @@ class DropKey(ctypes.Structure):
         ("netns", ctypes.c_uint32),
         ("l3_proto", ctypes.c_uint16),
         ("l4_proto", ctypes.c_uint8),
-        ("_pad", ctypes.c_uint8),
+        ("flags", ctypes.c_uint8),
     ]
 
 
@@ -57,7 +57,7 @@ class PktHeader(ctypes.Structure):
         ("tcp_flags", ctypes.c_uint8),
         ("icmp_type", ctypes.c_uint8),
         ("icmp_code", ctypes.c_uint8),
-        ("_pad", ctypes.c_uint8),
+        ("flags", ctypes.c_uint8),
     ]
 
 
@@ -74,13 +74,15 @@ class HopEventRaw(ctypes.Structure):
         ("verdict", ctypes.c_int32),
         ("reason", ctypes.c_uint32),
         ("table", ctypes.c_uint32),
-        ("fib_saddr", ctypes.c_uint32),
-        ("fib_daddr", ctypes.c_uint32),
         ("flags", ctypes.c_uint8),
         ("nf_family", ctypes.c_uint8),
         ("nf_hook", ctypes.c_uint8),
         ("phase", ctypes.c_uint8),
-        ("_pad", ctypes.c_uint8 * 4),
+        ("fib_family", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8),
+        ("route_error", ctypes.c_int16),
+        ("fib_saddr", ctypes.c_uint8 * 16),
+        ("fib_daddr", ctypes.c_uint8 * 16),
         ("ifname", ctypes.c_char * 16),
         ("out_ifname", ctypes.c_char * 16),
         ("detail", ctypes.c_char * 32),
@@ -91,6 +93,10 @@ class HopEventRaw(ctypes.Structure):
 class NfVerdictKey(ctypes.Structure):
     _fields_ = [("family", ctypes.c_uint8), ("hook", ctypes.c_uint8), ("verdict", ctypes.c_uint8),
                 ("_pad", ctypes.c_uint8), ("table", ctypes.c_char * 32)]
+
+
+class RouteKey(ctypes.Structure):
+    _fields_ = [("ret", ctypes.c_int32), ("route_error", ctypes.c_int32)]
 
 
 class RpFilterKey(ctypes.Structure):
@@ -134,8 +140,16 @@ BUDGET_WINDOW_SHIFT = 30
 class Track(ctypes.Structure):
     """Value of the `tracked` hash (key: the skb pointer, u64)."""
 
-    _fields_ = [("path_id", ctypes.c_uint64), ("ident", ctypes.c_uint64), ("born_ns", ctypes.c_uint64),
-                ("flags", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 7)]
+    _fields_ = [("path_id", ctypes.c_uint64), ("ident", ctypes.c_uint64), ("flow", ctypes.c_uint64),
+                ("born_ns", ctypes.c_uint64), ("seen_ns", ctypes.c_uint64), ("netns", ctypes.c_uint32),
+                ("flags", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 3)]
+
+
+class OwnEndpoint(ctypes.Structure):
+    """Key of `own_endpoints`: one end of the agent's own connections (never followed)."""
+
+    _fields_ = [("netns", ctypes.c_uint32), ("family", ctypes.c_uint8), ("protocol", ctypes.c_uint8),
+                ("port", ctypes.c_uint16), ("addr", ctypes.c_uint8 * 16)]
 
 
 # enum path_gate_slot
@@ -154,6 +168,11 @@ class IfaceKey(ctypes.Structure):
 # #defines of pktpath.h (not in BTF: kept in step by tests/unit/test_abi.py reading the header).
 EV_HEADER = 0x1
 EV_BY_DROP = 0x2
+DROP_KEY_TRUNCATED = 0x1
+HDR_TRUNCATED = 0x1
+HDR_NO_L4 = 0x2
+FIB_ROUTE = 0
+FIB_RP_FILTER = 1
 FILTER_SRC, FILTER_DST, FILTER_PROTO, FILTER_PORT, FILTER_IFACE = 0x1, 0x2, 0x4, 0x8, 0x10
 
 # enum pktpath_stat: slots of the `stats` per-CPU array, in order (checked against BTF).
@@ -199,10 +218,12 @@ HOP_IDS = {
 }
 
 MIRRORS: tuple[type[ctypes.Structure], ...] = (DropKey, DropValue, DropSlot, PktHeader, HopEventRaw, PathConfig,
-                                               Track, LpmKey, IfaceKey, NfVerdictKey, RpFilterKey)
+                                               Track, OwnEndpoint, LpmKey, IfaceKey, NfVerdictKey, RpFilterKey,
+                                               RouteKey)
 _C_NAMES = {DropKey: "drop_key", DropValue: "drop_value", DropSlot: "drop_slot", PktHeader: "pkt_header",
-            HopEventRaw: "hop_event", PathConfig: "path_config", Track: "track", LpmKey: "lpm_key",
-            IfaceKey: "iface_key", NfVerdictKey: "nf_verdict_key", RpFilterKey: "rp_filter_key"}
+            HopEventRaw: "hop_event", PathConfig: "path_config", Track: "track", OwnEndpoint: "own_endpoint",
+            LpmKey: "lpm_key", IfaceKey: "iface_key", NfVerdictKey: "nf_verdict_key", RpFilterKey: "rp_filter_key",
+            RouteKey: "route_key"}
 
 
 class _StructSource(Protocol):

@@ -144,8 +144,8 @@ class PktpathCollector(Collector):
         for labels2, n in sorted(rpf.items()):
             f.rp_filter.add_metric(list(labels2), n)
         route: dict[str, int] = {}
-        for ret, n in v.route:
-            result = self._route_results.label(ret) if self._route_results else str(ret)
+        for ret, route_error, n in v.route:
+            result = self._route_results.label(ret, route_error) if self._route_results else str(ret)
             route[result] = route.get(result, 0) + n
         for result, n in sorted(route.items()):
             f.route_lookups.add_metric([result], n)
@@ -185,7 +185,7 @@ class PktpathCollector(Collector):
         series: dict[tuple[str, ...], tuple[int, int]] = {}
         for c in counts:
             labels: tuple[str, ...] = (self._reasons.name(c.reason), c.ifname or names[(c.netns, c.ifindex)],
-                                       protocol_label(c.l3_proto, c.l4_proto))
+                                       protocol_label(c.l3_proto, c.l4_proto, c.truncated))
             if self._pods is not None:
                 labels += self._pods.labels(c.netns)
             p, b = series.get(labels, (0, 0))

@@ -71,7 +71,7 @@ def exposed(families_text: str, sampled_only: bool = False) -> dict[str, set[str
 def synthetic() -> dict[str, set[str]]:
     """The same collectors with every kind of series present: verdicts, evictions, spans, sampling."""
     stats = [1] * abi.STAT_SLOTS
-    verdicts = VerdictCounts(netfilter=[(2, 1, "filter", 0, 3)], rp_filter=[(True, "eth0", 2)], route=[(0, 5)])
+    verdicts = VerdictCounts(netfilter=[(2, 1, "filter", 0, 3)], rp_filter=[(True, "eth0", 2)], route=[(0, 0, 5)])
     reasons = DropReasons([("SKB_DROP_REASON_NO_SOCKET", 3)])
     collector = PktpathCollector(
         lambda: KernelReadings([DropCount("eth0", 3, 2, 1, 0x0800, 17, 1, 60)], stats, 1, 1, verdicts), reasons,

@@ -88,7 +88,8 @@ def test_defines_match_the_header() -> None:
     header = (OBJ.parent / "pktpath.h").read_text()
     defines = {m[1]: int(m[2], 0) for m in re.finditer(r"#define (\w+) (0x[0-9a-fA-F]+|\d+)", header)}
     for name in ("EV_HEADER", "EV_BY_DROP", "FILTER_SRC", "FILTER_DST", "FILTER_PROTO", "FILTER_PORT",
-                 "FILTER_IFACE", "MAX_PORT_RANGES", "FILTER_GENERATIONS", "MAX_FILTER_CIDRS", "MAX_FILTER_IFACES"):
+                 "FILTER_IFACE", "MAX_PORT_RANGES", "FILTER_GENERATIONS", "MAX_FILTER_CIDRS", "MAX_FILTER_IFACES",
+                 "DROP_KEY_TRUNCATED", "HDR_TRUNCATED", "HDR_NO_L4", "FIB_ROUTE", "FIB_RP_FILTER"):
         assert defines[name] == getattr(abi, name), name
 
 
