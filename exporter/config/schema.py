@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.decoders import abi
 from exporter.errors import ConfigError
+from exporter.model import abi, vocabulary
 
 DEFAULT_LISTEN = "0.0.0.0:9977"
 
@@ -269,18 +269,9 @@ def _check_hop(value: Any) -> object:
 
 # --- filter ----------------------------------------------------------------------------------
 
-# IANA protocol numbers; fixed forever, so a table beats asking /etc/protocols (absent in containers).
-PROTOCOLS: dict[str, int] = {
-    "icmp": 1,
-    "igmp": 2,
-    "tcp": 6,
-    "udp": 17,
-    "gre": 47,
-    "esp": 50,
-    "ah": 51,
-    "icmpv6": 58,
-    "sctp": 132,
-}
+# The protocols filter.protocols takes by name (exporter/model/vocabulary.py).
+PROTOCOLS: dict[str, int] = {name: number for number, name in vocabulary.IP_PROTOCOLS.items()
+                             if name in vocabulary.FILTER_PROTOCOLS}
 
 _PORT_RANGE = re.compile(r"([0-9]+)-([0-9]+)")
 # The kernel's dev_valid_name(): IFNAMSIZ is 16 including the NUL.

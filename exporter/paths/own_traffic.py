@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.decoders import abi
-from exporter.loader.libbpf import Map
+from exporter.kernel.api import MapHandle
+from exporter.model import abi
 
 IPPROTO_TCP = 6
 
@@ -81,8 +81,8 @@ def kubernetes_api(env: Mapping[str, str]) -> list[Endpoint]:
 class OwnTraffic:
     """Writes the agent's own endpoints into the kernel's own_endpoints map."""
 
-    def __init__(self, map_of: Callable[[str], Map], netns: int) -> None:
-        self._map = map_of("own_endpoints")
+    def __init__(self, endpoints: MapHandle, netns: int) -> None:
+        self._map = endpoints
         self._netns = netns
         self.endpoints: tuple[Endpoint, ...] = ()
 
@@ -99,3 +99,15 @@ class OwnTraffic:
         key = abi.OwnEndpoint(netns=self._netns, family=e.family, protocol=IPPROTO_TCP, port=e.port)
         ctypes.memmove(key.addr, e.address, 16)
         return bytes(key)
+
+
+def endpoints_for(listen_host: str, metrics_port: int, collector: tuple[str, int] | None, env: Mapping[str, str],
+                  reads_pod_api: bool) -> list[Endpoint]:
+    """Where the agent's own connections end: its /metrics listener (the port it is bound to), its
+    OTLP collector (host, port), and the Kubernetes API when pod labels are read from it."""
+    endpoints = listener(listen_host, metrics_port)
+    if collector is not None:
+        endpoints += resolve(*collector)
+    if reads_pod_api:
+        endpoints += kubernetes_api(env)
+    return endpoints

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 
 from exporter.errors import ConfigError
 from exporter.tracer import render
-from exporter.tracer.session import MAX_DURATION_RANGE, MAX_PKT_RANGE, TraceSession
+from exporter.tracer.session import MAX_DURATION_RANGE, MAX_PKT_RANGE, TraceKernel, TraceSession
 from exporter.tracer.shell import UsageError, parse_cidr, parse_int, quiet_loader
 
 
 def run_trace(src: str | None, dst: str | None, max_pkt: str, max_duration: str, as_json: bool,
-              probe_mode: str = "auto") -> int:
-    session = TraceSession(probe_mode=probe_mode)
+              open_kernel: Callable[[], TraceKernel]) -> int:
+    session = TraceSession(open_kernel)
     quiet_loader()
     try:
         # Bad arguments are bad input: exit status 2, before anything is loaded.
@@ -38,10 +39,10 @@ def run_trace(src: str | None, dst: str | None, max_pkt: str, max_duration: str,
         paths = session.result.paths
         for n, path in enumerate(paths, 1):
             if as_json:
-                print(json.dumps(render.path_json(n, path, modes, session.symbols.lookup, session.route_label)),
+                print(json.dumps(render.path_json(n, path, modes, session.shell_context())),
                       flush=True)
             else:
-                print(render.render_path(n, path, modes, session.symbols.lookup, session.route_label), flush=True)
+                print(render.render_path(n, path, modes, session.shell_context()), flush=True)
         if not as_json:
             print(f"The number of packets we traced is: {len(paths)} (ended by {session.result.ended_by})",
                   file=sys.stderr)

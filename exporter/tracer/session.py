@@ -16,19 +16,17 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from exporter.decoders.drop_reasons import DropReasons
-from exporter.decoders.events import EventDecoder
-from exporter.decoders.netfilter import RouteResults, returns_drop_reason
+from exporter.decoders.route_results import RouteResults
 from exporter.decoders.symbols import KernelSymbols
 from exporter.errors import KernelError
-from exporter.loader import libbpf
-from exporter.loader.engine import AttachReport, Engine, EngineOptions
-from exporter.loader.host import Host
+from exporter.kernel.api import ProbeState
+from exporter.model.hops import ShellContext
+from exporter.model.path import HopEvent, Outcome, Path
 from exporter.paths.kernel_config import PathControl, PathSettings
-from exporter.paths.model import HopEvent, Outcome, Path
-from exporter.paths.pipeline import PathPipeline
-from exporter.paths.tracking import TrackedReaper
+from exporter.paths.pipeline import PathPipeline, PathSource, build_pipeline
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -61,16 +59,28 @@ class TraceResult:
         return Counter(p.drop_reason or "UNKNOWN" for p in self.paths if p.outcome is Outcome.DROPPED)
 
 
+class TraceKernel(PathSource, Protocol):
+    """What a trace needs of the kernel side (exporter/kernel/facade.py KernelSide.open)."""
+
+    def path_control(self) -> PathControl: ...
+
+    def drop_reasons(self) -> DropReasons: ...
+
+    def route_results(self, reasons: DropReasons) -> RouteResults: ...
+
+    def probes(self) -> list[ProbeState]: ...
+
+    def close(self) -> None: ...
+
+
 class TraceSession:
-    def __init__(self, host: Host | None = None, object_path: str | None = None, probe_mode: str = "auto") -> None:
+    def __init__(self, open_kernel: Callable[[], TraceKernel]) -> None:
+        """`open_kernel` loads and attaches every hop; it is called at the first start."""
         self.params = TraceParams()
-        self.probe_mode = probe_mode
-        self.host = host or Host()
-        self._object_path = object_path
-        self._engine: Engine | None = None
+        self._open_kernel = open_kernel
+        self._kernel: TraceKernel | None = None
         self._control: PathControl | None = None
-        self._decoder: EventDecoder | None = None
-        self.report: AttachReport | None = None
+        self._reasons: DropReasons | None = None
         self.symbols = KernelSymbols()
         self.route_label: Callable[[int, int], str] | None = None
         self.result = TraceResult()
@@ -84,38 +94,37 @@ class TraceSession:
 
     # -- lifecycle ---------------------------------------------------------
 
-    def load(self) -> AttachReport:
+    def load(self) -> None:
         """Load and attach every hop (first start only)."""
-        if self._engine is None:
-            engine = Engine(EngineOptions(mode=self.probe_mode), object_path=self._object_path, host=self.host)
-            from exporter.decoders import abi
-
-            self.report = engine.start(verify=abi.check_against)
-            self._engine = engine
-            self._control = PathControl(engine.map)
-            # Not closed: DropReasons reads module BTF against it lazily, on a first subsystem reason.
-            btf = libbpf.Btf.parse(self.host.vmlinux_btf)
-            reasons = DropReasons.from_btf(btf)
-            self._decoder = EventDecoder(reasons)
-            self.route_label = RouteResults(returns_drop_reason(btf, "ip_route_input_noref"), reasons).label
-        assert self.report is not None
-        return self.report
+        if self._kernel is None:
+            self._kernel = self._open_kernel()
+            self._control = self._kernel.path_control()
+            self._reasons = self._kernel.drop_reasons()
+            self.route_label = self._kernel.route_results(self._reasons).label
 
     def close(self) -> None:
         self.stop("stopped")
-        if self._engine is not None:
-            self._engine.close()
-            self._engine = None
+        if self._kernel is not None:
+            self._kernel.close()
+            self._kernel = None
+
+    def shell_context(self) -> ShellContext:
+        """What the shell's hop lines need from this host: kernel symbols, route result names."""
+        return ShellContext(symbol=self.symbols.lookup, route_label=self.route_label)
 
     @property
     def running(self) -> bool:
         return not self._ended.is_set()
 
     def modes(self) -> dict[str, str]:
-        """Hop -> attach family it runs in ("not attached" when none)."""
-        if self.report is None:
+        """Loader hop -> attach family it runs in ("not attached" when none); {} before the first start."""
+        if self._kernel is None:
             return {}
-        return {h.hop: h.attached or "not attached" for h in self.report.hops.values()}
+        modes: dict[str, str] = {}
+        for probe in self._kernel.probes():
+            if probe.attached or probe.probe not in modes:
+                modes[probe.probe] = probe.family if probe.attached else "not attached"
+        return modes
 
     # -- settings ----------------------------------------------------------
 
@@ -148,16 +157,14 @@ class TraceSession:
         if self.running:
             raise KernelError("a trace is already running (use wait, or restart)")
         self.load()
-        assert self._engine is not None and self._control is not None and self._decoder is not None
+        assert self._kernel is not None and self._control is not None and self._reasons is not None
         self.result = TraceResult(started_at=time.monotonic())
         self._started_count = 0
         self._stop_requested.clear()
         self._ended.clear()
-        self._pipeline = PathPipeline(self._engine.map("events"), self._decoder, [self._collect],
-                                      assembler_options={"idle_timeout_ns": IDLE_NS},
-                                      on_first_hop=self._first_hop,
-                                      reaper=TrackedReaper(self._engine.map("tracked"),
-                                                           self._engine.map("path_gate")))
+        self._pipeline = build_pipeline(self._kernel, self._reasons, [self._collect],
+                                        assembler_options={"idle_timeout_ns": IDLE_NS},
+                                        on_first_hop=self._first_hop)
         self._pipeline.start()
         self._control.apply(self.settings(enabled=True))
         self._supervisor = threading.Thread(target=self._supervise, name="pktpath-trace", daemon=True)

@@ -241,8 +241,7 @@ class TracerShell(cmd.Cmd):
         modes = self.session.modes()
         for n in numbers:
             if n <= len(paths):
-                self.say(render.render_path(n, paths[n - 1], modes, self.session.symbols.lookup,
-                                            self.session.route_label))
+                self.say(render.render_path(n, paths[n - 1], modes, self.session.shell_context()))
 
 
 def quiet_loader(level: str = "info") -> None:
@@ -251,8 +250,7 @@ def quiet_loader(level: str = "info") -> None:
     logging.getLogger("exporter.loader").setLevel(logging.NOTSET if level == "debug" else logging.ERROR)
 
 
-def run_shell(session: TraceSession | None = None) -> int:
-    session = session or TraceSession()
+def run_shell(session: TraceSession) -> int:
     quiet_loader()
     try:
         import readline

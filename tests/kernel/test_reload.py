@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.decoders import abi
+from exporter.model import abi
 from tests.agent_process import AgentProcess, wait_until
 from tests.kernel.lab import Lab
 from tests.otlp_receiver import OtlpReceiver

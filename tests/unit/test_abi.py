@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from exporter.decoders import abi
 from exporter.errors import KernelError
 from exporter.loader.engine import default_object_path
 from exporter.loader.libbpf import Btf
+from exporter.model import abi
 
 OBJ = Path(default_object_path())
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from exporter.model.path import Hop, HopEvent, Outcome, PacketHeader, Path, SampledBy
 from exporter.paths.assembler import PathAssembler
-from exporter.paths.model import Hop, HopEvent, Outcome, PacketHeader, Path, SampledBy
 
 IDLE = 1_000
 GRACE = 100

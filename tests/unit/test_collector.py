@@ -5,12 +5,12 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from exporter.decoders import abi
 from exporter.decoders.counters import DropCount
 from exporter.decoders.drop_reasons import DropReasons
 from exporter.decoders.interfaces import InterfaceResolver
-from exporter.loader.probes import group_hops, parse_program
+from exporter.kernel.api import ProbeState
 from exporter.metrics.collector import BuildInfo, KernelReadings, PktpathCollector, SamplingWeights
+from exporter.model import abi
 
 REASONS = DropReasons([("SKB_DROP_REASON_NOT_SPECIFIED", 2), ("SKB_DROP_REASON_NO_SOCKET", 3),
                        ("SKB_DROP_REASON_NETFILTER_DROP", 12)])
@@ -25,12 +25,10 @@ def make(readings: KernelReadings | Exception, links: dict[int, str] | None = No
         return readings
 
     resolver = InterfaceResolver(lister=lambda _path: dict(links or {}))
-    specs = [s for s in (parse_program("kfree_skb__tp_btf", "tp_btf/kfree_skb"),
-                         parse_program("ip_rcv__fentry", "fentry/ip_rcv"),
-                         parse_program("ip_rcv__kprobe", "kprobe/ip_rcv")) if s]
-    hops = group_hops(specs)
-    hops["kfree_skb"].attached = "tracepoint"
-    collector = PktpathCollector(read, REASONS, resolver, hops, BuildInfo("9.9.9", "6.18.0", "libbpf-core/v1.1"),
+    probes = [ProbeState("kfree_skb", "tracepoint", True), ProbeState("ip_rcv", "fentry", False),
+              ProbeState("ip_rcv", "kprobe", False)]
+    collector = PktpathCollector(read, REASONS, resolver, lambda: probes,
+                                 BuildInfo("9.9.9", "6.18.0", "libbpf-core/v1.1"),
                                  sampling=lambda: SamplingWeights(rate=1000, drop=1),
                                  spans=lambda: (40, {"queue_full": 2}))
     registry = CollectorRegistry()
@@ -89,7 +87,7 @@ def test_drop_series_carry_the_exemplar_of_their_last_trace() -> None:
 
     ex = {("NETFILTER_DROP", "eth0", "udp"): Exemplar({"trace_id": "ab" * 16}, 1.0, 1700000000.0)}
     reg = CollectorRegistry()
-    reg.register(PktpathCollector(read, REASONS, InterfaceResolver(lister=lambda _p: {}), {},
+    reg.register(PktpathCollector(read, REASONS, InterfaceResolver(lister=lambda _p: {}), list,
                                   BuildInfo("v", "k", "e"), exemplar=ex.get))
     om = generate_openmetrics(reg).decode()
     line = next(ln for ln in om.splitlines() if ln.startswith("pktpath_drops_total{"))
@@ -161,7 +159,7 @@ def test_span_drop_reasons_match_the_exporter() -> None:
     assert tuple(SPAN_DROP_REASONS) == tuple(DROP_REASONS)
 
 
-def test_pod_labels_and_expiry_of_deleted_pods() -> None:
+def test_pod_labels() -> None:
     from exporter.k8s.pods import PodRef
 
     class Resolver:
@@ -176,19 +174,13 @@ def test_pod_labels_and_expiry_of_deleted_pods() -> None:
         def pod(self, netns: int) -> PodRef | None:
             return None
 
-    forgotten: list[DropCount] = []
     resolver = Resolver()
     counts = [drop("eth0", 12, 5, 500, netns=7), drop("eth0", 12, 3, 300, netns=1)]
     reg = CollectorRegistry()
     reg.register(PktpathCollector(lambda: KernelReadings(counts), REASONS, InterfaceResolver(lister=lambda _p: {}),
-                                  {}, BuildInfo("v", "k", "e"), pods=resolver,  # type: ignore[arg-type]
-                                  forget=forgotten.extend))
+                                  list, BuildInfo("v", "k", "e"), pods=resolver))  # type: ignore[arg-type]
     pod = {"reason": "NETFILTER_DROP", "interface": "eth0", "protocol": "udp", "namespace": "shop",
            "pod": "checkout-1"}
     host = pod | {"namespace": "", "pod": ""}
     assert reg.get_sample_value("pktpath_drops_total", pod) == 5
-    assert reg.get_sample_value("pktpath_drops_total", host) == 3
-    resolver.gone = {7}
-    assert reg.get_sample_value("pktpath_drops_total", pod) is None  # the series ends
-    assert forgotten == [counts[0]]  # and its kernel counter is deleted
     assert reg.get_sample_value("pktpath_drops_total", host) == 3

@@ -7,8 +7,8 @@ import ipaddress
 
 import pytest
 
-from exporter.decoders import abi
 from exporter.errors import ConfigError
+from exporter.model import abi
 from exporter.paths.kernel_config import PathSettings, below, build_config, iface_key, lpm_key, per_window
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import errno
 
 from exporter.decoders.drop_reasons import DropReasons
-from exporter.decoders.netfilter import RouteResults, family_name, hook_name, verdict_name
-from exporter.paths.model import Hop, HopEvent, PacketHeader, Path
+from exporter.decoders.route_results import RouteResults
+from exporter.model.hops import ShellContext
+from exporter.model.path import Hop, HopEvent, PacketHeader, Path
+from exporter.model.vocabulary import nf_family_name as family_name
+from exporter.model.vocabulary import nf_hook_name as hook_name
+from exporter.model.vocabulary import nf_verdict_name as verdict_name
 from exporter.tracer.render import hop_line
 
 REASONS = DropReasons([("SKB_DROP_REASON_IP_INNOROUTES", 88), ("SKB_DROP_REASON_IP_RPFILTER", 16),
@@ -42,7 +46,7 @@ HDR = PacketHeader(4, "10.0.0.1", "10.0.1.2", 17, 4242, 53)
 
 def line(ev: HopEvent) -> str:
     path = Path(1, HDR, [HopEvent(1, Hop.NETIF_RECEIVE, 1, header=HDR), ev])
-    return hop_line(path, 1, lambda _a: "", RouteResults(False, REASONS).label)
+    return hop_line(path, 1, ShellContext(route_label=RouteResults(False, REASONS).label))
 
 
 def test_shell_lines_in_the_original_words() -> None:
@@ -69,7 +73,7 @@ def test_shell_lines_in_the_original_words() -> None:
 def test_convention_is_read_from_the_running_kernels_btf() -> None:
     from pathlib import Path as FsPath
 
-    from exporter.decoders.netfilter import returns_drop_reason
+    from exporter.decoders.route_results import returns_drop_reason
     from exporter.loader.libbpf import Btf
 
     vmlinux = FsPath("/sys/kernel/btf/vmlinux")
@@ -85,8 +89,8 @@ def test_legacy_tables_are_named_after_the_hooks_builtin_chain() -> None:
     """ipt_do_table events carry the table name only; the chain is the hook's built-in one."""
     import ctypes
 
-    from exporter.decoders import abi
     from exporter.decoders.events import EventDecoder
+    from exporter.model import abi
 
     raw = abi.HopEventRaw(hop=abi.HOP_IDS["HOP_IPT_TABLE"], nf_family=2, nf_hook=2, phase=1, verdict=0,
                           detail=b"filter")

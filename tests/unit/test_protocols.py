@@ -1,4 +1,4 @@
-from exporter.decoders.protocols import protocol_label
+from exporter.model.vocabulary import protocol_label
 
 
 def test_labels() -> None:

@@ -13,6 +13,7 @@ import ctypes
 from typing import Protocol
 
 from exporter.errors import KernelError
+from exporter.model import hops
 
 
 class DropKey(ctypes.Structure):
@@ -192,30 +193,8 @@ STATS = (
 STAT_DROP_MAP_FULL = STATS.index("STAT_DROP_MAP_FULL")
 STAT_SLOTS = len(STATS)
 
-# enum hop_id values (checked against BTF) -> exporter.paths.model.Hop values.
-HOP_IDS = {
-    "HOP_NETIF_RECEIVE": 1,
-    "HOP_FIB_LOOKUP": 2,
-    "HOP_DEV_QUEUE": 3,
-    "HOP_DEV_XMIT": 4,
-    "HOP_DELIVER": 5,
-    "HOP_CONSUME": 6,
-    "HOP_DROP": 7,
-    "HOP_IP_RCV": 8,
-    "HOP_NF_HOOK": 9,
-    "HOP_NF_CHAIN": 10,
-    "HOP_RP_FILTER": 11,
-    "HOP_ROUTE_INPUT": 12,
-    "HOP_IP_FORWARD": 13,
-    "HOP_LOCAL_DELIVER": 14,
-    "HOP_IP_OUTPUT": 15,
-    "HOP_IP_RCV_FINISH": 16,
-    "HOP_IP_FORWARD_FINISH": 17,
-    "HOP_IP_QUEUE_XMIT": 18,
-    "HOP_IP_FINISH_OUTPUT": 19,
-    "HOP_IPT_TABLE": 20,
-    "HOP_SOCK_QUEUE": 21,
-}
+# enum hop_id values (checked against BTF): numbered in the hop table's order.
+HOP_IDS = hops.HOP_IDS
 
 MIRRORS: tuple[type[ctypes.Structure], ...] = (DropKey, DropValue, DropSlot, PktHeader, HopEventRaw, PathConfig,
                                                Track, OwnEndpoint, LpmKey, IfaceKey, NfVerdictKey, RpFilterKey,
@@ -258,6 +237,7 @@ def check_against(btf: _StructSource) -> None:
     gate = dict(btf.enum("path_gate_slot") or [])
     if gate != GATE_SLOTS:
         raise KernelError(f"ABI mismatch: enum path_gate_slot {gate} != abi.py GATE_SLOTS {GATE_SLOTS}")
-    hops = dict(btf.enum("hop_id") or [])
-    if hops != HOP_IDS:
-        raise KernelError(f"ABI mismatch: enum hop_id {hops} != abi.py HOP_IDS {HOP_IDS}")
+    hop_enum = dict(btf.enum("hop_id") or [])
+    if hop_enum != HOP_IDS:
+        raise KernelError(f"ABI mismatch: enum hop_id {hop_enum} != the hop table's HOP_IDS {dict(HOP_IDS)} "
+                          "(exporter/model/hops.py)")

@@ -2,14 +2,17 @@
 
 Everything downstream of the ring buffer (assembler, OpenTelemetry spans, the
 interactive tracer) speaks these types; only exporter/decoders/events.py knows
-the C layout they are decoded from.
+the C layout they are decoded from.  The hops themselves are in exporter/model/hops.py.
 """
 
 from __future__ import annotations
 
-import errno
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from exporter.model.hops import FibLookup, Hop
+
+__all__ = ["FibLookup", "Hop", "HopEvent", "Outcome", "PacketHeader", "Path", "SampledBy"]
 
 
 class Outcome(StrEnum):
@@ -20,61 +23,6 @@ class Outcome(StrEnum):
     CONSUMED = "consumed"  # freed as consumed (consume_skb): processed normally
     TRANSMITTED = "transmitted"  # last seen leaving a device (net_dev_xmit), nothing after it
     INCOMPLETE = "incomplete"  # idle timeout or eviction with no telling last hop
-
-
-class Hop(StrEnum):
-    """Hop names, as they appear in spans, metrics and the shell."""
-
-    NETIF_RECEIVE = "netif_receive_skb"  # a device handed the packet to the stack
-    FIB_LOOKUP = "fib_table_lookup"  # route lookup, IPv4 or IPv6 (no skb: attributed per CPU)
-    DEV_QUEUE = "net_dev_queue"  # queued for transmit on a device
-    DEV_XMIT = "net_dev_xmit"  # handed to the driver (verdict = driver return code)
-    DELIVER = "skb_copy_datagram_iovec"  # payload copied to a socket reader
-    SOCK_QUEUE = "sk_data_ready"  # queued to a local socket (verdict = its port); attributed per CPU
-    CONSUME = "consume_skb"  # freed normally
-    DROP = "kfree_skb"  # freed as a drop (reason set)
-    # Function hooks (fentry/kprobe), on kernels that allow them:
-    IP_RCV = "ip_rcv"  # IPv4/IPv6 receive
-    NF_HOOK = "nf_hook_slow"  # a netfilter hook: entry (phase 0) and verdict (phase 1)
-    NF_CHAIN = "nft_do_chain"  # one nftables chain's verdict
-    RP_FILTER = "fib_validate_source"  # rp_filter check: verdict 0 pass, < 0 fail
-    ROUTE_INPUT = "ip_route_input_noref"  # input route lookup: verdict 0 found
-    IP_FORWARD = "ip_forward"
-    LOCAL_DELIVER = "ip_local_deliver"
-    IP_OUTPUT = "ip_output"
-    IP_RCV_FINISH = "ip_rcv_finish"  # past the PRE_ROUTING hook (ip_rcv_finish / ip6_rcv_finish)
-    IP_FORWARD_FINISH = "ip_forward_finish"  # past the FORWARD hook
-    IP_QUEUE_XMIT = "ip_queue_xmit"  # a socket (TCP, SCTP) handed the segment to IP (__ip_queue_xmit / ip6_xmit)
-    IP_FINISH_OUTPUT = "ip_finish_output"  # past the POST_ROUTING hook
-    IPT_TABLE = "ipt_do_table"  # one iptables-legacy table's verdict (nf_chain: the hook's built-in chain)
-
-
-TERMINAL_HOPS = frozenset({Hop.DROP, Hop.CONSUME, Hop.SOCK_QUEUE})
-
-
-class FibLookup(StrEnum):
-    """Whose route lookup a FIB_LOOKUP hop is (the kernel tells them apart: exporter/bpf/paths.h)."""
-
-    ROUTE = "route"  # the packet's own input route lookup
-    RP_FILTER = "rp_filter"  # rp_filter's reverse lookup, from the packet's destination back to its source
-
-
-# What one table's route lookup found: its error, as the fib tracepoints give it
-# (net/ipv4/fib_semantics.c fib_props; net/ipv6/route.c ip6_rt_type_to_error, with IPv6's
-# null entry as ENETUNREACH).  EAGAIN: no route in that table (or a `throw` route).
-ROUTE_RESULTS = {
-    0: "found",
-    -errno.EAGAIN: "no route",
-    -errno.ENETUNREACH: "no route",
-    -errno.EINVAL: "blackhole",
-    -errno.EHOSTUNREACH: "unreachable",
-    -errno.EACCES: "prohibit",
-}
-
-
-def route_result(err: int) -> str:
-    """found, no route, blackhole, unreachable, prohibit; "error N" for anything else."""
-    return ROUTE_RESULTS.get(err, f"error {err}")
 
 
 class SampledBy(StrEnum):
