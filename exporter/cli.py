@@ -19,7 +19,7 @@ from exporter import __version__
 from exporter.errors import ConfigError, PktpathError
 
 if TYPE_CHECKING:
-    from exporter.tracer.session import TraceKernel
+    from exporter.interactive.session import TraceKernel
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,12 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             return _validate(args.file)
         if args.command == "shell":
-            from exporter.tracer.session import TraceSession
-            from exporter.tracer.shell import run_shell
+            from exporter.interactive.session import TraceSession
+            from exporter.interactive.shell import run_shell
 
             return run_shell(TraceSession(_kernel_opener("auto")))
         if args.command == "trace":
-            from exporter.tracer.oneshot import run_trace
+            from exporter.interactive.oneshot import run_trace
 
             return run_trace(args.src, args.dst, args.max_pkt, args.max_duration, args.json,
                              _kernel_opener(args.probe_mode))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from exporter.decoders.counters import DropCounterReader, KernelStats, VerdictReader
 from exporter.decoders.drop_reasons import DropReasons, Enum
@@ -82,10 +82,7 @@ class KernelSide:
     def path_control(self) -> PathControl:
         """One per kernel side: it remembers the settings in force."""
         if self._control is None:
-            m = self.engine.map
-            self._control = PathControl(FilterMaps(config=m("path_config"), generation=m("path_generation"),
-                                                   src=m("filter_src"), dst=m("filter_dst"),
-                                                   interfaces=m("filter_ifaces")))
+            self._control = PathControl(filter_maps(self.engine.map))
         return self._control
 
     def own_traffic(self, netns: int) -> OwnTraffic:
@@ -102,23 +99,7 @@ class KernelSide:
     # -- names the running kernel decides ---------------------------------
 
     def drop_reasons(self) -> DropReasons:
-        """Drop reason names from the kernel's BTF; subsystem reasons from module BTF, read on demand."""
-        btf = self._require_btf()
-        base_count = btf.type_count()
-
-        def module_enums() -> Iterable[Enum]:
-            for mod in sorted(os.listdir(self._module_btf_dir)):
-                if mod == "vmlinux":
-                    continue
-                try:
-                    with libbpf.Btf.parse(os.path.join(self._module_btf_dir, mod), base=btf) as mbtf:
-                        # Split BTF ids start after the base's; subsystem reasons live in enums
-                        # named *_drop_reason (ovs_drop_reason, mac80211_drop_reason).
-                        yield from (m for name, m in mbtf.iter_enums(base_count) if name.endswith("drop_reason"))
-                except libbpf.LibbpfError as exc:
-                    log.debug("module BTF %s unreadable: %s", mod, exc)
-
-        return DropReasons(btf.enum("skb_drop_reason"), btf.enum("skb_drop_reason_subsys"), module_enums)
+        return drop_reasons_from_btf(self._require_btf(), self._module_btf_dir)
 
     def route_results(self, reasons: DropReasons) -> RouteResults:
         return RouteResults(returns_drop_reason(self._require_btf(), "ip_route_input_noref"), reasons)
@@ -127,3 +108,30 @@ class KernelSide:
         if self._btf is None:
             self._btf = libbpf.Btf.parse(self.engine.host.vmlinux_btf)
         return self._btf
+
+
+def drop_reasons_from_btf(btf: libbpf.Btf, module_btf_dir: str = "/sys/kernel/btf") -> DropReasons:
+    """Drop reason names from the kernel's BTF; subsystem reasons (openvswitch, mac80211) from
+    their module's BTF, read on demand, the first time a subsystem reason is seen."""
+    base_count = btf.type_count()
+
+    def module_enums() -> Iterable[Enum]:
+        for mod in sorted(os.listdir(module_btf_dir)):
+            if mod == "vmlinux":
+                continue
+            try:
+                with libbpf.Btf.parse(os.path.join(module_btf_dir, mod), base=btf) as mbtf:
+                    # Split BTF ids start after the base's; subsystem reasons live in enums
+                    # named *_drop_reason (ovs_drop_reason, mac80211_drop_reason).
+                    yield from (m for name, m in mbtf.iter_enums(base_count) if name.endswith("drop_reason"))
+            except libbpf.LibbpfError as exc:
+                log.debug("module BTF %s unreadable: %s", mod, exc)
+
+    return DropReasons(btf.enum("skb_drop_reason"), btf.enum("skb_drop_reason_subsys"), module_enums)
+
+
+def filter_maps(map_of: Callable[[str], libbpf.Map]) -> FilterMaps:
+    """The maps PathControl writes, in any object built from exporter/bpf's headers (the agent's, or
+    the per-hop cost bench's)."""
+    return FilterMaps(config=map_of("path_config"), generation=map_of("path_generation"), src=map_of("filter_src"),
+                      dst=map_of("filter_dst"), interfaces=map_of("filter_ifaces"))

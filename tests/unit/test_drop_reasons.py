@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from exporter.decoders.drop_reasons import DropReasons, reason_label
+from exporter.kernel.facade import drop_reasons_from_btf
 from exporter.loader.libbpf import Btf
 
 VMLINUX = Path("/sys/kernel/btf/vmlinux")
@@ -51,7 +52,7 @@ def test_running_kernel_names_match_its_btf() -> None:
     with Btf.parse(str(VMLINUX)) as btf:
         members = btf.enum("skb_drop_reason")
         assert members is not None
-        reasons = DropReasons.from_btf(btf)
+        reasons = drop_reasons_from_btf(btf)
     by_name = {reason_label(n): v for n, v in members}
     # The reasons the kernel tests provoke must exist, each decoding back to its own number.
     for name in ("NETFILTER_DROP", "IP_RPFILTER", "IP_INNOROUTES", "IP_INADDRERRORS", "NO_SOCKET", "NOT_SPECIFIED"):

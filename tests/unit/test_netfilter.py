@@ -6,12 +6,12 @@ import errno
 
 from exporter.decoders.drop_reasons import DropReasons
 from exporter.decoders.route_results import RouteResults
+from exporter.interactive.render import hop_line
 from exporter.model.hops import ShellContext
 from exporter.model.path import Hop, HopEvent, PacketHeader, Path
 from exporter.model.vocabulary import nf_family_name as family_name
 from exporter.model.vocabulary import nf_hook_name as hook_name
 from exporter.model.vocabulary import nf_verdict_name as verdict_name
-from exporter.tracer.render import hop_line
 
 REASONS = DropReasons([("SKB_DROP_REASON_IP_INNOROUTES", 88), ("SKB_DROP_REASON_IP_RPFILTER", 16),
                        ("SKB_DROP_REASON_PKT_TOO_SMALL", 9)])

@@ -42,7 +42,7 @@ def test_every_program_of_the_object_belongs_to_a_row_and_every_row_has_its_prog
 
 
 def test_derived_sets() -> None:
-    assert hops.TERMINAL_HOPS == {Hop.DROP, Hop.CONSUME, Hop.DELIVER, Hop.SOCK_QUEUE}
+    assert {Hop.DROP, Hop.CONSUME, Hop.DELIVER, Hop.SOCK_QUEUE} == hops.TERMINAL_HOPS
     assert all(hops.SPECS[h].role is Role.TERMINAL for h in hops.TERMINAL_HOPS)
     # Counters and the drop program stay attached whether or not paths are followed.
     assert "kfree_skb" not in hops.PATH_ONLY_PROGRAMS

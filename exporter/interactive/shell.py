@@ -18,8 +18,8 @@ import sys
 from typing import IO
 
 from exporter.errors import PktpathError
-from exporter.tracer import render
-from exporter.tracer.session import MAX_DURATION_RANGE, MAX_PKT_RANGE, Network, TraceSession
+from exporter.interactive import render
+from exporter.interactive.session import MAX_DURATION_RANGE, MAX_PKT_RANGE, Network, TraceSession
 
 WELCOME = "Welcome to Packet Tracing for Linux"
 DEBUG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}

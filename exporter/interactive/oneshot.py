@@ -7,9 +7,9 @@ import sys
 from collections.abc import Callable
 
 from exporter.errors import ConfigError
-from exporter.tracer import render
-from exporter.tracer.session import MAX_DURATION_RANGE, MAX_PKT_RANGE, TraceKernel, TraceSession
-from exporter.tracer.shell import UsageError, parse_cidr, parse_int, quiet_loader
+from exporter.interactive import render
+from exporter.interactive.session import MAX_DURATION_RANGE, MAX_PKT_RANGE, TraceKernel, TraceSession
+from exporter.interactive.shell import UsageError, parse_cidr, parse_int, quiet_loader
 
 
 def run_trace(src: str | None, dst: str | None, max_pkt: str, max_duration: str, as_json: bool,
