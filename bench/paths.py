@@ -308,7 +308,7 @@ def _assemble(events: list[Any], sink: Callable[[Any], None], decode: Callable[[
 
 
 def measure_python(n_paths: int, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
-    from exporter.config.schema import TracesConfig
+    from exporter.config.model import TracesConfig
     from exporter.decoders.drop_reasons import DropReasons
     from exporter.decoders.events import EventDecoder
     from exporter.traces.export import build_tracing

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from exporter.config.schema import KubernetesConfig
+from exporter.config.model import KubernetesConfig
 from exporter.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from exporter.config import (
     load_config,
     parse_config,
 )
-from exporter.config.schema import TracesConfig
+from exporter.config.model import TracesConfig
 from exporter.errors import ConfigError
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
