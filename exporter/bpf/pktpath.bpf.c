@@ -8,8 +8,9 @@
  *
  * Program names follow <hop>__<attach mode>: the loader picks, per hop, the
  * first candidate family that loads and attaches (exporter/loader/probes.py).
- * On this project's reference kernel only tracepoints attach (lockdown), so
- * every hop here is a tp_btf program; fentry/kprobe twins add candidates.
+ * On a locked-down kernel (lockdown=confidentiality) only tracepoints attach,
+ * so every hop has a tp_btf program or none; fentry/kprobe twins add candidates
+ * where the kernel allows function hooks.
  */
 #include <linux/bpf.h>
 #include "kernel_types.h"

@@ -4,8 +4,8 @@ Loading is all-or-nothing in libbpf: one program the kernel refuses fails the
 whole bpf_object__load.  So the engine loads, reads from libbpf's log which
 program was refused, turns that program off and tries again.  A refusal with
 EPERM means the kernel refuses the whole attach family (fentry under lockdown),
-so every program of that family is turned off at once: on this machine's
-locked-down kernel that is one retry, not one per hop.  Programs that load are
+so every program of that family is turned off at once: on a locked-down kernel
+(lockdown=confidentiality refuses fentry and kprobes) that is one retry, not one per hop.  Programs that load are
 then attached hop by hop, best family first (see probes.py).
 """
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DOC = REPO / "docs" / "benchmarks.md"
 MARKER = re.compile(r"^<!-- bench: (\S+) -->$")
 NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")

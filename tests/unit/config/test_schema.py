@@ -24,7 +24,7 @@ from exporter.config import (
 from exporter.config.model import TracesConfig
 from exporter.errors import ConfigError
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "configuration.md"
 
 
 def error(text: str, env: dict[str, str] | None = None) -> str:
