@@ -10,7 +10,6 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +27,6 @@ N = 40
 FIELDS = {"spec.nodeName": "lab-node", "status.hostIP": "127.0.0.1", "metadata.name": "pktpath-lab",
           "metadata.namespace": "monitoring", "status.podIP": "127.0.0.1"}
 
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    with Lab.create() as built:
-        yield built
 
 
 def drop_in_server(lab: Lab, port: int, count: int = N) -> None:
