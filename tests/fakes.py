@@ -169,7 +169,8 @@ def hop_record(path_id: int, hop: str, ts_ns: int, *, header: dict[str, object] 
         ev.flags |= abi.EV_HEADER
         for name, value in header.items():
             if name in ("saddr", "daddr"):
-                ctypes.memmove(getattr(ev.hdr, name), bytes(value), len(bytes(value)))  # type: ignore[arg-type]
+                raw = bytes(value)  # type: ignore[call-overload]
+                ctypes.memmove(getattr(ev.hdr, name), raw, len(raw))
             else:
                 setattr(ev.hdr, name, value)
     return bytes(ev)

@@ -111,6 +111,6 @@ def test_systemd_unit_privileges_suffice(tmp_path: Path, lab: Lab) -> None:
         agent.signal(signal.SIGHUP)
         assert wait_until(lambda: "reloaded" in agent.log(), 5), agent.log()
     finally:
-        status = agent.stop()
+        exit_status = agent.stop()
         shutil.rmtree(etc)
-        assert status == 0, agent.log()
+        assert exit_status == 0, agent.log()

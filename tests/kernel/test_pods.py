@@ -49,7 +49,7 @@ def test_drops_carry_the_pod_and_end_when_it_is_gone(tmp_path: Path, lab: Lab,
         lab.send_udp(lab.client, lab.server_ip, 7401, 25)
         labels = {"reason": "NETFILTER_DROP", "interface": lab.if_server, "protocol": "udp",
                   "namespace": "shop", "pod": "checkout-7d9f"}
-        assert agent.wait_value("pktpath_drops_total", 25, **labels) == 25
+        assert agent.wait_value("pktpath_drops_total", 25, 5.0, **labels) == 25
         # Drops in the router's namespace belong to no pod.
         lab.send_udp(lab.client, "198.19.255.1", 7402, 5)
         assert agent.wait_value("pktpath_drops_total", 5, reason="IP_INNOROUTES", interface=lab.if_router_client,

@@ -84,7 +84,7 @@ def test_baseline_is_the_mean_of_the_rounds_baselines() -> None:
 
 
 def test_in_program_and_net_of_empty() -> None:
-    runs = [
+    runs: list[dict[str, Any]] = [
         {"variant": "drop/tp_btf/empty", "ns_per_run": 20.0, "run_cnt": 100, "packets": 100},
         {"variant": "drop/tp_btf/body", "ns_per_run": 65.0, "run_cnt": 200, "packets": 100},
         {"variant": "drop/tp_btf/body", "ns_per_run": 55.0, "run_cnt": 200, "packets": 100},

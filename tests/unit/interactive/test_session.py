@@ -28,8 +28,13 @@ def active_config(kernel: FakeKernel) -> abi.PathConfig:
 def test_a_trace_follows_max_pkt_packets_then_stops_new_paths() -> None:
     kernel = FakeKernel(probes=[ProbeState("kfree_skb", "tracepoint", True), ProbeState("ip_rcv", "fentry", False),
                                 ProbeState("ip_rcv", "kprobe", True)])
-    opened = []
-    session = TraceSession(lambda: opened.append(1) or kernel)
+    opened: list[int] = []
+
+    def open_kernel() -> FakeKernel:
+        opened.append(1)
+        return kernel
+
+    session = TraceSession(open_kernel)
     session.params.max_pkt = 2
     session.params.max_duration = 10
     session.set_dst(ipaddress.ip_network("10.0.0.0/24"))

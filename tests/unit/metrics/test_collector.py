@@ -147,7 +147,7 @@ def test_registering_does_not_read_the_kernel() -> None:
         calls.append(1)
         return KernelReadings([])
 
-    CollectorRegistry().register(PktpathCollector(read, REASONS, InterfaceResolver(lister=lambda _p: {}), {},
+    CollectorRegistry().register(PktpathCollector(read, REASONS, InterfaceResolver(lister=lambda _p: {}), list,
                                                   BuildInfo("v", "k", "e")))
     assert calls == []
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from exporter.model.path import Hop, Outcome, Path
+from exporter.model.path import Hop, HopEvent, Outcome, Path
 from exporter.paths.pipeline import build_pipeline
 from tests.fakes import FakeKernel, feed, hop_record
 
@@ -23,7 +23,7 @@ def test_records_become_paths_in_every_sink_and_the_ring_closes_at_stop() -> Non
     kernel = FakeKernel()
     got: list[Path] = []
     also: list[Path] = []
-    firsts = []
+    firsts: list[HopEvent] = []
     pipeline = build_pipeline(kernel, kernel.drop_reasons(), [got.append, also.append],
                               assembler_options={"grace_ns": 0}, on_first_hop=firsts.append)
     feed(kernel, [hop_record(7, "net_dev_queue", 100, header=HEADER, ifname=b"eth0"),

@@ -38,7 +38,12 @@ def test_only_stale_entries_go_and_the_gate_counts_them() -> None:
 
 def test_nothing_followed_costs_no_map_walk() -> None:
     tracked, gate = tables()
-    walked = []
-    tracked.items = lambda: walked.append(1) or []  # type: ignore[attr-defined,method-assign]
+    walked: list[int] = []
+
+    def items() -> list[object]:
+        walked.append(1)
+        return []
+
+    tracked.items = items  # type: ignore[attr-defined]
     reaper = TrackedReaper(tracked, gate, clock_ns=lambda: 10**12)  # type: ignore[arg-type]
     assert reaper.tick() == 0 and walked == []
