@@ -86,6 +86,15 @@ struct {
 	__type(value, struct path_config);
 } path_config SEC(".maps");
 
+/* The sampling window (pktpath.h: struct path_window), read only while a
+ * windowed config's entry hops are attached. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct path_window);
+} path_window SEC(".maps");
+
 /* Room for two full generations: the new one is written beside the old. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

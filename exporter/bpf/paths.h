@@ -55,6 +55,16 @@ static __always_inline struct path_config *paths_config(void)
 	return cfg && cfg->enabled ? cfg : 0;
 }
 
+/* The open window's threshold (pktpath.h: struct path_window); 0 while closed.
+ * An array lookup, inlined by the verifier. */
+static __always_inline __u64 window_sample_below(void)
+{
+	__u32 zero = 0;
+	struct path_window *w = bpf_map_lookup_elem(&path_window, &zero);
+
+	return w ? *(volatile __u64 *)&w->sample_below : 0;
+}
+
 /*
  * Is any packet being followed?  Inserts and the kernel's deletes move
  * GATE_LIVE atomically; userspace's reaper adds what it deletes to
@@ -326,9 +336,9 @@ static __always_inline __u64 path_start(struct path_config *cfg, struct sk_buff 
 	if (!st)
 		return 0;
 	now = bpf_ktime_get_ns();
-	if (!(by & EV_BY_DROP ? budget_take(BUDGET_DROP, cfg->max_drop_paths, now)
-			      : budget_take(BUDGET_RATE, cfg->max_paths, now))) {
-		stat_inc(STAT_PATH_BUDGET);
+	if (by & EV_BY_DROP ? !budget_take(BUDGET_DROP, cfg->max_drop_paths, now)
+			    : !budget_take(BUDGET_RATE, cfg->max_paths, now)) {
+		stat_inc(by & EV_BY_DROP ? STAT_DROP_BUDGET : STAT_PATH_BUDGET);
 		return 0;
 	}
 	path_id = ((__u64)bpf_get_smp_processor_id() << 48) | ++st->seq;
@@ -400,6 +410,7 @@ static __always_inline void path_entry_hop(struct sk_buff *skb, __u32 hop, struc
 	struct track *t;
 	struct hop_event *ev;
 	int hdr = PKT_NOT_IP, read = 0;
+	__u64 below;
 
 	if (!cfg)
 		return;
@@ -415,11 +426,12 @@ static __always_inline void path_entry_hop(struct sk_buff *skb, __u32 hop, struc
 			path_id = t->path_id;
 		}
 	}
-	if (!t && cfg->sample_below) {
+	below = cfg->windowed ? window_sample_below() : cfg->sample_below;
+	if (!t && below) {
 		/* Not followed: the 1-in-N sample decides, on the header read once. */
 		if (!read)
 			hdr = read_identity(skb, &h);
-		if (hdr == PKT_IP && (sample_hash(&h) >> 32) < cfg->sample_below) {
+		if (hdr == PKT_IP && (sample_hash(&h) >> 32) < below) {
 			__u64 ident = packet_ident(&h), flow = flow_ident(&h);
 
 			read_header(skb, &h); /* chosen: now the whole snapshot, for its first event */
@@ -511,7 +523,7 @@ static __always_inline void path_drop(struct sk_buff *skb, __u32 reason, __u64 l
 		int hdr;
 
 		if (budget_spent(BUDGET_DROP, cfg->max_drop_paths, bpf_ktime_get_ns())) {
-			stat_inc(STAT_PATH_BUDGET);
+			stat_inc(STAT_DROP_BUDGET);
 			return;
 		}
 		/* A truncated packet is kept too: its path says what it lacks. */

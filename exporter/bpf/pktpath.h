@@ -69,6 +69,7 @@ enum pktpath_stat {
 	STAT_SAMPLED_DROP,      /* paths started by drop capture */
 	STAT_VERDICT_MAP_FULL,  /* a verdict counter update that found its map full */
 	STAT_STASH_MISMATCH,    /* a kretprobe whose kprobe's arguments were lost (nesting, missed probe) */
+	STAT_DROP_BUDGET,       /* a drop capture refused by sampling.max_drop_paths_per_second */
 	STAT__MAX,
 };
 
@@ -231,6 +232,26 @@ struct path_config {
 	__u64 drop_sample_below;
 	__u32 max_drop_paths; /* new drop-captured paths per budget window, host-wide; 0: unlimited */
 	__u32 generation;     /* its own index in path_config: the keys of filter_src/dst/ifaces it uses */
+	/* Sampling windows (exporter/paths/windows.py): 1 when the agent opens
+	 * and closes windows; the entry hops then sample at path_window's
+	 * threshold instead of sample_below. */
+	__u32 windowed;
+	__u32 _pad;
+};
+
+/*
+ * The open sampling window, the one entry of `path_window`.  The agent
+ * attaches the path hooks shortly before a window opens, then opens it with
+ * one 8-byte store of sample_below (2^32 / N, N adapted to the path budget),
+ * and closes it with a store of 0: no new path starts from that instant on
+ * every CPU, while packets already followed keep their hops until the hooks
+ * detach.  The store is one aligned 8-byte copy, so a program reads the old
+ * threshold or the new one, never a mix.
+ */
+struct path_window {
+	__u64 sample_below; /* 0: closed */
+	__u32 one_in;       /* the N of sample_below, for bpftool readers */
+	__u32 number;       /* windows opened since the agent started */
 };
 
 /* Budget windows are 2^30 ns (1.07 s): a shift, not a division.  Slots of

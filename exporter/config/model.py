@@ -44,7 +44,13 @@ class FilterConfig:
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    one_in: int = 1000
+    # Sampling windows (exporter/paths/windows.py, docs/traces.md "Sampling windows" for why these
+    # defaults): the path hooks are attached one second in ten.
+    continuous: bool = False
+    window_period_seconds: int = 10
+    window_seconds: int = 1
+    adaptive: bool = True
+    one_in: int = 1
     drop_one_in: int = 1
     max_paths_per_second: int = 1000
     max_drop_paths_per_second: int = 100

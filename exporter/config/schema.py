@@ -192,9 +192,19 @@ SECTIONS: tuple[Section, ...] = (
         "Which packets are followed hop by hop, and how many. The first hop decides, in the kernel.",
         SamplingConfig,
         (
+            Key("continuous", _BOOL, "Keep the path hooks attached all the time and sample 1 in one_in "
+                "(for debugging: every packet then pays the hooks' dispatch). false: sampling windows."),
+            Key("window_period_seconds", _INT, "A sampling window opens at every multiple of this many "
+                "seconds of the wall clock (2..3600), so agents on different nodes open theirs together.",
+                check=values.IntRange(2, 3600)),
+            Key("window_seconds", _INT, "How long each window samples (1..3599, shorter than the period). "
+                "The path hooks are attached only around it; a path in flight at its end is followed to its "
+                "end.", check=values.IntRange(1, 3599)),
+            Key("adaptive", _BOOL, "Inside windows, raise N above one_in so that a window's paths fill its "
+                "budget (max_paths_per_second x window_seconds) and no more; false: always 1 in one_in."),
             Key("one_in", _INT, "Follow 1 in N matching packets (1 = every one, 0 = none); decided by a "
-                "hash of the packet's identity, so every hop and every node agrees.",
-                check=values.IntRange(0, values.MAX_ONE_IN)),
+                "hash of the packet's identity, so every hop and every node agrees. With adaptive windows, "
+                "the smallest N used.", check=values.IntRange(0, values.MAX_ONE_IN)),
             Key("drop_one_in", _INT, "Also keep 1 in N dropped packets nobody was following, as a one-hop "
                 "path (0 = off). Costs nothing for packets that are not dropped.",
                 check=values.IntRange(0, values.MAX_ONE_IN)),
@@ -211,7 +221,7 @@ SECTIONS: tuple[Section, ...] = (
                 "4..262144). A full ring loses events, counted in pktpath_events_lost_total.",
                 check=values.check_ring_kb),
         ),
-        _builder(SamplingConfig),
+        values.build_sampling,
     ),
     Section(
         "kubernetes",

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.config.model import MetricsConfig, TracesConfig
+from exporter.config.model import MetricsConfig, SamplingConfig, TracesConfig
 from exporter.errors import ConfigError
 from exporter.model import vocabulary
 
@@ -301,6 +301,18 @@ def check_service_name(value: Any) -> object:
     if not value.strip():
         raise BadValueError("service name is empty")
     return value
+
+
+def build_sampling(values: Mapping[str, Any]) -> SamplingConfig:
+    sampling = SamplingConfig(**values)
+    if not sampling.window_seconds < sampling.window_period_seconds:
+        # Like build_traces: two keys, so a ConfigError naming both, without a file line.
+        raise ConfigError(
+            f"sampling.window_seconds: {sampling.window_seconds} is out of range "
+            f"1..{sampling.window_period_seconds - 1} (a window must be shorter than "
+            f"sampling.window_period_seconds; for hooks attached all the time set sampling.continuous: true)"
+        )
+    return sampling
 
 
 def build_traces(values: Mapping[str, Any]) -> TracesConfig:

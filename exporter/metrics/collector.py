@@ -156,6 +156,7 @@ class PktpathCollector(Collector):
         f.started.add_metric(["rate"], r.stat("STAT_SAMPLED_RATE"))
         f.started.add_metric(["drop"], r.stat("STAT_SAMPLED_DROP"))
         f.refused.add_metric(["budget"], r.stat("STAT_PATH_BUDGET"))
+        f.refused.add_metric(["drop_budget"], r.stat("STAT_DROP_BUDGET"))
         f.tracked.add_metric([], r.tracked_live)
         # Entries no hop ended (the packet was freed where no hop sees it),
         # deleted by the reaper in exporter/paths/tracking.py.
@@ -204,10 +205,11 @@ class _Families:
             "pktpath_paths_started", "Packets the kernel started following, by what chose them: the 1-in-N "
             "rate sample or drop capture.", labels=["sampled_by"])
         self.refused = CounterMetricFamily(
-            "pktpath_paths_refused", "Path starts refused (budget: sampling.max_paths_per_second or "
-            "max_drop_paths_per_second spent). A packet refused at each of its entry hops (e.g. a pod's "
-            "transmit and the host's receive) counts once per hop; a drop capture is refused before the "
-            "filter looks at it.", labels=["reason"])
+            "pktpath_paths_refused", "Path starts refused because a budget was spent: budget = "
+            "sampling.max_paths_per_second (sampled packets), drop_budget = max_drop_paths_per_second (drop "
+            "captures). A packet refused at each of its entry hops (e.g. a pod's transmit and the host's "
+            "receive) counts once per hop; a drop capture is refused before the filter looks at it.",
+            labels=["reason"])
         self.sampling = GaugeMetricFamily(
             "pktpath_sampling_one_in", "Effective sampling weight: each path started this way stands for N "
             "packets (0: off).", labels=["sampled_by"])

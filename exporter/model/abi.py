@@ -131,7 +131,15 @@ class PathConfig(ctypes.Structure):
         ("drop_sample_below", ctypes.c_uint64),
         ("max_drop_paths", ctypes.c_uint32),
         ("generation", ctypes.c_uint32),
+        ("windowed", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
     ]
+
+
+class PathWindow(ctypes.Structure):
+    """The one entry of `path_window`: the open sampling window's threshold (0: closed)."""
+
+    _fields_ = [("sample_below", ctypes.c_uint64), ("one_in", ctypes.c_uint32), ("number", ctypes.c_uint32)]
 
 
 # Budget windows are 2**BUDGET_WINDOW_SHIFT ns (pktpath.h).
@@ -189,6 +197,7 @@ STATS = (
     "STAT_SAMPLED_DROP",
     "STAT_VERDICT_MAP_FULL",
     "STAT_STASH_MISMATCH",
+    "STAT_DROP_BUDGET",
 )
 STAT_DROP_MAP_FULL = STATS.index("STAT_DROP_MAP_FULL")
 STAT_SLOTS = len(STATS)
@@ -197,10 +206,11 @@ STAT_SLOTS = len(STATS)
 HOP_IDS = hops.HOP_IDS
 
 MIRRORS: tuple[type[ctypes.Structure], ...] = (DropKey, DropValue, DropSlot, PktHeader, HopEventRaw, PathConfig,
-                                               Track, OwnEndpoint, LpmKey, IfaceKey, NfVerdictKey, RpFilterKey,
+                                               PathWindow, Track, OwnEndpoint, LpmKey, IfaceKey, NfVerdictKey, RpFilterKey,
                                                RouteKey)
 _C_NAMES = {DropKey: "drop_key", DropValue: "drop_value", DropSlot: "drop_slot", PktHeader: "pkt_header",
-            HopEventRaw: "hop_event", PathConfig: "path_config", Track: "track", OwnEndpoint: "own_endpoint",
+            HopEventRaw: "hop_event", PathConfig: "path_config",
+            PathWindow: "path_window", Track: "track", OwnEndpoint: "own_endpoint",
             LpmKey: "lpm_key", IfaceKey: "iface_key", NfVerdictKey: "nf_verdict_key", RpFilterKey: "rp_filter_key",
             RouteKey: "route_key"}
 

@@ -49,6 +49,9 @@ class PathSettings:
     protocols: tuple[int, ...] = ()
     ports: tuple[tuple[int, int], ...] = ()
     interfaces: tuple[str, ...] = ()
+    # Rate sampling only while a window is open, at the window's N (exporter/paths/windows.py);
+    # False: always, at one_in (continuous mode, the shell, `pktpath trace`).
+    windowed: bool = False
 
     @classmethod
     def from_config(cls, cfg: Config, enabled: bool) -> PathSettings:
@@ -57,7 +60,7 @@ class PathSettings:
         return cls(enabled=enabled, one_in=s.one_in, drop_one_in=s.drop_one_in,
                    max_paths_per_second=s.max_paths_per_second,
                    max_drop_paths_per_second=s.max_drop_paths_per_second, src=f.src, dst=f.dst,
-                   protocols=f.protocols, ports=f.ports, interfaces=f.interfaces)
+                   protocols=f.protocols, ports=f.ports, interfaces=f.interfaces, windowed=not s.continuous)
 
 
 def lpm_key(net: Network, generation: int) -> bytes:
@@ -113,6 +116,7 @@ def build_config(s: PathSettings, generation: int = 0) -> abi.PathConfig:
     cfg.drop_one_in = s.drop_one_in
     cfg.sample_below = below(s.one_in)
     cfg.drop_sample_below = below(s.drop_one_in)
+    cfg.windowed = int(s.windowed)
     cfg.max_paths = per_window(s.max_paths_per_second)
     cfg.max_drop_paths = per_window(s.max_drop_paths_per_second)
     flags = 0

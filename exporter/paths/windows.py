@@ -1,0 +1,293 @@
+"""Sampling windows: the path hooks are attached only while a window samples (issue 12).
+
+An attached tracepoint costs every packet its dispatch (35-40 ns here, six path hooks on a delivered
+packet) whether or not the packet is followed; a detached one costs a static branch.  So the agent
+attaches the path hooks around short windows and leaves only the always-on programs (drop counting
+and capture, the verdict counters) attached in between.  One window, period P and length W:
+
+    open_at - lead     attach the path hooks; the window is still closed (path_window: 0)
+    open_at            open: one store of 2^32/N into path_window; entry hops start paths 1 in N
+    open_at + W        close: one store of 0; from this instant no new path starts, on every CPU
+    ... linger         packets already followed keep every hop (the entry hops continue paths too:
+                       a packet crossing a veth is received again), until none is tracked or the
+                       linger bound (the reaper's stale age) passes
+    detach             the path hooks come off; paths still tracked are cut, and counted
+
+Windows open at the multiples of P on the wall clock, so agents on different nodes open theirs
+together and their deterministic trace ids meet: a packet sampled on two nodes is the same trace.
+The tolerance is the nodes' clock offset: with NTP (milliseconds) nothing is lost; an offset of d
+seconds loses the d/W of each window the two agents do not share.
+
+N adapts (sampling.adaptive): a window's sampled candidates (paths started plus paths its budget
+refused) measure the matching traffic at the N in force, and the next window takes the N that makes
+the expected candidates a tenth more than the window's budget (max_paths_per_second x W), so the
+budget, not the estimate, decides how many paths a window yields; one_in is the smallest N.  The
+hash threshold is nested (a packet chosen at N is chosen at every smaller N), so nodes with different
+N still agree on the packets both follow.
+
+The published weight of a rate-sampled path is N x P / W' (W' the time the window was really open)
+times started/candidates of that window when its budget refused some: each path stands for that many
+matching packets of the whole period, so sampled counts scale back without bias.
+
+The controller runs on its own thread: a function hook's detach waits for RCU grace periods
+(Engine.detach_hops), which must not hold up scrapes or the event pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from exporter.config import Config
+from exporter.model import abi
+from exporter.paths.tracking import STALE_NS
+
+log = logging.getLogger(__name__)
+
+# The expected candidates of a window, over its budget: enough that the budget binds in steady state
+# (a window yields its budget), little enough that refusals stay a small, counted share.
+AIM_OVER_BUDGET = 1.1
+# Attach this long before a window opens.  A tracepoint attaches in well under a millisecond; a
+# function hook's first attach (an fentry trampoline, a kprobe) takes milliseconds here and up to
+# 0.3 s in an emulated guest.  An attach that overruns opens the window late, shorter, with its
+# weight from the time it was really open.
+LEAD_S = 0.25
+# How often the linger polls the tracked count.
+LINGER_POLL_S = 0.01
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    period_s: int
+    length_s: int
+    adaptive: bool
+    one_in: int  # the smallest N (0: no rate sampling)
+    budget_per_s: int  # sampling.max_paths_per_second (0: unlimited, then N stays one_in)
+    linger_s: float = STALE_NS / 1e9
+    lead_s: float = LEAD_S
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> WindowSettings:
+        s = cfg.sampling
+        return cls(period_s=s.window_period_seconds, length_s=s.window_seconds, adaptive=s.adaptive,
+                   one_in=s.one_in, budget_per_s=s.max_paths_per_second)
+
+    @property
+    def target(self) -> int:
+        """Candidates a window aims at (0: no aim, N stays one_in)."""
+        return math.ceil(self.budget_per_s * self.length_s * AIM_OVER_BUDGET) if self.budget_per_s else 0
+
+
+def next_open(wall_s: float, period_s: int) -> float:
+    """The first multiple of `period_s` seconds since the epoch strictly after `wall_s`."""
+    return (math.floor(wall_s / period_s) + 1) * period_s
+
+
+def adapt_one_in(one_in: int, candidates: int, s: WindowSettings) -> int:
+    """The next window's N, from the last window's candidates at `one_in`: the rate those say the
+    matching traffic has, divided by the target; never below s.one_in, never above abi's limit."""
+    if not s.adaptive or not s.one_in or not s.target:
+        return s.one_in
+    wanted = math.ceil(candidates * one_in / s.target) if candidates else 1
+    return max(s.one_in, min(wanted, abi.MAX_ONE_IN))
+
+
+class WindowKernel(Protocol):
+    """What the controller does to the kernel (exporter/kernel/facade.py: KernelSide.windows())."""
+
+    def attach_path_hooks(self) -> tuple[int, list[str]]:
+        """Attach every path hook detached now: (hops attached, hops that failed, with why)."""
+        ...
+
+    def detach_path_hooks(self) -> int:
+        """Detach every path hook attached now; how many."""
+        ...
+
+    def set_window(self, one_in: int, number: int) -> None:
+        """Open the window at 1 in `one_in` (0: close it)."""
+        ...
+
+    def rate_counts(self) -> tuple[int, int]:
+        """(paths started by the rate sample, starts its budget refused), since the agent started."""
+        ...
+
+    def tracked_live(self) -> int:
+        """Packets followed now."""
+        ...
+
+
+@dataclass(frozen=True)
+class ClosedWindow:
+    """One window as it happened, for path weights and the metrics."""
+
+    number: int
+    opened_ns: int  # CLOCK_MONOTONIC, bpf_ktime_get_ns()'s clock: a path's first-hop time compares
+    closed_ns: int
+    one_in: int
+    started: int
+    refused: int
+    weight: float  # packets of the period each rate-sampled path of this window stands for
+
+
+@dataclass
+class WindowCounters:
+    """What the collector serves (pktpath_sampling_window*); written by the controller thread only."""
+
+    opened: int = 0
+    missed: int = 0  # windows that could not open (no path hook attached)
+    late: int = 0  # windows that opened late because attaching overran the lead
+    paths_cut: int = 0  # packets still followed when the linger bound detached the hooks
+    open: bool = False
+    hooks_attached: bool = False
+    one_in: int = 0  # N of the window open now, else of the next one
+    weight: float = 0.0  # of the last closed window (0 before the first)
+    attach_seconds: float = 0.0  # sums of the time the attach and detach calls blocked
+    attach_count: int = 0
+    detach_seconds: float = 0.0
+    detach_count: int = 0
+    history: deque[ClosedWindow] = field(default_factory=lambda: deque(maxlen=64))
+
+
+class WindowController:
+    """Opens and closes windows on time, on its own thread, until stop()."""
+
+    def __init__(self, settings: WindowSettings, kernel: WindowKernel, *,
+                 wall: Callable[[], float] = time.time, monotonic_ns: Callable[[], int] = time.monotonic_ns) -> None:
+        self.settings = settings
+        self._kernel = kernel
+        self._wall = wall
+        self._mono_ns = monotonic_ns
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.counters = WindowCounters(one_in=settings.one_in)
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="pktpath-windows", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def update(self, settings: WindowSettings) -> None:
+        """A reload: the next window uses these (the one open now finishes as it began)."""
+        self.settings = settings
+        if not self.counters.open:
+            self.counters.one_in = max(self.counters.one_in, settings.one_in) if settings.adaptive else settings.one_in
+
+    def run(self) -> None:
+        # The engine attached every hop at start (the first probe as early as possible); until the
+        # first window, only the always-on programs stay.
+        self._detach()
+        while not self._stop.is_set():
+            s = self.settings
+            open_at = next_open(self._wall() + s.lead_s, s.period_s)
+            if self._sleep_until(open_at - s.lead_s):
+                break
+            self.window(open_at)
+        self._kernel.set_window(0, self.counters.opened)
+        self._detach()
+
+    # -- one window -------------------------------------------------------------------------------
+
+    def window(self, open_at: float) -> ClosedWindow | None:
+        """Attach, open at `open_at` (wall clock), close W later, linger, detach."""
+        s, c = self.settings, self.counters
+        attached, failed = self._attach()
+        for problem in failed:
+            log.warning("sampling window: %s", problem)
+        if not attached:
+            c.missed += 1
+            log.warning("sampling window at %.0f not opened: no path hook could attach", open_at)
+            return None
+        self._sleep_until(open_at)
+        close_at = open_at + s.length_s
+        if self._wall() > open_at + 0.01:
+            c.late += 1
+        if self._stop.is_set() or self._wall() >= close_at:
+            self._detach()
+            return None
+        one_in = c.one_in or s.one_in
+        started0, refused0 = self._kernel.rate_counts()
+        c.opened += 1
+        number = c.opened
+        opened_ns = self._mono_ns()
+        self._kernel.set_window(one_in, number)
+        c.open = True
+        self._sleep_until(close_at)
+        self._kernel.set_window(0, number)
+        closed_ns = self._mono_ns()
+        c.open = False
+        started1, refused1 = self._kernel.rate_counts()
+        started, refused = started1 - started0, refused1 - refused0
+        closed = ClosedWindow(number, opened_ns, closed_ns, one_in, started, refused,
+                              weight_of(one_in, s.period_s, closed_ns - opened_ns, started, refused))
+        c.history.append(closed)
+        c.weight = closed.weight
+        c.one_in = adapt_one_in(one_in, started + refused, s)
+        self._linger(closed_ns)
+        return closed
+
+    def weight_at(self, first_hop_ns: int) -> float:
+        """The weight of a rate-sampled path whose first hop was at `first_hop_ns` (monotonic):
+        its window's, or the last closed window's while its own is still open."""
+        for w in reversed(self.counters.history):
+            if w.opened_ns <= first_hop_ns <= w.closed_ns:
+                return w.weight
+        return self.counters.weight
+
+    # -- steps ------------------------------------------------------------------------------------
+
+    def _linger(self, closed_ns: int) -> None:
+        bound_ns = closed_ns + int(self.settings.linger_s * 1e9)
+        while self._kernel.tracked_live() > 0 and self._mono_ns() < bound_ns and not self._stop.is_set():
+            self._stop.wait(LINGER_POLL_S)
+        cut = self._kernel.tracked_live()
+        if cut > 0:
+            self.counters.paths_cut += cut
+        self._detach()
+
+    def _attach(self) -> tuple[int, list[str]]:
+        began = time.perf_counter()
+        attached, failed = self._kernel.attach_path_hooks()
+        self.counters.attach_seconds += time.perf_counter() - began
+        self.counters.attach_count += 1
+        self.counters.hooks_attached = attached > 0
+        return attached, failed
+
+    def _detach(self) -> None:
+        began = time.perf_counter()
+        if self._kernel.detach_path_hooks():
+            self.counters.detach_seconds += time.perf_counter() - began
+            self.counters.detach_count += 1
+        self.counters.hooks_attached = False
+
+    def _sleep_until(self, wall_s: float) -> bool:
+        """Sleep until the wall clock reads `wall_s` (re-reading it: a step of the clock moves the
+        wake-up); True if stop() came first."""
+        while True:
+            left = wall_s - self._wall()
+            if left <= 0:
+                return self._stop.is_set()
+            if self._stop.wait(min(left, 1.0)):
+                return True
+
+
+def weight_of(one_in: int, period_s: int, open_ns: int, started: int, refused: int) -> float:
+    """Matching packets of one period each rate-sampled path of a window stands for: 1 in N while
+    open, scaled from the time it was open to the period, and by what its budget refused."""
+    if not one_in or open_ns <= 0:
+        return 0.0
+    weight = one_in * period_s * 1e9 / open_ns
+    if started and refused:
+        weight *= (started + refused) / started
+    return weight
