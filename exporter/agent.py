@@ -127,7 +127,7 @@ class Agent:
                 self._reload.clear()
                 self.reload()
             if modules.changed():
-                for hop in self.kernel.engine.attach_late():
+                for hop in self.kernel.attach_late():
                     log.info("hop %s attached late: a module it lives in was loaded", hop)
             if self.pods is not None and time.monotonic() >= next_expiry:
                 next_expiry = time.monotonic() + self.cfg.kubernetes.refresh_seconds

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable
 
 from exporter.decoders.counters import DropCounterReader, KernelStats, VerdictReader
@@ -19,9 +20,11 @@ from exporter.kernel.api import EventConsumer, EventRing, ProbeState
 from exporter.loader import libbpf
 from exporter.loader.engine import AttachReport, Engine, EngineOptions
 from exporter.loader.host import Host
+from exporter.model.hops import PATH_ONLY_PROGRAMS
 from exporter.paths.kernel_config import FilterMaps, PathControl
 from exporter.paths.own_traffic import OwnTraffic
 from exporter.paths.tracking import TrackedReaper
+from exporter.paths.windows import KernelWindow
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,9 @@ class KernelSide:
         self._drops: DropCounterReader | None = None
         self._control: PathControl | None = None
         self._tracked: TrackedReaper | None = None
+        # Attach and detach come from two threads (the agent's loop: late module hooks; the
+        # window controller): the engine is not thread-safe.
+        self._attach_lock = threading.Lock()
 
     @classmethod
     def open(cls, options: EngineOptions, object_path: str | None = None, host: Host | None = None) -> KernelSide:
@@ -93,6 +99,16 @@ class KernelSide:
             self._tracked = TrackedReaper(self.engine.map("tracked"), self.engine.map("path_gate"))
         return self._tracked
 
+    def attach_late(self) -> list[str]:
+        """Hops whose module appeared since start, attached now (Engine.attach_late)."""
+        with self._attach_lock:
+            return self.engine.attach_late()
+
+    def windows(self) -> KernelWindow:
+        """The kernel half of sampling windows: the path hooks as one switch, and `path_window`."""
+        return KernelWindow(PathHooks(self.engine, self._attach_lock), self.engine.map("path_window"),
+                            self.stats(), self.tracked())
+
     def event_ring(self, consume: EventConsumer) -> EventRing:
         return libbpf.RingBuffer(self.engine.map("events"), consume)
 
@@ -108,6 +124,26 @@ class KernelSide:
         if self._btf is None:
             self._btf = libbpf.Btf.parse(self.engine.host.vmlinux_btf)
         return self._btf
+
+
+class PathHooks:
+    """Every path-only hop (exporter/model/hops.py: PATH_ONLY_PROGRAMS) as one switch; the
+    always-on programs (drops, verdict counters) are never touched."""
+
+    def __init__(self, engine: Engine, lock: threading.Lock) -> None:
+        self._engine = engine
+        self._lock = lock
+
+    def attach(self) -> tuple[int, list[str]]:
+        with self._lock:
+            timings = self._engine.attach_hops(PATH_ONLY_PROGRAMS)
+        return sum(1 for t in timings if not t.error), [f"{t.hop}: {t.error}" for t in timings if t.error]
+
+    def detach(self) -> int:
+        # One thread per hop: the grace periods a function hook's detach waits for overlap where
+        # the kernel allows (Engine.detach_hops; bench --only attach measures both ways).
+        with self._lock:
+            return len(self._engine.detach_hops(PATH_ONLY_PROGRAMS, parallel=True))
 
 
 def drop_reasons_from_btf(btf: libbpf.Btf, module_btf_dir: str = "/sys/kernel/btf") -> DropReasons:

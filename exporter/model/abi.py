@@ -206,8 +206,8 @@ STAT_SLOTS = len(STATS)
 HOP_IDS = hops.HOP_IDS
 
 MIRRORS: tuple[type[ctypes.Structure], ...] = (DropKey, DropValue, DropSlot, PktHeader, HopEventRaw, PathConfig,
-                                               PathWindow, Track, OwnEndpoint, LpmKey, IfaceKey, NfVerdictKey, RpFilterKey,
-                                               RouteKey)
+                                               PathWindow, Track, OwnEndpoint, LpmKey, IfaceKey, NfVerdictKey,
+                                               RpFilterKey, RouteKey)
 _C_NAMES = {DropKey: "drop_key", DropValue: "drop_value", DropSlot: "drop_slot", PktHeader: "pkt_header",
             HopEventRaw: "hop_event", PathConfig: "path_config",
             PathWindow: "path_window", Track: "track", OwnEndpoint: "own_endpoint",

@@ -45,8 +45,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from exporter.config import Config
+from exporter.config.values import MAX_ONE_IN
+from exporter.decoders.counters import KernelStats
+from exporter.kernel.api import MapHandle
 from exporter.model import abi
-from exporter.paths.tracking import STALE_NS
+from exporter.paths.kernel_config import below
+from exporter.paths.tracking import STALE_NS, TrackedReaper
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,7 @@ AIM_OVER_BUDGET = 1.1
 LEAD_S = 0.25
 # How often the linger polls the tracked count.
 LINGER_POLL_S = 0.01
+_ZERO = (0).to_bytes(4, "little")
 
 
 @dataclass(frozen=True)
@@ -95,19 +100,27 @@ def adapt_one_in(one_in: int, candidates: int, s: WindowSettings) -> int:
     if not s.adaptive or not s.one_in or not s.target:
         return s.one_in
     wanted = math.ceil(candidates * one_in / s.target) if candidates else 1
-    return max(s.one_in, min(wanted, abi.MAX_ONE_IN))
+    return max(s.one_in, min(wanted, MAX_ONE_IN))
+
+
+class HookSwitch(Protocol):
+    """The path hooks as one switch (exporter/kernel/facade.py: PathHooks, over the engine)."""
+
+    def attach(self) -> tuple[int, list[str]]:
+        """Attach every path hook detached now: (how many attached, why each other one failed)."""
+        ...
+
+    def detach(self) -> int:
+        """Detach every path hook attached now; how many."""
+        ...
 
 
 class WindowKernel(Protocol):
-    """What the controller does to the kernel (exporter/kernel/facade.py: KernelSide.windows())."""
+    """What the controller does to the kernel (KernelWindow, over the real maps)."""
 
-    def attach_path_hooks(self) -> tuple[int, list[str]]:
-        """Attach every path hook detached now: (hops attached, hops that failed, with why)."""
-        ...
+    def attach_path_hooks(self) -> tuple[int, list[str]]: ...
 
-    def detach_path_hooks(self) -> int:
-        """Detach every path hook attached now; how many."""
-        ...
+    def detach_path_hooks(self) -> int: ...
 
     def set_window(self, one_in: int, number: int) -> None:
         """Open the window at 1 in `one_in` (0: close it)."""
@@ -120,6 +133,35 @@ class WindowKernel(Protocol):
     def tracked_live(self) -> int:
         """Packets followed now."""
         ...
+
+
+class KernelWindow:
+    """WindowKernel over the kernel's maps: `path_window` (pktpath.h), the stats, the tracked count."""
+
+    def __init__(self, hooks: HookSwitch, window: MapHandle, stats: KernelStats, tracked: TrackedReaper) -> None:
+        self._hooks = hooks
+        self._window = window
+        self._stats = stats
+        self._tracked = tracked
+        self._started = abi.STATS.index("STAT_SAMPLED_RATE")
+        self._refused = abi.STATS.index("STAT_PATH_BUDGET")
+
+    def attach_path_hooks(self) -> tuple[int, list[str]]:
+        return self._hooks.attach()
+
+    def detach_path_hooks(self) -> int:
+        return self._hooks.detach()
+
+    def set_window(self, one_in: int, number: int) -> None:
+        value = abi.PathWindow(sample_below=below(one_in), one_in=one_in, number=number)
+        self._window.update(_ZERO, bytes(value))
+
+    def rate_counts(self) -> tuple[int, int]:
+        totals = self._stats.read()
+        return totals[self._started], totals[self._refused]
+
+    def tracked_live(self) -> int:
+        return self._tracked.live()
 
 
 @dataclass(frozen=True)
@@ -158,12 +200,16 @@ class WindowController:
     """Opens and closes windows on time, on its own thread, until stop()."""
 
     def __init__(self, settings: WindowSettings, kernel: WindowKernel, *,
-                 wall: Callable[[], float] = time.time, monotonic_ns: Callable[[], int] = time.monotonic_ns) -> None:
+                 wall: Callable[[], float] = time.time, monotonic_ns: Callable[[], int] = time.monotonic_ns,
+                 wait: Callable[[float], bool] | None = None) -> None:
+        """`wall`, `monotonic_ns`, `wait` (sleep up to that long, True once stopped): the clocks, for
+        tests to drive."""
         self.settings = settings
         self._kernel = kernel
         self._wall = wall
         self._mono_ns = monotonic_ns
         self._stop = threading.Event()
+        self._wait = wait or self._stop.wait
         self._thread: threading.Thread | None = None
         self.counters = WindowCounters(one_in=settings.one_in)
 
@@ -250,7 +296,7 @@ class WindowController:
     def _linger(self, closed_ns: int) -> None:
         bound_ns = closed_ns + int(self.settings.linger_s * 1e9)
         while self._kernel.tracked_live() > 0 and self._mono_ns() < bound_ns and not self._stop.is_set():
-            self._stop.wait(LINGER_POLL_S)
+            self._wait(LINGER_POLL_S)
         cut = self._kernel.tracked_live()
         if cut > 0:
             self.counters.paths_cut += cut
@@ -278,7 +324,7 @@ class WindowController:
             left = wall_s - self._wall()
             if left <= 0:
                 return self._stop.is_set()
-            if self._stop.wait(min(left, 1.0)):
+            if self._wait(min(left, 1.0)):
                 return True
 
 

@@ -1,0 +1,237 @@
+"""Sampling windows on a driven clock: when hooks attach, open, close and detach; how N adapts; the
+weights.  The same controller runs against the real kernel in tests/kernel/test_windows.py."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from exporter.paths.windows import (
+    AIM_OVER_BUDGET,
+    WindowController,
+    WindowSettings,
+    adapt_one_in,
+    next_open,
+    weight_of,
+)
+
+EPOCH = 1_800_000_003.25  # a wall-clock start that is no multiple of any period used here
+
+
+class Clock:
+    """Wall and monotonic time that only move when the controller waits."""
+
+    def __init__(self, wall: float = EPOCH) -> None:
+        self.wall_s = wall
+        self.mono_ns = 5_000_000_000
+        self.stop_at: float | None = None
+
+    def wall(self) -> float:
+        return self.wall_s
+
+    def monotonic_ns(self) -> int:
+        return self.mono_ns
+
+    def advance(self, seconds: float) -> None:
+        self.wall_s += seconds
+        self.mono_ns += int(seconds * 1e9)
+
+    def wait(self, seconds: float) -> bool:
+        self.advance(seconds)
+        return self.stop_at is not None and self.wall_s >= self.stop_at
+
+
+class Traffic:
+    """The kernel side: hooks, the window threshold, and matching packets at a steady rate, of which
+    the open window samples 1 in N and the budget (per second of window) keeps some."""
+
+    def __init__(self, clock: Clock, pps: float = 0.0, budget_per_s: int = 0, attach_s: float = 0.0,
+                 attach_fails: bool = False) -> None:
+        self.clock = clock
+        self.pps = pps
+        self.budget_per_s = budget_per_s
+        self.attach_s = attach_s
+        self.attach_fails = attach_fails
+        self.events: list[tuple[float, str, int]] = []
+        self.attached = True  # the engine attached everything at start
+        self.one_in = 0
+        self.opened_wall = 0.0
+        self.started = self.refused = 0
+        self.live_until = 0.0  # wall time until which a followed packet stays tracked
+        self.live_forever = False
+
+    def attach_path_hooks(self) -> tuple[int, list[str]]:
+        self.clock.advance(self.attach_s)
+        if self.attach_fails:
+            return 0, ["net_dev_queue: attach failed: Operation not permitted"]
+        self.attached = True
+        self.events.append((self.clock.wall_s, "attach", 0))
+        return 6, []
+
+    def detach_path_hooks(self) -> int:
+        was, self.attached = self.attached, False
+        if was:
+            self.events.append((self.clock.wall_s, "detach", 0))
+        return 6 if was else 0
+
+    def set_window(self, one_in: int, number: int) -> None:
+        assert self.attached or not one_in, "a window opened with its hooks detached"
+        if one_in:
+            self.one_in, self.opened_wall = one_in, self.clock.wall_s
+            self.events.append((self.clock.wall_s, "open", one_in))
+        elif self.one_in:
+            open_s = self.clock.wall_s - self.opened_wall
+            candidates = round(self.pps * open_s / self.one_in)
+            kept = min(candidates, round(self.budget_per_s * open_s)) if self.budget_per_s else candidates
+            self.started += kept
+            self.refused += candidates - kept
+            self.one_in = 0
+            self.events.append((self.clock.wall_s, "close", 0))
+
+    def rate_counts(self) -> tuple[int, int]:
+        return self.started, self.refused
+
+    def tracked_live(self) -> int:
+        return 3 if self.live_forever or self.clock.wall_s < self.live_until else 0
+
+
+def settings(**kw: object) -> WindowSettings:
+    base: dict[str, object] = {"period_s": 10, "length_s": 1, "adaptive": True, "one_in": 1, "budget_per_s": 1000}
+    return WindowSettings(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def run(s: WindowSettings, kernel: Traffic, clock: Clock, seconds: float) -> WindowController:
+    ctl = WindowController(s, kernel, wall=clock.wall, monotonic_ns=clock.monotonic_ns, wait=clock.wait)
+    clock.stop_at = clock.wall_s + seconds
+    ctl.run()
+    return ctl
+
+
+def kinds(kernel: Traffic, kind: str) -> list[float]:
+    return [t for t, k, _ in kernel.events if k == kind]
+
+
+def test_next_open_is_the_next_multiple_of_the_period() -> None:
+    assert next_open(1_000.0, 10) == 1_010.0
+    assert next_open(1_009.999, 10) == 1_010.0
+    assert next_open(1_003.5, 7) == 1_008.0
+    for wall in (0.0, 12.3, 1e9 + 0.5):
+        at = next_open(wall, 10)
+        assert at > wall and at - wall <= 10 and at % 10 == 0
+
+
+def test_windows_open_on_the_wall_clock_multiples_and_hooks_are_off_in_between() -> None:
+    clock = Clock()
+    kernel = Traffic(clock)
+    s = settings(period_s=10, length_s=2)
+    ctl = run(s, kernel, clock, 65)
+    opens, closes = kinds(kernel, "open"), kinds(kernel, "close")
+    assert opens == [EPOCH - 3.25 + 10 * k for k in range(1, 7)]  # ...10, ...20, ... ...60
+    assert [c - o for o, c in zip(opens, closes, strict=True)] == [2.0] * 6
+    assert ctl.counters.opened == 6 and ctl.counters.missed == ctl.counters.late == 0
+    # The hooks: detached first thing, attached lead seconds before each opening, detached at the
+    # close (nothing is followed here, so no linger); never attached at any other time.
+    assert kernel.events[0][1] == "detach"
+    assert kinds(kernel, "attach") == pytest.approx([o - s.lead_s for o in opens])
+    assert kinds(kernel, "detach")[1:7] == closes
+    assert not kernel.attached  # stopped: the hooks are off
+
+
+def test_a_packet_followed_at_the_close_keeps_its_hooks_until_its_path_ends() -> None:
+    clock = Clock()
+    kernel = Traffic(clock)
+    s = settings(period_s=10, length_s=1)
+    ctl = WindowController(s, kernel, wall=clock.wall, monotonic_ns=clock.monotonic_ns, wait=clock.wait)
+    open_at = next_open(clock.wall_s, 10)
+    kernel.live_until = open_at + 1 + 0.05  # still tracked 50 ms after the close
+    ctl.window(open_at)
+    close, detach = kinds(kernel, "close")[0], kinds(kernel, "detach")[0]
+    assert 0.05 - 1e-6 <= detach - close <= 0.05 + 0.011  # polled every 10 ms
+    assert ctl.counters.paths_cut == 0
+
+
+def test_the_linger_is_bounded_and_what_it_cuts_is_counted() -> None:
+    clock = Clock()
+    kernel = Traffic(clock)
+    kernel.live_forever = True
+    s = settings()
+    ctl = WindowController(s, kernel, wall=clock.wall, monotonic_ns=clock.monotonic_ns, wait=clock.wait)
+    ctl.window(next_open(clock.wall_s, 10))
+    close, detach = kinds(kernel, "close")[0], kinds(kernel, "detach")[0]
+    assert detach - close == pytest.approx(s.linger_s, abs=0.011)
+    assert ctl.counters.paths_cut == 3
+
+
+def test_at_defaults_100k_packets_per_second_yield_at_least_100_paths_per_second() -> None:
+    """The issue's floor: the window's N rises until the window fills its budget."""
+    clock = Clock()
+    kernel = Traffic(clock, pps=100_000, budget_per_s=1000)
+    ctl = run(settings(), kernel, clock, 300)
+    windows = list(ctl.counters.history)
+    assert windows[0].one_in == 1  # nothing known yet: one_in, the budget refuses the excess
+    steady = windows[3:]
+    assert all(w.one_in == math.ceil(100_000 / (1000 * AIM_OVER_BUDGET)) for w in steady)
+    paths_per_s = sum(w.started for w in steady) / (len(steady) * 10)
+    assert paths_per_s >= 100
+
+
+def test_weights_scale_started_paths_back_to_the_matching_packets() -> None:
+    clock = Clock()
+    kernel = Traffic(clock, pps=20_000, budget_per_s=1000)
+    ctl = run(settings(period_s=5, length_s=1), kernel, clock, 200)
+    for w in list(ctl.counters.history)[2:]:
+        # Each path stands for one period's matching packets over the paths of its window.
+        assert w.started * w.weight == pytest.approx(20_000 * 5, rel=0.01)
+
+
+def test_adaptation_stays_within_one_in_and_without_a_budget_does_nothing() -> None:
+    s = settings(one_in=50)
+    assert adapt_one_in(50, 0, s) == 50  # no traffic: back to the floor
+    assert adapt_one_in(50, 10, s) == 50  # too little to need more than the floor
+    assert adapt_one_in(50, 1_100_000, s) == 50_000
+    assert adapt_one_in(7, 10**9, settings(budget_per_s=0)) == 1
+    assert adapt_one_in(7, 10**9, settings(adaptive=False, one_in=7)) == 7
+    assert adapt_one_in(1, 10**12, s) <= 2**31 - 1
+
+
+def test_weight_of_counts_the_period_the_open_time_and_the_refused() -> None:
+    assert weight_of(100, 10, 1_000_000_000, 500, 0) == pytest.approx(1000)
+    assert weight_of(100, 10, 500_000_000, 500, 0) == pytest.approx(2000)  # opened late: half as long
+    assert weight_of(100, 10, 1_000_000_000, 500, 500) == pytest.approx(2000)  # the budget kept half
+    assert weight_of(0, 10, 1_000_000_000, 0, 0) == 0
+
+
+def test_weight_at_finds_the_window_of_a_path_by_its_first_hop_time() -> None:
+    clock = Clock()
+    kernel = Traffic(clock, pps=10_000, budget_per_s=0)
+    ctl = run(settings(period_s=4, length_s=1, one_in=10), kernel, clock, 20)
+    first, second = list(ctl.counters.history)[:2]
+    assert ctl.weight_at(first.opened_ns + 1000) == first.weight == pytest.approx(40)
+    assert ctl.weight_at(second.closed_ns) == second.weight
+
+
+def test_an_attach_that_fails_is_a_missed_window() -> None:
+    clock = Clock()
+    kernel = Traffic(clock, attach_fails=True)
+    ctl = run(settings(period_s=10), kernel, clock, 35)
+    assert ctl.counters.missed == 3 and ctl.counters.opened == 0
+    assert kinds(kernel, "open") == []
+
+
+def test_an_attach_that_overruns_the_lead_opens_late_and_weighs_the_shorter_window() -> None:
+    clock = Clock()
+    kernel = Traffic(clock, pps=10_000, attach_s=0.75)  # lead is 0.25 s
+    ctl = run(settings(period_s=10, length_s=1, one_in=10, adaptive=False), kernel, clock, 15)
+    (w,) = ctl.counters.history
+    assert ctl.counters.late == 1
+    assert (w.closed_ns - w.opened_ns) / 1e9 == pytest.approx(0.5)
+    assert w.weight == pytest.approx(10 * 10 / 0.5)
+
+
+def test_stopping_closes_the_window_and_detaches() -> None:
+    clock = Clock()
+    kernel = Traffic(clock)
+    run(settings(), kernel, clock, 7.5)  # stops inside the first window
+    assert kernel.events[-1][1] == "detach" and not kernel.attached
+    assert kernel.one_in == 0
