@@ -18,6 +18,7 @@ filter and sampling settings live; an invalid file keeps the running config.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -39,6 +40,7 @@ from exporter.metrics.listener import bind_listener
 from exporter.paths import own_traffic
 from exporter.paths.kernel_config import PathControl, PathSettings
 from exporter.paths.own_traffic import OwnTraffic, netns_inode
+from exporter.paths.windows import WindowController, WindowSettings
 
 if TYPE_CHECKING:
     from exporter.metrics.server import MetricsServer
@@ -62,6 +64,7 @@ class Agent:
         self.pods: PodResolver | None = None
         self.own: OwnTraffic | None = None
         self.own_port = 0
+        self.windows: WindowController | None = None
 
     def run(self, started_at: float | None = None) -> int:
         started_at = started_at or time.monotonic()
@@ -97,7 +100,13 @@ class Agent:
             self.own.apply(self._own_endpoints(self.cfg))
             self.control = kernel.path_control()
             self.control.apply(PathSettings.from_config(self.cfg, enabled=paths))
+            if paths and not self.cfg.sampling.continuous:
+                # The engine attached every hop (the first probe as early as possible); the window
+                # thread takes the path hooks off now and puts them on around each window.
+                self.windows = WindowController(WindowSettings.from_config(self.cfg), kernel.windows())
             server = self._serve(listener)
+            if self.windows is not None:
+                self.windows.start()
             self._install_signals()
             log.info("serving metrics on http://%s:%d/metrics (%d of %d hops attached; packet paths %s)",
                      self.cfg.metrics.host, server.port, len(report.attached), len(report.hops),
@@ -109,6 +118,8 @@ class Agent:
                 server.stop()
             else:
                 listener.close()
+            if self.windows is not None:
+                self.windows.stop()
             if self.pipeline is not None:
                 self.pipeline.stop()
             engine.close()
@@ -157,6 +168,11 @@ class Agent:
             return
         try:
             new = load_config(self.config_path)
+            if new.sampling.continuous != self.cfg.sampling.continuous:
+                # Windows or not decides which hooks stay attached: that is the start's to set up.
+                log.warning("reload: sampling.continuous takes effect at the next restart")
+                new = Config(**{**new.__dict__, "sampling": dataclasses.replace(
+                    new.sampling, continuous=self.cfg.sampling.continuous)})
             assert self.control is not None and self.control.settings is not None
             self.control.apply(PathSettings.from_config(new, enabled=self.control.settings.enabled))
         except PktpathError as exc:
@@ -165,6 +181,8 @@ class Agent:
         for section in ("metrics", "drops", "probes", "traces", "logging"):
             if getattr(new, section) != getattr(self.cfg, section):
                 log.warning("reload: changes to %s: take effect at the next restart", section)
+        if self.windows is not None:
+            self.windows.update(WindowSettings.from_config(new))
         self.cfg = Config(**{**self.cfg.__dict__, "filter": new.filter, "sampling": new.sampling})
         if self.own is not None:  # addresses of names may have changed since
             self.own.apply(self._own_endpoints(self.cfg))
@@ -231,9 +249,18 @@ class Agent:
             self.pipeline = pipeline
             pipeline.start()
 
+        windows = self.windows
+
         def weights() -> SamplingWeights | None:
             s = self.control.settings if self.control else None
-            return SamplingWeights(s.one_in, s.drop_one_in) if s and s.enabled else None
+            if not (s and s.enabled):
+                return None
+            return SamplingWeights(windows.weight() if windows else s.one_in, s.drop_one_in)
+
+        if windows is not None:
+            from exporter.metrics.windows import WindowMetrics
+
+            registry.register(WindowMetrics(windows.counters))
 
         registry.register(PktpathCollector(
             read=read,

@@ -58,7 +58,7 @@ class KernelReadings:
 class SamplingWeights:
     """Effective 1-in-N of each way a path is started (0: off), for unbiased ratios."""
 
-    rate: int
+    rate: float  # with sampling windows, N x period / window (exporter/paths/windows.py)
     drop: int
 
 

@@ -9,9 +9,13 @@ and capture, the verdict counters) attached in between.  One window, period P an
     open_at            open: one store of 2^32/N into path_window; entry hops start paths 1 in N
     open_at + W        close: one store of 0; from this instant no new path starts, on every CPU
     ... linger         packets already followed keep every hop (the entry hops continue paths too:
-                       a packet crossing a veth is received again), until none is tracked or the
-                       linger bound (the reaper's stale age) passes
-    detach             the path hooks come off; paths still tracked are cut, and counted
+                       a packet crossing a veth is received again), until none is tracked
+    detach             the path hooks come off
+
+The linger is bounded by the reaper's stale age and one reap (exporter/paths/tracking.py): a packet
+followed for longer is expired by the reaper whether or not windows are on, and counted there
+(pktpath_tracking_lost_total{reason="expired"}), its path ending incomplete.  So a window's close
+cuts no path that continuous sampling would have kept.
 
 Windows open at the multiples of P on the wall clock, so agents on different nodes open theirs
 together and their deterministic trace ids meet: a packet sampled on two nodes is the same trace.
@@ -50,7 +54,7 @@ from exporter.decoders.counters import KernelStats
 from exporter.kernel.api import MapHandle
 from exporter.model import abi
 from exporter.paths.kernel_config import below
-from exporter.paths.tracking import STALE_NS, TrackedReaper
+from exporter.paths.tracking import REAP_EVERY_NS, STALE_NS, TrackedReaper
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,8 @@ AIM_OVER_BUDGET = 1.1
 # 0.3 s in an emulated guest.  An attach that overruns opens the window late, shorter, with its
 # weight from the time it was really open.
 LEAD_S = 0.25
+# A window opening this much after its time counts as late (the sleep itself wakes within ~1 ms).
+LATE_S = 0.01
 # How often the linger polls the tracked count.
 LINGER_POLL_S = 0.01
 _ZERO = (0).to_bytes(4, "little")
@@ -74,7 +80,7 @@ class WindowSettings:
     adaptive: bool
     one_in: int  # the smallest N (0: no rate sampling)
     budget_per_s: int  # sampling.max_paths_per_second (0: unlimited, then N stays one_in)
-    linger_s: float = STALE_NS / 1e9
+    linger_s: float = (STALE_NS + REAP_EVERY_NS) / 1e9
     lead_s: float = LEAD_S
 
     @classmethod
@@ -184,7 +190,6 @@ class WindowCounters:
     opened: int = 0
     missed: int = 0  # windows that could not open (no path hook attached)
     late: int = 0  # windows that opened late because attaching overran the lead
-    paths_cut: int = 0  # packets still followed when the linger bound detached the hooks
     open: bool = False
     hooks_attached: bool = False
     one_in: int = 0  # N of the window open now, else of the next one
@@ -255,13 +260,15 @@ class WindowController:
             c.missed += 1
             log.warning("sampling window at %.0f not opened: no path hook could attach", open_at)
             return None
-        self._sleep_until(open_at)
+        stopped = self._sleep_until(open_at)
         close_at = open_at + s.length_s
-        if self._wall() > open_at + 0.01:
-            c.late += 1
-        if self._stop.is_set() or self._wall() >= close_at:
+        now = self._wall()
+        if stopped or now >= close_at:
+            c.missed += 0 if stopped else 1
             self._detach()
             return None
+        if now > open_at + LATE_S:
+            c.late += 1
         one_in = c.one_in or s.one_in
         started0, refused0 = self._kernel.rate_counts()
         c.opened += 1
@@ -283,6 +290,12 @@ class WindowController:
         self._linger(closed_ns)
         return closed
 
+    def weight(self) -> float:
+        """The rate-sampled weight to publish: the last closed window's, or before the first one
+        closes, what N x period / window promises."""
+        c, s = self.counters, self.settings
+        return c.weight or weight_of(c.one_in, s.period_s, s.length_s * 1_000_000_000, 0, 0)
+
     def weight_at(self, first_hop_ns: int) -> float:
         """The weight of a rate-sampled path whose first hop was at `first_hop_ns` (monotonic):
         its window's, or the last closed window's while its own is still open."""
@@ -297,9 +310,6 @@ class WindowController:
         bound_ns = closed_ns + int(self.settings.linger_s * 1e9)
         while self._kernel.tracked_live() > 0 and self._mono_ns() < bound_ns and not self._stop.is_set():
             self._wait(LINGER_POLL_S)
-        cut = self._kernel.tracked_live()
-        if cut > 0:
-            self.counters.paths_cut += cut
         self._detach()
 
     def _attach(self) -> tuple[int, list[str]]:

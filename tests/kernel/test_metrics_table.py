@@ -104,7 +104,7 @@ def check(served: dict[str, set[str]], table: dict[str, frozenset[str]]) -> None
 def test_readme_table_is_what_an_agent_with_paths_serves(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     agent = AgentProcess.start(tmp_path, f"traces:\n  exporter: otlp\n  endpoint: {dead}\n  export_timeout_ms: 200\n"
-                                         "sampling:\n  one_in: 1\n")
+                                         "sampling:\n  continuous: true\n  one_in: 1\n")
     try:
         # A datagram to a closed port on loopback: dropped (NO_SOCKET) and followed, so the path
         # metrics have samples, labels included.

@@ -36,6 +36,7 @@ traces:
   endpoint: {endpoint}
   schedule_delay_ms: 100
 sampling:
+  continuous: true
   one_in: {one_in}
   drop_one_in: {drop_one_in}
   max_paths_per_second: 0

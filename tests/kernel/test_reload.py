@@ -37,6 +37,7 @@ traces:
   endpoint: {receiver.grpc_endpoint}
   schedule_delay_ms: 100
 sampling:
+  continuous: true
   one_in: 1
   drop_one_in: 0
   max_paths_per_second: 0
