@@ -55,14 +55,21 @@ static __always_inline struct path_config *paths_config(void)
 	return cfg && cfg->enabled ? cfg : 0;
 }
 
-/* The open window's threshold (pktpath.h: struct path_window); 0 while closed.
- * An array lookup, inlined by the verifier. */
+/* The window's threshold while one is open now (pktpath.h: struct path_window),
+ * else 0.  An inlined array lookup, and a clock read only while armed. */
 static __always_inline __u64 window_sample_below(void)
 {
 	__u32 zero = 0;
 	struct path_window *w = bpf_map_lookup_elem(&path_window, &zero);
+	__u64 below, now;
 
-	return w ? *(volatile __u64 *)&w->sample_below : 0;
+	if (!w)
+		return 0;
+	below = *(volatile __u64 *)&w->sample_below;
+	if (!below)
+		return 0;
+	now = bpf_ktime_get_ns();
+	return now >= w->open_ns && now < w->close_ns ? below : 0;
 }
 
 /*

@@ -240,18 +240,22 @@ struct path_config {
 };
 
 /*
- * The open sampling window, the one entry of `path_window`.  The agent
- * attaches the path hooks shortly before a window opens, then opens it with
- * one 8-byte store of sample_below (2^32 / N, N adapted to the path budget),
- * and closes it with a store of 0: no new path starts from that instant on
- * every CPU, while packets already followed keep their hops until the hooks
- * detach.  The store is one aligned 8-byte copy, so a program reads the old
- * threshold or the new one, never a mix.
+ * The next or current sampling window, the one entry of `path_window`.  The
+ * agent attaches the path hooks shortly before a window opens and arms it
+ * then: entry hops sample 1 in N (sample_below = 2^32 / N, N adapted to the
+ * path budget) while bpf_ktime_get_ns() is in [open_ns, close_ns), so a
+ * window opens and closes on time to the nanosecond on every CPU, however
+ * late the agent's thread runs.  Packets already followed keep their hops
+ * until the hooks detach.  The agent writes the entry only while no window is
+ * open (armed before open_ns, cleared after close_ns), so a program reading it
+ * mid-write sees a closed window whichever fields are old or new.
  */
 struct path_window {
-	__u64 sample_below; /* 0: closed */
+	__u64 sample_below; /* 0: disarmed */
+	__u64 open_ns;      /* CLOCK_MONOTONIC, as bpf_ktime_get_ns() */
+	__u64 close_ns;
 	__u32 one_in;       /* the N of sample_below, for bpftool readers */
-	__u32 number;       /* windows opened since the agent started */
+	__u32 number;       /* windows armed since the agent started */
 };
 
 /* Budget windows are 2^30 ns (1.07 s): a shift, not a division.  Slots of

@@ -137,9 +137,10 @@ class PathConfig(ctypes.Structure):
 
 
 class PathWindow(ctypes.Structure):
-    """The one entry of `path_window`: the open sampling window's threshold (0: closed)."""
+    """The one entry of `path_window`: the armed sampling window (sample_below 0: none)."""
 
-    _fields_ = [("sample_below", ctypes.c_uint64), ("one_in", ctypes.c_uint32), ("number", ctypes.c_uint32)]
+    _fields_ = [("sample_below", ctypes.c_uint64), ("open_ns", ctypes.c_uint64), ("close_ns", ctypes.c_uint64),
+                ("one_in", ctypes.c_uint32), ("number", ctypes.c_uint32)]
 
 
 # Budget windows are 2**BUDGET_WINDOW_SHIFT ns (pktpath.h).

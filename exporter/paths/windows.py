@@ -5,9 +5,11 @@ packet) whether or not the packet is followed; a detached one costs a static bra
 attaches the path hooks around short windows and leaves only the always-on programs (drop counting
 and capture, the verdict counters) attached in between.  One window, period P and length W:
 
-    open_at - lead     attach the path hooks; the window is still closed (path_window: 0)
-    open_at            open: one store of 2^32/N into path_window; entry hops start paths 1 in N
-    open_at + W        close: one store of 0; from this instant no new path starts, on every CPU
+    open_at - lead     attach the path hooks; arm the kernel's window (path_window): 1 in N while
+                       CLOCK_MONOTONIC is in [open_at, open_at + W)
+    open_at            entry hops start paths: the kernel reads its clock, so the window opens
+    open_at + W        and closes on time to the nanosecond on every CPU, however late the agent's
+                       thread runs; from the close no new path starts
     ... linger         packets already followed keep every hop (the entry hops continue paths too:
                        a packet crossing a veth is received again), until none is tracked
     detach             the path hooks come off
@@ -29,9 +31,12 @@ budget, not the estimate, decides how many paths a window yields; one_in is the 
 hash threshold is nested (a packet chosen at N is chosen at every smaller N), so nodes with different
 N still agree on the packets both follow.
 
-The published weight of a rate-sampled path is N x P / W' (W' the time the window was really open)
-times started/candidates of that window when its budget refused some: each path stands for that many
+The published weight of a rate-sampled path is N x P / W' (W' the time the window really sampled)
+times candidates/started of that window when its budget refused some: each path stands for that many
 matching packets of the whole period, so sampled counts scale back without bias.
+
+The weight uses the time the window really sampled: from the opening, or from when the hooks came
+on if attaching overran the lead (a late window), to the close.
 
 The controller runs on its own thread: a function hook's detach waits for RCU grace periods
 (Engine.detach_hops), which must not hold up scrapes or the event pipeline.
@@ -66,8 +71,11 @@ AIM_OVER_BUDGET = 1.1
 # 0.3 s in an emulated guest.  An attach that overruns opens the window late, shorter, with its
 # weight from the time it was really open.
 LEAD_S = 0.25
-# A window opening this much after its time counts as late (the sleep itself wakes within ~1 ms).
+# A window whose hooks attached this much after its opening counts as late.
 LATE_S = 0.01
+# Read the counters this long after the kernel closed the window: a path started at the last
+# nanosecond has been counted by then.
+CLOSE_MARGIN_S = 0.005
 # How often the linger polls the tracked count.
 LINGER_POLL_S = 0.01
 _ZERO = (0).to_bytes(4, "little")
@@ -128,8 +136,12 @@ class WindowKernel(Protocol):
 
     def detach_path_hooks(self) -> int: ...
 
-    def set_window(self, one_in: int, number: int) -> None:
-        """Open the window at 1 in `one_in` (0: close it)."""
+    def arm(self, one_in: int, number: int, open_ns: int, close_ns: int) -> None:
+        """Sample 1 in `one_in` while CLOCK_MONOTONIC is in [open_ns, close_ns)."""
+        ...
+
+    def disarm(self, number: int) -> None:
+        """No window until the next arm()."""
         ...
 
     def rate_counts(self) -> tuple[int, int]:
@@ -158,9 +170,13 @@ class KernelWindow:
     def detach_path_hooks(self) -> int:
         return self._hooks.detach()
 
-    def set_window(self, one_in: int, number: int) -> None:
-        value = abi.PathWindow(sample_below=below(one_in), one_in=one_in, number=number)
+    def arm(self, one_in: int, number: int, open_ns: int, close_ns: int) -> None:
+        value = abi.PathWindow(sample_below=below(one_in), open_ns=open_ns, close_ns=close_ns, one_in=one_in,
+                               number=number)
         self._window.update(_ZERO, bytes(value))
+
+    def disarm(self, number: int) -> None:
+        self._window.update(_ZERO, bytes(abi.PathWindow(number=number)))
 
     def rate_counts(self) -> tuple[int, int]:
         totals = self._stats.read()
@@ -245,13 +261,14 @@ class WindowController:
             if self._sleep_until(open_at - s.lead_s):
                 break
             self.window(open_at)
-        self._kernel.set_window(0, self.counters.opened)
+        self._kernel.disarm(self.counters.opened)
         self._detach()
 
     # -- one window -------------------------------------------------------------------------------
 
     def window(self, open_at: float) -> ClosedWindow | None:
-        """Attach, open at `open_at` (wall clock), close W later, linger, detach."""
+        """Attach, arm the kernel's window for [open_at, open_at + W) (wall clock), wait for it to
+        close, linger, detach."""
         s, c = self.settings, self.counters
         attached, failed = self._attach()
         for problem in failed:
@@ -260,34 +277,36 @@ class WindowController:
             c.missed += 1
             log.warning("sampling window at %.0f not opened: no path hook could attach", open_at)
             return None
-        stopped = self._sleep_until(open_at)
-        close_at = open_at + s.length_s
-        now = self._wall()
-        if stopped or now >= close_at:
-            c.missed += 0 if stopped else 1
+        # The kernel keeps time in CLOCK_MONOTONIC: the wall-clock edges, converted once.
+        now_wall, now_ns = self._wall(), self._mono_ns()
+        open_ns = now_ns + round((open_at - now_wall) * 1e9)
+        close_ns = open_ns + s.length_s * 1_000_000_000
+        if self._stop.is_set() or now_ns >= close_ns:
+            c.missed += 0 if self._stop.is_set() else 1
             self._detach()
             return None
-        if now > open_at + LATE_S:
-            c.late += 1
+        if now_ns > open_ns + LATE_S * 1e9:
+            c.late += 1  # the hooks came on after the opening: the window samples from now
+        sampled_from_ns = max(open_ns, now_ns)
         one_in = c.one_in or s.one_in
         started0, refused0 = self._kernel.rate_counts()
         c.opened += 1
         number = c.opened
-        opened_ns = self._mono_ns()
-        self._kernel.set_window(one_in, number)
+        self._kernel.arm(one_in, number, open_ns, close_ns)
+        self._sleep_until(open_at)
         c.open = True
-        self._sleep_until(close_at)
-        self._kernel.set_window(0, number)
-        closed_ns = self._mono_ns()
+        # Past the kernel's close (the agent's clock read is late, never early) before counting.
+        self._sleep_until(open_at + s.length_s + CLOSE_MARGIN_S)
         c.open = False
+        self._kernel.disarm(number)
         started1, refused1 = self._kernel.rate_counts()
         started, refused = started1 - started0, refused1 - refused0
-        closed = ClosedWindow(number, opened_ns, closed_ns, one_in, started, refused,
-                              weight_of(one_in, s.period_s, closed_ns - opened_ns, started, refused))
+        closed = ClosedWindow(number, sampled_from_ns, close_ns, one_in, started, refused,
+                              weight_of(one_in, s.period_s, close_ns - sampled_from_ns, started, refused))
         c.history.append(closed)
         c.weight = closed.weight
         c.one_in = adapt_one_in(one_in, started + refused, s)
-        self._linger(closed_ns)
+        self._linger(close_ns)
         return closed
 
     def weight(self) -> float:

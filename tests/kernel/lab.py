@@ -160,9 +160,10 @@ class Lab:
         if ipv6:
             self._build_ipv6(forwarding)
         # Resolve every neighbour now, so the first test packet is not parked
-        # in an ARP queue (or dropped from a full one).
-        self.ping(self.client, self.router_client_ip)
-        self.ping(self.server, self.router_server_ip)
+        # in an ARP queue (or dropped from a full one).  Until the first reply, within 5 s: a veth
+        # set up is not yet carrying, and one lost echo must not fail the lab on a busy machine.
+        for ns, dst in ((self.client, self.router_client_ip), (self.server, self.router_server_ip)):
+            self.exec(ns, "ping", "-q", "-n", "-c", "1", "-i", "0.1", "-w", "5", dst)
 
     def _build_ipv6(self, forwarding: bool) -> None:
         # nodad: usable at once, not tentative for a second of duplicate address detection.
