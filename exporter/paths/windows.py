@@ -66,10 +66,10 @@ log = logging.getLogger(__name__)
 # The expected candidates of a window, over its budget: enough that the budget binds in steady state
 # (a window yields its budget), little enough that refusals stay a small, counted share.
 AIM_OVER_BUDGET = 1.1
-# Attach this long before a window opens.  A tracepoint attaches in well under a millisecond; a
-# function hook's first attach (an fentry trampoline, a kprobe) takes milliseconds here and up to
-# 0.3 s in an emulated guest.  An attach that overruns opens the window late, shorter, with its
-# weight from the time it was really open.
+# Attach at least this long before a window opens, and longer when the last attach took longer:
+# a tracepoint attaches in well under a millisecond, a function hook's first attach (an fentry
+# trampoline, a kprobe) in milliseconds here and up to 0.3 s each in an emulated guest.  An attach
+# that still overruns opens the window late, sampling from when the hooks are on, weighted for it.
 LEAD_S = 0.25
 # A window whose hooks attached this much after its opening counts as late.
 LATE_S = 0.01
@@ -210,6 +210,7 @@ class WindowCounters:
     hooks_attached: bool = False
     one_in: int = 0  # N of the window open now, else of the next one
     weight: float = 0.0  # of the last closed window (0 before the first)
+    last_attach_s: float = 0.0
     attach_seconds: float = 0.0  # sums of the time the attach and detach calls blocked
     attach_count: int = 0
     detach_seconds: float = 0.0
@@ -257,8 +258,9 @@ class WindowController:
         self._detach()
         while not self._stop.is_set():
             s = self.settings
-            open_at = next_open(self._wall() + s.lead_s, s.period_s)
-            if self._sleep_until(open_at - s.lead_s):
+            lead = self.lead_s()
+            open_at = next_open(self._wall() + lead, s.period_s)
+            if self._sleep_until(open_at - lead):
                 break
             self.window(open_at)
         self._kernel.disarm(self.counters.opened)
@@ -309,6 +311,12 @@ class WindowController:
         self._linger(close_ns)
         return closed
 
+    def lead_s(self) -> float:
+        """How long before an opening to attach: the configured lead, or twice what the last
+        attach took if that is more (never more than half the gap between windows)."""
+        s, c = self.settings, self.counters
+        return min(max(s.lead_s, 2 * c.last_attach_s), (s.period_s - s.length_s) / 2)
+
     def weight(self) -> float:
         """The rate-sampled weight to publish: the last closed window's, or before the first one
         closes, what N x period / window promises."""
@@ -332,17 +340,18 @@ class WindowController:
         self._detach()
 
     def _attach(self) -> tuple[int, list[str]]:
-        began = time.perf_counter()
+        began = self._mono_ns()
         attached, failed = self._kernel.attach_path_hooks()
-        self.counters.attach_seconds += time.perf_counter() - began
+        self.counters.last_attach_s = (self._mono_ns() - began) / 1e9
+        self.counters.attach_seconds += self.counters.last_attach_s
         self.counters.attach_count += 1
         self.counters.hooks_attached = attached > 0
         return attached, failed
 
     def _detach(self) -> None:
-        began = time.perf_counter()
+        began = self._mono_ns()
         if self._kernel.detach_path_hooks():
-            self.counters.detach_seconds += time.perf_counter() - began
+            self.counters.detach_seconds += (self._mono_ns() - began) / 1e9
             self.counters.detach_count += 1
         self.counters.hooks_attached = False
 

@@ -241,3 +241,12 @@ def test_stopping_closes_the_window_and_detaches() -> None:
     run(settings(), kernel, clock, 7.5)  # stops inside the first window
     assert kernel.events[-1][1] == "detach" and not kernel.attached
     assert kernel.one_in == 0
+
+
+def test_a_slow_attach_moves_the_next_attach_earlier() -> None:
+    clock = Clock()
+    kernel = Traffic(clock, attach_s=0.75)  # three times the configured lead
+    ctl = run(settings(period_s=10, length_s=1), kernel, clock, 40)
+    assert ctl.counters.late == 1 and ctl.counters.opened == 4  # the first only
+    assert ctl.lead_s() == pytest.approx(1.5)
+    assert settings(period_s=4, length_s=1).lead_s < ctl.lead_s() <= (10 - 1) / 2
