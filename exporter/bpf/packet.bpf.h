@@ -17,7 +17,7 @@
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
-#include "compat.h"
+#include "compat.bpf.h"
 #include "pktpath.h"
 
 /* skb->network_header is (u16)~0 until the stack sets it (skb_network_header_was_set). */
@@ -31,7 +31,7 @@
 
 /* A kprobe's raw pointer as a typed one, where bpf_rdonly_cast exists (6.2+).
  * Without it the pointer stays as it is and every read of it goes through
- * KREAD (compat.h), i.e. BPF_CORE_READ, so nothing dereferences it directly. */
+ * KREAD (compat.bpf.h), i.e. BPF_CORE_READ, so nothing dereferences it directly. */
 #define CAST(type, ptr) \
 	((type *)(have_rdonly_cast() ? bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)) : (void *)(ptr)))
 
@@ -491,7 +491,7 @@ static __always_inline __u64 packet_ident(struct pkt_header *h)
 /*
  * Where the packet goes: addresses and ports.  NAT rewrites them, so a tracked
  * packet whose flow changed is only still the same packet if the change came
- * within moments, in the namespace where it was last seen (paths.h:
+ * within moments, in the namespace where it was last seen (paths.bpf.h:
  * track_verify).  Otherwise it is a look-alike: an RST that answers a SYN is
  * freed where no hop sees it, and the next RST (sequence 0, IP id 0, length
  * 40, like every such RST) reuses its skb on its way to another port.
