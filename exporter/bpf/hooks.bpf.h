@@ -242,16 +242,12 @@ static __always_inline void hook_nft_exit(void *pkt_ptr, void *priv, __u32 ret)
 static __always_inline void hook_nft_entry(void *pkt_ptr)
 {
 	struct sk_buff *skb = BPF_CORE_READ((struct nft_pktinfo *)pkt_ptr, skb);
-	struct cpu_state *st;
-	__u64 key = (__u64)skb;
+	struct cpu_state *st = following_cpu_state();
 	struct track *t;
 
-	if (!paths_config())
-		return;
-	st = this_cpu_state();
 	if (!st)
 		return;
-	t = track_lookup(key);
+	t = track_lookup((__u64)skb);
 	st->nft_path = t ? t->path_id : 0;
 }
 
@@ -293,11 +289,8 @@ static __always_inline void hook_ipt_exit(void *table_ptr, void *skb, void *stat
  */
 static __always_inline void hook_queue_xmit_entry(void *skb)
 {
-	struct cpu_state *st;
+	struct cpu_state *st = following_cpu_state();
 
-	if (!paths_config())
-		return;
-	st = this_cpu_state();
 	if (!st)
 		return;
 	st->qx_skb = (__u64)skb;

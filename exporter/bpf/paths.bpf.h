@@ -125,6 +125,12 @@ static __always_inline struct cpu_state *this_cpu_state(void)
 	return bpf_map_lookup_elem(&cpu_state, &zero);
 }
 
+/* This CPU's state, when packet paths are on (else 0: nothing to remember). */
+static __always_inline struct cpu_state *following_cpu_state(void)
+{
+	return paths_config() ? this_cpu_state() : 0;
+}
+
 static __always_inline int lpm_match(void *trie, __u32 generation, struct pkt_header *h, __u8 *addr)
 {
 	struct lpm_key key = { .prefixlen = 8 + 128, .generation = generation };
