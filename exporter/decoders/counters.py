@@ -44,7 +44,7 @@ class DropCount:
 
 def read_drop_counts(drop_map: MapHandle, slots: Iterable[tuple[bytes, int, int]] = ()) -> list[DropCount]:
     """One DropCount per drop_counts key: its per-CPU values summed (each CPU
-    only ever adds), plus the counts of the slots the key owns (drops.h).
+    only ever adds), plus the counts of the slots the key owns (drops.bpf.h).
     `slots` must be read before drop_map: a slot is claimed only for a key
     already in drop_counts, so every slot counted belongs to a key read here;
     slots of keys not in drop_map (being forgotten, or half-written) are left out."""
@@ -69,7 +69,7 @@ def read_drop_counts(drop_map: MapHandle, slots: Iterable[tuple[bytes, int, int]
 
 
 class DropSlots:
-    """The kernel's per-CPU drop cache (drop_slots, drops.h), shared through mmap.
+    """The kernel's per-CPU drop cache (drop_slots, drops.bpf.h), shared through mmap.
 
     Claimed slots only grow.  Retiring one (its key's series is being
     deleted) takes two scrapes: RETIRED and zeroed now, so the kernel neither
@@ -158,7 +158,7 @@ def read_verdicts(nf: MapHandle, rpf: MapHandle, route: MapHandle) -> VerdictCou
 
 
 class DropCounterReader:
-    """drop_counts and its per-CPU slot cache (drops.h), read and forgotten together."""
+    """drop_counts and its per-CPU slot cache (drops.bpf.h), read and forgotten together."""
 
     def __init__(self, drop_map: MapHandle, slot_map: MapHandle) -> None:
         self._map = drop_map

@@ -56,7 +56,7 @@ class Hop(StrEnum):
 
 
 class FibLookup(StrEnum):
-    """Whose route lookup a FIB_LOOKUP hop is (the kernel tells them apart: exporter/bpf/paths.h)."""
+    """Whose route lookup a FIB_LOOKUP hop is (the kernel tells them apart: exporter/bpf/paths.bpf.h)."""
 
     ROUTE = "route"  # the packet's own input route lookup
     RP_FILTER = "rp_filter"  # rp_filter's reverse lookup, from the packet's destination back to its source

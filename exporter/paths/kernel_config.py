@@ -192,7 +192,7 @@ class PathControl:
         except KernelError as exc:
             self._clear_all(new)
             raise KernelError(f"{what}: not applied, the filter in force is unchanged: {exc}") from exc
-        # The switch: one 4-byte store; programs read it once per packet (paths.h: paths_config).
+        # The switch: one 4-byte store; programs read it once per packet (paths.bpf.h: paths_config).
         self._maps.generation.update(_ZERO, new.to_bytes(4, "little"))
         self.settings = s
         self._clear_all(active)

@@ -4,7 +4,7 @@ The agent is on the network itself: scrapers connect to its /metrics, it exports
 collector, it may list pods from the Kubernetes API.  Followed like any traffic, those packets
 would fill its traces with itself (with one_in 1 and no filter, its export connection alone made
 about 55 traces a second).  So the kernel side never starts a path for a packet to or from one of
-the endpoints written here, in the agent's own network namespace (exporter/bpf/paths.h:
+the endpoints written here, in the agent's own network namespace (exporter/bpf/paths.bpf.h:
 own_traffic): the /metrics listener (any peer), and each address of the collector and of the API
 server.  Another process of the same namespace that talks to the same collector is left out too;
 packets of other namespaces (pods) never are.

@@ -1,4 +1,4 @@
-"""Userspace's half of the `tracked` map's bookkeeping (exporter/bpf/paths.h).
+"""Userspace's half of the `tracked` map's bookkeeping (exporter/bpf/paths.bpf.h).
 
 The kernel counts every insert and every delete it makes into GATE_LIVE, and
 its hops skip the tracked-map lookup while nothing is followed.  Some packets

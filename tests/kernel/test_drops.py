@@ -53,7 +53,7 @@ def agent_map(agent: AgentProcess, name: str) -> list[dict[str, Any]]:
 
 
 def slot_index(key: bytes) -> int:
-    """drops.h slot_index(), over the raw 32-byte drop_key."""
+    """drops.bpf.h slot_index(), over the raw 32-byte drop_key."""
     mask = (1 << 64) - 1
     w = [int.from_bytes(key[i:i + 8], "little") for i in range(0, 32, 8)]
     x = w[0] ^ w[1] ^ (w[2] * 0x9E3779B97F4A7C15 & mask) ^ (w[3] * 0xC2B2AE3D27D4EB4F & mask)
@@ -61,7 +61,7 @@ def slot_index(key: bytes) -> int:
 
 
 def test_repeated_drops_are_counted_in_the_fast_path(agent: AgentProcess, lab: Lab) -> None:
-    """drops.h: a key's first drop on a CPU goes to the hash and claims the key's
+    """drops.bpf.h: a key's first drop on a CPU goes to the hash and claims the key's
     slot on that CPU; its later drops there count in the slot.  A slot another
     key claimed first is not taken over: those drops stay in the hash.  Either
     way the total is exact.  The sender is pinned to CPU 0, where veth hands

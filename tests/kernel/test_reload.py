@@ -26,7 +26,7 @@ from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 # Ports of this module: 7400-7449 are the old filter's, 7450-7499 the new one's.
 OLD_PORTS, NEW_PORTS = "7400-7449", "7450-7499"
-JUNK_GENERATION = 0x7F  # no program ever reads it: paths.h looks up the generation in force only
+JUNK_GENERATION = 0x7F  # no program ever reads it: paths.bpf.h looks up the generation in force only
 
 
 def config(receiver: OtlpReceiver, dst: list[str], ports: str) -> str:

@@ -16,6 +16,7 @@ at the bottom and the top):
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "exporter"
@@ -80,3 +81,16 @@ def test_the_middle_never_touches_the_kernel_directly() -> None:
 def test_only_the_loader_and_the_facade_use_libbpf() -> None:
     users = {src for src, dst in imports() if dst.startswith("loader.libbpf")}
     assert {u for u in users if not u.startswith("loader")} <= {"kernel.facade", "agent", "cli", "doc_tables"}
+
+
+def test_the_architecture_doc_lists_these_layers() -> None:
+    """docs/architecture.md's folder table gives each folder the layer LAYERS gives it."""
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    section = text[text.index("## Folders are stages"):]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert rows
+    for row in rows:
+        layer, folders = (cell.strip() for cell in row.strip("|").split("|")[:2])
+        for path in re.findall(r"`exporter/([^`]+)`", folders):
+            name = path.removesuffix("/").removesuffix(".py").replace("/", ".")
+            assert LAYERS[unit(name)] == int(layer), (path, layer)

@@ -14,8 +14,109 @@
 #ifndef PKTPATH_HOOKS_H
 #define PKTPATH_HOOKS_H
 
-#include "maps.h"
-#include "paths.h"
+#include "maps.bpf.h"
+#include "paths.bpf.h"
+
+/* ---- one hook, two attach families ---------------------------------------
+ *
+ * A function hook is written once, as a body taking up to three of the
+ * function's arguments (raw u64s, by their 1-based position in its signature;
+ * position 0 passes 0), and these macros make both programs of each family
+ * the loader chooses between (exporter/loader/probes.py: <prog>__<family>):
+ *
+ *   FUNC_HOOK(prog, func, on_call, a, b, c)
+ *       fentry/func and kprobe/func, each calling on_call(a, b, c).
+ *   FUNC_HOOK_RETURN(prog, func, slot, on_return, a, b, c)
+ *       fexit/func calling on_return(a, b, c, ret); kprobe/func stashing a, b,
+ *       c under `slot` for kretprobe/func, which pops them and calls the same.
+ *   FUNC_HOOK_AROUND(prog, func, slot, on_call, on_return, a, b, c)
+ *       both: the entry body at fentry (and kprobe, which also stashes), the
+ *       return body at fexit (and kretprobe).
+ *
+ * fentry/fexit arguments come from the trampoline's ctx array (the verifier
+ * types them from the function's BTF); kprobe arguments from registers.  The
+ * bodies type them with CAST (packet.bpf.h), which serves both.  A position
+ * past the function's last argument is refused by the verifier for fentry
+ * ("func 'x' doesn't have N-th argument"), so each hook names only what it
+ * reads.
+ */
+#define FENTRY_ARG_0 0
+#define FENTRY_ARG_1 ctx[0]
+#define FENTRY_ARG_2 ctx[1]
+#define FENTRY_ARG_3 ctx[2]
+#define FENTRY_ARG_5 ctx[4]
+#define FENTRY_ARG_6 ctx[5]
+#define KPROBE_ARG_0 0
+#define KPROBE_ARG_1 PT_REGS_PARM1(ctx)
+#define KPROBE_ARG_2 PT_REGS_PARM2(ctx)
+#define KPROBE_ARG_3 PT_REGS_PARM3(ctx)
+#define KPROBE_ARG_5 PT_REGS_PARM5(ctx)
+#define KPROBE_ARG_6 KPROBE_PARM6(ctx) /* compat.bpf.h: libbpf 1.1 stops at PARM5 */
+
+/* An fexit program's return value, whatever the function's arity (5.17+). */
+static __always_inline long func_ret(void *ctx)
+{
+	__u64 ret = 0;
+
+	bpf_get_func_ret(ctx, &ret);
+	return (long)ret;
+}
+
+/* The pieces: each program of a family, in the order the loader attaches them
+ * (an fentry before its fexit, a kprobe before its kretprobe). */
+#define FENTRY_PROG(prog, func, on_call, a, b, c)                                      \
+	SEC("fentry/" #func)                                                           \
+	int prog##__fentry(unsigned long long *ctx)                                    \
+	{                                                                              \
+		on_call(FENTRY_ARG_##a, FENTRY_ARG_##b, FENTRY_ARG_##c);               \
+		return 0;                                                              \
+	}
+#define FEXIT_PROG(prog, func, on_return, a, b, c)                                     \
+	SEC("fexit/" #func)                                                            \
+	int prog##__fexit(unsigned long long *ctx)                                     \
+	{                                                                              \
+		on_return(FENTRY_ARG_##a, FENTRY_ARG_##b, FENTRY_ARG_##c, func_ret(ctx)); \
+		return 0;                                                              \
+	}
+/* `also`: a call after the entry body (the stash of a kprobe with a kretprobe twin). */
+#define KPROBE_PROG(prog, func, on_call, a, b, c, also)                                \
+	SEC("kprobe/" #func)                                                           \
+	int prog##__kprobe(struct pt_regs *ctx)                                        \
+	{                                                                              \
+		on_call(KPROBE_ARG_##a, KPROBE_ARG_##b, KPROBE_ARG_##c);               \
+		also;                                                                  \
+		return 0;                                                              \
+	}
+#define KRETPROBE_PROG(prog, func, slot, on_return)                                    \
+	SEC("kretprobe/" #func)                                                        \
+	int prog##__kretprobe(struct pt_regs *ctx)                                     \
+	{                                                                              \
+		__u64 x, y, z;                                                         \
+                                                                                       \
+		if (stash_pop3(slot, &x, &y, &z) == 0)                                 \
+			on_return(x, y, z, (long)PT_REGS_RC(ctx));                     \
+		return 0;                                                              \
+	}
+#define STASH(slot, a, b, c) stash_push3(slot, KPROBE_ARG_##a, KPROBE_ARG_##b, KPROBE_ARG_##c)
+
+static __always_inline void no_call(__u64 a, __u64 b, __u64 c)
+{
+}
+
+#define FUNC_HOOK(prog, func, on_call, a, b, c)                                        \
+	FENTRY_PROG(prog, func, on_call, a, b, c)                                      \
+	KPROBE_PROG(prog, func, on_call, a, b, c, (void)0)
+
+#define FUNC_HOOK_RETURN(prog, func, slot, on_return, a, b, c)                         \
+	FEXIT_PROG(prog, func, on_return, a, b, c)                                     \
+	KPROBE_PROG(prog, func, no_call, a, b, c, STASH(slot, a, b, c))                \
+	KRETPROBE_PROG(prog, func, slot, on_return)
+
+#define FUNC_HOOK_AROUND(prog, func, slot, on_call, on_return, a, b, c)                \
+	FENTRY_PROG(prog, func, on_call, a, b, c)                                      \
+	FEXIT_PROG(prog, func, on_return, a, b, c)                                     \
+	KPROBE_PROG(prog, func, on_call, a, b, c, STASH(slot, a, b, c))                \
+	KRETPROBE_PROG(prog, func, slot, on_return)
 
 #define NF_VERDICT_MASK 0xff
 #define NF_DROP 0
@@ -141,16 +242,12 @@ static __always_inline void hook_nft_exit(void *pkt_ptr, void *priv, __u32 ret)
 static __always_inline void hook_nft_entry(void *pkt_ptr)
 {
 	struct sk_buff *skb = BPF_CORE_READ((struct nft_pktinfo *)pkt_ptr, skb);
-	struct cpu_state *st;
-	__u64 key = (__u64)skb;
+	struct cpu_state *st = following_cpu_state();
 	struct track *t;
 
-	if (!paths_config())
-		return;
-	st = this_cpu_state();
 	if (!st)
 		return;
-	t = track_lookup(key);
+	t = track_lookup((__u64)skb);
 	st->nft_path = t ? t->path_id : 0;
 }
 
@@ -192,11 +289,8 @@ static __always_inline void hook_ipt_exit(void *table_ptr, void *skb, void *stat
  */
 static __always_inline void hook_queue_xmit_entry(void *skb)
 {
-	struct cpu_state *st;
+	struct cpu_state *st = following_cpu_state();
 
-	if (!paths_config())
-		return;
-	st = this_cpu_state();
 	if (!st)
 		return;
 	st->qx_skb = (__u64)skb;
@@ -330,18 +424,6 @@ static __always_inline int stash_pop3(__u32 fn, __u64 *a, __u64 *b, __u64 *c)
 	*b = st->args[d & (STASH_DEPTH - 1)][1];
 	*c = st->args[d & (STASH_DEPTH - 1)][2];
 	return 0;
-}
-
-static __always_inline void stash_push(__u32 fn, __u64 a, __u64 b)
-{
-	stash_push3(fn, a, b, 0);
-}
-
-static __always_inline int stash_pop(__u32 fn, __u64 *a, __u64 *b)
-{
-	__u64 unused;
-
-	return stash_pop3(fn, a, b, &unused);
 }
 
 #endif /* PKTPATH_HOOKS_H */

@@ -3,8 +3,8 @@
 #ifndef PKTPATH_DROPS_H
 #define PKTPATH_DROPS_H
 
-#include "maps.h"
-#include "packet.h"
+#include "maps.bpf.h"
+#include "packet.bpf.h"
 
 /*
  * Fragments dropped when their reassembly times out carry no device: in a

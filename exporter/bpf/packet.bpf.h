@@ -17,7 +17,7 @@
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
-#include "compat.h"
+#include "compat.bpf.h"
 #include "pktpath.h"
 
 /* skb->network_header is (u16)~0 until the stack sets it (skb_network_header_was_set). */
@@ -31,7 +31,7 @@
 
 /* A kprobe's raw pointer as a typed one, where bpf_rdonly_cast exists (6.2+).
  * Without it the pointer stays as it is and every read of it goes through
- * KREAD (compat.h), i.e. BPF_CORE_READ, so nothing dereferences it directly. */
+ * KREAD (compat.bpf.h), i.e. BPF_CORE_READ, so nothing dereferences it directly. */
 #define CAST(type, ptr) \
 	((type *)(have_rdonly_cast() ? bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)) : (void *)(ptr)))
 
@@ -44,120 +44,41 @@
  * and libbpf folds the test to a constant the verifier prunes on): one
  * bpf_probe_read_kernel of the whole header.
  */
-static __always_inline void load_iphdr(unsigned char *p, struct iphdr *out)
-{
-	if (have_rdonly_cast()) {
-		struct iphdr *ip = CAST(struct iphdr, p);
-
-		((__u8 *)out)[0] = ((__u8 *)ip)[0]; /* version and ihl, one byte of bitfields */
-		out->tos = ip->tos;
-		out->tot_len = ip->tot_len;
-		out->id = ip->id;
-		out->frag_off = ip->frag_off;
-		out->ttl = ip->ttl;
-		out->protocol = ip->protocol;
-		out->saddr = ip->saddr;
-		out->daddr = ip->daddr;
-	} else {
-		bpf_probe_read_kernel(out, sizeof(*out), p);
+/* One loader: `copy` takes the members read from `h` (the typed header) into `out`. */
+#define HEADER_LOADER(name, type, copy)                                         \
+	static __always_inline void name(unsigned char *p, struct type *out)    \
+	{                                                                       \
+		if (have_rdonly_cast()) {                                       \
+			struct type *h = CAST(struct type, p);                  \
+                                                                                \
+			copy;                                                   \
+		} else {                                                        \
+			bpf_probe_read_kernel(out, sizeof(*out), p);            \
+		}                                                               \
 	}
-}
 
+/* Byte 0 of an IPv4 header is version and ihl, one byte of bitfields. */
+HEADER_LOADER(load_iphdr, iphdr,
+	      ((__u8 *)out)[0] = ((__u8 *)h)[0]; out->tos = h->tos; out->tot_len = h->tot_len; out->id = h->id;
+	      out->frag_off = h->frag_off; out->ttl = h->ttl; out->protocol = h->protocol; out->saddr = h->saddr;
+	      out->daddr = h->daddr)
 /* Only what the drop counters key on: version, header length and protocol. */
-static __always_inline void load_ip_protocol(unsigned char *p, struct iphdr *out)
-{
-	if (have_rdonly_cast()) {
-		struct iphdr *ip = CAST(struct iphdr, p);
-
-		((__u8 *)out)[0] = ((__u8 *)ip)[0];
-		out->protocol = ip->protocol;
-	} else {
-		bpf_probe_read_kernel(out, sizeof(*out), p);
-	}
-}
-
-static __always_inline void load_ipv6hdr(unsigned char *p, struct ipv6hdr *out)
-{
-	if (have_rdonly_cast()) {
-		struct ipv6hdr *ip6 = CAST(struct ipv6hdr, p);
-
-		((__u8 *)out)[0] = ((__u8 *)ip6)[0]; /* version and priority */
-		out->flow_lbl[0] = ip6->flow_lbl[0];
-		out->payload_len = ip6->payload_len;
-		out->nexthdr = ip6->nexthdr;
-		out->hop_limit = ip6->hop_limit;
-		__builtin_memcpy(&out->saddr, &ip6->saddr, 16); /* within one member */
-		__builtin_memcpy(&out->daddr, &ip6->daddr, 16);
-	} else {
-		bpf_probe_read_kernel(out, sizeof(*out), p);
-	}
-}
-
-static __always_inline void load_opt_hdr(unsigned char *p, struct ipv6_opt_hdr *out)
-{
-	if (have_rdonly_cast()) {
-		struct ipv6_opt_hdr *opt = CAST(struct ipv6_opt_hdr, p);
-
-		out->nexthdr = opt->nexthdr;
-		out->hdrlen = opt->hdrlen;
-	} else {
-		bpf_probe_read_kernel(out, sizeof(*out), p);
-	}
-}
-
-static __always_inline void load_frag_hdr(unsigned char *p, struct frag_hdr *out)
-{
-	if (have_rdonly_cast()) {
-		struct frag_hdr *fh = CAST(struct frag_hdr, p);
-
-		out->nexthdr = fh->nexthdr;
-		out->frag_off = fh->frag_off;
-	} else {
-		bpf_probe_read_kernel(out, sizeof(*out), p);
-	}
-}
-
-static __always_inline void load_tcphdr(unsigned char *p, struct tcphdr *out)
-{
-	if (have_rdonly_cast()) {
-		struct tcphdr *th = CAST(struct tcphdr, p);
-
-		out->source = th->source;
-		out->dest = th->dest;
-		out->seq = th->seq;
-		((__u8 *)out)[13] = ((__u8 *)th)[13]; /* FIN..CWR: a byte of bitfields */
-	} else {
-		bpf_probe_read_kernel(out, sizeof(*out), p);
-	}
-}
-
-static __always_inline void load_udphdr(unsigned char *p, struct udphdr *out)
-{
-	if (have_rdonly_cast()) {
-		struct udphdr *uh = CAST(struct udphdr, p);
-
-		out->source = uh->source;
-		out->dest = uh->dest;
-		out->len = uh->len;
-		out->check = uh->check;
-	} else {
-		bpf_probe_read_kernel(out, sizeof(*out), p);
-	}
-}
-
+HEADER_LOADER(load_ip_protocol, iphdr, ((__u8 *)out)[0] = ((__u8 *)h)[0]; out->protocol = h->protocol)
+/* Byte 0: version and priority; the addresses each within one member. */
+HEADER_LOADER(load_ipv6hdr, ipv6hdr,
+	      ((__u8 *)out)[0] = ((__u8 *)h)[0]; out->flow_lbl[0] = h->flow_lbl[0];
+	      out->payload_len = h->payload_len; out->nexthdr = h->nexthdr; out->hop_limit = h->hop_limit;
+	      __builtin_memcpy(&out->saddr, &h->saddr, 16); __builtin_memcpy(&out->daddr, &h->daddr, 16))
+HEADER_LOADER(load_opt_hdr, ipv6_opt_hdr, out->nexthdr = h->nexthdr; out->hdrlen = h->hdrlen)
+HEADER_LOADER(load_frag_hdr, frag_hdr, out->nexthdr = h->nexthdr; out->frag_off = h->frag_off)
+/* Byte 13: FIN..CWR, a byte of bitfields. */
+HEADER_LOADER(load_tcphdr, tcphdr,
+	      out->source = h->source; out->dest = h->dest; out->seq = h->seq;
+	      ((__u8 *)out)[13] = ((__u8 *)h)[13])
+HEADER_LOADER(load_udphdr, udphdr,
+	      out->source = h->source; out->dest = h->dest; out->len = h->len; out->check = h->check)
 /* ICMP and ICMPv6 share the layout we read: type, code, checksum, 4 bytes (echo id+seq). */
-static __always_inline void load_icmphdr(unsigned char *p, struct icmphdr *out)
-{
-	if (have_rdonly_cast()) {
-		struct icmphdr *ic = CAST(struct icmphdr, p);
-
-		out->type = ic->type;
-		out->code = ic->code;
-		out->un.gateway = ic->un.gateway;
-	} else {
-		bpf_probe_read_kernel(out, sizeof(*out), p);
-	}
-}
+HEADER_LOADER(load_icmphdr, icmphdr, out->type = h->type; out->code = h->code; out->un.gateway = h->un.gateway)
 
 /*
  * The packet's network header, and how many of its bytes the packet holds:
@@ -491,7 +412,7 @@ static __always_inline __u64 packet_ident(struct pkt_header *h)
 /*
  * Where the packet goes: addresses and ports.  NAT rewrites them, so a tracked
  * packet whose flow changed is only still the same packet if the change came
- * within moments, in the namespace where it was last seen (paths.h:
+ * within moments, in the namespace where it was last seen (paths.bpf.h:
  * track_verify).  Otherwise it is a look-alike: an RST that answers a SYN is
  * freed where no hop sees it, and the next RST (sequence 0, IP id 0, length
  * 40, like every such RST) reuses its skb on its way to another port.

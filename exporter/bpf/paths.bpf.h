@@ -4,7 +4,7 @@
  *
  * The decision is taken at the first hop that sees a packet (receive, or
  * queueing for transmit when it was made on this host): the 1-in-N sample
- * first, as a hash of the packet's identity (packet.h: sample_hash), then
+ * first, as a hash of the packet's identity (packet.bpf.h: sample_hash), then
  * the filter, then the budget.  A chosen packet enters `tracked` under its
  * skb pointer; every later hop is one hash lookup, and none at all while
  * nothing is tracked (tracking_anything), which at 1 in 1000 is most of the
@@ -18,8 +18,8 @@
 #ifndef PKTPATH_PATHS_H
 #define PKTPATH_PATHS_H
 
-#include "maps.h"
-#include "packet.h"
+#include "maps.bpf.h"
+#include "packet.bpf.h"
 
 #define NSEC_PER_SEC 1000000000ULL
 /* A fib lookup (or sk_data_ready) is attributed to the packet this CPU last
@@ -140,6 +140,12 @@ static __always_inline struct cpu_state *this_cpu_state(void)
 	__u32 zero = 0;
 
 	return bpf_map_lookup_elem(&cpu_state, &zero);
+}
+
+/* This CPU's state, when packet paths are on (else 0: nothing to remember). */
+static __always_inline struct cpu_state *following_cpu_state(void)
+{
+	return paths_config() ? this_cpu_state() : 0;
 }
 
 static __always_inline int lpm_match(void *trie, __u32 generation, struct pkt_header *h, __u8 *addr)

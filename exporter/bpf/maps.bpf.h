@@ -15,7 +15,7 @@ struct {
 	__type(value, struct drop_value);
 } drop_counts SEC(".maps");
 
-/* The drops' fast path (drops.h).  A plain array with one block of
+/* The drops' fast path (drops.bpf.h).  A plain array with one block of
  * DROP_SLOTS_PER_CPU entries per CPU rather than a per-CPU array: userspace
  * must be able to retire one CPU's slot without writing the other CPUs'
  * copies, and reads it through mmap, without a syscall.  max_entries:
@@ -47,7 +47,7 @@ struct {
 	__type(value, struct track);
 } tracked SEC(".maps");
 
-/* Host-wide path budgets (paths.h: budget_take), one window per enum budget_slot. */
+/* Host-wide path budgets (paths.bpf.h: budget_take), one window per enum budget_slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, BUDGET__MAX);
@@ -56,7 +56,7 @@ struct {
 } path_budget SEC(".maps");
 
 /* How many entries `tracked` holds, so that the hops of the many packets not
- * followed skip the hash lookup while it is empty (paths.h). */
+ * followed skip the hash lookup while it is empty (paths.bpf.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, GATE__MAX);
@@ -163,10 +163,10 @@ struct cpu_state {
 	__u16 cur_dport;    /* destination port (host order), to match the socket it is queued to */
 	__u8 cur_proto;
 	__u8 cur_family;
-	__u8 cur_replied;   /* the kernel started a reply to it: later lookups are the reply's (paths.h) */
+	__u8 cur_replied;   /* the kernel started a reply to it: later lookups are the reply's (paths.bpf.h) */
 	__u8 _pad[7];
-	__u64 nft_path; /* path of the packet nft_do_chain is evaluating (see hooks.h) */
-	__u64 qx_skb;   /* the skb __ip_queue_xmit/ip6_xmit was last called with (hooks.h) */
+	__u64 nft_path; /* path of the packet nft_do_chain is evaluating (see hooks.bpf.h) */
+	__u64 qx_skb;   /* the skb __ip_queue_xmit/ip6_xmit was last called with (hooks.bpf.h) */
 	__u64 qx_ts;    /* ... and when */
 };
 
@@ -177,7 +177,7 @@ struct {
 	__type(value, struct cpu_state);
 } cpu_state SEC(".maps");
 
-/* drops.h: the device of the last reassembly-timeout drop on this CPU that had one. */
+/* drops.bpf.h: the device of the last reassembly-timeout drop on this CPU that had one. */
 struct frag_owner {
 	char ifname[16];
 	__u32 ifindex;
@@ -193,7 +193,7 @@ struct {
 } frag_owner SEC(".maps");
 
 /* The agent's own endpoints (pktpath.h: struct own_endpoint), written by the
- * agent; paths.h never follows a packet to or from one of them. */
+ * agent; paths.bpf.h never follows a packet to or from one of them. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 64);
