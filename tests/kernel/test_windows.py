@@ -265,11 +265,12 @@ def test_two_agents_open_their_windows_together_and_their_traces_meet(
     each watched by its own agent.  Packets sent steadily over three periods are followed by both in
     the same windows, under the same trace ids."""
     port, rate = 7937, 100
-    common = {"dst": f"{lab.server_ip}/32", "ports": str(port)}
-    a = AgentProcess.start(tmp_path, windows_yaml(receiver, interfaces=lab.if_client, service="node-a", **common))
+    dst, ports = f"{lab.server_ip}/32", str(port)
+    a = AgentProcess.start(tmp_path, windows_yaml(receiver, dst=dst, ports=ports, interfaces=lab.if_client,
+                                                  service="node-a"))
     try:
-        b = AgentProcess.start(tmp_path, windows_yaml(receiver, interfaces=lab.if_server, service="node-b",
-                                                      **common))
+        b = AgentProcess.start(tmp_path, windows_yaml(receiver, dst=dst, ports=ports, interfaces=lab.if_server,
+                                                      service="node-b"))
         try:
             first_window_opened(a, b)
             start = (math.floor(time.time() / PERIOD) + 1) * PERIOD + 0.5
