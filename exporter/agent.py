@@ -68,12 +68,15 @@ class Agent:
 
     def run(self, started_at: float | None = None) -> int:
         started_at = started_at or time.monotonic()
-        # Decide before loading whether anything consumes paths, so the path hops
-        # are not even attached when traces are off; the SDK itself (~60 ms to
-        # import) is set up after the probes are attached.
+        # Paths are on by default: they feed the path metrics and the drop exemplars whether or
+        # not spans are exported.  Only sampling nothing (one_in and drop_one_in both 0) leaves
+        # the path hops unattached.  Whether spans go anywhere is decided (and a bad OTEL_*
+        # variable refused) before anything is loaded; the SDK itself (~60 ms to import) is set
+        # up after the probes are attached.
         from exporter.traces.choice import traces_enabled
 
-        paths = traces_enabled(self.cfg.traces, os.environ)
+        exporting = traces_enabled(self.cfg.traces, os.environ)
+        paths = self.cfg.sampling.one_in > 0 or self.cfg.sampling.drop_one_in > 0
         self.pods = resolver_from_config(self.cfg.kubernetes, self.host.proc_root, os.environ)
         # Bound before anything is loaded: a busy port is one line and nothing ever attached.
         listener = bind_listener(self.cfg.metrics.host, self.cfg.metrics.port, self.cfg.metrics.listen)
@@ -92,7 +95,7 @@ class Agent:
             if report.first_attach_monotonic is not None:
                 log.info("first probe attached %.1f ms after start",
                          (report.first_attach_monotonic - started_at) * 1000)
-            if paths:
+            if paths and exporting:
                 self.tracing = self._build_tracing()
             # Before any path can start: the agent's own connections are never followed.
             self.own_port = listener.getsockname()[1]
@@ -108,9 +111,10 @@ class Agent:
             if self.windows is not None:
                 self.windows.start()
             self._install_signals()
-            log.info("serving metrics on http://%s:%d/metrics (%d of %d hops attached; packet paths %s)",
+            log.info("serving metrics on http://%s:%d/metrics (%d of %d hops attached; packet paths %s; spans %s)",
                      self.cfg.metrics.host, server.port, len(report.attached), len(report.hops),
-                     f"on, 1 in {self.cfg.sampling.one_in}" if paths else "off")
+                     self._paths_summary() if paths else "off",
+                     "exported" if self.tracing is not None else "not exported (no traces exporter or endpoint)")
             self._loop(ModuleWatch(report))
             log.info("stopping")
         finally:
@@ -207,6 +211,13 @@ class Agent:
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_hup)
 
+    def _paths_summary(self) -> str:
+        s = self.cfg.sampling
+        if s.continuous:
+            return f"on, continuously 1 in {s.one_in}"
+        return (f"on, in a {s.window_seconds} s window every {s.window_period_seconds} s, "
+                f"1 in {s.one_in}{' or more (adaptive)' if s.adaptive else ''}")
+
     def _build_tracing(self) -> Tracing | None:
         from exporter.traces.export import build_tracing
 
@@ -236,12 +247,21 @@ class Agent:
         registry = CollectorRegistry()
         path_metrics: PathMetrics | None = None
         tracing = self.tracing
-        if tracing is not None:
-            def to_spans(path: Path) -> None:  # the pipeline thread, per finished path
-                assert path_metrics is not None
-                path_metrics.observe(path, tracing.span_builder.emit(path))
+        if self.control is not None and self.control.settings is not None and self.control.settings.enabled:
+            if tracing is not None:
+                def finished(path: Path) -> None:  # the pipeline thread, per finished path
+                    assert path_metrics is not None
+                    path_metrics.observe(path, tracing.span_builder.emit(path))
+            else:
+                # No spans leave the host, but the metrics are the same: the exemplar carries the
+                # trace id the packet would have (and has, on a node that does export).
+                from exporter.traces.ids import trace_id_hex
 
-            pipeline = build_pipeline(kernel, reasons, [to_spans])
+                def finished(path: Path) -> None:
+                    assert path_metrics is not None
+                    path_metrics.observe(path, trace_id_hex(path))
+
+            pipeline = build_pipeline(kernel, reasons, [finished])
             # dict() copies in one C call under the GIL: the scrape thread never iterates the
             # Counter the pipeline thread is adding to.
             path_metrics = PathMetrics(evicted=lambda: dict(pipeline.assembler.evicted))

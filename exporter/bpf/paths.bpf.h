@@ -205,20 +205,21 @@ static __always_inline int filter_match(struct path_config *cfg, struct pkt_head
  * kernel has, and it never lets fewer through.
  */
 /* Whether budget_take() would refuse now, without taking. */
-static __always_inline int budget_spent(__u32 slot, __u32 limit, __u64 now)
+static __always_inline int budget_spent(__u32 slot, __u32 limit, __u64 window)
 {
 	struct budget_window *b;
 
 	if (!limit)
 		return 0;
 	b = bpf_map_lookup_elem(&path_budget, &slot);
-	return !b || (b->window == now >> BUDGET_WINDOW_SHIFT && b->used >= limit);
+	return !b || (b->window == window && b->used >= limit);
 }
 
-static __always_inline int budget_take(__u32 slot, __u32 limit, __u64 now)
+/* `window`: the bucket the count is kept in, now >> BUDGET_WINDOW_SHIFT, or
+ * WINDOW_BUDGET_BUCKET | the sampling window's number. */
+static __always_inline int budget_take(__u32 slot, __u32 limit, __u64 window)
 {
 	struct budget_window *b;
-	__u64 window = now >> BUDGET_WINDOW_SHIFT;
 
 	if (!limit)
 		return 1;
@@ -233,6 +234,16 @@ static __always_inline int budget_take(__u32 slot, __u32 limit, __u64 now)
 		return 0;
 	__sync_fetch_and_add(&b->used, 1);
 	return 1;
+}
+
+/* A rate-sampled path's budget while windows are on: the window's own quota
+ * (pktpath.h: struct path_window.max_paths). */
+static __always_inline int window_budget_take(void)
+{
+	__u32 zero = 0;
+	struct path_window *w = bpf_map_lookup_elem(&path_window, &zero);
+
+	return w && budget_take(BUDGET_RATE, w->max_paths, WINDOW_BUDGET_BUCKET | w->number);
 }
 
 static __always_inline void read_ifname(struct net_device *dev, char *out)
@@ -349,8 +360,9 @@ static __always_inline __u64 path_start(struct path_config *cfg, struct sk_buff 
 	if (!st)
 		return 0;
 	now = bpf_ktime_get_ns();
-	if (by & EV_BY_DROP ? !budget_take(BUDGET_DROP, cfg->max_drop_paths, now)
-			    : !budget_take(BUDGET_RATE, cfg->max_paths, now)) {
+	if (by & EV_BY_DROP ? !budget_take(BUDGET_DROP, cfg->max_drop_paths, now >> BUDGET_WINDOW_SHIFT)
+	    : cfg->windowed ? !window_budget_take()
+			    : !budget_take(BUDGET_RATE, cfg->max_paths, now >> BUDGET_WINDOW_SHIFT)) {
 		stat_inc(by & EV_BY_DROP ? STAT_DROP_BUDGET : STAT_PATH_BUDGET);
 		return 0;
 	}
@@ -535,7 +547,7 @@ static __always_inline void path_drop(struct sk_buff *skb, __u32 reason, __u64 l
 		struct pkt_header h = {};
 		int hdr;
 
-		if (budget_spent(BUDGET_DROP, cfg->max_drop_paths, bpf_ktime_get_ns())) {
+		if (budget_spent(BUDGET_DROP, cfg->max_drop_paths, bpf_ktime_get_ns() >> BUDGET_WINDOW_SHIFT)) {
 			stat_inc(STAT_DROP_BUDGET);
 			return;
 		}

@@ -256,7 +256,16 @@ struct path_window {
 	__u64 close_ns;
 	__u32 one_in;       /* the N of sample_below, for bpftool readers */
 	__u32 number;       /* windows armed since the agent started */
+	/* New rate-sampled paths this window may start (0: unlimited): the
+	 * period's worth of max_paths, so the budget is an average over wall
+	 * time and a window spends it.  Counted in a budget bucket of its own,
+	 * WINDOW_BUDGET_BUCKET | number. */
+	__u32 max_paths;
+	__u32 _pad;
 };
+
+/* Window budget buckets carry this bit: a time bucket (ns >> 30) never does. */
+#define WINDOW_BUDGET_BUCKET (1ULL << 63)
 
 /* Budget windows are 2^30 ns (1.07 s): a shift, not a division.  Slots of
  * the `path_budget` array: sampled paths and drop captures draw from

@@ -140,7 +140,8 @@ class PathWindow(ctypes.Structure):
     """The one entry of `path_window`: the armed sampling window (sample_below 0: none)."""
 
     _fields_ = [("sample_below", ctypes.c_uint64), ("open_ns", ctypes.c_uint64), ("close_ns", ctypes.c_uint64),
-                ("one_in", ctypes.c_uint32), ("number", ctypes.c_uint32)]
+                ("one_in", ctypes.c_uint32), ("number", ctypes.c_uint32), ("max_paths", ctypes.c_uint32),
+                ("_pad", ctypes.c_uint32)]
 
 
 # Budget windows are 2**BUDGET_WINDOW_SHIFT ns (pktpath.h).

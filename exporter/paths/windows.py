@@ -24,10 +24,13 @@ together and their deterministic trace ids meet: a packet sampled on two nodes i
 The tolerance is the nodes' clock offset: with NTP (milliseconds) nothing is lost; an offset of d
 seconds loses the d/W of each window the two agents do not share.
 
-N adapts (sampling.adaptive): a window's sampled candidates (paths started plus paths its budget
-refused) measure the matching traffic at the N in force, and the next window takes the N that makes
-the expected candidates a tenth more than the window's budget (max_paths_per_second x W), so the
-budget, not the estimate, decides how many paths a window yields; one_in is the smallest N.  The
+The path budget stays an average over wall time: a window may start max_paths_per_second x P new
+paths (its quota, counted in the kernel per window number, path_window.max_paths), so windows yield
+as many paths as continuous sampling would, in bursts.  N adapts (sampling.adaptive): a window's
+sampled candidates (paths started plus paths its quota refused) measure the matching traffic at the N
+in force, and the next window takes the N that makes the expected candidates a tenth more than the
+quota, so the quota, not the estimate, decides how many paths a window yields; one_in is the
+smallest N.  The
 hash threshold is nested (a packet chosen at N is chosen at every smaller N), so nodes with different
 N still agree on the packets both follow.
 
@@ -70,7 +73,7 @@ AIM_OVER_BUDGET = 1.1
 # a tracepoint attaches in well under a millisecond, a function hook's first attach (an fentry
 # trampoline, a kprobe) in milliseconds here and up to 0.3 s each in an emulated guest.  An attach
 # that still overruns opens the window late, sampling from when the hooks are on, weighted for it.
-LEAD_S = 0.25
+LEAD_S = 0.05
 # A window whose hooks attached this much after its opening counts as late.
 LATE_S = 0.01
 # Read the counters this long after the kernel closed the window: a path started at the last
@@ -79,6 +82,7 @@ CLOSE_MARGIN_S = 0.005
 # How often the linger polls the tracked count.
 LINGER_POLL_S = 0.01
 _ZERO = (0).to_bytes(4, "little")
+MAX_WINDOW_QUOTA = 2**32 - 1  # path_window.max_paths is a u32
 
 
 @dataclass(frozen=True)
@@ -98,9 +102,14 @@ class WindowSettings:
                    one_in=s.one_in, budget_per_s=s.max_paths_per_second)
 
     @property
+    def quota(self) -> int:
+        """New rate-sampled paths one window may start: the period's worth of the budget (0: unlimited)."""
+        return min(self.budget_per_s * self.period_s, MAX_WINDOW_QUOTA)
+
+    @property
     def target(self) -> int:
         """Candidates a window aims at (0: no aim, N stays one_in)."""
-        return math.ceil(self.budget_per_s * self.length_s * AIM_OVER_BUDGET) if self.budget_per_s else 0
+        return math.ceil(self.quota * AIM_OVER_BUDGET) if self.budget_per_s else 0
 
 
 def next_open(wall_s: float, period_s: int) -> float:
@@ -136,8 +145,9 @@ class WindowKernel(Protocol):
 
     def detach_path_hooks(self) -> int: ...
 
-    def arm(self, one_in: int, number: int, open_ns: int, close_ns: int) -> None:
-        """Sample 1 in `one_in` while CLOCK_MONOTONIC is in [open_ns, close_ns)."""
+    def arm(self, one_in: int, number: int, open_ns: int, close_ns: int, max_paths: int) -> None:
+        """Sample 1 in `one_in` while CLOCK_MONOTONIC is in [open_ns, close_ns), starting at most
+        `max_paths` paths (0: unlimited)."""
         ...
 
     def disarm(self, number: int) -> None:
@@ -170,9 +180,9 @@ class KernelWindow:
     def detach_path_hooks(self) -> int:
         return self._hooks.detach()
 
-    def arm(self, one_in: int, number: int, open_ns: int, close_ns: int) -> None:
+    def arm(self, one_in: int, number: int, open_ns: int, close_ns: int, max_paths: int) -> None:
         value = abi.PathWindow(sample_below=below(one_in), open_ns=open_ns, close_ns=close_ns, one_in=one_in,
-                               number=number)
+                               number=number, max_paths=max_paths)
         self._window.update(_ZERO, bytes(value))
 
     def disarm(self, number: int) -> None:
@@ -294,7 +304,7 @@ class WindowController:
         started0, refused0 = self._kernel.rate_counts()
         c.opened += 1
         number = c.opened
-        self._kernel.arm(one_in, number, open_ns, close_ns)
+        self._kernel.arm(one_in, number, open_ns, close_ns, s.quota)
         self._sleep_until(open_at)
         c.open = True
         # Past the kernel's close (the agent's clock read is late, never early) before counting.

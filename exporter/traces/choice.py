@@ -29,11 +29,16 @@ def env_value(env: Mapping[str, str], name: str) -> str | None:
 
 
 def exporter_choice(cfg: TracesConfig, env: Mapping[str, str]) -> str:
+    """`traces.exporter`, else OTEL_TRACES_EXPORTER, else "otlp" when an endpoint is given (the
+    config's or an OTEL_EXPORTER_OTLP_*ENDPOINT variable), else "none".  Paths are followed either
+    way; with "none" their spans go nowhere (docs/traces.md: "With no endpoint")."""
     if cfg.exporter is not None:
         return cfg.exporter
     value = env_value(env, OTEL_TRACES_EXPORTER)
     if value is None:
-        return "none"
+        endpoint = cfg.endpoint or env_value(env, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) or \
+            env_value(env, OTEL_EXPORTER_OTLP_ENDPOINT)
+        return "otlp" if endpoint else "none"
     names = [name.strip().lower() for name in value.split(",") if name.strip()]
     choices = ", ".join(TRACE_EXPORTERS)
     if not names:

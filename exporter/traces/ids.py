@@ -11,10 +11,11 @@ import ipaddress
 import random
 import socket
 import struct
+import time
 
-from exporter.model.path import PacketHeader
+from exporter.model.path import PacketHeader, Path
 
-__all__ = ["TRACE_ID_BUCKET_NS", "packet_trace_id", "span_ids"]
+__all__ = ["TRACE_ID_BUCKET_NS", "packet_trace_id", "span_ids", "trace_id_hex", "wall_minus_monotonic_ns"]
 
 TRACE_ID_BUCKET_NS = 1_000_000_000
 
@@ -98,3 +99,20 @@ def span_ids(count: int) -> list[bytes]:
     if _INVALID_SPAN_ID in ids:  # 0 is the invalid span id; a draw of 2**-64 per span
         ids = [span_id if span_id != _INVALID_SPAN_ID else span_ids(1)[0] for span_id in ids]
     return ids
+
+
+def wall_minus_monotonic_ns() -> int:
+    """Wall-clock minus CLOCK_MONOTONIC nanoseconds: the kernel's hop timestamps are monotonic."""
+    return time.time_ns() - time.monotonic_ns()
+
+
+def trace_id_hex(path: Path, clock_offset_ns: int | None = None) -> str:
+    """The trace id (32 hex digits) the spans of ``path`` get, for a drop counter's exemplar when
+    this agent exports no spans: another node that exports the same packet uses the same id.
+    "" when there is none to give: no hops or no header, or a header cut short (such a packet
+    gets a random trace id where spans are made, which nothing here could point to)."""
+    header = path.header
+    if not path.hops or header is None or header.truncated:
+        return ""
+    offset = wall_minus_monotonic_ns() if clock_offset_ns is None else clock_offset_ns
+    return f"{packet_trace_id(header, path.hops[0].ts_ns + offset):032x}"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,7 +32,7 @@ from exporter.k8s.pods import PodRef
 from exporter.model import hops
 from exporter.model import vocabulary as names
 from exporter.model.path import Hop, HopEvent, Outcome, PacketHeader, Path
-from exporter.traces.ids import TRACE_ID_BUCKET_NS, packet_trace_id
+from exporter.traces.ids import TRACE_ID_BUCKET_NS, packet_trace_id, wall_minus_monotonic_ns
 
 __all__ = [
     "TRACE_ID_BUCKET_NS",
@@ -116,10 +115,6 @@ def make_tracer_provider(
 
 
 # --- names and attributes --------------------------------------------------------------------
-
-
-def _wall_minus_monotonic() -> int:
-    return time.time_ns() - time.monotonic_ns()
 
 
 def _protocol_name(header: PacketHeader) -> str:
@@ -259,7 +254,7 @@ class SpanBuilder:
             raise ValueError(f"flow_links must be >= 0, got {flow_links}")
         self._ids = id_generator
         self._tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME, __version__)
-        self._clock_offset_ns = clock_offset_ns or _wall_minus_monotonic
+        self._clock_offset_ns = clock_offset_ns or wall_minus_monotonic_ns
         self._flow_links = flow_links
         self._strict = strict
         self._pod_of = pod_of  # netns inode -> pod (kubernetes.pod_labels), for k8s.* attributes

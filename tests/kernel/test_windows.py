@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import textwrap
 import time
@@ -39,7 +40,7 @@ def receiver() -> Iterator[OtlpReceiver]:
 
 
 def windows_yaml(receiver: OtlpReceiver, *, one_in: int = 1, dst: str = "", ports: str = "", interfaces: str = "",
-                 service: str = "pktpath") -> str:
+                 service: str = "pktpath", budget: int = 0) -> str:
     filt = "".join(f"  {key}: [{value}]\n" for key, value in (("dst", dst), ("ports", ports),
                                                                ("interfaces", interfaces)) if value)
     return textwrap.dedent(f"""\
@@ -55,7 +56,7 @@ def windows_yaml(receiver: OtlpReceiver, *, one_in: int = 1, dst: str = "", port
           adaptive: false
           one_in: {one_in}
           drop_one_in: 0
-          max_paths_per_second: 0
+          max_paths_per_second: {budget}
         """) + (f"filter:\n{filt}" if filt else "")
 
 
@@ -250,6 +251,34 @@ def test_m_packets_over_k_windows_give_the_expected_paths_and_weight(
         estimate = started * one_in * PERIOD / WINDOW
         assert abs(estimate - len(sent)) <= one_in * PERIOD / WINDOW * (high - low) / 2 + len(sent) * 0.03, \
             (estimate, len(sent))
+    finally:
+        assert agent.stop() == 0, agent.log()
+
+
+def test_a_window_starts_at_most_the_periods_worth_of_the_budget_and_counts_the_rest(
+        tmp_path: Path, receiver: OtlpReceiver, lab: Lab) -> None:
+    """max_paths_per_second stays an average over wall time: a window may start budget x period paths
+    (its quota, counted in the kernel per window), and every candidate past it is counted refused."""
+    port, budget, per_window, windows = 7939, 15, 120, 3
+    quota = budget * PERIOD
+    agent = AgentProcess.start(tmp_path, windows_yaml(receiver, dst=f"{lab.server_ip}/32", ports=str(port),
+                                                      interfaces=lab.if_server, budget=budget))
+    try:
+        first_window_opened(agent)
+        started0 = agent.value("pktpath_paths_started_total", sampled_by="rate")
+        refused0 = agent.value("pktpath_paths_refused_total", reason="budget")
+        first = (math.floor(time.time() / PERIOD) + 1) * PERIOD
+        # Every packet well inside a window (0.1 .. 0.9 s after its opening): each is a candidate.
+        plan = [(first + k * PERIOD + 0.1 + 0.8 * i / per_window, port, 64)
+                for k in range(windows) for i in range(per_window)]
+        send_at(lab, plan)
+        time.sleep(0.5)
+        started = agent.value("pktpath_paths_started_total", sampled_by="rate") - started0
+        refused = agent.value("pktpath_paths_refused_total", reason="budget") - refused0
+        # Started: the quota of each window, plus at most one per CPU that passed the test together.
+        cpus = os.cpu_count() or 1
+        assert windows * quota <= started <= windows * (quota + cpus), started
+        assert started + refused == windows * per_window, (started, refused)
     finally:
         assert agent.stop() == 0, agent.log()
 

@@ -297,10 +297,25 @@ def test_console_from_env(start: Callable[..., Tracing]) -> None:
         (TracesConfig(), {"OTEL_TRACES_EXPORTER": " , "}),
         (TracesConfig(exporter="none"), {"OTEL_TRACES_EXPORTER": "otlp"}),  # the config wins
         (TracesConfig(exporter="otlp"), {"OTEL_SDK_DISABLED": "true"}),
+        (TracesConfig(endpoint="http://collector:4318"), {"OTEL_TRACES_EXPORTER": "none"}),
     ],
 )
 def test_none(cfg: TracesConfig, env: dict[str, str]) -> None:
     assert build_tracing(cfg, env) is None
+
+
+@pytest.mark.parametrize(
+    ("cfg", "env"),
+    [
+        (TracesConfig(endpoint="http://127.0.0.1:4318"), {}),
+        (TracesConfig(), {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}),
+        (TracesConfig(), {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}),
+    ],
+)
+def test_an_endpoint_alone_exports_over_otlp(start: Callable[..., Tracing], cfg: TracesConfig,
+                                             env: dict[str, str]) -> None:
+    """Paths are on by default and export nothing until an endpoint is set; setting one is enough."""
+    assert start(cfg, env).exporter_name == "otlp/http/protobuf"
 
 
 def test_env_precedence(start: Callable[..., Tracing]) -> None:

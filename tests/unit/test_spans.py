@@ -15,6 +15,7 @@ from opentelemetry.trace import StatusCode
 from exporter.model.hops import span_name as hop_span_name
 from exporter.model.path import FibLookup, Hop, HopEvent, Outcome, PacketHeader, Path, SampledBy
 from exporter.model.vocabulary import tcp_flags_text
+from exporter.traces.ids import trace_id_hex
 from exporter.traces.spans import (
     PacketIdGenerator,
     SpanBuilder,
@@ -512,3 +513,18 @@ def test_k8s_attributes_from_the_hops_namespace() -> None:
     assert "k8s.pod.name" not in (spans["DROPPED: NO_SOCKET"].attributes or {})  # netns 7: the host
     root = next(s for s in exporter.get_finished_spans() if s.parent is None)
     assert (root.attributes or {})["k8s.pod.name"] == "checkout-1"  # the packet started in the pod
+
+
+def test_the_exemplar_trace_id_without_spans_is_the_one_spans_get() -> None:
+    """An agent that exports nothing still puts the packet's trace id on its drop exemplars: the
+    id a node that does export gives the same packet's spans."""
+    for path in (forwarded(), dropped(), forwarded(TCP6), forwarded(ICMP)):
+        setup = Setup()
+        assert trace_id_hex(path, OFFSET) == setup.builder.emit(path) != ""
+    assert trace_id_hex(forwarded(), OFFSET) != trace_id_hex(forwarded(replace(UDP, ip_id=0x1235)), OFFSET)
+
+
+def test_no_exemplar_trace_id_for_a_packet_without_identity() -> None:
+    cut = replace(UDP, truncated=True)
+    assert trace_id_hex(forwarded(cut), OFFSET) == ""
+    assert trace_id_hex(Path(9, None, [], Outcome.TRANSMITTED), OFFSET) == ""

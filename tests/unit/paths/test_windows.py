@@ -46,13 +46,12 @@ class Clock:
 
 class Traffic:
     """The kernel side: hooks, the window threshold, and matching packets at a steady rate, of which
-    the open window samples 1 in N and the budget (per second of window) keeps some."""
+    the open window samples 1 in N and its quota (path_window.max_paths) keeps some."""
 
-    def __init__(self, clock: Clock, pps: float = 0.0, budget_per_s: int = 0, attach_s: float = 0.0,
-                 attach_fails: bool = False) -> None:
+    def __init__(self, clock: Clock, pps: float = 0.0, attach_s: float = 0.0, attach_fails: bool = False) -> None:
         self.clock = clock
         self.pps = pps
-        self.budget_per_s = budget_per_s
+        self.max_paths = 0
         self.attach_s = attach_s
         self.attach_fails = attach_fails
         self.events: list[tuple[float, str, int]] = []
@@ -77,10 +76,10 @@ class Traffic:
             self.events.append((self.clock.wall_s, "detach", 0))
         return 6 if was else 0
 
-    def arm(self, one_in: int, number: int, open_ns: int, close_ns: int) -> None:
+    def arm(self, one_in: int, number: int, open_ns: int, close_ns: int, max_paths: int) -> None:
         assert self.attached, "a window armed with its hooks detached"
         assert open_ns < close_ns and not self.one_in
-        self.one_in, self.open_ns, self.close_ns = one_in, open_ns, close_ns
+        self.one_in, self.open_ns, self.close_ns, self.max_paths = one_in, open_ns, close_ns, max_paths
         self.events.append((self.clock.wall_s + (open_ns - self.clock.mono_ns) / 1e9, "open", one_in))
         self.events.append((self.clock.wall_s + (close_ns - self.clock.mono_ns) / 1e9, "close", 0))
         self.armed_at_ns = self.clock.mono_ns
@@ -91,7 +90,7 @@ class Traffic:
         assert self.clock.mono_ns >= self.close_ns, "disarmed before the kernel's close"
         open_s = (self.close_ns - max(self.open_ns, self.armed_at_ns)) / 1e9
         candidates = round(self.pps * open_s / self.one_in)
-        kept = min(candidates, round(self.budget_per_s * open_s)) if self.budget_per_s else candidates
+        kept = min(candidates, self.max_paths) if self.max_paths else candidates
         self.started += kept
         self.refused += candidates - kept
         self.one_in = 0
@@ -170,22 +169,25 @@ def test_the_linger_lasts_at_most_until_the_reaper_has_expired_what_is_left() ->
 
 
 def test_at_defaults_100k_packets_per_second_yield_at_least_100_paths_per_second() -> None:
-    """The issue's floor: the window's N rises until the window fills its budget."""
+    """The issue's floor: the window's N rises until the window fills its quota, the period's worth
+    of the budget (1000/s x 10 s), so windows yield the budget's average rate."""
     clock = Clock()
-    kernel = Traffic(clock, pps=100_000, budget_per_s=1000)
+    kernel = Traffic(clock, pps=100_000)
     ctl = run(settings(), kernel, clock, 300)
     windows = list(ctl.counters.history)
-    assert windows[0].one_in == 1  # nothing known yet: one_in, the budget refuses the excess
+    assert windows[0].one_in == 1  # nothing known yet: one_in, the quota refuses the excess
+    assert windows[0].started == 10_000 and windows[0].refused == 90_000
     steady = windows[3:]
-    assert all(w.one_in == math.ceil(100_000 / (1000 * AIM_OVER_BUDGET)) for w in steady)
+    assert all(w.one_in == math.ceil(100_000 / (10_000 * AIM_OVER_BUDGET)) for w in steady)
     paths_per_s = sum(w.started for w in steady) / (len(steady) * 10)
     assert paths_per_s >= 100
+    assert paths_per_s == pytest.approx(1000, rel=0.01)  # the budget, as an average over the period
 
 
 def test_weights_scale_started_paths_back_to_the_matching_packets() -> None:
     clock = Clock()
-    kernel = Traffic(clock, pps=20_000, budget_per_s=1000)
-    ctl = run(settings(period_s=5, length_s=1), kernel, clock, 200)
+    kernel = Traffic(clock, pps=20_000)
+    ctl = run(settings(period_s=5, length_s=1, budget_per_s=500), kernel, clock, 200)
     for w in list(ctl.counters.history)[2:]:
         # Each path stands for one period's matching packets over the paths of its window.
         assert w.started * w.weight == pytest.approx(20_000 * 5, rel=0.01)
@@ -195,7 +197,7 @@ def test_adaptation_stays_within_one_in_and_without_a_budget_does_nothing() -> N
     s = settings(one_in=50)
     assert adapt_one_in(50, 0, s) == 50  # no traffic: back to the floor
     assert adapt_one_in(50, 10, s) == 50  # too little to need more than the floor
-    assert adapt_one_in(50, 1_100_000, s) == 50_000
+    assert adapt_one_in(50, 1_100_000, s) == 5_000  # aim: 1.1 x the quota, 1000/s x 10 s
     assert adapt_one_in(7, 10**9, settings(budget_per_s=0)) == 1
     assert adapt_one_in(7, 10**9, settings(adaptive=False, one_in=7)) == 7
     assert adapt_one_in(1, 10**12, s) <= 2**31 - 1
@@ -210,7 +212,7 @@ def test_weight_of_counts_the_period_the_open_time_and_the_refused() -> None:
 
 def test_weight_at_finds_the_window_of_a_path_by_its_first_hop_time() -> None:
     clock = Clock()
-    kernel = Traffic(clock, pps=10_000, budget_per_s=0)
+    kernel = Traffic(clock, pps=10_000)
     ctl = run(settings(period_s=4, length_s=1, one_in=10), kernel, clock, 20)
     first, second = list(ctl.counters.history)[:2]
     assert ctl.weight_at(first.opened_ns + 1000) == first.weight == pytest.approx(40)
@@ -227,7 +229,7 @@ def test_an_attach_that_fails_is_a_missed_window() -> None:
 
 def test_an_attach_that_overruns_the_lead_opens_late_and_weighs_the_shorter_window() -> None:
     clock = Clock()
-    kernel = Traffic(clock, pps=10_000, attach_s=0.75)  # lead is 0.25 s
+    kernel = Traffic(clock, pps=10_000, attach_s=0.55)  # lead is 0.05 s
     ctl = run(settings(period_s=10, length_s=1, one_in=10, adaptive=False), kernel, clock, 15)
     (w,) = ctl.counters.history
     assert ctl.counters.late == 1
