@@ -182,7 +182,9 @@ def _paths(p: dict[str, Any], lines: list[str]) -> None:
         lines.append("")
         lines.append(f"Packet paths overhead: UDP {PAYLOAD}-byte payload delivered over veth,"
                      f" {o['rounds_done']} round(s) x {o['seconds_per_trial']:g} s, conditions interleaved")
-        lines.append(f"  agent-drops = default config (paths off); agent-paths = paths on, 1 in {o['one_in']}"
+        lines.append("  agent-drops = drop counting only (one_in, drop_one_in 0); agent-default = no config (paths on,"
+                     " 1 s windows every 10 s, no exporter); agent-default-export = the same exporting spans")
+        lines.append(f"  agent-paths = continuous, 1 in {o['one_in']}, exporting"
                      f" ({', '.join(o['hops'].get('agent-paths', [])) or '?'})")
         lines.append(f"  {'condition':<20}{'n':>3}{'median pkt/s':>14}{'min':>12}{'max':>12}{'vs baseline':>13}"
                      f"{'per-round ratio':>20}   target")
@@ -193,7 +195,7 @@ def _paths(p: dict[str, Any], lines: list[str]) -> None:
             r, pr = c["ratio_of_medians"], c["paired_ratio"]
             spread = "" if name == "baseline" else (f"{_pct(pr['min'])}..{_pct(pr['max'])}" if pr else "n/a")
             target = (f">= {_pct(1 - o['target_loss'])} {_verdict(r >= 1 - o['target_loss'])}"
-                      if name.startswith("agent-paths") and r is not None else "")
+                      if name.startswith("agent-default") and r is not None else "")
             flag = f"  [{c['trials_disturbed']} disturbed]" if c["trials_disturbed"] else ""
             lines.append(f"  {name:<24}{c['trials_used']:>3}"
                          f"{s['median']:>14,.0f}{s['min']:>12,.0f}{s['max']:>12,.0f}"
@@ -202,12 +204,9 @@ def _paths(p: dict[str, Any], lines: list[str]) -> None:
         if base:
             spread_b = (base["max"] - base["min"]) / base["median"] * 100
             lines.append(f"  baseline spread (max-min)/median: {spread_b:.1f}%")
-        lines.append("  agent-paths-nodrop = the same with drop capture off (sampling.drop_one_in: 0)")
         lines.append("  agent-paths-kernel = agent-paths with the agent process stopped (SIGSTOP) during the trial:"
                      " its BPF programs only")
-        lines.append("  agent-paths-lean-kernel = the same without net_dev_xmit, consume_skb, skb_copy_datagram_iovec,"
-                     " sk_data_ready (probes.exclude)")
-        for name in ("agent-paths", "agent-paths-nodrop", "agent-paths-kernel", "agent-paths-lean-kernel"):
+        for name in ("agent-default", "agent-default-export", "agent-paths", "agent-paths-kernel"):
             a = o["summary"].get(name, {})
             if not a.get("packets_sent"):
                 continue

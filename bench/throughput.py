@@ -16,7 +16,8 @@ Two workloads, each on its own iperf3 server in the rx namespace (pinned to CPU 
 Up to four conditions, interleaved round by round (baseline, agent, agent-drops, bpftrace,
 baseline, ...) so that drift (thermal, other load on the machine) lands on all of them alike:
   baseline     nothing of ours attached
-  agent        `pktpath run` with its default config: every hop it attaches
+  agent        `pktpath run` with its default config: drop counting always, packet paths in 1 s
+               sampling windows every 10 s (the path hooks attached only around them), no exporter
   agent-drops  `pktpath run` with every hop but kfree_skb excluded: the always-on drop counting
                alone (left out when the agent attaches nothing else)
   bpftrace     a bare counter, tracepoint:skb:kfree_skb { @[reason] = count(); }, the reference floor

@@ -24,7 +24,9 @@ from exporter.model import abi
 from tests.agent_process import AgentProcess, free_port, wait_until
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-PATHS_ONLY_SENTENCE = "Only while packet paths are on"
+SPANS_ONLY = "Only with a traces endpoint"
+WINDOWS_ONLY = "Only with sampling windows"
+PATHS_ONLY = "Only while packet paths are on"
 
 
 def readme_table() -> dict[str, frozenset[str]]:
@@ -48,10 +50,12 @@ def readme_table() -> dict[str, frozenset[str]]:
     return table
 
 
-def paths_only() -> set[str]:
+def only(sentence: str) -> set[str]:
+    """The metric names of the README's list item that starts with `sentence`."""
     text = README.read_text()
-    start = text.index(PATHS_ONLY_SENTENCE)
-    return set(re.findall(r"`(pktpath_\w+)`", text[start : text.index("\n\n", start)]))
+    start = text.index(sentence)
+    end = min(text.index("\n- ", start) if "\n- " in text[start:] else len(text), text.index("\n\n", start))
+    return set(re.findall(r"`(pktpath_\w+)`", text[start:end]))
 
 
 def exposed(families_text: str, sampled_only: bool = False) -> dict[str, set[str]]:
@@ -101,28 +105,48 @@ def check(served: dict[str, set[str]], table: dict[str, frozenset[str]]) -> None
     assert all(not served[n] for n in served if n.startswith("process_"))
 
 
-def test_readme_table_is_what_an_agent_with_paths_serves(tmp_path: Path) -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
-    agent = AgentProcess.start(tmp_path, f"traces:\n  exporter: otlp\n  endpoint: {dead}\n  export_timeout_ms: 200\n"
-                                         "sampling:\n  continuous: true\n  one_in: 1\n")
+def followed_and_dropped(agent: AgentProcess) -> bool:
+    """A datagram to a closed port on loopback: dropped (NO_SOCKET), and followed when a window is
+    open; true once a path has finished, so the path metrics have samples, labels included."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(b"pktpath", ("127.0.0.1", free_port()))
+    return bool(agent.scrape().get("pktpath_path_duration_seconds_count"))
+
+
+def missing_from(served: dict[str, set[str]]) -> set[str]:
+    documented = {n for n in readme_table() if n != "process_*"}
+    return documented - {n for n in served if not n.startswith("process_")}
+
+
+def served_by(tmp_path: Path, config: str = "") -> dict[str, set[str]]:
+    agent = AgentProcess.start(tmp_path, config)
     try:
-        # A datagram to a closed port on loopback: dropped (NO_SOCKET) and followed, so the path
-        # metrics have samples, labels included.
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.sendto(b"pktpath", ("127.0.0.1", free_port()))
-        assert wait_until(lambda: bool(agent.scrape().get("pktpath_path_duration_seconds_count")), 10), agent.log()
+        return exposed(agent.scrape_text())
+    finally:
+        assert agent.stop() == 0, agent.log()
+
+
+def test_readme_table_is_what_an_agent_with_paths_windows_and_spans_serves(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    agent = AgentProcess.start(tmp_path, f"traces:\n  endpoint: {dead}\n  export_timeout_ms: 200\n"
+                                         "sampling:\n  window_period_seconds: 2\n  window_seconds: 1\n")
+    try:
+        assert wait_until(lambda: followed_and_dropped(agent), 10), agent.log()
         served = exposed(agent.scrape_text())
     finally:
         assert agent.stop() == 0, agent.log()
     check(served, readme_table())
 
 
-def test_paths_only_metrics_are_the_ones_missing_without_paths(tmp_path: Path) -> None:
-    agent = AgentProcess.start(tmp_path)
-    try:
-        served = exposed(agent.scrape_text())
-    finally:
-        assert agent.stop() == 0, agent.log()
-    documented = {n for n in readme_table() if n != "process_*"}
-    missing = documented - {n for n in served if not n.startswith("process_")}
-    assert missing == paths_only(), f"missing without paths: {sorted(missing)}; README says {sorted(paths_only())}"
+def test_a_default_agent_serves_everything_but_the_span_counters(tmp_path: Path) -> None:
+    assert missing_from(served_by(tmp_path)) == only(SPANS_ONLY)
+
+
+def test_continuous_sampling_has_no_window_metrics(tmp_path: Path) -> None:
+    served = served_by(tmp_path, "sampling:\n  continuous: true\n")
+    assert missing_from(served) == only(SPANS_ONLY) | only(WINDOWS_ONLY)
+
+
+def test_paths_off_leave_out_every_path_metric(tmp_path: Path) -> None:
+    served = served_by(tmp_path, "sampling:\n  one_in: 0\n  drop_one_in: 0\n")
+    assert missing_from(served) == only(PATHS_ONLY) | only(SPANS_ONLY) | only(WINDOWS_ONLY)

@@ -259,7 +259,7 @@ def test_a_window_starts_at_most_the_periods_worth_of_the_budget_and_counts_the_
         tmp_path: Path, receiver: OtlpReceiver, lab: Lab) -> None:
     """max_paths_per_second stays an average over wall time: a window may start budget x period paths
     (its quota, counted in the kernel per window), and every candidate past it is counted refused."""
-    port, budget, per_window, windows = 7939, 15, 120, 3
+    port, budget, per_window, windows = 7941, 15, 120, 3
     quota = budget * PERIOD
     agent = AgentProcess.start(tmp_path, windows_yaml(receiver, dst=f"{lab.server_ip}/32", ports=str(port),
                                                       interfaces=lab.if_server, budget=budget))
