@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="hops: the stock kernel to boot under QEMU (scripts/vm/fetch-kernels); 'none' to skip")
     p.add_argument("--no-host", action="store_true", help="hops: measure in the guest only")
     p.add_argument("--rounds", type=int, default=None, help="throughput rounds (default 3; --quick: 1)")
-    p.add_argument("--seconds", type=float, default=None, help="seconds per throughput trial (default 10, one window period; --quick: 2)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="seconds per throughput trial (default 10, a window period; --quick: 2)")
     p.add_argument("--starts", type=int, default=None, help="agent start-ups to time (default 10; --quick: 3)")
     p.add_argument("--scrape-seconds", type=float, default=None,
                    help=f"length of the scrape storm, {SCRAPERS} scrapers (default 10; --quick: 5)")
