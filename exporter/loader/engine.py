@@ -15,8 +15,9 @@ import errno
 import logging
 import os
 import re
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -93,6 +94,18 @@ class AttachReport:
         return [h.hop for h in self.hops.values() if not h.attached]
 
 
+@dataclass
+class HopTiming:
+    """One hop attached or detached on demand (Engine.attach_hops / detach_hops)."""
+
+    hop: str
+    family: str
+    links: int  # programs attached or detached (fentry + fexit of one function: 2)
+    wall_s: float  # time.perf_counter() around this hop's libbpf calls
+    cpu_s: float  # CPU time of the thread that made them (time.thread_time())
+    error: str = ""  # attach only: why the hop stays detached
+
+
 class Engine:
     """One loaded BPF object and its links. Not thread-safe; owned by the agent."""
 
@@ -107,7 +120,11 @@ class Engine:
         self._late_objs: list[libbpf.BpfObject] = []  # attach_late(): programs sharing _obj's maps
         self._shared_btf = kernel_btf
         self._kernel_btf: libbpf.Btf | None = kernel_btf  # else parsed on first need, then freed
-        self._links: list[libbpf.Link] = []
+        # Links of each attached hop, and the programs of its family (to attach again after
+        # detach_hops()); _detached: hops detached on demand -> their family.
+        self._hop_links: dict[str, list[libbpf.Link]] = {}
+        self._hop_programs: dict[str, list[libbpf.Program]] = {}
+        self._detached: dict[str, str] = {}
         self._refused_families: dict[str, str] = {}
         self.report: AttachReport | None = None
 
@@ -157,9 +174,12 @@ class Engine:
 
     def close(self) -> None:
         """Detach every link, then free the object (its programs and maps)."""
-        for link in self._links:
-            link.destroy()
-        self._links.clear()
+        for links in self._hop_links.values():
+            for link in links:
+                link.destroy()
+        self._hop_links.clear()
+        self._hop_programs.clear()
+        self._detached.clear()
         for late in self._late_objs:
             late.close()
         self._late_objs.clear()
@@ -183,7 +203,8 @@ class Engine:
         if self._obj is None or self.report is None:
             return []
         allowed = allowed_families(self.options.mode)
-        retry = [s for s in self.report.hops.values() if not s.attached and s.hop not in self.options.exclude]
+        retry = [s for s in self.report.hops.values()
+                 if not s.attached and s.hop not in self.options.exclude and s.hop not in self._detached]
         wanted = {spec.name for s in retry for family, specs in s.families.items()
                   if family in allowed and family not in self._refused_families for spec in specs}
         if not wanted:
@@ -235,6 +256,85 @@ class Engine:
         else:
             obj.close()
         return now
+
+    # -- attach control: hops detached and attached again, programs stay loaded ----
+
+    def detach_hops(self, names: Iterable[str], parallel: bool = False) -> list[HopTiming]:
+        """Detach these hops' links; their programs stay loaded, for attach_hops().  Hops not
+        attached now are left alone (not in the result).  Their report status says "not
+        attached" until attach_hops(), so pktpath_probe_attached stays truthful, and
+        attach_late() leaves them alone.
+
+        Destroying the last link of an fentry trampoline or of a kprobe blocks the calling thread
+        on RCU grace periods, after the hook is already unhooked: ftrace_shutdown() patches the call
+        site, then waits in synchronize_rcu_tasks_rude() and synchronize_rcu_tasks(); a kprobe's
+        perf event waits in synchronize_rcu_tasks_trace(), tracepoint_synchronize_unregister() and
+        unregister_kprobes()'s synchronize_rcu() (6.12).  tp_btf detach does not wait.
+
+        `parallel`: one thread per hop (ctypes releases the GIL during bpf_link__destroy).  Only
+        the waits taken outside a global lock overlap: none for fentry (ftrace_shutdown() runs under
+        ftrace_lock), unregister_kprobes()'s for kprobes.  bench/attach.py measures both ways."""
+        assert self.report is not None, "detach_hops() before start()"
+        hops = [h for h in dict.fromkeys(names) if h in self._hop_links]
+        if parallel and len(hops) > 1:
+            out: dict[str, HopTiming] = {}
+
+            def detach(hop: str) -> None:
+                out[hop] = self._detach_one(hop)
+
+            threads = [threading.Thread(target=detach, args=(h,), name=f"detach-{h}") for h in hops]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            timings = [out[h] for h in hops]
+        else:
+            timings = [self._detach_one(h) for h in hops]
+        for t in timings:
+            del self._hop_links[t.hop]
+            self._detached[t.hop] = t.family
+            self.report.hops[t.hop].attached = None
+        return timings
+
+    def _detach_one(self, hop: str) -> HopTiming:
+        links = self._hop_links[hop]
+        family = self.report.hops[hop].attached if self.report else None
+        wall, cpu = time.perf_counter(), time.thread_time()
+        for link in links:
+            link.destroy()
+        return HopTiming(hop, family or "?", len(links), time.perf_counter() - wall, time.thread_time() - cpu)
+
+    def attach_hops(self, names: Iterable[str]) -> list[HopTiming]:
+        """Attach again hops that detach_hops() detached, with the programs loaded at start.
+        Others are left alone (not in the result).  A hop whose attach fails stays detached,
+        with the reason in its timing's `error` and in its report status."""
+        assert self.report is not None, "attach_hops() before start()"
+        timings = []
+        for hop in dict.fromkeys(names):
+            family = self._detached.get(hop)
+            if family is None:
+                continue
+            status = self.report.hops[hop]
+            links: list[libbpf.Link] = []
+            error = ""
+            wall, cpu = time.perf_counter(), time.thread_time()
+            try:
+                for prog in self._hop_programs[hop]:
+                    links.append(prog.attach())
+            except libbpf.LibbpfError as exc:
+                for link in links:
+                    link.destroy()
+                error = f"attach failed: {os.strerror(exc.errno)}"
+            timings.append(HopTiming(hop, family, len(self._hop_programs[hop]), time.perf_counter() - wall,
+                                     time.thread_time() - cpu, error))
+            if error:
+                status.problems[family] = error
+                continue
+            del self._detached[hop]
+            self._hop_links[hop] = links
+            status.attached = family
+            status.problems.pop(family, None)
+        return timings
 
     def map(self, name: str) -> libbpf.Map:
         if self._obj is None:
@@ -399,7 +499,8 @@ class Engine:
                         link.destroy()
                     status.problems[family] = f"attach failed: {os.strerror(exc.errno)}"
                     continue
-                self._links.extend(links)
+                self._hop_links[status.hop] = links
+                self._hop_programs[status.hop] = [progs[spec.name] for spec in specs]
                 status.attached = family
                 if self.report.first_attach_monotonic is None:
                     self.report.first_attach_monotonic = time.monotonic()
