@@ -63,6 +63,7 @@ from bench.procs import BenchError, tracing_programs
 from exporter.errors import PktpathError
 
 GUEST_SERIES = "6.12"
+REF_OBJECT = Path(__file__).resolve().parent / "bpf" / "attach.bpf.o"  # an empty kprobe.multi program
 REPS = 50
 GAP_S = 0.05  # between an attach and its detach, and after a detach: more than an RCU grace period here
 SCALE_KS = (1, 2, 4, 8)  # and all of the family
@@ -251,13 +252,43 @@ def scaling(engine: Any, hops: list[str], reps: int, gap: float) -> list[dict[st
         some = hops[:k]
         for rep in range(2 * reps):
             parallel = rep % 2 == 1
-            engine.attach_hops(some)
+            row = edge.run(functools.partial(engine.attach_hops, some), "attach")
+            rows.append({**row, "k": k, "how": "attach", "rep": rep})
             time.sleep(gap)
             row = edge.run(functools.partial(engine.detach_hops, some, parallel=parallel), "detach",
                            parallel=parallel)
             rows.append({**row, "k": k, "how": "parallel" if parallel else "serial", "rep": rep})
             time.sleep(gap)
     return rows
+
+
+def kprobe_multi(functions: list[str], reps: int, gap: float) -> dict[str, Any]:
+    """The batched alternative, priced with an empty program (bench/bpf/attach.bpf.o): one
+    kprobe.multi link over k of the functions the kprobe hooks take, attached and destroyed
+    2 x reps times per k.  fprobe registers one ftrace_ops for the whole link, so one walk of the
+    ftrace records and one set of grace periods per edge, whatever k."""
+    from exporter.loader import libbpf
+
+    rows: list[dict[str, Any]] = []
+    obj = libbpf.BpfObject(str(REF_OBJECT))
+    try:
+        obj.load()
+        prog = next(p for p in obj.programs if p.name == "kprobe_multi_empty")
+        for k in sorted({k for k in SCALE_KS if k < len(functions)} | {len(functions)}):
+            for rep in range(2 * reps):
+                wall, cpu = time.perf_counter(), time.thread_time()
+                link = prog.attach_kprobe_multi(functions[:k])
+                rows.append({"k": k, "how": "attach", "rep": rep, "wall_s": time.perf_counter() - wall,
+                             "cpu_s": time.thread_time() - cpu})
+                time.sleep(gap)
+                wall, cpu = time.perf_counter(), time.thread_time()
+                link.destroy()
+                rows.append({"k": k, "how": "detach", "rep": rep, "wall_s": time.perf_counter() - wall,
+                             "cpu_s": time.thread_time() - cpu})
+                time.sleep(gap)
+    finally:
+        obj.close()
+    return {"functions": functions, "rows": rows}
 
 
 def measure_mode(mode: str, families: Sequence[str] | None, reps: int, hop_reps: int, gap: float, scale_reps: int,
@@ -305,6 +336,16 @@ def measure_mode(mode: str, families: Sequence[str] | None, reps: int, hop_reps:
                 f[name] = run_phase()
                 _phase(f, name, edges, r0, p0)
                 log(f"  {name}: {edges} edges in {time.monotonic() - p0:.1f} s")
+        if "kprobe" in fams and REF_OBJECT.exists() and time.monotonic() < deadline:
+            targets = list(dict.fromkeys(spec.target for h in path if family_of[h] == "kprobe"
+                                         for spec in report.hops[h].families["kprobe"]))
+            log(f"attach: {mode}: kprobe.multi reference over up to {len(targets)} functions ...")
+            r0, p0 = rcu_kthreads_ns(), time.monotonic()
+            try:
+                res["kprobe_multi"] = kprobe_multi(targets, scale_reps, gap)
+                _phase(res["kprobe_multi"], "kprobe_multi", len(res["kprobe_multi"]["rows"]), r0, p0)
+            except PktpathError as exc:
+                res["kprobe_multi"] = {"error": str(exc)}
         if len(fams) > 1 and time.monotonic() < deadline:
             log(f"attach: {mode}: the whole window, {len(path)} hops ...")
             w: dict[str, Any] = {"hops": path}
@@ -489,6 +530,8 @@ def summarize(result: dict[str, Any]) -> None:
                 unit["group_summary"] = summarize_ops([dict(r, unit="group") for r in unit["group"]], "unit")["group"]
             if "scaling" in unit:
                 unit["scaling_summary"] = scaling_rows(unit["scaling"])
+        if mres.get("kprobe_multi", {}).get("rows"):
+            mres["kprobe_multi"]["summary"] = scaling_rows(mres["kprobe_multi"]["rows"])
     result["window_costs"] = window_costs(result)
 
 
@@ -709,12 +752,31 @@ def _row(label: str, links: object, attach: dict[str, Any] | None, detach: dict[
     return f"  {label:<{LABEL}}{links!s:>5}  {left} {right}".rstrip()
 
 
-def _scaling_line(row: dict[str, Any], par: dict[str, Any] | None) -> str:
-    label = f"  detach {row['k']} together"
-    nan = float("nan")
-    return (f"  {label:<{LABEL}}{'':>5}  serial {row['wall_ms']['median']:.2f} ms"
-            f" ({row['wall_ms_per_hook']:.2f} per hook), parallel {par['wall_ms']['median'] if par else nan:.2f} ms;"
-            f" CPU {row['cpu_ms']['median']:.3f} / {par['cpu_ms']['median'] if par else nan:.3f} ms")
+def _med(row: dict[str, Any] | None, what: str) -> float:
+    return float(row[what]["median"]) if row and row.get(what) else float("nan")
+
+
+def _scaling_line(row: dict[str, Any], par: dict[str, Any] | None, att: dict[str, Any] | None) -> str:
+    label = f"  {row['k']} together"
+    return (f"  {label:<{LABEL}}{'':>5}  attach {_med(att, 'wall_ms'):.1f} ms (CPU {_med(att, 'cpu_ms'):.1f});"
+            f" detach serial {row['wall_ms']['median']:.1f} ms (CPU {row['cpu_ms']['median']:.1f}, wall"
+            f" {row['wall_ms_per_hook']:.1f} per hook), thread per hop {_med(par, 'wall_ms'):.1f} ms"
+            f" (CPU {_med(par, 'cpu_ms'):.1f})")
+
+
+def _kprobe_multi_lines(km: dict[str, Any], lines: list[str]) -> None:
+    if "error" in km:
+        lines.append(f"  kprobe.multi reference: {km['error']}")
+        return
+    rows = km.get("summary") or []
+    lines.append(f"  kprobe.multi reference (an empty program, one link over k of the {len(km['functions'])}"
+                 " functions):")
+    for k in dict.fromkeys(r["k"] for r in rows):
+        att = next((r for r in rows if r["k"] == k and r["how"] == "attach"), None)
+        det = next((r for r in rows if r["k"] == k and r["how"] == "detach"), None)
+        label = f"  {k} in one link"
+        lines.append(f"  {label:<{LABEL}}{'':>5}  attach {_med(att, 'wall_ms'):.1f} ms (CPU {_med(att, 'cpu_ms'):.1f});"
+                     f" detach {_med(det, 'wall_ms'):.1f} ms (CPU {_med(det, 'cpu_ms'):.1f})")
 
 
 def _group_lines(what: str, n: int, links: int, g: dict[str, Any], lines: list[str]) -> None:
@@ -748,12 +810,15 @@ def _mode_lines(mode: str, m: dict[str, Any], lines: list[str]) -> None:
         rows = unit.get("scaling_summary") or []
         for row in rows:
             if row["how"] == "serial":
+                att = next((x for x in rows if x["k"] == row["k"] and x["how"] == "attach"), None)
                 par = next((x for x in rows if x["k"] == row["k"] and x["how"] == "parallel"), None)
-                lines.append(_scaling_line(row, par))
+                lines.append(_scaling_line(row, par, att))
         rcu = ", ".join(f"{k} {v['rcu_kthreads_ms_per_edge']:.3f}" for k, v in unit.get("phases", {}).items()
                         if v.get("rcu_kthreads_ms_per_edge") is not None)
         if rcu:
             lines.append(f"  {'':<{LABEL}}RCU kthreads' run time per edge, ms: {rcu}")
+    if "kprobe_multi" in m:
+        _kprobe_multi_lines(m["kprobe_multi"], lines)
 
 
 def _machine_line(r: dict[str, Any]) -> str | None:

@@ -115,7 +115,10 @@ def test_table_from_raw_rows() -> None:
                 _edge("detach-parallel", 0.004, 0.002, parallel=True), _edge("attach-after-detach", 0.015, 0.001)]
     window = [_edge("attach", 0.35, 0.35, real_s=0.26), _edge("detach", 2.1, 0.35, real_s=2.27)]
     scaling = [{"op": "detach", "k": k, "how": how, "wall_s": 0.15 * k, "cpu_s": 0.02 * k, "rep": 0}
-               for k in (1, 2) for how in ("serial", "parallel")]
+               for k in (1, 2) for how in ("attach", "serial", "parallel")]
+    multi = {"functions": ["ip_rcv", "ip_output"],
+             "rows": [{"k": k, "how": how, "wall_s": 0.16 if how == "detach" else 0.02, "cpu_s": 0.02, "rep": 0}
+                      for k in (1, 2) for how in ("attach", "detach")]}
     trial = {"seconds": 2.0, "ipis_cpu0": {"CAL": 10}}
     flood = {"payload_bytes": 64, "rounds": 1, "seconds_per_trial": 2.0, "fired": ["net_dev_queue"],
              "unfired": ["consume_skb"],
@@ -138,7 +141,8 @@ def test_table_from_raw_rows() -> None:
                                                          "per_hop": [r for r in per_hop if r["family"] == "fentry"],
                                                          "phases": {"per_hop": {"edges": 8, "seconds": 1.0,
                                                                                 "rcu_kthreads_ms_per_edge": 0.13}}}},
-                                 "window": {"hops": ["net_dev_queue", "ip_rcv"], "group": window}}}}
+                                 "window": {"hops": ["net_dev_queue", "ip_rcv"], "group": window},
+                                 "kprobe_multi": multi}}}
     summarize(result)
     lines: list[str] = []
     render({"guest-6.12": result}, lines)
@@ -147,7 +151,9 @@ def test_table_from_raw_rows() -> None:
     assert "  ip_rcv (fentry)" in text and "150.000" in text  # detach wall median, ms
     assert "all path hops, 2 serial" in text
     assert "real time on the host, ms: attach 260.0 (p95 260.0); detach 2270.0 (p95 2270.0)" in text
-    assert "detach 2 together" in text and "(150.00 per hook)" in text
+    assert "2 together" in text and "wall 150.0 per hook" in text
+    assert "kprobe.multi reference (an empty program, one link over k of the 2 functions)" in text
+    assert "2 in one link" in text and "detach 160.0 ms (CPU 20.0)" in text
     assert "attach < 1 GP after detach" in text
     assert "RCU kthreads' run time per edge, ms: per_hop 0.130" in text
     # The window's edges at a 60 s period: (350 + 350) ms of CPU per 60 s.
