@@ -134,15 +134,18 @@ def rcu_kthreads_ns() -> int:
     return total
 
 
-def interrupts(cpu: int) -> dict[str, int]:
-    """Function-call IPIs (CAL) and TLB shootdowns received by `cpu`, from /proc/interrupts."""
+def interrupts(cpu: int | None) -> dict[str, int]:
+    """Function-call IPIs (CAL) and TLB shootdowns received by `cpu` (None: by every CPU), from
+    /proc/interrupts."""
     out = {}
+    ncpu = os.cpu_count() or 1
     with contextlib.suppress(OSError):
         for line in Path("/proc/interrupts").read_text().splitlines():
             name, _, rest = line.strip().partition(":")
             if name in ("CAL", "TLB"):
                 with contextlib.suppress(IndexError, ValueError):
-                    out[name] = int(rest.split()[cpu])
+                    counts = [int(v) for v in rest.split()[:ncpu]]
+                    out[name] = counts[cpu] if cpu is not None else sum(counts)
     return out
 
 
@@ -200,10 +203,13 @@ class Edge:
         return row
 
 
-def _phase(result: dict[str, Any], name: str, edges: int, started_ns: int, t0: float) -> None:
+def _phase(result: dict[str, Any], name: str, edges: int, started_ns: int, t0: float,
+           ipis0: dict[str, int]) -> None:
+    ipis = interrupts(None)
     result.setdefault("phases", {})[name] = {
         "edges": edges, "seconds": round(time.monotonic() - t0, 2),
         "rcu_kthreads_ms_per_edge": per_edge((rcu_kthreads_ns() - started_ns) / 1e6, edges),
+        "ipis_per_edge": {k: per_edge(ipis[k] - ipis0[k], edges) for k in ipis if k in ipis0},
     }
 
 
@@ -323,35 +329,35 @@ def measure_mode(mode: str, families: Sequence[str] | None, reps: int, hop_reps:
                 ("per_hop", functools.partial(per_hop, engine, hops, hop_reps, gap), 2 * hop_reps * len(hops))]
             if fam == "tracepoint" or len(fams) == 1:
                 phases.append(("group", functools.partial(group, engine, hops, reps, gap, clock, fam == "tracepoint"),
-                               4 * reps + (2 * reps if fam == "tracepoint" else 0)))
+                               4 * reps + (4 * reps if fam == "tracepoint" else 0)))
             if fam != "tracepoint":
                 phases.append(("scaling", functools.partial(scaling, engine, hops, scale_reps, gap),
-                               2 * scale_reps * len({k for k in SCALE_KS if k < len(hops)} | {len(hops)})))
+                               4 * scale_reps * len({k for k in SCALE_KS if k < len(hops)} | {len(hops)})))
             for name, run_phase, edges in phases:
                 if time.monotonic() > deadline:
                     f.setdefault("skipped", []).append(name)
                     log(f"attach: {mode}/{fam}/{name}: skipped, no time left")
                     continue
-                r0, p0 = rcu_kthreads_ns(), time.monotonic()
+                r0, p0, i0 = rcu_kthreads_ns(), time.monotonic(), interrupts(None)
                 f[name] = run_phase()
-                _phase(f, name, edges, r0, p0)
+                _phase(f, name, edges, r0, p0, i0)
                 log(f"  {name}: {edges} edges in {time.monotonic() - p0:.1f} s")
         if "kprobe" in fams and REF_OBJECT.exists() and time.monotonic() < deadline:
             targets = list(dict.fromkeys(spec.target for h in path if family_of[h] == "kprobe"
                                          for spec in report.hops[h].families["kprobe"]))
             log(f"attach: {mode}: kprobe.multi reference over up to {len(targets)} functions ...")
-            r0, p0 = rcu_kthreads_ns(), time.monotonic()
+            r0, p0, i0 = rcu_kthreads_ns(), time.monotonic(), interrupts(None)
             try:
                 res["kprobe_multi"] = kprobe_multi(targets, scale_reps, gap)
-                _phase(res["kprobe_multi"], "kprobe_multi", len(res["kprobe_multi"]["rows"]), r0, p0)
+                _phase(res["kprobe_multi"], "kprobe_multi", len(res["kprobe_multi"]["rows"]), r0, p0, i0)
             except PktpathError as exc:
                 res["kprobe_multi"] = {"error": str(exc)}
         if len(fams) > 1 and time.monotonic() < deadline:
             log(f"attach: {mode}: the whole window, {len(path)} hops ...")
             w: dict[str, Any] = {"hops": path}
-            r0, p0 = rcu_kthreads_ns(), time.monotonic()
+            r0, p0, i0 = rcu_kthreads_ns(), time.monotonic(), interrupts(None)
             w["group"] = group(engine, path, reps, gap, clock, False)
-            _phase(w, "group", 4 * reps, r0, p0)
+            _phase(w, "group", 4 * reps, r0, p0, i0)
             res["window"] = w
         res["shared_with_others_at_end"] = foreign_on(path)
     finally:
@@ -764,6 +770,17 @@ def _scaling_line(row: dict[str, Any], par: dict[str, Any] | None, att: dict[str
             f" (CPU {_med(par, 'cpu_ms'):.1f})")
 
 
+def _phase_lines(phases: dict[str, Any], lines: list[str]) -> None:
+    rcu = ", ".join(f"{k} {v['rcu_kthreads_ms_per_edge']:.3f}" for k, v in phases.items()
+                    if v.get("rcu_kthreads_ms_per_edge") is not None)
+    if rcu:
+        lines.append(f"  {'':<{LABEL}}RCU kthreads' run time per edge, ms: {rcu}")
+    ipis = ", ".join(f"{k} {v['ipis_per_edge']['CAL']:.1f}" for k, v in phases.items()
+                     if (v.get("ipis_per_edge") or {}).get("CAL") is not None)
+    if ipis:
+        lines.append(f"  {'':<{LABEL}}function-call IPIs per edge, all CPUs: {ipis}")
+
+
 def _kprobe_multi_lines(km: dict[str, Any], lines: list[str]) -> None:
     if "error" in km:
         lines.append(f"  kprobe.multi reference: {km['error']}")
@@ -777,6 +794,7 @@ def _kprobe_multi_lines(km: dict[str, Any], lines: list[str]) -> None:
         label = f"  {k} in one link"
         lines.append(f"  {label:<{LABEL}}{'':>5}  attach {_med(att, 'wall_ms'):.1f} ms (CPU {_med(att, 'cpu_ms'):.1f});"
                      f" detach {_med(det, 'wall_ms'):.1f} ms (CPU {_med(det, 'cpu_ms'):.1f})")
+    _phase_lines(km.get("phases", {}), lines)
 
 
 def _group_lines(what: str, n: int, links: int, g: dict[str, Any], lines: list[str]) -> None:
@@ -813,10 +831,7 @@ def _mode_lines(mode: str, m: dict[str, Any], lines: list[str]) -> None:
                 att = next((x for x in rows if x["k"] == row["k"] and x["how"] == "attach"), None)
                 par = next((x for x in rows if x["k"] == row["k"] and x["how"] == "parallel"), None)
                 lines.append(_scaling_line(row, par, att))
-        rcu = ", ".join(f"{k} {v['rcu_kthreads_ms_per_edge']:.3f}" for k, v in unit.get("phases", {}).items()
-                        if v.get("rcu_kthreads_ms_per_edge") is not None)
-        if rcu:
-            lines.append(f"  {'':<{LABEL}}RCU kthreads' run time per edge, ms: {rcu}")
+        _phase_lines(unit.get("phases", {}), lines)
     if "kprobe_multi" in m:
         _kprobe_multi_lines(m["kprobe_multi"], lines)
 
