@@ -37,18 +37,14 @@ import contextlib
 import dataclasses
 import datetime
 import functools
-import json
 import os
 import platform
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from bench.attachcost import (
@@ -59,7 +55,7 @@ from bench.attachcost import (
     summarize_ops,
     window_cost,
 )
-from bench.procs import BenchError, tracing_programs
+from bench.procs import BenchError, read_worker_result, run_worker, tracing_programs, worker_main
 from exporter.errors import PktpathError
 
 GUEST_SERIES = "6.12"
@@ -588,10 +584,6 @@ def measure(args: argparse.Namespace, deadline: float, log: Callable[[str], None
     return result
 
 
-def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.attach", description=__doc__.splitlines()[0])
     p.add_argument("--reps", type=int, default=REPS, help="group edges: attach n x 2, detach n serial + n parallel")
@@ -607,23 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-limit", type=float, default=HOST_TIME_LIMIT_S)
     p.add_argument("--output", type=Path, required=True)
     args = p.parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    if os.geteuid() != 0:
-        print("bench.attach: needs root", file=sys.stderr)
-        return 1
-    deadline = time.monotonic() + args.time_limit
-    status = 0
-    try:
-        result = measure(args, deadline, _log)
-        result["status"] = "ok"
-    except KeyboardInterrupt:
-        result, status = {"status": "interrupted"}, 130
-    except (BenchError, PktpathError, OSError) as exc:  # the JSON says what broke; the parent reports it
-        result, status = {"status": f"error: {exc}"}, 1
-        _log(f"bench.attach: {exc}")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=1) + "\n")
-    return status
+    return worker_main("bench.attach", args.output, args.time_limit, lambda deadline: measure(args, deadline, _log),
+                       (BenchError, PktpathError, OSError))
 
 
 # -- one run, host then guests (python -m bench --only attach) ------------------
@@ -631,14 +608,6 @@ def main(argv: list[str] | None = None) -> int:
 def _worker(out: Path, reps: int, modes: str, time_limit: float, extra: Sequence[str] = ()) -> list[str]:
     return [sys.executable, "-m", "bench.attach", "--output", str(out), "--reps", str(reps), "--modes", modes,
             "--time-limit", f"{time_limit:g}", *extra]
-
-
-def _read(out: Path, what: str) -> dict[str, Any]:
-    try:
-        doc: dict[str, Any] = json.loads(out.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        return {"status": f"error: {what} wrote no results ({exc})"}
-    return doc
 
 
 def _wait_quiet(log: Callable[[str], None]) -> dict[str, Any]:
@@ -666,25 +635,15 @@ def _host(work: Path, reps: int, flood_rounds: int, log: Callable[[str], None]) 
     quiet = _wait_quiet(log)
     log(f"attach: host kernel {platform.release()}: {reps} repetitions ...")
     cmd = _worker(out, reps, "auto", HOST_TIME_LIMIT_S, ["--flood", "--flood-rounds", str(flood_rounds)])
-    proc = subprocess.Popen(cmd)
-    try:
-        code = proc.wait(HOST_TIME_LIMIT_S + 120)
-    except BaseException:
-        proc.send_signal(signal.SIGINT)  # the worker deletes its namespaces and detaches, as on Ctrl-C
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        raise
-    doc = _read(out, "the host run")
+    code = run_worker(cmd, HOST_TIME_LIMIT_S + 120)
+    doc = read_worker_result(out, "the host run")
     doc.update(exit_status=code, quiet=quiet, loadavg_end=Path("/proc/loadavg").read_text().split()[:3])
     return doc
 
 
 def _guest(work: Path, series: str, reps: int, log: Callable[[str], None]) -> dict[str, Any]:
-    from bench.hops import GUEST_QEMU_OPTS, _follow, _other_qemu
-    from tests.vm.runner import VMError, kernel_image, kernel_package, run_in_kernel
+    from bench.hops import GUEST_QEMU_OPTS, _other_qemu, guest_run
+    from tests.vm.runner import VMError, kernel_image, kernel_package
 
     try:
         kernel_image(series)
@@ -695,22 +654,15 @@ def _guest(work: Path, series: str, reps: int, log: Callable[[str], None]) -> di
     out = results / "attach.json"
     others = _other_qemu()
     log(f"attach: booting {series} under QEMU ({GUEST_QEMU_OPTS}), {reps} repetitions ...")
-    stop = threading.Event()
     qemus: set[str] = set()
-    follower = threading.Thread(target=_follow, args=(results / "guest.log", stop, log, qemus, set()), daemon=True)
-    follower.start()
     cmd = _worker(out, reps, "auto,kprobe:kprobe", GUEST_TIME_LIMIT_S,
                   ["--real-clock", str(results / "clock"), "--hop-reps", str(GUEST_HOP_REPS),
                    "--scale-reps", str(GUEST_SCALE_REPS)])
     started = time.monotonic()
-    try:
-        run = run_in_kernel(series, cmd, results, timeout=GUEST_TIME_LIMIT_S + 180, qemu_opts=GUEST_QEMU_OPTS)
-    except VMError as exc:
-        return {"status": f"skipped: {exc}"}
-    finally:
-        stop.set()
-        follower.join(5)
-    doc = _read(out, f"the {series} guest")
+    run = guest_run(series, cmd, results, GUEST_TIME_LIMIT_S + 180, log, qemus, set())
+    if isinstance(run, str):
+        return {"status": f"skipped: {run}"}
+    doc = read_worker_result(out, f"the {series} guest")
     doc.update(guest=run.describe(), guest_seconds=round(time.monotonic() - started, 1),
                kernel_package=kernel_package(series), qemu_opts=GUEST_QEMU_OPTS,
                other_qemu_at_start=len(others), qemu_processes_seen=sorted(qemus),
@@ -852,6 +804,8 @@ def _machine_line(r: dict[str, Any]) -> str | None:
 def _kernel(label: str, r: dict[str, Any], lines: list[str]) -> None:
     if "modes" not in r:
         lines.append(f"Attach/detach, {label}: {r.get('status', '?')}")
+        if r.get("guest"):
+            lines.append(f"  {r['guest']}")
         return
     clock = "guest ms (-icount: instructions)" if r.get("guest_clock", "").startswith("instr") else "ms"
     lines.append(f"Attach/detach of packet-path hooks, {label}: kernel {r['kernel']}, libbpf {r['libbpf']},"
