@@ -5,11 +5,12 @@ tracepoints only) and then inside stock kernels under QEMU (6.12 by default, wit
 bench/hops.py), where fentry trampolines and kprobes attach too.  Each run is
 `python -m bench.attach --output FILE`, which measures the kernel it runs on and writes JSON.
 
-Sampling windows (issue 12) attach the path hops -- every hop of exporter.agent.PATH_HOPS that
-attached -- only while a window is open, from programs loaded once at start-up.  So this measures
-exactly that, with the agent's own object and loader: Engine.start() with paths on (the default
-config otherwise), then Engine.detach_hops() / attach_hops() of already-loaded programs
-(bpf_link__destroy / bpf_program__attach).  kfree_skb and the verdict counters stay attached
+Sampling windows (issue 12) attach the path hops -- every hop of the hop table's path-only
+programs (exporter.model.hops.PATH_ONLY_PROGRAMS) that attached -- only while a window is open,
+from programs loaded once at start-up.  So this measures exactly that, with the agent's own object
+and loader: Engine.start() with paths on (the default config otherwise), then
+Engine.detach_hops() / attach_hops() of already-loaded programs (bpf_link__destroy /
+bpf_program__attach).  kfree_skb and the verdict counters stay attached
 throughout, as in the agent.  Per attach family (probes.mode auto: fentry + tp_btf; kprobe: kprobes):
 
 - per hop: attach, wait, detach, wait; `--reps` times, the hops' order rotating each time;
@@ -160,11 +161,10 @@ def foreign_on(hooks: Sequence[str]) -> list[str]:
 
 def start_engine(mode: str) -> tuple[Any, Any]:
     """The agent's engine with paths on and every other key at its default, probes.mode = `mode`."""
-    from exporter.agent import engine_options
     from exporter.config import load_config
-    from exporter.loader.engine import Engine
+    from exporter.loader.engine import Engine, EngineOptions
 
-    options = dataclasses.replace(engine_options(load_config(None, {}), paths=True), mode=mode)
+    options = dataclasses.replace(EngineOptions.for_config(load_config(None, {}), paths=True), mode=mode)
     engine = Engine(options)
     return engine, engine.start()
 
@@ -299,19 +299,19 @@ def measure_mode(mode: str, families: Sequence[str] | None, reps: int, hop_reps:
     families); the family as one group when it is the mode's only one or the tracepoints (whose group
     edge is cheap); and, when the mode has several families, every path hop as one group: the window
     edge the agent will make."""
-    from exporter.agent import PATH_HOPS
+    from exporter.model.hops import PATH_ONLY_PROGRAMS
 
     t0 = time.monotonic()
     engine, report = start_engine(mode)
     res: dict[str, Any] = {"mode": mode, "start_seconds": round(time.monotonic() - t0, 2)}
     try:
-        path = [h for h in PATH_HOPS if h in report.hops and report.hops[h].attached]
+        path = [h for h in PATH_ONLY_PROGRAMS if h in report.hops and report.hops[h].attached]
         family_of = {h: report.hops[h].attached for h in path}
         res["path_hops"] = family_of
         res["always_on"] = [h for h in report.attached if h not in family_of]
         res["path_hops_not_attached"] = {
             h: "; ".join(f"{f}: {p}" for f, p in report.hops[h].problems.items()) or "no candidate"
-            for h in PATH_HOPS if h in report.hops and h not in family_of}
+            for h in PATH_ONLY_PROGRAMS if h in report.hops and h not in family_of}
         res["shared_with_others_at_start"] = foreign_on(path)
         engine.detach_hops(path)  # a closed window: only the always-on programs stay
         res["families"] = {}
@@ -416,10 +416,10 @@ class Toggler(threading.Thread):
 def measure_flood(rounds: int, seconds: float, log: Callable[[str], None]) -> dict[str, Any]:
     from bench.netpair import NetPair
     from bench.throughput import IP_UDP_HEADERS, PAYLOAD, PORTS, RECEIVER_CPU, IperfServer, disturbed, iperf_trial
-    from exporter.agent import PATH_HOPS
+    from exporter.model.hops import PATH_ONLY_PROGRAMS
 
     engine, report = start_engine("auto")
-    path = [h for h in PATH_HOPS if h in report.hops and report.hops[h].attached]
+    path = [h for h in PATH_ONLY_PROGRAMS if h in report.hops and report.hops[h].attached]
     unfired = [h for h in path if h not in FLOOD_FIRES]
     res: dict[str, Any] = {"rounds": rounds, "seconds_per_trial": seconds, "payload_bytes": PAYLOAD,
                            "hops": path, "unfired": unfired, "fired": [h for h in path if h in FLOOD_FIRES],

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 
 from bench.procs import tracing_programs
-from exporter.agent import PATH_HOPS, engine_options
 from exporter.config import load_config
 from exporter.decoders.counters import DropSlots, read_drop_counts
-from exporter.loader.engine import Engine
+from exporter.loader.engine import Engine, EngineOptions
+from exporter.model.hops import PATH_ONLY_PROGRAMS
 from tests.kernel.lab import Lab
 
 N = 25
@@ -25,7 +25,7 @@ UDP = 17
 @pytest.fixture
 def engine() -> Iterator[Engine]:
     """The agent's engine as `pktpath run` builds it with packet paths on."""
-    with Engine(engine_options(load_config(None, {}), paths=True)) as eng:
+    with Engine(EngineOptions.for_config(load_config(None, {}), paths=True)) as eng:
         eng.start()
         yield eng
 
@@ -65,7 +65,7 @@ def test_detached_hop_counts_nothing_and_counts_again_once_attached(engine: Engi
 
 def test_path_hops_detach_together_in_threads_and_attach_again(engine: Engine) -> None:
     assert engine.report is not None
-    path = [h for h in PATH_HOPS if engine.report.hops.get(h) and engine.report.hops[h].attached]
+    path = [h for h in PATH_ONLY_PROGRAMS if engine.report.hops.get(h) and engine.report.hops[h].attached]
     assert len(path) >= 4, engine.report.hops  # the tracepoint hops attach on every kernel we support
     families = {h: engine.report.hops[h].attached for h in path}
 
