@@ -153,6 +153,9 @@ def test_table_from_raw_rows() -> None:
     assert "guest ms (-icount: instructions)" in text
     assert "  ip_rcv (fentry)" in text and "150.000" in text  # detach wall median, ms
     assert "all path hops, 2 serial" in text
+    # Cells of a second and more keep a space between them (one decimal): detach wall 2100 ms.
+    window_cells = next(ln for ln in lines if "all path hops, 2 serial" in ln).split()[-8:]
+    assert window_cells[4:6] == ["2100.0", "2100.0"], window_cells
     assert "real time on the host, ms: attach 260.0 (p95 260.0); detach 2270.0 (p95 2270.0)" in text
     assert "2 together" in text and "wall 150.0 per hook" in text
     assert "kprobe.multi reference (an empty program, one link over k of the 2 functions)" in text
