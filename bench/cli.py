@@ -17,6 +17,7 @@ from types import FrameType
 from typing import Any
 
 from bench.agent import pktpath_bin
+from bench.attach import REPS, measure_attach
 from bench.hops import measure_hops
 from bench.paths import measure_paths
 from bench.procs import BenchError, tool_version, tracing_programs
@@ -39,13 +40,17 @@ TRIAL_SECONDS = 10.0
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="one round, short trials: a smoke run (~1 min)")
-    p.add_argument("--only", choices=("startup", "scrape", "throughput", "paths", "hops"),
+    p.add_argument("--only", choices=("startup", "scrape", "throughput", "paths", "hops", "attach"),
                    help="run one part only (scrape: /metrics under concurrent scrapers; paths: packet-path costs; "
                         "hops: each attach family's cost per hop, on this kernel and in a 6.12 guest under QEMU; "
-                        "paths and hops run only when asked for)")
+                        "attach: what attaching and detaching the path hooks costs, here and in guests; "
+                        "paths, hops and attach run only when asked for)")
     p.add_argument("--guest", default="6.12", metavar="SERIES",
-                   help="hops: the stock kernel to boot under QEMU (scripts/vm/fetch-kernels); 'none' to skip")
-    p.add_argument("--no-host", action="store_true", help="hops: measure in the guest only")
+                   help="hops, attach: the stock kernel to boot under QEMU (scripts/vm/fetch-kernels); 'none' to skip; "
+                        "attach takes a comma-separated list (6.12,6.1)")
+    p.add_argument("--no-host", action="store_true", help="hops, attach: measure in the guest only")
+    p.add_argument("--reps", type=int, default=None,
+                   help=f"attach: repetitions of each attach/detach (default {REPS}; --quick: 10)")
     p.add_argument("--rounds", type=int, default=None, help="throughput rounds (default 3; --quick: 1)")
     p.add_argument("--seconds", type=float, default=None,
                    help="seconds per throughput trial (default 10, a window period; --quick: 2)")
@@ -148,6 +153,14 @@ def main(argv: list[str] | None = None) -> int:
             measure_hops(results["hops"], args.rounds or (1 if args.quick else None),
                          args.seconds or (1.0 if args.quick else 2.0), 1.0 if args.quick else 2.0, _log,
                          host=not args.no_host, guest=None if args.guest == "none" else args.guest)
+        if args.only == "attach":
+            if shutil.which("iperf3") is None:
+                raise BenchError("iperf3 not installed (make deps-bench)")
+            # Own bounds, like hops: each kernel's run has a time limit, a guest's is minutes.
+            results["attach"] = {}
+            guests = [] if args.guest == "none" else [g for g in args.guest.split(",") if g]
+            measure_attach(results["attach"], args.reps or (10 if args.quick else REPS),
+                           args.rounds or (1 if args.quick else 5), _log, host=not args.no_host, guests=guests)
         results["status"] = "ok"
     except KeyboardInterrupt:
         results["status"] = "interrupted"

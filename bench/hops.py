@@ -25,12 +25,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import json
 import os
 import platform
 import re
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,8 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.hopcost import (
     FLAVOR_FAMILY,
@@ -53,7 +49,7 @@ from bench.hopcost import (
     variant_name,
 )
 from bench.netpair import NetPair
-from bench.procs import BenchError
+from bench.procs import BenchError, read_worker_result, run_worker, worker_main
 from bench.throughput import (
     IP_UDP_HEADERS,
     PAYLOAD,
@@ -69,6 +65,9 @@ from exporter.loader import libbpf
 from exporter.loader.engine import default_object_path
 from exporter.loader.probes import group_hops, parse_program
 from exporter.paths.kernel_config import PathControl, PathSettings
+
+if TYPE_CHECKING:
+    from tests.vm.runner import GuestResult
 
 OBJECT = Path(__file__).resolve().parent / "bpf" / "hops.bpf.o"
 STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
@@ -384,14 +383,6 @@ def _worker(out: Path, rounds: int, seconds: float, stats_seconds: float, time_l
             "--seconds", f"{seconds:g}", "--stats-seconds", f"{stats_seconds:g}", "--time-limit", f"{time_limit:g}"]
 
 
-def _read(out: Path, what: str) -> dict[str, Any]:
-    try:
-        doc: dict[str, Any] = json.loads(out.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        return {"status": f"error: {what} wrote no results ({exc})"}
-    return doc
-
-
 def _host(workdir: Path, rounds: int, seconds: float, stats_seconds: float,
           log: Callable[[str], None]) -> dict[str, Any]:
     out = workdir / "host.json"
@@ -406,20 +397,8 @@ def _host(workdir: Path, rounds: int, seconds: float, stats_seconds: float,
     except BenchError as exc:
         return {"status": f"skipped: {exc}"}  # the guest half does not need the quiet: it still runs
     log(f"hops: host kernel {platform.release()}: {rounds} round(s) ...")
-    proc = subprocess.Popen(cmd)
-    try:
-        code = proc.wait(HOST_TIME_LIMIT_S + 120)
-    except BaseException:
-        # Interrupted (or past its bound): SIGINT lets the worker delete its namespaces, stop its
-        # iperf3 server and detach its programs, as Ctrl-C would.
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        raise
-    doc = _read(out, "the host run")
+    code = run_worker(cmd, HOST_TIME_LIMIT_S + 120)
+    doc = read_worker_result(out, "the host run")
     doc.update(exit_status=code, waited_for_other_qemu_s=waited)
     return doc
 
@@ -484,9 +463,28 @@ def _follow(path: Path, stop: threading.Event, log: Callable[[str], None], qemus
         stop.wait(1.0)
 
 
+def guest_run(series: str, cmd: list[str], results: Path, timeout: float, log: Callable[[str], None],
+              qemus: set[str], contended: set[tuple[int, str]]) -> GuestResult | str:
+    """Run a worker in the `series` guest (GUEST_QEMU_OPTS) while _follow relays its output and
+    notes the QEMU processes seen; the guest's result, or why the VM could not start."""
+    from tests.vm.runner import VMError, run_in_kernel
+
+    stop = threading.Event()
+    follower = threading.Thread(target=_follow, args=(results / "guest.log", stop, log, qemus, contended),
+                                daemon=True)
+    follower.start()
+    try:
+        return run_in_kernel(series, cmd, results, timeout=timeout, qemu_opts=GUEST_QEMU_OPTS)
+    except VMError as exc:
+        return str(exc)
+    finally:
+        stop.set()
+        follower.join(5)
+
+
 def _guest(workdir: Path, series: str, rounds: int, seconds: float, stats_seconds: float,
            log: Callable[[str], None]) -> dict[str, Any]:
-    from tests.vm.runner import VMError, kernel_image, kernel_package, run_in_kernel
+    from tests.vm.runner import VMError, kernel_image, kernel_package
 
     try:
         kernel_image(series)
@@ -500,21 +498,13 @@ def _guest(workdir: Path, series: str, rounds: int, seconds: float, stats_second
     results.mkdir(parents=True, exist_ok=True)
     out = results / "hops.json"
     log(f"hops: booting {series} under QEMU (software emulation), {rounds} round(s) ...")
-    stop = threading.Event()
     qemus: set[str] = set()
     contended: set[tuple[int, str]] = set()  # (round, variant); stats passes as (-pass, variant)
-    follower = threading.Thread(target=_follow, args=(results / "guest.log", stop, log, qemus, contended),
-                                daemon=True)
-    follower.start()
-    try:
-        run = run_in_kernel(series, _worker(out, rounds, seconds, stats_seconds, GUEST_TIME_LIMIT_S),
-                            results, timeout=GUEST_TIME_LIMIT_S + 120 + 60, qemu_opts=GUEST_QEMU_OPTS)
-    except VMError as exc:
-        return {"status": f"skipped: {exc}"}
-    finally:
-        stop.set()
-        follower.join(5)
-    doc = _read(out, f"the {series} guest")
+    run = guest_run(series, _worker(out, rounds, seconds, stats_seconds, GUEST_TIME_LIMIT_S), results,
+                    GUEST_TIME_LIMIT_S + 120 + 60, log, qemus, contended)
+    if isinstance(run, str):
+        return {"status": f"skipped: {run}"}
+    doc = read_worker_result(out, f"the {series} guest")
     doc.update(guest=run.describe(), guest_seconds=round(run.seconds, 1), kernel_package=kernel_package(series),
                qemu_opts=GUEST_QEMU_OPTS,
                waited_for_other_qemu_s=waited, qemu_processes_seen=sorted(qemus),
@@ -546,10 +536,6 @@ def measure_hops(out: dict[str, Any], rounds: int | None, seconds: float, stats_
             out[f"guest-{guest}"] = _guest(work, guest, rounds or 5, seconds, stats_seconds, log)
 
 
-def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.hops", description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
@@ -558,29 +544,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-limit", type=float, default=600.0, help="seconds; rounds stop early to stay within it")
     p.add_argument("--output", type=Path, required=True)
     args = p.parse_args(argv)
-    # SIGTERM (a timeout, the parent giving up) unwinds like Ctrl-C, so namespaces, the iperf3
-    # server and the programs go away.
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    if os.geteuid() != 0:
-        print("bench.hops: needs root", file=sys.stderr)
-        return 1
-    deadline = time.monotonic() + args.time_limit
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    status = 0
-    try:
-        result = measure(args.rounds, args.seconds, args.stats_seconds, deadline, log)
-        result["status"] = "ok"
-    except KeyboardInterrupt:
-        result, status = {"status": "interrupted"}, 130
-    except (BenchError, libbpf.LibbpfError, OSError) as exc:
-        result, status = {"status": f"error: {exc}"}, 1
-        log(f"bench.hops: {exc}")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    return status
+    return worker_main("bench.hops", args.output, args.time_limit,
+                       lambda deadline: measure(args.rounds, args.seconds, args.stats_seconds, deadline, log),
+                       (BenchError, libbpf.LibbpfError, OSError))
 
 
 if __name__ == "__main__":

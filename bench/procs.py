@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 
 class BenchError(RuntimeError):
@@ -41,6 +45,60 @@ def stop_process(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout
             proc.kill()
             proc.wait(5)
     return int(proc.returncode)
+
+
+def run_worker(cmd: Sequence[str], timeout: float) -> int:
+    """Run a measuring worker (python -m bench.hops / bench.attach) to its end and return its exit
+    status.  Interrupted (or past `timeout`): SIGINT, so the worker deletes its namespaces, stops its
+    iperf3 server and detaches its programs as on Ctrl-C; SIGKILL if it takes over 30 s."""
+    proc = subprocess.Popen(list(cmd))
+    try:
+        return proc.wait(timeout)
+    except BaseException:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+
+
+def read_worker_result(out: Path, what: str) -> dict[str, Any]:
+    """The JSON a worker wrote, or a status saying it wrote none."""
+    try:
+        doc: dict[str, Any] = json.loads(out.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        return {"status": f"error: {what} wrote no results ({exc})"}
+    return doc
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def worker_main(prog: str, output: Path, time_limit: float, measure: Callable[[float], dict[str, Any]],
+                errors: tuple[type[Exception], ...]) -> int:
+    """The body of a measuring worker's main(): as root, `measure(deadline)`, then its JSON written to
+    `output` whatever happened (status "ok", "interrupted" -> 130, or the error -> 1).  SIGTERM (a
+    timeout, the parent giving up) unwinds like Ctrl-C, so namespaces, servers and programs go away."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    if os.geteuid() != 0:
+        print(f"{prog}: needs root", file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + time_limit
+    status = 0
+    try:
+        result = measure(deadline)
+        result["status"] = "ok"
+    except KeyboardInterrupt:
+        result, status = {"status": "interrupted"}, 130
+    except errors as exc:  # the JSON says what broke; the parent reports it
+        result, status = {"status": f"error: {exc}"}, 1
+        print(f"{prog}: {exc}", file=sys.stderr, flush=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=1) + "\n")
+    return status
 
 
 def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:

@@ -291,6 +291,12 @@ def _hops(h: dict[str, Any], lines: list[str]) -> None:
         _hops_kernel(label, r, lines)
 
 
+def _attach(a: dict[str, Any], lines: list[str]) -> None:
+    from bench.attach import render  # local: report.py is imported by every bench
+
+    render(a, lines)
+
+
 def render(results: dict[str, Any]) -> str:
     env = results["environment"]
     load = f"{' '.join(env['loadavg_start'])} -> {' '.join(env.get('loadavg_end', []))}"
@@ -305,7 +311,7 @@ def render(results: dict[str, Any]) -> str:
         lines.append(f"NOTE: {env['tracing_programs_at_start']} other BPF tracing program(s) were attached at start"
                      " (someone else's agent or tracer): numbers may be noisy")
     for key, fn in (("startup", _startup), ("memory", _memory), ("scrape", _scrape), ("throughput", _throughput),
-                    ("paths", _paths), ("hops", _hops)):
+                    ("paths", _paths), ("hops", _hops), ("attach", _attach)):
         if key in results:
             lines.append("")
             fn(results[key], lines)

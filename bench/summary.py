@@ -4,7 +4,7 @@ A summary names the commit it measured, says whether the tree had uncommitted ch
 run cannot be reproduced from its commit, and docs/benchmarks.md may not quote it), carries the
 machine facts, the summaries of every part without the raw trials, and the table exactly as printed.
 docs/benchmarks.md pastes result blocks from that printed table and names the file above each block;
-tests/unit/test_bench_docs.py checks every block against it.
+tests/unit/bench/test_docs.py checks every block against it.
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ int rx_tpbtf_empty(void *ctx) { return 0; }
 SEC("tp_btf/netif_receive_skb")
 int BPF_PROG(rx_tpbtf_body, struct sk_buff *skb)
 {
-	path_entry_hop(skb, HOP_NETIF_RECEIVE, skb->dev);
+	path_entry_hop(skb, HOP_NETIF_RECEIVE, skb->dev, dev_netns(skb->dev));
 	return 0;
 }
 
@@ -127,7 +127,7 @@ int rx_fentry_empty(void *ctx) { return 0; }
 SEC("fentry/__netif_receive_skb_one_core")
 int BPF_PROG(rx_fentry_body, struct sk_buff *skb)
 {
-	path_entry_hop(skb, HOP_NETIF_RECEIVE, skb->dev);
+	path_entry_hop(skb, HOP_NETIF_RECEIVE, skb->dev, dev_netns(skb->dev));
 	return 0;
 }
 
@@ -137,7 +137,7 @@ int rx_kprobe_empty(void *ctx) { return 0; }
 SEC("kprobe/__netif_receive_skb_one_core")
 int BPF_KPROBE(rx_kprobe_body, void *skb)
 {
-	path_entry_hop(SKB(skb), HOP_NETIF_RECEIVE, SKB(skb)->dev);
+	path_entry_hop(SKB(skb), HOP_NETIF_RECEIVE, SKB(skb)->dev, dev_netns(SKB(skb)->dev));
 	return 0;
 }
 
@@ -149,7 +149,7 @@ int iprcv_fentry_empty(void *ctx) { return 0; }
 SEC("fentry/ip_rcv")
 int BPF_PROG(iprcv_fentry_body, struct sk_buff *skb, struct net_device *dev)
 {
-	path_entry_hop(skb, HOP_IP_RCV, dev);
+	path_entry_hop(skb, HOP_IP_RCV, dev, dev_netns(dev));
 	return 0;
 }
 
@@ -159,6 +159,6 @@ int iprcv_kprobe_empty(void *ctx) { return 0; }
 SEC("kprobe/ip_rcv")
 int BPF_KPROBE(iprcv_kprobe_body, void *skb, void *dev)
 {
-	path_entry_hop(SKB(skb), HOP_IP_RCV, CAST(struct net_device, dev));
+	path_entry_hop(SKB(skb), HOP_IP_RCV, CAST(struct net_device, dev), dev_netns(CAST(struct net_device, dev)));
 	return 0;
 }

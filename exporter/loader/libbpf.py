@@ -68,6 +68,13 @@ class _BtfMember(ctypes.Structure):
     _fields_ = [("name_off", ctypes.c_uint32), ("type", ctypes.c_uint32), ("offset", ctypes.c_uint32)]
 
 
+class _KprobeMultiOpts(ctypes.Structure):
+    # struct bpf_kprobe_multi_opts { size_t sz; const char **syms; const unsigned long *addrs;
+    #                                const __u64 *cookies; size_t cnt; bool retprobe; size_t :0; }
+    _fields_ = [("sz", ctypes.c_size_t), ("syms", ctypes.POINTER(ctypes.c_char_p)), ("addrs", ctypes.c_void_p),
+                ("cookies", ctypes.c_void_p), ("cnt", ctypes.c_size_t), ("retprobe", ctypes.c_bool)]
+
+
 class _MapBatchOpts(ctypes.Structure):
     # struct bpf_map_batch_opts { size_t sz; __u64 elem_flags; __u64 flags; }
     _fields_ = [("sz", ctypes.c_size_t), ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
@@ -96,6 +103,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_program__autoload": (ctypes.c_bool, [_P]),
     "bpf_program__fd": (ctypes.c_int, [_P]),
     "bpf_program__attach": (_P, [_P]),
+    "bpf_program__attach_kprobe_multi_opts": (_P, [_P, ctypes.c_char_p, _P]),
     "bpf_link__destroy": (ctypes.c_int, [_P]),
     "bpf_map__fd": (ctypes.c_int, [_P]),
     "bpf_map__type": (ctypes.c_int, [_P]),
@@ -518,6 +526,18 @@ class Program:
         h = L.bpf_program__attach(self._h)
         if not h:
             raise LibbpfError(f"attach {self.section}", _errno_or())
+        return Link(h)
+
+    def attach_kprobe_multi(self, functions: list[str]) -> Link:
+        """One kprobe.multi link over every function (kernel 5.18+): bench/attach.py's reference
+        for attaching many function hooks at once."""
+        L = lib().lib
+        syms = (ctypes.c_char_p * len(functions))(*(f.encode() for f in functions))
+        opts = _KprobeMultiOpts(sz=ctypes.sizeof(_KprobeMultiOpts), syms=syms, cnt=len(functions))
+        ctypes.set_errno(0)
+        h = L.bpf_program__attach_kprobe_multi_opts(self._h, None, ctypes.byref(opts))
+        if not h:
+            raise LibbpfError(f"attach {self.section} to {len(functions)} functions", _errno_or(), lib().take_log())
         return Link(h)
 
 
