@@ -203,7 +203,7 @@ struct {
 
 /* Referenced nowhere: the ring buffer's record types are otherwise only used
  * through pointers in inlined code, and would not reach the object's BTF,
- * where exporter/decoders/abi.py checks its ctypes mirrors against them. */
+ * where exporter/model/abi.py checks its ctypes mirrors against them. */
 struct hop_event *abi_hop_event __attribute__((unused));
 enum hop_id abi_hop_id __attribute__((unused));
 enum pktpath_stat abi_stat __attribute__((unused));

@@ -2,7 +2,7 @@
 /*
  * The ABI between pktpath's BPF programs and its Python side: map keys,
  * map values and stat slots.  Fixed-width types only, explicit padding, no
- * bitfields: exporter/decoders/abi.py mirrors every struct here with ctypes
+ * bitfields: exporter/model/abi.py mirrors every struct here with ctypes
  * and checks the sizes against this object's BTF when the object is opened.
  */
 #ifndef PKTPATH_H
@@ -75,7 +75,7 @@ enum pktpath_stat {
 
 /* ---- packet paths ------------------------------------------------------ */
 
-/* Where an event was recorded; names in exporter/paths/model.py (Hop). */
+/* Where an event was recorded; names in exporter/model/path.py (Hop) and the hop table, exporter/model/hops.py. */
 enum hop_id {
 	HOP_NETIF_RECEIVE = 1, /* tp net:netif_receive_skb */
 	HOP_FIB_LOOKUP,        /* tp fib:fib_table_lookup, attributed per CPU */

@@ -234,7 +234,7 @@ def check_against(btf: _StructSource) -> None:
         if size != ctypes.sizeof(mirror):
             raise KernelError(
                 f"ABI mismatch: struct {cname} is {size} bytes in the BPF object, "
-                f"{ctypes.sizeof(mirror)} in exporter/decoders/abi.py"
+                f"{ctypes.sizeof(mirror)} in exporter/model/abi.py"
             )
         py = [(name, getattr(mirror, name).offset) for name, *_ in mirror._fields_]
         if py != members:
