@@ -1,0 +1,42 @@
+"""Sampling windows with function hooks (fentry trampolines, kprobes) on stock kernels under QEMU:
+the session agent runs the default config, so its path hooks come and go around a 1 s window every
+10 s.  The hooks are really attached inside a window and really detached between windows, the
+probe_attached gauge says so as they come and go, and no window is missed."""
+
+from __future__ import annotations
+
+import time
+
+from tests.agent_process import AgentProcess, wait_until
+from tests.vm.guest.conftest import EXPECTED_FAMILY, MODE, attached
+
+PERIOD, WINDOW = 10, 1  # the defaults
+FUNCTION_HOOK = "ip_rcv_finish"  # path-only, a function hook in every mode (no tracepoint)
+
+
+def windows_done(agent: AgentProcess) -> float:
+    return sum(agent.value("pktpath_sampling_windows_total", outcome=o) for o in ("on_time", "late"))
+
+
+def test_function_path_hooks_come_and_go_with_the_windows(agent: AgentProcess) -> None:
+    # Under emulation the first attach of a trampoline can take a second: two windows at most.
+    assert wait_until(lambda: windows_done(agent) >= 1, 2 * PERIOD + 5), agent.log()
+    assert agent.value("pktpath_sampling_windows_total", outcome="missed") == 0, agent.log()
+    seen_on = seen_off = False
+    deadline = time.time() + 2 * PERIOD + 5
+    while time.time() < deadline and not (seen_on and seen_off):
+        phase = time.time() % PERIOD
+        families = attached(agent, FUNCTION_HOOK)
+        if 0.2 <= phase <= WINDOW - 0.2:
+            # Inside a window: attached in the requested family.
+            assert len(families) == 1 and families <= EXPECTED_FAMILY.get(MODE, {MODE}), (phase, families)
+            seen_on = True
+        elif WINDOW + 3.0 <= phase <= PERIOD - 3.0:
+            # Well inside the gap (a detach waits for RCU grace periods: seconds under emulation).
+            assert families == set(), (phase, families, agent.log())
+            seen_off = True
+        time.sleep(0.1)
+    assert seen_on and seen_off
+    edges = agent.scrape()
+    assert sum(v for k, v in edges.get("pktpath_sampling_window_edge_seconds_count", {}).items()
+               if dict(k)["edge"] == "detach") >= 1
