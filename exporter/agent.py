@@ -69,14 +69,15 @@ class Agent:
     def run(self, started_at: float | None = None) -> int:
         started_at = started_at or time.monotonic()
         # Paths are on by default: they feed the path metrics and the drop exemplars whether or
-        # not spans are exported.  Only sampling nothing (one_in and drop_one_in both 0) leaves
-        # the path hops unattached.  Whether spans go anywhere is decided (and a bad OTEL_*
-        # variable refused) before anything is loaded; the SDK itself (~60 ms to import) is set
-        # up after the probes are attached.
+        # not spans are exported.  The path hops are loaded only when packets are followed
+        # (one_in > 0); drop capture (drop_one_in) needs only the always-on drop hop.  Whether
+        # spans go anywhere is decided (and a bad OTEL_* variable refused) before anything is
+        # loaded; the SDK itself (~60 ms to import) is set up after the probes are attached.
         from exporter.traces.choice import traces_enabled
 
         exporting = traces_enabled(self.cfg.traces, os.environ)
-        paths = self.cfg.sampling.one_in > 0 or self.cfg.sampling.drop_one_in > 0
+        follows = self.cfg.sampling.one_in > 0
+        paths = follows or self.cfg.sampling.drop_one_in > 0
         self.pods = resolver_from_config(self.cfg.kubernetes, self.host.proc_root, os.environ)
         # Bound before anything is loaded: a busy port is one line and nothing ever attached.
         listener = bind_listener(self.cfg.metrics.host, self.cfg.metrics.port, self.cfg.metrics.listen)
@@ -84,7 +85,7 @@ class Agent:
             # Parsed once (10 ms, several MB): the engine checks hop targets in it, the
             # collector reads drop reasons from it.  Without BTF the engine says why.
             btf = libbpf.Btf.parse(self.host.vmlinux_btf) if self.host.has_btf() else None
-            engine = start_engine(self.cfg, self.host, paths, btf)
+            engine = start_engine(self.cfg, self.host, follows, btf)
         except BaseException:
             listener.close()
             raise
@@ -103,7 +104,7 @@ class Agent:
             self.own.apply(self._own_endpoints(self.cfg))
             self.control = kernel.path_control()
             self.control.apply(PathSettings.from_config(self.cfg, enabled=paths))
-            if paths and not self.cfg.sampling.continuous:
+            if follows and not self.cfg.sampling.continuous:
                 # The engine attached every hop (the first probe as early as possible); the window
                 # thread takes the path hooks off now and puts them on around each window.
                 self.windows = WindowController(WindowSettings.from_config(self.cfg), kernel.windows())
@@ -177,6 +178,9 @@ class Agent:
                 log.warning("reload: sampling.continuous takes effect at the next restart")
                 new = Config(**{**new.__dict__, "sampling": dataclasses.replace(
                     new.sampling, continuous=self.cfg.sampling.continuous)})
+            if (new.sampling.one_in > 0) != (self.cfg.sampling.one_in > 0):
+                # Whether the path hops are loaded at all was decided at start.
+                log.warning("reload: turning sampling.one_in from or to 0 takes effect at the next restart")
             assert self.control is not None and self.control.settings is not None
             self.control.apply(PathSettings.from_config(new, enabled=self.control.settings.enabled))
         except PktpathError as exc:
@@ -213,6 +217,8 @@ class Agent:
 
     def _paths_summary(self) -> str:
         s = self.cfg.sampling
+        if not s.one_in:
+            return f"on for drops only (1 in {s.drop_one_in} captured; one_in is 0)"
         if s.continuous:
             return f"on, continuously 1 in {s.one_in}"
         return (f"on, in a {s.window_seconds} s window every {s.window_period_seconds} s, "

@@ -91,13 +91,14 @@ class EngineOptions:
 
     @classmethod
     def for_config(cls, cfg: Config, paths: bool) -> EngineOptions:
-        """The agent's engine: `paths` False leaves out every hop that only follows packets (the hop
-        table's path-only programs), and the drop hop too when drops.enabled is false."""
+        """The agent's engine: `paths` False (nothing is followed: sampling.one_in 0) leaves out every
+        hop that only follows packets (the hop table's path-only programs), and the drop hop too when
+        drops.enabled is false and no drop is captured either."""
         exclude: dict[str, str] = {}
         if not paths:
-            exclude.update(dict.fromkeys(hops.PATH_ONLY_PROGRAMS, "packet paths are off (no traces exporter)"))
-            if not cfg.drops.enabled:
-                exclude[DROP_HOP] = "drops.enabled is false and packet paths are off"
+            exclude.update(dict.fromkeys(hops.PATH_ONLY_PROGRAMS, "no packet is followed (sampling.one_in is 0)"))
+            if not cfg.drops.enabled and not cfg.sampling.drop_one_in:
+                exclude[DROP_HOP] = "drops.enabled is false and no packet is followed or captured"
         exclude.update(dict.fromkeys(cfg.probes.exclude, "probes.exclude"))
         return cls(mode=cfg.probes.mode, exclude=exclude, map_sizes={
             "drop_counts": cfg.drops.max_series,

@@ -23,8 +23,8 @@ PROBES = ["ip_rcv_finish", "ip6_rcv_finish", "ip_forward_finish", "ip_queue_xmit
 
 @pytest.fixture(scope="module")
 def check_report(agent: AgentProcess, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """`pktpath check --json` in the requested mode.  The agent (no traces exporter) leaves the
-    path-only hops out; check attaches every hop.  `agent` first: it loads the modules."""
+    """`pktpath check --json` in the requested mode: it attaches every hop at once (the agent's
+    path hops come and go with its windows).  `agent` first: it loads the modules."""
     cfg = tmp_path_factory.mktemp("check") / "check.yaml"
     cfg.write_text(f"probes:\n  mode: {MODE}\n")
     proc = subprocess.run([pktpath_bin(), "check", "--json", "-c", str(cfg)], capture_output=True, text=True,
