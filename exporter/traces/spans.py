@@ -13,10 +13,7 @@ each root span through it.
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 import logging
-import struct
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -36,6 +33,7 @@ from exporter.decoders import netfilter as nf
 from exporter.decoders.protocols import ETH_P_IP, ETH_P_IPV6, protocol_label
 from exporter.k8s.pods import PodRef
 from exporter.paths.model import Hop, HopEvent, Outcome, PacketHeader, Path
+from exporter.traces.ids import TRACE_ID_BUCKET_NS, packet_trace_id
 
 __all__ = [
     "TRACE_ID_BUCKET_NS",
@@ -47,7 +45,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TRACE_ID_BUCKET_NS = 1_000_000_000
 INSTRUMENTATION_NAME = "pktpath"
 LINK_ATTRIBUTES: dict[str, AttributeValue] = {"pktpath.link": "previous packet of flow"}
 
@@ -95,63 +92,6 @@ FlowKey = tuple[int, str, str, int, int, int]
 
 
 # --- the trace id ----------------------------------------------------------------------------
-
-
-def _address_bytes(text: str) -> bytes:
-    # Packed form, so "2001:db8::1" and "2001:0db8:0:0::1" (two spellings, one address) hash alike.
-    try:
-        return ipaddress.ip_address(text).packed
-    except ValueError:
-        return text.encode("utf-8", "surrogateescape")
-
-
-def packet_trace_id(header: PacketHeader, wall_ns: int, bucket_ns: int = TRACE_ID_BUCKET_NS) -> int:
-    """A 128-bit trace id (never 0) from what identifies this packet on every node it crosses.
-
-    Hashed (BLAKE2b, 16-byte digest) over, in a fixed binary layout: a version tag, the address
-    family, source and destination address (packed, so spelling does not matter), IP protocol,
-    source and destination port, the IPv4 identification field, the TCP sequence number (TCP
-    only), ``header.extra`` (the kernel's per-packet discriminator: TCP sequence, ICMP echo
-    id/sequence, or the first 8 UDP payload bytes), and the coarse time bucket
-    ``wall_ns // bucket_ns`` (``wall_ns``: wall-clock time of the packet's first hop on this node).
-
-    Two agents on two nodes that see the same packet compute the same id, so their spans land in
-    one trace. Limits:
-
-    * the bucket: when the packet crosses a bucket boundary between the two nodes (or the nodes'
-      clocks disagree by enough to put it in different buckets) the ids differ and the packet shows
-      up as two traces. With 1 s buckets and a transit of 100 us, that is 1 packet in 10 000, more
-      with clock skew: keep nodes NTP-synchronised;
-    * identity: packets identical in every hashed field within one bucket share a trace. For
-      IPv4 the IP id tells them apart (but unconnected UDP with DF sends id 0), and ``extra``
-      adds the TCP sequence, ICMP echo id/sequence or first UDP payload bytes: only packets
-      equal in those too (pure ACKs of one flow, repeated identical datagrams) share a trace;
-    * rewriting: NAT (addresses, ports), or middleboxes that rewrite the IP id or TCP sequence
-      numbers, change the id between nodes.
-    """
-    ident = header.ip_id if header.family == 4 else 0
-    seq = header.tcp_seq if header.protocol == IPPROTO_TCP else 0
-    material = b"".join(
-        (
-            b"pktpath/trace-id/v2\0",
-            struct.pack("!BB", header.family & 0xFF, header.protocol & 0xFF),
-            _address_bytes(header.src),
-            b"\0",
-            _address_bytes(header.dst),
-            b"\0",
-            struct.pack(
-                "!HHHIQq",
-                header.sport & 0xFFFF,
-                header.dport & 0xFFFF,
-                ident & 0xFFFF,
-                seq & 0xFFFFFFFF,
-                header.extra & 0xFFFFFFFFFFFFFFFF,
-                wall_ns // bucket_ns,
-            ),
-        )
-    )
-    trace_id = int.from_bytes(hashlib.blake2b(material, digest_size=16).digest(), "big")
-    return trace_id or 1
 
 
 class PacketIdGenerator(IdGenerator):
