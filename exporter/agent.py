@@ -227,7 +227,7 @@ class Agent:
             self.engine.close()
             log.info("all probes detached")
             if self.tracing is not None:
-                self.tracing.shutdown(timeout_s=5.0)
+                self.tracing.shutdown()  # bounded: SHUTDOWN_TIMEOUT_S, docs/traces.md
         return 0
 
     def stop(self) -> None:
