@@ -31,7 +31,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from exporter import __version__
 from exporter.k8s.pods import PodRef
 from exporter.paths.model import Hop, Outcome, Path
-from exporter.traces.encode import INSTRUMENTATION_NAME, LINK_ATTRIBUTES
+from exporter.traces.encode import INSTRUMENTATION_NAME, LINK_ATTRIBUTES, pod_attributes
 from exporter.traces.ids import packet_trace_id
 from exporter.traces.spans import (
     _UNKNOWN_REASON,
@@ -88,15 +88,7 @@ class SdkSpanBuilder:
         self._flows: OrderedDict[FlowKey, SpanContext] = OrderedDict()
 
     def _k8s(self, netns: int) -> dict[str, Any]:
-        pod = self._pod_of(netns) if self._pod_of is not None and netns else None
-        if pod is None:
-            return {}
-        attrs: dict[str, Any] = {"k8s.namespace.name": pod.namespace, "k8s.pod.name": pod.name}
-        if pod.uid:
-            attrs["k8s.pod.uid"] = pod.uid
-        if pod.node:
-            attrs["k8s.node.name"] = pod.node
-        return attrs
+        return pod_attributes(self._pod_of(netns) if self._pod_of is not None and netns else None)
 
     def emit(self, path: Path) -> str:
         header = path.header

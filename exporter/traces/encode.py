@@ -151,6 +151,18 @@ _LINK_ATTRIBUTES = encode_attributes(_LINK_ATTRIBUTE, LINK_ATTRIBUTES)
 _UNSET_TAIL = b"\x7a\x00" + _SPAN_FLAGS
 
 
+def pod_attributes(pod: PodRef | None) -> dict[str, AttributeValue]:
+    """OTel k8s semantic conventions for the pod whose network namespace a hop ran in ({} for none)."""
+    if pod is None:
+        return {}
+    attrs: dict[str, AttributeValue] = {"k8s.namespace.name": pod.namespace, "k8s.pod.name": pod.name}
+    if pod.uid:
+        attrs["k8s.pod.uid"] = pod.uid
+    if pod.node:
+        attrs["k8s.node.name"] = pod.node
+    return attrs
+
+
 class RequestFraming:
     """ExportTraceServiceRequest bytes around a batch of encoded spans, with one resource and scope.
 
@@ -262,16 +274,7 @@ class SpanEncoder:
             self.skipped[reason] += 1
 
     def _k8s(self, netns: int) -> dict[str, AttributeValue]:
-        """OTel k8s semantic conventions for the pod whose network namespace a hop ran in."""
-        pod = self._pod_of(netns) if self._pod_of is not None and netns else None
-        if pod is None:
-            return {}
-        attrs: dict[str, AttributeValue] = {"k8s.namespace.name": pod.namespace, "k8s.pod.name": pod.name}
-        if pod.uid:
-            attrs["k8s.pod.uid"] = pod.uid
-        if pod.node:
-            attrs["k8s.node.name"] = pod.node
-        return attrs
+        return pod_attributes(self._pod_of(netns) if self._pod_of is not None and netns else None)
 
     def _encode_attributes(self, attributes: Mapping[str, AttributeValue]) -> list[bytes]:
         """The span's attribute fields, from the cache where it has them (one C-level pass when it has all)."""
