@@ -250,6 +250,7 @@ class SpanQueue:
         self._queued = 0  # spans in _items
         self._closing = False  # shutdown began: send what is queued now, take nothing new
         self._closed = False  # shutdown's time ran out: send nothing more
+        self._raised = False  # a transport raised once already
         self.ended = 0
         self.exported = 0
         # Every reason present from the start: a reader iterating the counter never sees it grow.
@@ -312,7 +313,10 @@ class SpanQueue:
             try:
                 ok = self._transport.send(self._framing.request(batch), count)
             except Exception:  # the batch is counted as failed; the thread must go on
-                log.exception("traces: span export failed")
+                # The traceback once: a bug here would otherwise log one per batch.
+                log.log(logging.DEBUG if self._raised else logging.ERROR, "traces: span export failed",
+                        exc_info=not self._raised)
+                self._raised = True
             del batch
             with self._cond:
                 if ok:

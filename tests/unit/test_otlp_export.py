@@ -457,3 +457,31 @@ def test_batch_larger_than_queue_is_a_config_error() -> None:
 )
 def test_http_traces_url(endpoint: str, url: str) -> None:
     assert http_traces_url(endpoint) == url
+
+
+def test_a_transport_that_raises_costs_its_batch_only(caplog: pytest.LogCaptureFixture) -> None:
+    """A bug in a transport: the batch is counted failed, the traceback logged once, the thread goes on."""
+    from exporter.traces.encode import RequestFraming
+    from exporter.traces.export import SpanQueue
+
+    class Broken:
+        calls = 0
+
+        def send(self, request: bytes, spans: int) -> bool:
+            self.calls += 1
+            if self.calls <= 2:
+                raise RuntimeError("transport bug")
+            return True
+
+        def cancel(self) -> None:
+            pass
+
+    queue = SpanQueue(Broken(), RequestFraming({}, "pktpath", ""), max_queue_size=100, max_batch=2, delay_s=0.01)
+    with caplog.at_level("DEBUG", logger="exporter.traces.export"):
+        for _ in range(3):
+            queue.offer(b"", 2)
+            wait_until(lambda: queue.snapshot()[1] == 0)
+        queue.shutdown(2.0)
+    assert (queue.exported, queue.dropped["export_failed"]) == (2, 4)
+    assert [r.levelname for r in caplog.records if r.message == "traces: span export failed"] == ["ERROR", "DEBUG"]
+    assert sum(1 for r in caplog.records if r.exc_info) == 1
