@@ -73,7 +73,7 @@ class Transport(Protocol):
     def send(self, request: bytes, spans: int) -> bool: ...
 
     def cancel(self) -> None:
-        """End retries and, where the transport can, the export in progress. Idempotent."""
+        """End retries, the connection and, where the transport can, the export in progress. Idempotent."""
 
 
 class HttpTransport:
@@ -100,7 +100,9 @@ class HttpTransport:
         return bool(self._client.export(request).success)
 
     def cancel(self) -> None:
-        self._exporter.shutdown()
+        # The exporter's shutdown ends its retries and closes its session (it warns when called twice).
+        if not getattr(self._exporter, "_shutdown", False):
+            self._exporter.shutdown()
 
 
 class GrpcTransport:
@@ -324,6 +326,12 @@ class SpanQueue:
                 else:
                     self.dropped["export_failed"] += count
 
+    def _cancel(self) -> None:
+        try:
+            self._transport.cancel()
+        except Exception:
+            log.exception("traces: closing the exporter failed")
+
     def shutdown(self, timeout_s: float) -> None:
         """Send what is queued within ``timeout_s``; then cancel, and count what is left dropped["shutdown"]."""
         deadline = self._clock() + max(0.0, timeout_s)
@@ -335,6 +343,7 @@ class SpanQueue:
         grace = min(CANCEL_GRACE_S, timeout_s / 4)
         self._thread.join(max(0.0, deadline - grace - self._clock()))
         if not self._thread.is_alive():
+            self._cancel()  # everything was sent: close the connection (the gRPC channel, the HTTP session)
             return
         with self._cond:
             self._closed = True
@@ -343,10 +352,7 @@ class SpanQueue:
             self._queued = 0
             self._cond.notify_all()
         log.warning("traces: export did not finish within %.1fs of shutdown; dropping what is queued", timeout_s)
-        try:
-            self._transport.cancel()
-        except Exception:
-            log.exception("traces: cancelling the export failed")
+        self._cancel()
         # A batch still in export is counted when its call returns (export_failed once cancelled).
         self._thread.join(max(0.0, deadline - self._clock()))
 
