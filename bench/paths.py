@@ -237,8 +237,8 @@ def measure_load(pair: NetPair, binary: str, rounds: int, seconds: float, deadli
 
 def _synthetic(n_paths: int) -> tuple[list[Any], list[bytes]]:
     """n_paths x HOPS_PER_PATH HopEvents (and the same as raw ring records), path after path."""
-    from exporter.decoders import abi
-    from exporter.paths.model import Hop, HopEvent, PacketHeader
+    from exporter.model import abi
+    from exporter.model.path import FibLookup, Hop, HopEvent, PacketHeader
 
     seq = [(Hop.NETIF_RECEIVE, "HOP_NETIF_RECEIVE", "veth0"), (Hop.FIB_LOOKUP, "HOP_FIB_LOOKUP", ""),
            (Hop.DEV_QUEUE, "HOP_DEV_QUEUE", "eth1"), (Hop.DEV_XMIT, "HOP_DEV_XMIT", "eth1"),
@@ -259,14 +259,17 @@ def _synthetic(n_paths: int) -> tuple[list[Any], list[bytes]]:
                 table=254 if hop is Hop.FIB_LOOKUP else 0, out_ifname="eth1" if hop is Hop.FIB_LOOKUP else "",
                 fib_src="10.0.1.5" if hop is Hop.FIB_LOOKUP else "",
                 fib_dst="10.0.2.9" if hop is Hop.FIB_LOOKUP else "",
+                fib_lookup=FibLookup.ROUTE if hop is Hop.FIB_LOOKUP else None,
                 header=header if i == 0 else None))
             r = abi.HopEventRaw(path_id=pid, ts_ns=ts, hop=abi.HOP_IDS[hop_id], cpu=p % 2, ifindex=2 + i // 2,
                                 netns=4026531840, len=92, reason=6 if hop is Hop.DROP else 0,
                                 table=254 if hop is Hop.FIB_LOOKUP else 0,
-                                fib_saddr=0x0501000A if hop is Hop.FIB_LOOKUP else 0,
-                                fib_daddr=0x0902000A if hop is Hop.FIB_LOOKUP else 0,
                                 flags=abi.EV_HEADER if i == 0 else 0, ifname=dev.encode(),
                                 out_ifname=b"eth1" if hop is Hop.FIB_LOOKUP else b"")
+            if hop is Hop.FIB_LOOKUP:
+                r.fib_family = 4
+                r.fib_saddr[:4] = [10, 0, 1, 5]
+                r.fib_daddr[:4] = [10, 0, 2, 9]
             if i == 0:
                 h = r.hdr
                 h.family, h.protocol, h.sport, h.dport, h.ttl, h.ip_len, h.ip_id, h.extra = (
@@ -339,7 +342,7 @@ def measure_python(n_paths: int, repeats: int, log: Callable[[str], None]) -> di
     """CPU time per path of each stage, on one core: thread CPU time of the stage's own thread, or the
     process CPU time (every thread: the export thread's framing and sending too) where a case says so.
     CPU time, not wall time, so that other work on a shared machine does not count."""
-    from exporter.config.schema import TracesConfig
+    from exporter.config.model import TracesConfig
     from exporter.decoders.drop_reasons import DropReasons
     from exporter.decoders.events import EventDecoder
     from exporter.traces.export import Tracing, build_tracing
@@ -372,7 +375,7 @@ def measure_python(n_paths: int, repeats: int, log: Callable[[str], None]) -> di
 
 def _python_cases(n_paths: int, repeats: int, log: Callable[[str], None], raws: list[bytes], events: list[Any],
                   paths: list[Any], decoder: Any, tracings: dict[str, Any]) -> dict[str, Any]:
-    from exporter.config.schema import TracesConfig
+    from exporter.config.model import TracesConfig
     from exporter.traces.encode import INSTRUMENTATION_NAME, RequestFraming, SpanEncoder
     from tests.sdk_reference import SdkReference
 
@@ -423,15 +426,20 @@ def _python_cases(n_paths: int, repeats: int, log: Callable[[str], None], raws: 
                                  f"expected {n_paths * spans_per_path} (dropped {dict(tracing.dropped)})")
         return run
 
+    def assemble() -> None:
+        _assemble(events, lambda _p: None)
+
+    def decode_assemble_encode() -> None:
+        _assemble(raws, encoder, decoder.decode)
+
     # name: (function, clock, unit count, unit)
     cases: dict[str, tuple[Callable[[], None], Callable[[], float], int, str]] = {
         "decode": (decode, time.thread_time, len(raws), "events"),
-        "assembler": (lambda: _assemble(events, lambda _p: None) and None, time.thread_time, n_paths, "paths"),
+        "assembler": (assemble, time.thread_time, n_paths, "paths"),
         "encode": (encode, time.thread_time, n_paths, "paths"),
         "frame": (frame, time.thread_time, n_paths, "paths"),
         "sdk spans+encode (old way)": (sdk, time.thread_time, n_paths, "paths"),
-        "decode+assembler+encode": (lambda: _assemble(raws, encoder, decoder.decode) and None, time.thread_time,
-                                    n_paths, "paths"),
+        "decode+assembler+encode": (decode_assemble_encode, time.thread_time, n_paths, "paths"),
         "end to end, otlp/grpc": (end_to_end("grpc"), time.process_time, n_paths, "paths"),
         "end to end, otlp/http": (end_to_end("http/protobuf"), time.process_time, n_paths, "paths"),
     }
@@ -463,7 +471,7 @@ def _python_cases(n_paths: int, repeats: int, log: Callable[[str], None], raws: 
 
 def measure_paths(binary: str, rounds: int, seconds: float, deadline: float, log: Callable[[str], None],
                   quick: bool = False) -> dict[str, Any]:
-    from exporter.decoders import abi
+    from exporter.model import abi
 
     result: dict[str, Any] = {"sizeof_hop_event": ctypes.sizeof(abi.HopEventRaw)}
     log("paths: python side, in process ...")

@@ -3,11 +3,11 @@
 Until the fast path (exporter/traces/encode.py), each finished Path went through the OpenTelemetry
 SDK: a TracerProvider whose id generator hands out the packet's deterministic trace id,
 ``Tracer.start_span`` per hop, and the official OTLP encoder (``encode_spans``). This module keeps
-that builder, for tests (tests/unit/test_otlp_golden.py) and for the bench's old-versus-new ratio
+that builder, for tests (tests/unit/traces/test_otlp_golden.py) and for the bench's old-versus-new ratio
 (bench/paths.py), and nowhere else: the agent never imports it.
 
-It calls the same naming functions (exporter.traces.spans) as the encoder, so the golden test
-compares the encoding, not the names, and stays valid while the names change.
+It calls the same naming functions (exporter.model.hops, exporter.traces.spans) as the encoder, so
+the golden test compares the encoding, not the names, and stays valid while the names change.
 """
 
 from __future__ import annotations
@@ -30,19 +30,11 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
 from exporter import __version__
 from exporter.k8s.pods import PodRef
-from exporter.paths.model import Hop, Outcome, Path
+from exporter.model import hops
+from exporter.model.path import Hop, Outcome, Path
 from exporter.traces.encode import INSTRUMENTATION_NAME, LINK_ATTRIBUTES, pod_attributes
 from exporter.traces.ids import packet_trace_id
-from exporter.traces.spans import (
-    _UNKNOWN_REASON,
-    FlowKey,
-    _drop_reason,
-    flow_key,
-    hop_attributes,
-    hop_span_name,
-    root_attributes,
-    root_span_name,
-)
+from exporter.traces.spans import FlowKey, drop_reason, flow_key, hop_attributes, root_attributes, root_span_name
 
 
 class PacketIdGenerator(IdGenerator):
@@ -69,6 +61,9 @@ class PacketIdGenerator(IdGenerator):
 
     def generate_span_id(self) -> int:
         return self._random.generate_span_id()
+
+    def random_trace_id(self) -> int:
+        return self._random.generate_trace_id()
 
     def is_trace_id_random(self) -> bool:
         return False
@@ -97,7 +92,7 @@ class SdkSpanBuilder:
         walls = [hop.ts_ns + offset for hop in path.hops]
         start = walls[0]
         end = max(walls)
-        trace_id = packet_trace_id(header, start)
+        trace_id = self._ids.random_trace_id() if header.truncated else packet_trace_id(header, start)
         key = flow_key(header)
         previous = self._flows.get(key) if self._flow_links else None
         links = [Link(previous, LINK_ATTRIBUTES)] if previous is not None else []
@@ -111,21 +106,21 @@ class SdkSpanBuilder:
                 start_time=start,
             )
         if path.outcome is Outcome.DROPPED:
-            root.set_status(Status(StatusCode.ERROR, _drop_reason(path)))
+            root.set_status(Status(StatusCode.ERROR, drop_reason(path)))
         parent = trace.set_span_in_context(root)
         last = len(path.hops) - 1
         for index, hop in enumerate(path.hops):
             hop_start = walls[index]
             hop_end = max(hop_start, walls[index + 1]) if index < last else hop_start
             span = self._tracer.start_span(
-                hop_span_name(hop),
+                hops.span_name(hop, hops.receiving_device(path, index)),
                 context=parent,
                 kind=SpanKind.INTERNAL,
                 attributes=hop_attributes(hop, path) | self._k8s(hop.netns),
                 start_time=hop_start,
             )
             if hop.hop is Hop.DROP:
-                span.set_status(Status(StatusCode.ERROR, hop.reason or path.drop_reason or _UNKNOWN_REASON))
+                span.set_status(Status(StatusCode.ERROR, hop.reason or path.drop_reason or hops.UNKNOWN_REASON))
             span.end(end_time=hop_end)
         root.end(end_time=end)
         if self._flow_links:

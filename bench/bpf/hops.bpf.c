@@ -24,9 +24,9 @@
 #define __VMLINUX_H__
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
-#include "compat.h"
-#include "drops.h"
-#include "paths.h"
+#include "compat.bpf.h"
+#include "drops.bpf.h"
+#include "paths.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 

@@ -18,9 +18,13 @@ struct drop_key {
 	__u32 ifindex;  /* skb->dev, else skb->skb_iif, else 0 */
 	__u32 netns;    /* inode of the device's (else socket's) netns, 0 if unknown */
 	__u16 l3_proto; /* ethertype, host byte order (0x0800 IPv4, 0x86dd IPv6) */
-	__u8 l4_proto;  /* IPPROTO_* from the IP header, 0 when not IP */
-	__u8 _pad;
+	__u8 l4_proto;  /* IPPROTO_* of the transport (IPv6: past extension headers), 0 when not IP */
+	__u8 flags;     /* DROP_KEY_* */
 };
+
+/* The IP header was cut short (a runt or truncated frame): l4_proto is 0, not
+ * a byte read past the packet's end. */
+#define DROP_KEY_TRUNCATED 0x1
 
 /* Value of drop_counts, one per CPU (BPF_MAP_TYPE_PERCPU_HASH). */
 struct drop_value {
@@ -30,7 +34,7 @@ struct drop_value {
 
 /*
  * The drop_slots array: a per-CPU, direct-mapped cache in front of
- * drop_counts (drops.h says why).  Entry cpu * DROP_SLOTS_PER_CPU + i.
+ * drop_counts (drops.bpf.h says why).  Entry cpu * DROP_SLOTS_PER_CPU + i.
  */
 #define DROP_SLOTS_PER_CPU 256 /* power of two */
 #define DROP_SLOT_BITS 8       /* log2(DROP_SLOTS_PER_CPU) */
@@ -115,11 +119,22 @@ struct pkt_header {
 	__u8 tcp_flags;
 	__u8 icmp_type;
 	__u8 icmp_code;
-	__u8 _pad;
+	__u8 flags; /* HDR_*: what could not be read within the packet */
 };
+
+/* pkt_header.flags.  Every header read stops at the packet's end (the linear
+ * data, packet.bpf.h): what lies past it was never this packet's. */
+#define HDR_TRUNCATED 0x1 /* the IP header is cut short: only family and ip_len (bytes present) are set */
+#define HDR_NO_L4 0x2     /* no transport header to read: cut short, or a non-first fragment */
 
 #define EV_HEADER 0x1  /* hdr is valid: the first event of a path */
 #define EV_BY_DROP 0x2 /* the path exists because the packet was dropped */
+
+/* hop_event.phase of a HOP_FIB_LOOKUP: whose lookup it was (paths.bpf.h:
+ * fib_lookup_kind).  A reply the kernel sends for the packet (ICMP error, TCP
+ * reset) makes lookups of its own; they are not the packet's hops. */
+#define FIB_ROUTE 0     /* the packet's input route lookup */
+#define FIB_RP_FILTER 1 /* rp_filter's reverse lookup, towards the packet's source */
 
 /* One record in the `events` ring buffer. */
 struct hop_event {
@@ -134,13 +149,15 @@ struct hop_event {
 	__s32 verdict;  /* fib: lookup error (0 found); xmit: driver rc */
 	__u32 reason;   /* kfree_skb drop reason */
 	__u32 table;    /* fib table id */
-	__u32 fib_saddr; /* fib lookup flow (IPv4): tells route from reverse-path lookups */
-	__u32 fib_daddr;
 	__u8 flags;     /* EV_* */
 	__u8 nf_family; /* nf hops: NFPROTO_* */
 	__u8 nf_hook;   /* nf hops: NF_INET_* */
-	__u8 phase;     /* 0 entry, 1 exit (hops with both) */
-	__u8 _pad[4];
+	__u8 phase;     /* 0 entry, 1 exit (hops with both); fib: FIB_* */
+	__u8 fib_family; /* fib: 4 or 6 */
+	__u8 _pad;
+	__s16 route_error; /* route input: the error route's errno (hooks.bpf.h), 0 for a real route */
+	__u8 fib_saddr[16]; /* fib: the lookup's flow (IPv4 in the first 4 bytes) */
+	__u8 fib_daddr[16];
 	char ifname[16];
 	char out_ifname[16]; /* fib: the next hop's device; nf_hook: the out device */
 	char detail[32];     /* nft: table and chain names, 16 bytes each; ipt: table */
@@ -155,6 +172,12 @@ struct nf_verdict_key {
 	__u8 verdict; /* NF_DROP 0, NF_ACCEPT 1, NF_STOLEN 2, NF_QUEUE 3, NF_REPEAT 4 */
 	__u8 _pad;
 	char table[32];
+};
+
+/* Key of route_lookups (hooks.bpf.h: hook_route_input_exit). */
+struct route_key {
+	__s32 ret;         /* return value: 0, -errno, or a drop reason on 6.13+ */
+	__s32 route_error; /* with ret 0: the error route's errno (0 for a real route) */
 };
 
 struct rp_filter_key {
@@ -176,7 +199,7 @@ struct rp_filter_key {
  */
 #define FILTER_GENERATIONS 2
 #define MAX_PORT_RANGES 16
-/* Per generation; the maps hold FILTER_GENERATIONS times as many (maps.h).
+/* Per generation; the maps hold FILTER_GENERATIONS times as many (maps.bpf.h).
  * Config validation refuses more (exporter/config/schema.py, via abi.py). */
 #define MAX_FILTER_CIDRS 1024  /* filter_src, and filter_dst, each */
 #define MAX_FILTER_IFACES 256  /* filter_ifaces */
@@ -242,16 +265,39 @@ struct iface_key {
 	char name[16];
 };
 
-/* Value of the `tracked` hash, keyed by skb pointer. */
-struct track {
-	__u64 path_id;
-	__u64 ident;    /* packet_ident(): tells a reused skb pointer from its old packet */
-	__u64 born_ns;  /* bpf_ktime_get_ns() at insert: userspace reaps entries no hop ended */
-	__u8 flags;     /* EV_BY_DROP */
-	__u8 _pad[7];
+/*
+ * Key of `own_endpoints`: where the agent's own connections end (its /metrics
+ * listener, its OTLP collector, the Kubernetes API).  A packet from or to one
+ * of them, in the agent's network namespace, is never followed: the agent must
+ * not trace itself.  An all-zero addr matches any address (a listener on
+ * 0.0.0.0 or ::).  IPv4 addresses fill the first 4 bytes.
+ */
+struct own_endpoint {
+	__u32 netns;
+	__u8 family; /* 4 or 6 */
+	__u8 protocol;
+	__u16 port;  /* host byte order */
+	__u8 addr[16];
 };
 
-/* Slots of the `path_gate` array (paths.h: tracking_anything). */
+/*
+ * Value of the `tracked` hash, keyed by skb pointer.  A pointer is reused as
+ * soon as its packet is freed, and some frees have no tracepoint, so every hop
+ * that can read the skb checks that it still holds the same packet
+ * (paths.bpf.h: track_verify).
+ */
+struct track {
+	__u64 path_id;
+	__u64 ident;    /* packet_ident(): what no hop rewrites (protocol, IP id, length, payload bytes) */
+	__u64 flow;     /* flow_ident(): addresses and ports as last seen; NAT may rewrite them */
+	__u64 born_ns;  /* bpf_ktime_get_ns() at insert: userspace reaps entries no hop ended */
+	__u64 seen_ns;  /* when an entry hop last saw it (a NAT rewrite happens within moments) */
+	__u32 netns;    /* ... and in which network namespace */
+	__u8 flags;     /* EV_BY_DROP */
+	__u8 _pad[3];
+};
+
+/* Slots of the `path_gate` array (paths.bpf.h: tracking_anything). */
 enum path_gate_slot {
 	GATE_LIVE = 0,   /* s64: inserts minus the kernel's deletes (atomic adds) */
 	GATE_REAPED = 1, /* u64: entries userspace deleted; written by userspace only */

@@ -1,4 +1,4 @@
-"""Ring buffer records (struct hop_event) -> exporter.paths.model.HopEvent.
+"""Ring buffer records (struct hop_event) -> exporter.model.path.HopEvent.
 
 Runs on the ring-polling thread for every sampled hop, so it does the least it
 can: one struct unpack (its format derived from the ctypes mirror, so the
@@ -15,34 +15,11 @@ import socket
 import struct
 from typing import Any
 
-from exporter.decoders import abi
-from exporter.decoders import netfilter as nf
 from exporter.decoders.drop_reasons import DropReasons
-from exporter.paths.model import Hop, HopEvent, PacketHeader, SampledBy
+from exporter.model import abi, hops
+from exporter.model import vocabulary as nf
+from exporter.model.path import FibLookup, Hop, HopEvent, PacketHeader, SampledBy
 
-_HOPS = {
-    abi.HOP_IDS["HOP_NETIF_RECEIVE"]: Hop.NETIF_RECEIVE,
-    abi.HOP_IDS["HOP_FIB_LOOKUP"]: Hop.FIB_LOOKUP,
-    abi.HOP_IDS["HOP_DEV_QUEUE"]: Hop.DEV_QUEUE,
-    abi.HOP_IDS["HOP_DEV_XMIT"]: Hop.DEV_XMIT,
-    abi.HOP_IDS["HOP_DELIVER"]: Hop.DELIVER,
-    abi.HOP_IDS["HOP_SOCK_QUEUE"]: Hop.SOCK_QUEUE,
-    abi.HOP_IDS["HOP_CONSUME"]: Hop.CONSUME,
-    abi.HOP_IDS["HOP_DROP"]: Hop.DROP,
-    abi.HOP_IDS["HOP_IP_RCV"]: Hop.IP_RCV,
-    abi.HOP_IDS["HOP_NF_HOOK"]: Hop.NF_HOOK,
-    abi.HOP_IDS["HOP_NF_CHAIN"]: Hop.NF_CHAIN,
-    abi.HOP_IDS["HOP_RP_FILTER"]: Hop.RP_FILTER,
-    abi.HOP_IDS["HOP_ROUTE_INPUT"]: Hop.ROUTE_INPUT,
-    abi.HOP_IDS["HOP_IP_FORWARD"]: Hop.IP_FORWARD,
-    abi.HOP_IDS["HOP_LOCAL_DELIVER"]: Hop.LOCAL_DELIVER,
-    abi.HOP_IDS["HOP_IP_OUTPUT"]: Hop.IP_OUTPUT,
-    abi.HOP_IDS["HOP_IP_RCV_FINISH"]: Hop.IP_RCV_FINISH,
-    abi.HOP_IDS["HOP_IP_FORWARD_FINISH"]: Hop.IP_FORWARD_FINISH,
-    abi.HOP_IDS["HOP_IP_QUEUE_XMIT"]: Hop.IP_QUEUE_XMIT,
-    abi.HOP_IDS["HOP_IP_FINISH_OUTPUT"]: Hop.IP_FINISH_OUTPUT,
-    abi.HOP_IDS["HOP_IPT_TABLE"]: Hop.IPT_TABLE,
-}
 EVENT_SIZE = ctypes.sizeof(abi.HopEventRaw)
 
 _CODES: dict[Any, str] = {ctypes.c_uint64: "Q", ctypes.c_int64: "q", ctypes.c_uint32: "I", ctypes.c_int32: "i",
@@ -80,8 +57,9 @@ _RAW, _F = _unpacker(abi.HopEventRaw)
 _PATH_ID, _HOP, _TS, _CPU, _IFINDEX, _IFNAME, _NETNS, _LEN, _VERDICT, _REASON, _TABLE, _OUT_IFNAME = (
     _F[n] for n in ("path_id", "hop", "ts_ns", "cpu", "ifindex", "ifname", "netns", "len", "verdict", "reason",
                     "table", "out_ifname"))
-_FIB_SADDR, _FIB_DADDR, _LOCATION, _NF_FAMILY, _NF_HOOK, _PHASE, _FLAGS, _DETAIL = (
-    _F[n] for n in ("fib_saddr", "fib_daddr", "location", "nf_family", "nf_hook", "phase", "flags", "detail"))
+_FIB_FAMILY, _FIB_SADDR, _FIB_DADDR, _LOCATION, _NF_FAMILY, _NF_HOOK, _PHASE, _ROUTE_ERROR, _FLAGS, _DETAIL = (
+    _F[n] for n in ("fib_family", "fib_saddr", "fib_daddr", "location", "nf_family", "nf_hook", "phase",
+                    "route_error", "flags", "detail"))
 _H = {name.removeprefix("hdr."): i for name, i in _F.items() if name.startswith("hdr.")}
 _NAME_CACHE_LIMIT = 1024
 
@@ -100,11 +78,7 @@ def _addr(family: int, data: bytes) -> str:
     return str(ipaddress.IPv6Address(data))  # RFC 5952, as before (inet_ntop differs for ::a.b.c.d)
 
 
-def _ipv4(value: int) -> str:
-    # Kernel __be32 read as a little-endian u32: the bytes are already in network order.
-    return socket.inet_ntop(socket.AF_INET, value.to_bytes(4, "little")) if value else ""
-
-
+_FIB_LOOKUPS = {abi.FIB_ROUTE: FibLookup.ROUTE, abi.FIB_RP_FILTER: FibLookup.RP_FILTER}
 _HEADER, _HF = _unpacker(abi.PktHeader)
 
 
@@ -113,12 +87,16 @@ def decode_header(h: abi.PktHeader) -> PacketHeader:
 
 
 def _header(v: tuple[Any, ...], i: dict[str, int]) -> PacketHeader:
-    family = v[i["family"]]
+    family, flags = v[i["family"]], v[i["flags"]]
+    if flags & abi.HDR_TRUNCATED:
+        # Only the family and the bytes present are known: the kernel read nothing past the end.
+        return PacketHeader(family=family, src="", dst="", protocol=0, length=v[i["ip_len"]], truncated=True,
+                            no_transport=True)
     return PacketHeader(
         family=family, src=_addr(family, v[i["saddr"]]), dst=_addr(family, v[i["daddr"]]), protocol=v[i["protocol"]],
         sport=v[i["sport"]], dport=v[i["dport"]], tos=v[i["tos"]], ttl=v[i["ttl"]], length=v[i["ip_len"]],
         ip_id=v[i["ip_id"]], tcp_flags=v[i["tcp_flags"]], tcp_seq=v[i["tcp_seq"]], icmp_type=v[i["icmp_type"]],
-        icmp_code=v[i["icmp_code"]], extra=v[i["extra"]],
+        icmp_code=v[i["icmp_code"]], extra=v[i["extra"]], no_transport=bool(flags & abi.HDR_NO_L4),
     )
 
 
@@ -139,7 +117,7 @@ class EventDecoder:
         if len(raw) < EVENT_SIZE:
             raise DecodeError(f"hop event of {len(raw)} bytes, expected {EVENT_SIZE}")
         v = _RAW.unpack_from(raw)
-        hop = _HOPS.get(v[_HOP])
+        hop = hops.BY_ID.get(v[_HOP])
         if hop is None:
             raise DecodeError(f"unknown hop id {v[_HOP]}")
         flags = v[_FLAGS]
@@ -159,12 +137,14 @@ class EventDecoder:
             reason=self._reasons.name(v[_REASON]) if hop is Hop.DROP else None,
             table=v[_TABLE],
             out_ifname=self._name(v[_OUT_IFNAME]),
-            fib_src=_ipv4(v[_FIB_SADDR]) if fib else "",
-            fib_dst=_ipv4(v[_FIB_DADDR]) if fib else "",
+            fib_src=_addr(v[_FIB_FAMILY], v[_FIB_SADDR]) if fib else "",
+            fib_dst=_addr(v[_FIB_FAMILY], v[_FIB_DADDR]) if fib else "",
+            fib_lookup=_FIB_LOOKUPS.get(v[_PHASE]) if fib else None,
             location=v[_LOCATION],
             nf_family=v[_NF_FAMILY],
             nf_hook=v[_NF_HOOK],
             phase=v[_PHASE],
+            route_error=v[_ROUTE_ERROR],
             nf_table=self._name(detail[:16]),
             nf_chain=self._name(detail[16:]) if hop is not Hop.IPT_TABLE else nf.builtin_chain(v[_NF_HOOK]),
             header=header,

@@ -4,8 +4,8 @@ Loading is all-or-nothing in libbpf: one program the kernel refuses fails the
 whole bpf_object__load.  So the engine loads, reads from libbpf's log which
 program was refused, turns that program off and tries again.  A refusal with
 EPERM means the kernel refuses the whole attach family (fentry under lockdown),
-so every program of that family is turned off at once: on this machine's
-locked-down kernel that is one retry, not one per hop.  Programs that load are
+so every program of that family is turned off at once: on a locked-down kernel
+(lockdown=confidentiality refuses fentry and kprobes) that is one retry, not one per hop.  Programs that load are
 then attached hop by hop, best family first (see probes.py).
 """
 
@@ -20,10 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 
+from exporter.config import Config
 from exporter.errors import KernelError
 from exporter.loader import libbpf
 from exporter.loader.host import Host
 from exporter.loader.probes import HopStatus, ProgramSpec, allowed_families, group_hops, parse_program
+from exporter.model import hops
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +37,9 @@ log = logging.getLogger(__name__)
 _REFUSED = re.compile(r"prog '([^']+)': (?:BPF program load failed|failed to load|failed to find kernel BTF"
                       r"|relo #\d+: failed to relocate)")
 _MAX_LOAD_ATTEMPTS = 32
-# Hook targets that live in a module when not built in: checked before the load
-# (Engine._missing_target).  A function missing here is still found by the load.
-MODULE_OF = {"nft_do_chain": "nf_tables", "ipt_do_table": "ip_tables"}
+# Hook targets that live in a module when not built in (the hop table's `modules`): checked
+# before the load (Engine._missing_target).  A function missing here is still found by the load.
+MODULE_OF = hops.MODULE_OF
 _BY_CONFIG = ("excluded", "not allowed")  # how reasons that are the user's choice begin
 # Verifier log lines that trace its walk rather than state its objection.
 _VERIFIER_NOISE = re.compile(r"^(\d+: |mark_precise|from \d+ to|; |\(|func#|Live regs|processed |stack depth"
@@ -68,6 +70,15 @@ def default_object_path() -> str:
     return str(resources.files("exporter.bpf").joinpath("pktpath.bpf.o"))
 
 
+def features_object_path() -> str:
+    """The object of one empty program per attach family, for `pktpath check`."""
+    return str(resources.files("exporter.bpf").joinpath("features.bpf.o"))
+
+
+# The always-on drop hop: counts every drop, whatever else is attached.
+DROP_HOP = "kfree_skb"
+
+
 @dataclass
 class EngineOptions:
     mode: str = "auto"  # probes.mode
@@ -76,6 +87,22 @@ class EngineOptions:
     # Arrays indexed cpu * block + i (drop_slots: plain arrays so userspace can write
     # one CPU's entry), compiled with one block: grown to one per possible CPU.
     per_cpu_block_maps: tuple[str, ...] = ()
+
+    @classmethod
+    def for_config(cls, cfg: Config, paths: bool) -> EngineOptions:
+        """The agent's engine: `paths` False leaves out every hop that only follows packets (the hop
+        table's path-only programs), and the drop hop too when drops.enabled is false."""
+        exclude: dict[str, str] = {}
+        if not paths:
+            exclude.update(dict.fromkeys(hops.PATH_ONLY_PROGRAMS, "packet paths are off (no traces exporter)"))
+            if not cfg.drops.enabled:
+                exclude[DROP_HOP] = "drops.enabled is false and packet paths are off"
+        exclude.update(dict.fromkeys(cfg.probes.exclude, "probes.exclude"))
+        return cls(mode=cfg.probes.mode, exclude=exclude, map_sizes={
+            "drop_counts": cfg.drops.max_series,
+            "tracked": cfg.sampling.max_tracked,
+            "events": cfg.sampling.ring_buffer_kb * 1024,
+        }, per_cpu_block_maps=("drop_slots",))
 
 
 @dataclass
@@ -411,3 +438,47 @@ class Engine:
                     self.report.first_attach_monotonic = time.monotonic()
                 log.info("hop %s attached (%s: %s)", status.hop, family, ", ".join(s.section for s in specs))
 
+
+
+def start_engine(cfg: Config, host: Host, paths: bool, kernel_btf: libbpf.Btf | None = None) -> Engine:
+    """The agent's engine, loaded and attached, its ABI checked; KernelError under probes.strict when
+    a hop did not attach."""
+    from exporter.model import abi
+
+    engine = Engine(EngineOptions.for_config(cfg, paths), host=host, kernel_btf=kernel_btf)
+    report = engine.start(verify=abi.check_against)
+    if cfg.probes.strict and report.missing:
+        engine.close()
+        raise KernelError(f"probes.strict: hop(s) not attached: {', '.join(report.missing)}")
+    return engine
+
+
+class ModuleWatch:
+    """Notices kernel modules loaded since start-up (each has its BTF under
+    /sys/kernel/btf), for hops that could not attach before their module was
+    there.  One directory listing every few seconds, and only while a hop is missing."""
+
+    BTF_DIR = "/sys/kernel/btf"
+    EVERY_S = 5.0
+
+    def __init__(self, report: AttachReport, clock: Callable[[], float] = time.monotonic) -> None:
+        self._report = report
+        self._clock = clock
+        self._seen = self._modules()
+        self._next = clock() + self.EVERY_S
+
+    def _modules(self) -> set[str]:
+        try:
+            return set(os.listdir(self.BTF_DIR))
+        except OSError:
+            return set()
+
+    def changed(self) -> bool:
+        now = self._clock()
+        if now < self._next or not self._report.missing:
+            return False
+        self._next = now + self.EVERY_S
+        current = self._modules()
+        new = current - self._seen
+        self._seen = current
+        return bool(new)

@@ -18,8 +18,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
 
-from exporter.decoders.protocols import ETH_P_IP, ETH_P_IPV6, protocol_label
-from exporter.paths.model import Hop, Outcome, Path
+from exporter.model.path import Hop, Outcome, Path
+from exporter.model.vocabulary import ETH_P_IP, ETH_P_IPV6, protocol_label
 
 # Time from a path's first to last hop: microseconds inside one host's stack
 # up to seconds for a packet parked in a queue.
@@ -53,7 +53,8 @@ def drop_labels(path: Path) -> DropLabels | None:
     if drop is None:
         return None
     l3 = ETH_P_IP if path.header.family == 4 else ETH_P_IPV6
-    return (path.drop_reason or "UNKNOWN", drop.ifname or "none", protocol_label(l3, path.header.protocol))
+    return (path.drop_reason or "UNKNOWN", drop.ifname or "none",
+            protocol_label(l3, path.header.protocol, path.header.truncated))
 
 
 class PathMetrics(Collector):

@@ -8,11 +8,12 @@ written once, directly in the protobuf wire format of ``opentelemetry.proto.trac
 spans (field tags, attribute keys, frequent attribute values, span names, the resource and the
 scope) is encoded once and reused as bytes.
 
-The spans are the ones the SDK's builder made: same names and attributes (the naming functions
-in ``exporter.traces.spans``), times, kind INTERNAL, status, the flow link, the deterministic
-trace id (``exporter.traces.ids``), and the span flags the official OTLP encoder sets
-(SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK, parent local). tests/unit/test_otlp_golden.py decodes both
-with opentelemetry-proto and compares them.
+The spans are the ones the SDK's builder made: same names and attributes (the hop table's span
+names, ``exporter.model.hops``; the root's name and every span's attributes,
+``exporter.traces.spans``), times, kind INTERNAL, status, the flow link, the deterministic trace id
+(``exporter.traces.ids``), and the span flags the official OTLP encoder sets
+(SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK, parent local). tests/unit/traces/test_otlp_golden.py decodes
+both with opentelemetry-proto and compares them.
 
 ``SpanEncoder.emit(path)`` encodes a path and hands ``(span bytes, span count)`` to its sink
 (the export queue); ``RequestFraming`` wraps a batch of span bytes into an
@@ -30,18 +31,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from exporter.k8s.pods import PodRef
-from exporter.paths.model import Hop, Outcome, PacketHeader, Path
-from exporter.traces.ids import packet_trace_id, span_ids
-from exporter.traces.spans import _UNKNOWN_REASON as UNKNOWN_REASON
-from exporter.traces.spans import (
-    FlowKey,
-    _drop_reason,  # the path's drop reason, as the root span's attributes name it
-    flow_key,
-    hop_attributes,
-    hop_span_name,
-    root_attributes,
-    root_span_name,
-)
+from exporter.model.hops import UNKNOWN_REASON, span_name
+from exporter.model.path import Hop, Outcome, PacketHeader, Path
+from exporter.traces.ids import packet_trace_id, random_trace_id, span_ids
+from exporter.traces.spans import FlowKey, drop_reason, flow_key, hop_attributes, root_attributes, root_span_name
 
 __all__ = ["LINK_ATTRIBUTES", "RequestFraming", "SpanEncoder", "encode_attributes", "varint"]
 
@@ -318,7 +311,9 @@ class SpanEncoder:
         walls = [hop.ts_ns + offset for hop in hops]
         start = walls[0]
         end = max(walls)
-        trace_id = packet_trace_id(header, start)
+        # A packet whose IP header is cut short has no identity to share with other nodes: two such
+        # packets would hash alike, so each gets its own random trace.
+        trace_id = random_trace_id() if header.truncated else packet_trace_id(header, start)
         name = root_span_name(header)
         attributes = root_attributes(path, header) | self._k8s(hops[0].netns)
         if self._sampler is not None and not self._sampler(trace_id, name, attributes):
@@ -349,13 +344,14 @@ class SpanEncoder:
         parts += self._encode_attributes(attributes)
         if previous is not None:
             parts.append(_link(*previous))
-        parts.append(_status(_drop_reason(path)) if path.outcome is Outcome.DROPPED else _UNSET_TAIL)
+        parts.append(_status(drop_reason(path)) if path.outcome is Outcome.DROPPED else _UNSET_TAIL)
         body = b"".join(parts)
         chunks = [_span_prefix(len(body)), body]
 
         child_head = _PARENT_SPAN_ID + root_id
         pod_of = self._pod_of
         last = len(hops) - 1
+        received_on = ""  # hops.receiving_device(path, index), kept as the loop goes: rp_filter's iif
         for index, hop in enumerate(hops):
             hop_start = walls[index]
             if index < last:
@@ -367,7 +363,7 @@ class SpanEncoder:
             attributes = hop_attributes(hop, path)
             if pod_of is not None:
                 attributes |= self._k8s(hop.netns)
-            parts = [head, ids[index + 1], child_head, self._name(hop_span_name(hop)),
+            parts = [head, ids[index + 1], child_head, self._name(span_name(hop, received_on)),
                      _KIND_AND_TIMES.pack(0x30, 1, 0x39, hop_start, 0x41, hop_end)]
             parts += self._encode_attributes(attributes)
             if hop.hop is Hop.DROP:
@@ -376,6 +372,8 @@ class SpanEncoder:
                 parts.append(_UNSET_TAIL)
             body = b"".join(parts)
             chunks += (_span_prefix(len(body)), body)
+            if hop.hop is Hop.NETIF_RECEIVE and hop.ifname:
+                received_on = hop.ifname
         return trace_id, b"".join(chunks), len(hops) + 1
 
 

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from typing import IO, Any, Protocol
 
 from exporter import __version__
-from exporter.config.schema import TracesConfig
+from exporter.config.model import TracesConfig
 from exporter.errors import ConfigError
 from exporter.k8s.pods import PodRef
 from exporter.traces.choice import (

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from exporter import logs
-from exporter.config.schema import TracesConfig
+from exporter.config.model import TracesConfig
 from exporter.logs import RateLimit
-from exporter.paths.model import Hop, HopEvent, Outcome, PacketHeader, Path
+from exporter.model.path import Hop, HopEvent, Outcome, PacketHeader, Path
 from exporter.traces.export import build_tracing
 from tests.otlp_receiver import OtlpReceiver
 
