@@ -106,14 +106,16 @@ class Agent:
             self.control = kernel.path_control()
             self.control.apply(PathSettings.from_config(self.cfg, enabled=paths))
             server = self._serve(listener)
+            self._install_signals()
             # Start-up is over: the parsed kernel BTF (~6 MB) is read again only if a module's hook
             # attaches late or a subsystem drop reason shows up, and is parsed anew then; what
             # start-up freed goes back to the system (glibc keeps freed heap otherwise: ~7 MB here).
+            # After the signal handlers: /readyz answers from here on, and a SIGTERM sent on
+            # readiness must find them (malloc_trim can take tens of ms on a loaded machine).
             kernel.release_btf()
             if btf is not None:
                 btf.close()
             release_free_heap()
-            self._install_signals()
             log.info("serving metrics on http://%s:%d/metrics (%d of %d hops attached; packet paths %s)",
                      self.cfg.metrics.host, server.port, len(report.attached), len(report.hops),
                      f"on, 1 in {self.cfg.sampling.one_in}" if paths else "off")
