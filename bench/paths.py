@@ -7,7 +7,8 @@ overhead   UDP packets/s between the bench namespaces (the `deliver` workload of
            trial lasts a whole number of window periods, so every trial holds the same share of
            window time.
 python     in-process, no kernel: synthetic HopEvents (6 hops, like a forwarded and dropped packet)
-           through the EventDecoder, the PathAssembler and the SpanBuilder, on one core.
+           through the EventDecoder, the PathAssembler and the SpanEncoder, and end to end through the
+           export queue to an OTLP receiver in another process: CPU time per path of each stage.
 load       the real agent with `one_in: 1`, `max_paths_per_second: 0`, at about 100, 1k and 10k
            UDP packets/s (each one a sampled path); CPU% and RSS from its /metrics.  Then the top
            rate again with `max_paths_per_second: 1000`: the in-kernel budget.
@@ -247,7 +248,7 @@ def measure_load(pair: NetPair, binary: str, rounds: int, seconds: float, deadli
 def _synthetic(n_paths: int) -> tuple[list[Any], list[bytes]]:
     """n_paths x HOPS_PER_PATH HopEvents (and the same as raw ring records), path after path."""
     from exporter.model import abi
-    from exporter.model.path import Hop, HopEvent, PacketHeader
+    from exporter.model.path import FibLookup, Hop, HopEvent, PacketHeader
 
     seq = [(Hop.NETIF_RECEIVE, "HOP_NETIF_RECEIVE", "veth0"), (Hop.FIB_LOOKUP, "HOP_FIB_LOOKUP", ""),
            (Hop.DEV_QUEUE, "HOP_DEV_QUEUE", "eth1"), (Hop.DEV_XMIT, "HOP_DEV_XMIT", "eth1"),
@@ -268,14 +269,17 @@ def _synthetic(n_paths: int) -> tuple[list[Any], list[bytes]]:
                 table=254 if hop is Hop.FIB_LOOKUP else 0, out_ifname="eth1" if hop is Hop.FIB_LOOKUP else "",
                 fib_src="10.0.1.5" if hop is Hop.FIB_LOOKUP else "",
                 fib_dst="10.0.2.9" if hop is Hop.FIB_LOOKUP else "",
+                fib_lookup=FibLookup.ROUTE if hop is Hop.FIB_LOOKUP else None,
                 header=header if i == 0 else None))
             r = abi.HopEventRaw(path_id=pid, ts_ns=ts, hop=abi.HOP_IDS[hop_id], cpu=p % 2, ifindex=2 + i // 2,
                                 netns=4026531840, len=92, reason=6 if hop is Hop.DROP else 0,
                                 table=254 if hop is Hop.FIB_LOOKUP else 0,
-                                fib_saddr=0x0501000A if hop is Hop.FIB_LOOKUP else 0,
-                                fib_daddr=0x0902000A if hop is Hop.FIB_LOOKUP else 0,
                                 flags=abi.EV_HEADER if i == 0 else 0, ifname=dev.encode(),
                                 out_ifname=b"eth1" if hop is Hop.FIB_LOOKUP else b"")
+            if hop is Hop.FIB_LOOKUP:
+                r.fib_family = 4
+                r.fib_saddr[:4] = [10, 0, 1, 5]
+                r.fib_daddr[:4] = [10, 0, 2, 9]
             if i == 0:
                 h = r.hdr
                 h.family, h.protocol, h.sport, h.dport, h.ttl, h.ip_len, h.ip_id, h.extra = (
@@ -317,63 +321,160 @@ def _assemble(events: list[Any], sink: Callable[[Any], None], decode: Callable[[
     return elapsed
 
 
+class _Receiver:
+    """tests/otlp_receiver.py in its own process, counting spans: its CPU is not the bench's."""
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.otlp_receiver"], cwd=root, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().split()
+        if len(line) != 2:
+            self.stop()
+            raise BenchError("paths python bench: the OTLP receiver did not start")
+        self.grpc_port, self.http_port = int(line[0]), int(line[1])
+
+    def stop(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except Exception:  # noqa: BLE001 - a receiver that will not stop is killed
+            self.proc.kill()
+            self.proc.wait()
+
+
 def measure_python(n_paths: int, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """CPU time per path of each stage, on one core: thread CPU time of the stage's own thread, or the
+    process CPU time (every thread: the export thread's framing and sending too) where a case says so.
+    CPU time, not wall time, so that other work on a shared machine does not count."""
     from exporter.config.model import TracesConfig
     from exporter.decoders.drop_reasons import DropReasons
     from exporter.decoders.events import EventDecoder
-    from exporter.traces.export import build_tracing
-    from exporter.traces.spans import PacketIdGenerator, SpanBuilder, make_tracer_provider
+    from exporter.traces.export import Tracing, build_tracing
 
     events, raws = _synthetic(n_paths)
     decoder = EventDecoder(DropReasons([("SKB_DROP_REASON_NOT_SPECIFIED", 2),
                                         ("SKB_DROP_REASON_NETFILTER_DROP", 6)]))
-    bare = SpanBuilder(make_tracer_provider(None, PacketIdGenerator(), shutdown_on_exit=False))
-    cfg = TracesConfig(exporter="otlp", protocol="grpc", endpoint=f"http://127.0.0.1:{closed_port()}",
-                       export_timeout_ms=200)
-    tracing = build_tracing(cfg, env={})
-    if tracing is None:
-        raise BenchError("build_tracing returned None for an otlp config")
-    n_events = len(events)
     spans_per_path = HOPS_PER_PATH + 1
-    cases: dict[str, Callable[[], float]] = {
-        "decode": lambda: _time_decode(decoder, raws),
-        "assembler": lambda: _assemble(events, lambda _p: None),
-        "assembler+spans": lambda: _assemble(events, bare),
-        "assembler+spans+export": lambda: _assemble(events, tracing.span_builder),
-        "decode+assembler+spans+export": lambda: _assemble(raws, tracing.span_builder, decoder.decode),
-    }
-    times: dict[str, list[float]] = {k: [] for k in cases}
+    batch_spans = TracesConfig().max_export_batch_size
+    paths: list[Any] = []
+    _assemble(events, paths.append)
+    receiver = _Receiver()
+    tracings: dict[str, Tracing] = {}
     try:
-        for rep in range(repeats):  # interleaved, so drift lands on every case alike
-            for name, fn in cases.items():
-                times[name].append(fn())
-            log(f"  paths python repeat {rep + 1}: " + ", ".join(
-                f"{k} {n_paths / v[-1]:,.0f} paths/s" for k, v in times.items() if k != "decode")
-                + f", decode {n_events / times['decode'][-1]:,.0f} events/s")
-        time.sleep(0.5)
-        counts = {"ended": tracing.ended, "exported": tracing.exported, "dropped": dict(tracing.dropped),
-                  "pending": tracing.pending}
+        for protocol, port in (("grpc", receiver.grpc_port), ("http/protobuf", receiver.http_port)):
+            # A queue that holds every span of a run: nothing is dropped, every span is framed and sent.
+            cfg = TracesConfig(exporter="otlp", protocol=protocol, endpoint=f"http://127.0.0.1:{port}",
+                               max_queue_size=n_paths * spans_per_path, max_export_batch_size=batch_spans,
+                               schedule_delay_ms=100)
+            tracing = build_tracing(cfg, env={})
+            if tracing is None:
+                raise BenchError("build_tracing returned None for an otlp config")
+            tracings[protocol] = tracing
+        return _python_cases(n_paths, repeats, log, raws, events, paths, decoder, tracings)
     finally:
-        tracing.shutdown(timeout_s=1.0)
+        for t in tracings.values():
+            t.shutdown(timeout_s=1.0)
+        receiver.stop()
+
+
+def _python_cases(n_paths: int, repeats: int, log: Callable[[str], None], raws: list[bytes], events: list[Any],
+                  paths: list[Any], decoder: Any, tracings: dict[str, Any]) -> dict[str, Any]:
+    from exporter.config.model import TracesConfig
+    from exporter.traces.encode import INSTRUMENTATION_NAME, RequestFraming, SpanEncoder
+    from tests.sdk_reference import SdkReference
+
+    spans_per_path = HOPS_PER_PATH + 1
+    batch_spans = TracesConfig().max_export_batch_size
+    encoded: list[bytes] = []
+    encoder = SpanEncoder(lambda data, _n: encoded.append(data))
+    resource = {"service.name": "pktpath", "host.name": socket.gethostname()}
+    framing = RequestFraming(resource, INSTRUMENTATION_NAME, "bench")
+
+    def cpu(fn: Callable[[], None], clock: Callable[[], float] = time.thread_time) -> float:
+        gc.collect()
+        t0 = clock()
+        fn()
+        return clock() - t0
+
+    def decode() -> None:
+        for raw in raws:
+            decoder.decode(raw)
+
+    def encode() -> None:
+        encoded.clear()
+        for path in paths:
+            encoder.emit(path)
+
+    def frame() -> None:  # the export thread's share: ExportTraceServiceRequest bytes per batch
+        per_batch = batch_spans // spans_per_path
+        for i in range(0, len(encoded), per_batch):
+            framing.request(encoded[i:i + per_batch])
+
+    def sdk() -> None:  # the old way: SDK spans, then the official encoder per batch, as the exporters did
+        reference = SdkReference(resource, clock_offset_ns=lambda: 0)
+        per_batch = batch_spans // spans_per_path
+        for i in range(0, len(paths), per_batch):
+            reference.request(paths[i:i + per_batch])
+        reference.shutdown()
+
+    def end_to_end(protocol: str) -> Callable[[], None]:
+        def run() -> None:
+            tracing = tracings[protocol]
+            before = tracing.exported
+            _assemble(raws, tracing.span_builder, decoder.decode)
+            deadline = time.monotonic() + 120
+            while tracing.exported + sum(tracing.dropped.values()) < tracing.ended and time.monotonic() < deadline:
+                time.sleep(0.01)  # the export thread's CPU time counts (process time), the wait does not
+            if tracing.exported - before != n_paths * spans_per_path:
+                raise BenchError(f"paths python bench: {protocol} exported {tracing.exported - before} spans, "
+                                 f"expected {n_paths * spans_per_path} (dropped {dict(tracing.dropped)})")
+        return run
+
+    def assemble() -> None:
+        _assemble(events, lambda _p: None)
+
+    def decode_assemble_encode() -> None:
+        _assemble(raws, encoder, decoder.decode)
+
+    # name: (function, clock, unit count, unit)
+    cases: dict[str, tuple[Callable[[], None], Callable[[], float], int, str]] = {
+        "decode": (decode, time.thread_time, len(raws), "events"),
+        "assembler": (assemble, time.thread_time, n_paths, "paths"),
+        "encode": (encode, time.thread_time, n_paths, "paths"),
+        "frame": (frame, time.thread_time, n_paths, "paths"),
+        "sdk spans+encode (old way)": (sdk, time.thread_time, n_paths, "paths"),
+        "decode+assembler+encode": (decode_assemble_encode, time.thread_time, n_paths, "paths"),
+        "end to end, otlp/grpc": (end_to_end("grpc"), time.process_time, n_paths, "paths"),
+        "end to end, otlp/http": (end_to_end("http/protobuf"), time.process_time, n_paths, "paths"),
+    }
+    seconds: dict[str, list[float]] = {k: [] for k in cases}
+    for rep in range(repeats):  # interleaved, so drift lands on every case alike
+        for name, (fn, clock, _count, _unit) in cases.items():
+            seconds[name].append(cpu(fn, clock))
+        log(f"  paths python repeat {rep + 1}: " + ", ".join(
+            f"{k} {v[-1] / cases[k][2] * 1e6:.1f} us/{cases[k][3][:-1]}" for k, v in seconds.items()))
+    counts = {p: {"ended": t.ended, "exported": t.exported, "dropped": dict(t.dropped), "pending": t.pending}
+              for p, t in tracings.items()}
     out: dict[str, Any] = {"paths_per_run": n_paths, "hops_per_path": HOPS_PER_PATH, "spans_per_path": spans_per_path,
-                           "repeats": repeats, "export_pipeline": counts, "builder_skipped": dict(bare.skipped),
-                           "cases": {}}
-    for name, ts in times.items():
-        unit = n_events if name == "decode" else n_paths
-        rates = summarize([unit / t for t in ts])
-        out["cases"][name] = {"seconds": ts, "per_second": rates, "unit": "events" if name == "decode" else "paths",
-                              "spans_per_second": None if name in ("decode", "assembler") else summarize(
-                                  [n_paths * spans_per_path / t for t in ts])}
+                           "repeats": repeats, "clock": "CPU time (thread time; process time for end to end)",
+                           "export_pipeline": counts.get("grpc", {}), "export_pipelines": counts,
+                           "builder_skipped": dict(encoder.skipped), "cases": {}}
+    for name, ts in seconds.items():
+        _fn, clock, count, unit = cases[name]
+        per_path = [t / (count if unit == "paths" else n_paths) for t in ts]
+        out["cases"][name] = {
+            "seconds": ts, "unit": unit, "clock": "process" if clock is time.process_time else "thread",
+            "per_second": summarize([count / t for t in ts]),
+            "us_per_path": summarize([t * 1e6 for t in per_path]),
+            "spans_per_second": None if name in ("decode", "assembler") else summarize(
+                [n_paths * spans_per_path / t for t in ts])}
     return out
-
-
-def _time_decode(decoder: Any, raws: list[bytes]) -> float:
-    decode = decoder.decode
-    gc.collect()
-    t0 = time.perf_counter()
-    for raw in raws:
-        decode(raw)
-    return time.perf_counter() - t0
 
 
 # -- all of it -----------------------------------------------------------------------------------

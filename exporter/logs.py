@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -25,26 +26,38 @@ class _JsonFormatter(logging.Formatter):
 
 
 class RateLimit(logging.Filter):
-    """At most one record per message template per `interval` seconds; the next one says how
-    many were held back.  The OpenTelemetry SDK logs an ERROR for every failed export batch,
-    which with a collector down would be several lines a second, forever."""
+    """At most one record per logger and message template per `interval` seconds, for records of the
+    loggers under `prefixes` (others pass); the next one let through says how many were held back.
 
-    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+    The OpenTelemetry exporters log an ERROR for every failed export batch (and a WARNING per
+    retry), which with a collector down would be several lines a second, forever. The limit sits
+    on the handler: Python applies a logger's filters only to records logged on that very logger,
+    not to those of its children (opentelemetry.exporter.otlp...), which reach the handler as they are.
+    """
+
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 prefixes: tuple[str, ...] = ("opentelemetry",)) -> None:
         super().__init__()
         self.interval = interval
         self._clock = clock
+        self._prefixes = prefixes
+        self._lock = threading.Lock()  # Handler.handle() filters before taking the handler's lock
         self._last: dict[tuple[str, object], float] = {}
         self._held: dict[tuple[str, object], int] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, record.msg)
-        now = self._clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval:
-            self._held[key] = self._held.get(key, 0) + 1
-            return False
-        self._last[key] = now
-        held = self._held.pop(key, 0)
+        name = record.name
+        if not any(name == p or name.startswith(p + ".") for p in self._prefixes):
+            return True
+        key = (name, record.msg)
+        with self._lock:
+            now = self._clock()
+            last = self._last.get(key)
+            if last is not None and now - last < self.interval:
+                self._held[key] = self._held.get(key, 0) + 1
+                return False
+            self._last[key] = now
+            held = self._held.pop(key, 0)
         if held:
             record.msg = f"{record.msg} ({held} similar messages held back in the last {self.interval:.0f}s)"
         return True
@@ -58,9 +71,7 @@ def setup(level: str = "info", fmt: str = "text") -> None:
         f = logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
         f.converter = time.gmtime
         handler.setFormatter(f)
+    handler.addFilter(RateLimit())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS.get(level, logging.INFO))
-    otel = logging.getLogger("opentelemetry")
-    if not any(isinstance(f, RateLimit) for f in otel.filters):
-        otel.addFilter(RateLimit())

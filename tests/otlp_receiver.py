@@ -9,12 +9,21 @@
 * "ok": accept every request;
 * "error": refuse every request (gRPC UNAVAILABLE, HTTP 503); nothing is collected;
 * "hang": hold every request until ``release()`` (or stop), then accept it.
+
+``count_only=True`` keeps no spans, only counts them (``span_count``): a receiver cheap enough to
+stand in for a collector in benchmarks. ``python -m tests.otlp_receiver`` runs one in its own
+process (so its CPU is not the measured process's): it prints "<grpc port> <http port>" and serves
+until its stdin closes.
+
+``BlackHole`` is a collector that is there and never answers: it accepts TCP connections, reads
+what is sent and replies nothing (neither HTTP nor the HTTP/2 handshake gRPC needs).
 """
 
 from __future__ import annotations
 
 import gzip
 import http.server
+import socket
 import threading
 import time
 import zlib
@@ -117,7 +126,7 @@ class _Servicer(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[mi
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         if not self._receiver._admit("grpc"):
             context.abort(grpc.StatusCode.UNAVAILABLE, "test receiver refuses (mode=error)")
-        self._receiver._collect(decode_request(request, "grpc"))
+        self._receiver._take(request, "grpc")
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
@@ -147,7 +156,7 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
             self._reply(400, str(exc).encode())
             return
         receiver._note_encoding(encoding)
-        receiver._collect(decode_request(request, "http"))
+        receiver._take(request, "http")
         self._reply(200, trace_service_pb2.ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
 
     def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
@@ -172,15 +181,19 @@ class _HttpServer(http.server.ThreadingHTTPServer):
 class OtlpReceiver:
     """Collects the spans exported to it over gRPC and OTLP/HTTP (protobuf), thread-safely."""
 
-    def __init__(self, mode: str = "ok", *, grpc_enabled: bool = True, http_enabled: bool = True) -> None:
+    def __init__(self, mode: str = "ok", *, grpc_enabled: bool = True, http_enabled: bool = True,
+                 count_only: bool = False) -> None:
         if mode not in MODES:
             raise ValueError(f"mode {mode!r} is not one of {MODES}")
         self.mode = mode
+        self.count_only = count_only
+        self.span_count = 0  # spans accepted (kept or not)
         self._lock = threading.Condition()
         self._spans: list[ReceivedSpan] = []
         self._released = threading.Event()
         self.requests: dict[str, int] = {"grpc": 0, "http": 0}  # requests seen, accepted or not
         self.encodings: list[str] = []  # Content-Encoding of each accepted HTTP request ("" for none)
+        self.batch_sizes: list[int] = []  # spans in each accepted request, in arrival order
         self._grpc_enabled = grpc_enabled
         self._http_enabled = http_enabled
         self._grpc: grpc.Server | None = None
@@ -276,7 +289,78 @@ class OtlpReceiver:
         with self._lock:
             self.encodings.append(encoding)
 
-    def _collect(self, spans: list[ReceivedSpan]) -> None:
+    def _take(self, request: trace_service_pb2.ExportTraceServiceRequest, protocol: str) -> None:
+        if self.count_only:
+            count = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+            with self._lock:
+                self.span_count += count
+                self.batch_sizes.append(count)
+            return
+        spans = decode_request(request, protocol)
         with self._lock:
             self._spans.extend(spans)
+            self.span_count += len(spans)
+            self.batch_sizes.append(len(spans))
             self._lock.notify_all()
+
+
+class BlackHole:
+    """A TCP listener on 127.0.0.1 that accepts every connection and never answers (``with BlackHole() as hole``).
+
+    ``endpoint`` is its URL; ``connections`` counts what was accepted. Stopping closes everything.
+    """
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self._listener.settimeout(0.05)
+        self.port = int(self._listener.getsockname()[1])
+        self._held: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="otlp-black-hole", daemon=True)
+        self.connections = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                pass
+            else:
+                conn.setblocking(False)
+                with self._lock:
+                    self._held.append(conn)
+                    self.connections += 1
+            with self._lock:  # read and discard, so senders never block on a full window
+                for conn in self._held:
+                    try:
+                        while conn.recv(65536):
+                            pass
+                    except OSError:
+                        pass
+
+    def __enter__(self) -> BlackHole:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+        with self._lock:
+            for conn in self._held:
+                conn.close()
+            self._held.clear()
+        self._listener.close()
+
+
+if __name__ == "__main__":
+    import sys
+
+    with OtlpReceiver(count_only=True) as rx:
+        print(rx.grpc_port, rx.http_port, flush=True)
+        sys.stdin.read()  # serve until the parent closes our stdin (or exits)
+        print(rx.span_count, flush=True)

@@ -115,10 +115,18 @@ class KernelSide:
     # -- names the running kernel decides ---------------------------------
 
     def drop_reasons(self) -> DropReasons:
-        return drop_reasons_from_btf(self._require_btf(), self._module_btf_dir)
+        # Module BTF is read later, when a subsystem reason first shows up: by then the agent may
+        # have released the kernel BTF (release_btf), so its base is asked for again, not kept.
+        return drop_reasons_from_btf(self._require_btf(), self._module_btf_dir, base=self._require_btf)
 
     def route_results(self, reasons: DropReasons) -> RouteResults:
         return RouteResults(returns_drop_reason(self._require_btf(), "ip_route_input_noref"), reasons)
+
+    def release_btf(self) -> None:
+        """Stop using the caller's kernel BTF (the engine too), so that the caller may free it after
+        start-up; a later need (a late module attach, a subsystem drop reason) parses it again."""
+        self.engine.release_kernel_btf()
+        self._btf = None
 
     def _require_btf(self) -> libbpf.Btf:
         if self._btf is None:
@@ -146,17 +154,20 @@ class PathHooks:
             return len(self._engine.detach_hops(PATH_ONLY_PROGRAMS, parallel=True))
 
 
-def drop_reasons_from_btf(btf: libbpf.Btf, module_btf_dir: str = "/sys/kernel/btf") -> DropReasons:
+def drop_reasons_from_btf(btf: libbpf.Btf, module_btf_dir: str = "/sys/kernel/btf",
+                          base: Callable[[], libbpf.Btf] | None = None) -> DropReasons:
     """Drop reason names from the kernel's BTF; subsystem reasons (openvswitch, mac80211) from
-    their module's BTF, read on demand, the first time a subsystem reason is seen."""
+    their module's BTF, read on demand, the first time a subsystem reason is seen.  `base`: the
+    kernel BTF the modules' split BTF builds on, asked for then (default: `btf`, kept open)."""
     base_count = btf.type_count()
 
     def module_enums() -> Iterable[Enum]:
+        kernel_btf = base() if base is not None else btf
         for mod in sorted(os.listdir(module_btf_dir)):
             if mod == "vmlinux":
                 continue
             try:
-                with libbpf.Btf.parse(os.path.join(module_btf_dir, mod), base=btf) as mbtf:
+                with libbpf.Btf.parse(os.path.join(module_btf_dir, mod), base=kernel_btf) as mbtf:
                     # Split BTF ids start after the base's; subsystem reasons live in enums
                     # named *_drop_reason (ovs_drop_reason, mac80211_drop_reason).
                     yield from (m for name, m in mbtf.iter_enums(base_count) if name.endswith("drop_reason"))

@@ -200,6 +200,12 @@ class Engine:
             self._kernel_btf.close()
         self._kernel_btf = self._shared_btf
 
+    def release_kernel_btf(self) -> None:
+        """Stop using the caller's kernel BTF, so the caller may free it; a late attach parses its own."""
+        if self._kernel_btf is self._shared_btf:
+            self._kernel_btf = None
+        self._shared_btf = None
+
     def close(self) -> None:
         """Detach every link, then free the object (its programs and maps)."""
         for links in self._hop_links.values():

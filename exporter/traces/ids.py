@@ -1,7 +1,8 @@
 """Trace and span ids: the packet's deterministic trace id, and random span ids.
 
 The trace id is not random: ``packet_trace_id`` derives it from the packet's identity, so that
-agents on several nodes that see the same packet put their spans into the same trace.
+agents on several nodes that see the same packet put their spans into the same trace. Only a
+packet too short for its IP header, which has no identity, gets a random one (``random_trace_id``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import time
 
 from exporter.model.path import PacketHeader, Path
 
-__all__ = ["TRACE_ID_BUCKET_NS", "packet_trace_id", "span_ids", "trace_id_hex", "wall_minus_monotonic_ns"]
+__all__ = ["TRACE_ID_BUCKET_NS", "packet_trace_id", "random_trace_id", "span_ids", "trace_id_hex",
+           "wall_minus_monotonic_ns"]
 
 TRACE_ID_BUCKET_NS = 1_000_000_000
 
@@ -90,6 +92,11 @@ def packet_trace_id(header: PacketHeader, wall_ns: int, bucket_ns: int = TRACE_I
     )
     trace_id = int.from_bytes(hashlib.blake2b(material, digest_size=16).digest(), "big")
     return trace_id or 1
+
+
+def random_trace_id() -> int:
+    """A random, non-zero 128-bit trace id, for a packet with no identity to share (its header cut short)."""
+    return _random_bits(128) or 1
 
 
 def span_ids(count: int) -> list[bytes]:

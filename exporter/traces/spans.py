@@ -1,117 +1,34 @@
-"""Packet paths as OpenTelemetry spans: one trace per sampled packet, one child span per hop.
+"""Names and attributes of the spans of a packet path: one root span per packet, one child span per hop.
 
 A finished ``Path`` becomes a root span for the packet (named after its flow, e.g.
-``UDP 10.0.1.5:4242 -> 10.0.2.9:53``) and one child span per hop, all timed with the
-kernel's timestamps converted to wall-clock time. See docs/traces.md for the full shape.
-
-The trace id is not random: ``packet_trace_id`` derives it from the packet's identity, so that
-agents on several nodes that see the same packet put their spans into the same trace. The SDK
-takes trace ids from the TracerProvider's ``IdGenerator``, so the provider must be built with a
-``PacketIdGenerator`` (``make_tracer_provider`` does it); ``SpanBuilder`` then sets the id of
-each root span through it.
+``UDP 10.0.1.5:4242 -> 10.0.2.9:53``) and one child span per hop. See docs/traces.md for the full
+shape. This module says what the root span is called and what every span carries (a hop's span
+name comes from the hop table: ``exporter.model.hops.span_name``); ``exporter.traces.encode``
+writes them as OTLP, and ``exporter.traces.ids`` derives the packet's trace id.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-
-from opentelemetry import trace
-from opentelemetry.context import Context
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from exporter import __version__
-from exporter.k8s.pods import PodRef
 from exporter.model import hops
 from exporter.model import vocabulary as names
 from exporter.model.path import Hop, HopEvent, Outcome, PacketHeader, Path
-from exporter.traces.ids import TRACE_ID_BUCKET_NS, packet_trace_id, wall_minus_monotonic_ns
 
 __all__ = [
-    "TRACE_ID_BUCKET_NS",
-    "PacketIdGenerator",
-    "SpanBuilder",
-    "make_tracer_provider",
-    "packet_trace_id",
+    "drop_reason",
+    "flow_key",
+    "hop_attributes",
+    "root_attributes",
+    "root_span_name",
 ]
 
-log = logging.getLogger(__name__)
-
-INSTRUMENTATION_NAME = "pktpath"
-LINK_ATTRIBUTES: dict[str, AttributeValue] = {"pktpath.link": "previous packet of flow"}
 
 IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMPV6 = (names.IPPROTO_ICMP, names.IPPROTO_TCP, names.IPPROTO_UDP,
                                                           names.IPPROTO_ICMPV6)
 _UNKNOWN_REASON = hops.UNKNOWN_REASON
 
 FlowKey = tuple[int, str, str, int, int, int]
-
-
-# --- the trace id ----------------------------------------------------------------------------
-
-
-class PacketIdGenerator(IdGenerator):
-    """Random span ids and trace ids, except for a root span started inside ``use_trace_id()``.
-
-    The id set by ``use_trace_id`` is per thread and used once: the next trace id the SDK asks
-    for on that thread (i.e. the next root span) gets it, later ones are random again.
-    """
-
-    def __init__(self) -> None:
-        self._random = RandomIdGenerator()
-        self._local = threading.local()
-
-    @contextmanager
-    def use_trace_id(self, trace_id: int) -> Iterator[None]:
-        if not 0 < trace_id < 1 << 128:
-            raise ValueError(f"trace id {trace_id:#x} is not a non-zero 128-bit number")
-        self._local.trace_id = trace_id
-        try:
-            yield
-        finally:
-            self._local.trace_id = 0
-
-    def generate_trace_id(self) -> int:
-        trace_id: int = getattr(self._local, "trace_id", 0)
-        if trace_id:
-            self._local.trace_id = 0
-            return trace_id
-        return self._random.generate_trace_id()
-
-    def generate_span_id(self) -> int:
-        return self._random.generate_span_id()
-
-    def random_trace_id(self) -> int:
-        return self._random.generate_trace_id()
-
-    def is_trace_id_random(self) -> bool:
-        # W3C "random trace id" flag: ours are hashes, uniformly spread but not random.
-        return False
-
-
-def make_tracer_provider(
-    resource: Resource | None = None,
-    id_generator: PacketIdGenerator | None = None,
-    *,
-    shutdown_on_exit: bool = True,
-) -> TracerProvider:
-    """A TracerProvider whose trace ids ``SpanBuilder`` can set. Add span processors to it as usual.
-
-    The sampler is the SDK's default (``OTEL_TRACES_SAMPLER``, else parent-based always-on); with
-    ``traceidratio`` the decision follows the deterministic trace id, so it agrees across nodes.
-    """
-    return TracerProvider(
-        resource=resource,
-        id_generator=id_generator or PacketIdGenerator(),
-        shutdown_on_exit=shutdown_on_exit,
-    )
 
 
 # --- names and attributes --------------------------------------------------------------------
@@ -144,7 +61,8 @@ def root_span_name(header: PacketHeader) -> str:
     return f"{shown} {src} -> {dst}"
 
 
-def _drop_reason(path: Path) -> str:
+def drop_reason(path: Path) -> str:
+    """The reason the path's packet was dropped, as its root span names it."""
     if path.drop_reason:
         return path.drop_reason
     return next((h.reason for h in path.hops if h.hop is Hop.DROP and h.reason), _UNKNOWN_REASON)
@@ -157,7 +75,7 @@ def root_attributes(path: Path, header: PacketHeader) -> dict[str, AttributeValu
                 "pktpath.ip.truncated": True, "pktpath.ip.length": header.length,
                 "pktpath.outcome": path.outcome.value, "pktpath.sampled_by": path.sampled_by.value,
                 "pktpath.hop_count": len(path.hops),
-                **({"pktpath.drop_reason": _drop_reason(path)} if path.outcome is Outcome.DROPPED else {})}
+                **({"pktpath.drop_reason": drop_reason(path)} if path.outcome is Outcome.DROPPED else {})}
     attrs: dict[str, AttributeValue] = {
         "source.address": header.src,
         "destination.address": header.dst,
@@ -178,7 +96,7 @@ def root_attributes(path: Path, header: PacketHeader) -> dict[str, AttributeValu
         attrs["network.transport"] = "udp"
     attrs["pktpath.outcome"] = path.outcome.value
     if path.outcome is Outcome.DROPPED:
-        attrs["pktpath.drop_reason"] = _drop_reason(path)
+        attrs["pktpath.drop_reason"] = drop_reason(path)
     attrs["pktpath.sampled_by"] = path.sampled_by.value
     attrs["pktpath.hop_count"] = len(path.hops)
     attrs["pktpath.ip.ttl"] = header.ttl
@@ -219,146 +137,3 @@ def hop_attributes(hop: HopEvent, path: Path) -> dict[str, AttributeValue]:
 
 def flow_key(header: PacketHeader) -> FlowKey:
     return (header.family, header.src, header.dst, header.protocol, header.sport, header.dport)
-
-
-# --- the builder -----------------------------------------------------------------------------
-
-
-class SpanBuilder:
-    """Turns finished Paths into spans on ``tracer_provider`` (one built by ``make_tracer_provider``).
-
-    ``clock_offset_ns()`` returns wall-clock minus CLOCK_MONOTONIC nanoseconds (the kernel's hop
-    timestamps are CLOCK_MONOTONIC); it is called once per path, so a clock step is followed.
-    ``flow_links`` bounds the LRU of flows whose previous packet a new root span links to (0: no
-    links). ``strict`` re-raises unexpected errors instead of counting them (for tests).
-
-    ``emit()`` never raises (unless strict): a path without hops or header is skipped and
-    counted in ``skipped[reason]`` ("no_hops", "no_header", "error"). Safe to call from several
-    threads. The builder is also a path sink itself: ``builder(path)`` is ``emit(path)``.
-    """
-
-    def __init__(
-        self,
-        tracer_provider: TracerProvider,
-        *,
-        clock_offset_ns: Callable[[], int] | None = None,
-        flow_links: int = 4096,
-        strict: bool = False,
-        pod_of: Callable[[int], PodRef | None] | None = None,
-    ) -> None:
-        id_generator = getattr(tracer_provider, "id_generator", None)
-        if not isinstance(id_generator, PacketIdGenerator):
-            raise TypeError("SpanBuilder needs a TracerProvider whose id_generator is a PacketIdGenerator "
-                            "(build it with make_tracer_provider())")
-        if flow_links < 0:
-            raise ValueError(f"flow_links must be >= 0, got {flow_links}")
-        self._ids = id_generator
-        self._tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME, __version__)
-        self._clock_offset_ns = clock_offset_ns or wall_minus_monotonic_ns
-        self._flow_links = flow_links
-        self._strict = strict
-        self._pod_of = pod_of  # netns inode -> pod (kubernetes.pod_labels), for k8s.* attributes
-        self._flows: OrderedDict[FlowKey, SpanContext] = OrderedDict()
-        self._lock = threading.Lock()
-        self.emitted = 0  # paths turned into a trace
-        self.skipped: Counter[str] = Counter()
-
-    def __call__(self, path: Path) -> None:
-        self.emit(path)
-
-    def _k8s(self, netns: int) -> dict[str, AttributeValue]:
-        """OTel k8s semantic conventions for the pod whose network namespace a hop ran in."""
-        pod = self._pod_of(netns) if self._pod_of is not None and netns else None
-        if pod is None:
-            return {}
-        attrs: dict[str, AttributeValue] = {"k8s.namespace.name": pod.namespace, "k8s.pod.name": pod.name}
-        if pod.uid:
-            attrs["k8s.pod.uid"] = pod.uid
-        if pod.node:
-            attrs["k8s.node.name"] = pod.node
-        return attrs
-
-    def emit(self, path: Path) -> str:
-        """Emit ``path`` as spans; returns its trace id as 32 hex digits, or "" when skipped."""
-        if not path.hops:
-            self._skip("no_hops")
-            return ""
-        header = path.header
-        if header is None:
-            self._skip("no_header")
-            return ""
-        try:
-            trace_id = self._emit(path, header)
-        except Exception:
-            if self._strict:
-                raise
-            # The traceback once; after that a bug would flood the log at the packet rate.
-            first = not self.skipped["error"]
-            log.log(logging.ERROR if first else logging.DEBUG, "could not turn path %s into spans (counted in "
-                    "skipped['error'])", path.path_id, exc_info=first)
-            self._skip("error")
-            return ""
-        with self._lock:
-            self.emitted += 1
-        return trace.format_trace_id(trace_id)
-
-    def _skip(self, reason: str) -> None:
-        with self._lock:
-            self.skipped[reason] += 1
-
-    def _previous_root(self, key: FlowKey) -> SpanContext | None:
-        if not self._flow_links:
-            return None
-        with self._lock:
-            return self._flows.get(key)
-
-    def _remember_root(self, key: FlowKey, root: SpanContext) -> None:
-        if not self._flow_links:
-            return
-        with self._lock:
-            self._flows[key] = root
-            self._flows.move_to_end(key)
-            while len(self._flows) > self._flow_links:
-                self._flows.popitem(last=False)
-
-    def _emit(self, path: Path, header: PacketHeader) -> int:
-        offset = self._clock_offset_ns()
-        walls = [hop.ts_ns + offset for hop in path.hops]
-        start = walls[0]
-        end = max(walls)
-        # A packet whose IP header is cut short has no identity to share with other nodes: two such
-        # packets would hash alike, so each gets its own random trace.
-        trace_id = self._ids.random_trace_id() if header.truncated else packet_trace_id(header, start)
-        key = flow_key(header)
-        previous = self._previous_root(key)
-        links = [Link(previous, LINK_ATTRIBUTES)] if previous is not None else []
-
-        with self._ids.use_trace_id(trace_id):
-            root = self._tracer.start_span(
-                root_span_name(header),
-                context=Context(),  # never a child of whatever span is current on this thread
-                kind=SpanKind.INTERNAL,
-                attributes=root_attributes(path, header) | self._k8s(path.hops[0].netns),
-                links=links,
-                start_time=start,
-            )
-        if path.outcome is Outcome.DROPPED:
-            root.set_status(Status(StatusCode.ERROR, _drop_reason(path)))
-        parent = trace.set_span_in_context(root)
-        last = len(path.hops) - 1
-        for index, hop in enumerate(path.hops):
-            hop_start = walls[index]
-            hop_end = max(hop_start, walls[index + 1]) if index < last else hop_start
-            span = self._tracer.start_span(
-                hops.span_name(hop, hops.receiving_device(path, index)),
-                context=parent,
-                kind=SpanKind.INTERNAL,
-                attributes=hop_attributes(hop, path) | self._k8s(hop.netns),
-                start_time=hop_start,
-            )
-            if hop.hop is Hop.DROP:
-                span.set_status(Status(StatusCode.ERROR, hop.reason or path.drop_reason or _UNKNOWN_REASON))
-            span.end(end_time=hop_end)
-        root.end(end_time=end)
-        self._remember_root(key, root.get_span_context())
-        return trace_id

@@ -16,15 +16,17 @@ VMLINUX = Path("/sys/kernel/btf/vmlinux")
 BTF_KIND_ENUM, BTF_KIND_ENUM64 = 6, 19
 
 
-def raw_btf(enums: list[tuple[str, int, list[tuple[str, int]]]]) -> bytes:
-    """A minimal raw BTF blob holding the given enums: (name, kind, members)."""
+def raw_btf(enums: list[tuple[str, int, list[tuple[str, int]]]], base_strings: int = 0) -> bytes:
+    """A minimal raw BTF blob holding the given enums: (name, kind, members).  `base_strings`: the
+    length of a base BTF's string section, for a split blob (a module's), whose string offsets
+    continue the base's."""
     strings = b"\0"
     offsets: dict[str, int] = {}
 
     def off(s: str) -> int:
         nonlocal strings
         if s not in offsets:
-            offsets[s] = len(strings)
+            offsets[s] = base_strings + len(strings)
             strings += s.encode() + b"\0"
         return offsets[s]
 
@@ -58,6 +60,39 @@ def test_running_kernel_names_match_its_btf() -> None:
     for name in ("NETFILTER_DROP", "IP_RPFILTER", "IP_INNOROUTES", "IP_INADDRERRORS", "NO_SOCKET", "NOT_SPECIFIED"):
         assert reasons.name(by_name[name]) == name
     assert not any(n.startswith("SKB_DROP_REASON_") for n in reasons.known().values())
+
+
+@pytest.mark.skipif(not VMLINUX.exists(), reason="kernel built without CONFIG_DEBUG_INFO_BTF")
+def test_module_reasons_are_found_after_the_kernel_btf_was_freed(tmp_path: Path) -> None:
+    """The agent frees the kernel BTF after start-up; a subsystem reason seen later still finds its
+    module's name, its split BTF read against a kernel BTF parsed again then."""
+    with Btf.parse(str(VMLINUX)) as probe:
+        subsystems = dict(probe.enum("skb_drop_reason_subsys") or [])
+    if "SKB_DROP_REASON_SUBSYS_OPENVSWITCH" not in subsystems:
+        pytest.skip("this kernel has no openvswitch drop reason subsystem (before 6.4)")
+    base = subsystems["SKB_DROP_REASON_SUBSYS_OPENVSWITCH"] << 16
+    base_strings = struct.unpack_from("<I", VMLINUX.read_bytes()[:24], 20)[0]  # btf_header.str_len
+    modules = tmp_path / "btf"
+    modules.mkdir()
+    (modules / "vmlinux").write_bytes(b"")  # skipped by name, as in /sys/kernel/btf
+    (modules / "openvswitch").write_bytes(raw_btf(
+        [("ovs_drop_reason", BTF_KIND_ENUM, [("__OVS_DROP_REASON", base), ("OVS_DROP_LAST_ACTION", base + 1)])],
+        base_strings))
+    parsed: list[Btf] = []
+
+    def kernel_btf() -> Btf:
+        parsed.append(Btf.parse(str(VMLINUX)))
+        return parsed[-1]
+
+    btf = Btf.parse(str(VMLINUX))
+    reasons = drop_reasons_from_btf(btf, str(modules), base=kernel_btf)
+    btf.close()  # what the agent does once it serves
+    try:
+        assert reasons.name(base + 1) == "OVS_DROP_LAST_ACTION"
+        assert len(parsed) == 1
+    finally:
+        for b in parsed:
+            b.close()
 
 
 def test_hand_built_btf_with_subsystems_and_enum64(tmp_path: Path) -> None:

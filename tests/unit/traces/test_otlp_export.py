@@ -14,8 +14,8 @@ from exporter.config.model import TracesConfig
 from exporter.errors import ConfigError
 from exporter.model.path import Hop, HopEvent, Outcome, PacketHeader, Path
 from exporter.traces.export import DROP_REASONS, Tracing, build_tracing, http_traces_url
-from exporter.traces.spans import packet_trace_id
-from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
+from exporter.traces.ids import packet_trace_id
+from tests.otlp_receiver import BlackHole, OtlpReceiver, ReceivedSpan
 
 HEADER = PacketHeader(family=4, src="10.0.1.5", dst="10.0.2.9", protocol=17, sport=4242, dport=53, ttl=64,
                       length=84, ip_id=1)
@@ -272,6 +272,83 @@ def test_shutdown_is_bounded_when_the_receiver_hangs(start: Callable[..., Tracin
         tracing.shutdown(0.3)  # idempotent
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_shutdown_is_bounded_with_a_black_holed_endpoint(protocol: str, start: Callable[..., Tracing]) -> None:
+    """A collector that accepts and never answers: shutdown() returns in its time, every span accounted."""
+    with BlackHole() as hole:
+        tracing = start(replace(FAST, protocol=protocol, endpoint=hole.endpoint, max_export_batch_size=4,
+                                export_timeout_ms=60000))
+        for n in range(10):
+            tracing.span_builder.emit(path(n))
+        wait_until(lambda: hole.connections >= 1 and tracing.pending < 10 * SPANS_PER_PATH)  # one batch in export
+        began = time.monotonic()
+        tracing.shutdown(1.0)
+        took = time.monotonic() - began
+        assert 0.4 < took < 1.2  # it waited for the flush, then cancelled, within the time given
+        assert tracing.exported == 0
+        assert tracing.pending == 0
+        assert tracing.dropped["shutdown"] > 0  # the batches that never left
+        if protocol == "grpc":  # closing the channel ends the call in export: counted at once
+            wait_until(lambda: accounted(tracing), timeout=2.0)
+            assert tracing.dropped["export_failed"] == SPANS_PER_PATH
+        # (An HTTP request blocked on the silent peer is counted export_failed when its timeout ends it.)
+
+
+def test_a_path_is_queued_whole_or_not_at_all(start: Callable[..., Tracing]) -> None:
+    with OtlpReceiver(mode="hang") as rx:
+        # Room for 10 spans: two 4-span paths fit, the third does not, although 2 spans are free.
+        tracing = start(replace(FAST, protocol="grpc", endpoint=rx.grpc_endpoint, max_queue_size=10,
+                                max_export_batch_size=10, schedule_delay_ms=60000))
+        for n in range(3):
+            tracing.span_builder.emit(path(n))
+        assert (tracing.pending, tracing.dropped["queue_full"]) == (8, 4)
+        rx.release()
+        tracing.shutdown(5.0)
+        assert tracing.exported == 8
+        assert len({s.trace_id for s in rx.wait_for(8)}) == 2  # two whole traces, no partial third
+
+
+def test_batches_hold_at_most_max_export_batch_size_spans(receiver: OtlpReceiver,
+                                                          start: Callable[..., Tracing]) -> None:
+    tracing = start(replace(FAST, protocol="grpc", endpoint=receiver.grpc_endpoint, max_export_batch_size=10,
+                            schedule_delay_ms=60000))
+    for n in range(7):  # 28 spans: 5 full-sized batches' worth of whole paths would need 10 per batch
+        tracing.span_builder.emit(path(n))
+    tracing.shutdown(5.0)
+    assert tracing.exported == 28
+    receiver.wait_for(28)
+    assert receiver.batch_sizes == [8, 8, 8, 4]  # whole paths, never more than 10 spans
+
+
+def test_schedule_delay_sends_a_partial_batch(receiver: OtlpReceiver, start: Callable[..., Tracing]) -> None:
+    tracing = start(replace(FAST, protocol="grpc", endpoint=receiver.grpc_endpoint, schedule_delay_ms=200))
+    began = time.monotonic()
+    tracing.span_builder.emit(path(1))
+    receiver.wait_for(SPANS_PER_PATH, timeout=5.0)
+    assert 0.15 < time.monotonic() - began < 2.0
+    assert receiver.batch_sizes == [SPANS_PER_PATH]
+
+
+@pytest.mark.parametrize(("sampler", "arg", "kept"), [("always_off", None, 0), ("parentbased_always_off", None, 0),
+                                                     ("traceidratio", "0.5", None), ("always_on", None, 40)])
+def test_otel_traces_sampler(sampler: str, arg: str | None, kept: int | None, receiver: OtlpReceiver,
+                             start: Callable[..., Tracing], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    if arg is not None:
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", arg)
+    tracing = start(replace(FAST, protocol="grpc", endpoint=receiver.grpc_endpoint), dict(os.environ))
+    ids = [tracing.span_builder.emit(path(n)) for n in range(40)]
+    tracing.shutdown(5.0)
+    sent = [i for i in ids if i]
+    if kept is None:  # the ratio sampler keeps a trace when the id's low 64 bits are below rate * 2**64
+        kept = len(sent)
+        assert 5 < kept < 35  # 40 packets at 1/2: outside only with probability ~1e-6
+        assert all(int(i, 16) & (2**64 - 1) < 2**63 for i in sent)
+    assert len(sent) == kept
+    assert tracing.exported == tracing.ended == kept * SPANS_PER_PATH
+    assert {s.trace_id for s in receiver.wait_for(tracing.exported)} == set(sent)
+
+
 # --- choosing the exporter -------------------------------------------------------------------
 
 
@@ -322,23 +399,23 @@ def test_env_precedence(start: Callable[..., Tracing]) -> None:
     env = {"OTEL_TRACES_EXPORTER": "console", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_SERVICE_NAME": "e"}
     tracing = start(TracesConfig(exporter="otlp", protocol="grpc", service_name="cfg"), env)
     assert tracing.exporter_name == "otlp/grpc"
-    assert tracing.tracer_provider.resource.attributes["service.name"] == "cfg"
+    assert tracing.resource["service.name"] == "cfg"
     tracing = start(TracesConfig(), env | {"OTEL_TRACES_EXPORTER": "otlp"})
     assert tracing.exporter_name == "otlp/http/protobuf"
-    assert tracing.tracer_provider.resource.attributes["service.name"] == "e"
+    assert tracing.resource["service.name"] == "e"
     tracing = start(TracesConfig(exporter="otlp"), {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
     assert tracing.exporter_name == "otlp/grpc"
 
 
 def test_resource_attributes_from_env(start: Callable[..., Tracing], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attrs,host.name=node-7,k8s.node.name=node-7")
-    attributes = start(TracesConfig(exporter="console"), dict(os.environ)).tracer_provider.resource.attributes
+    attributes = start(TracesConfig(exporter="console"), dict(os.environ)).resource
     assert attributes["service.name"] == "from-attrs"  # no OTEL_SERVICE_NAME, no service_name key
     assert attributes["host.name"] == "node-7"  # overrides pktpath's default
     assert attributes["k8s.node.name"] == "node-7"
     assert attributes["service.version"]
     monkeypatch.setenv("OTEL_SERVICE_NAME", "wins")
-    attributes = start(TracesConfig(exporter="console"), dict(os.environ)).tracer_provider.resource.attributes
+    attributes = start(TracesConfig(exporter="console"), dict(os.environ)).resource
     assert attributes["service.name"] == "wins"
 
 
@@ -395,3 +472,31 @@ def test_batch_larger_than_queue_is_a_config_error() -> None:
 )
 def test_http_traces_url(endpoint: str, url: str) -> None:
     assert http_traces_url(endpoint) == url
+
+
+def test_a_transport_that_raises_costs_its_batch_only(caplog: pytest.LogCaptureFixture) -> None:
+    """A bug in a transport: the batch is counted failed, the traceback logged once, the thread goes on."""
+    from exporter.traces.encode import RequestFraming
+    from exporter.traces.export import SpanQueue
+
+    class Broken:
+        calls = 0
+
+        def send(self, request: bytes, spans: int) -> bool:
+            self.calls += 1
+            if self.calls <= 2:
+                raise RuntimeError("transport bug")
+            return True
+
+        def cancel(self) -> None:
+            pass
+
+    queue = SpanQueue(Broken(), RequestFraming({}, "pktpath", ""), max_queue_size=100, max_batch=2, delay_s=0.01)
+    with caplog.at_level("DEBUG", logger="exporter.traces.export"):
+        for _ in range(3):
+            queue.offer(b"", 2)
+            wait_until(lambda: queue.snapshot()[1] == 0)
+        queue.shutdown(2.0)
+    assert (queue.exported, queue.dropped["export_failed"]) == (2, 4)
+    assert [r.levelname for r in caplog.records if r.message == "traces: span export failed"] == ["ERROR", "DEBUG"]
+    assert sum(1 for r in caplog.records if r.exc_info) == 1

@@ -1,28 +1,25 @@
-"""Tests for exporter.traces.spans: Path -> spans, with the SDK's in-memory exporter."""
+"""Tests for the spans of a path: names and attributes (exporter.traces.spans), trace ids
+(exporter.traces.ids) and the OTLP encoding (exporter.traces.encode), decoded with opentelemetry-proto."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
 from dataclasses import replace
+from typing import Any
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import StatusCode
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from exporter import __version__
+from exporter.k8s.pods import PodRef
 from exporter.model.hops import span_name as hop_span_name
 from exporter.model.path import FibLookup, Hop, HopEvent, Outcome, PacketHeader, Path, SampledBy
 from exporter.model.vocabulary import tcp_flags_text
-from exporter.traces.ids import trace_id_hex
-from exporter.traces.spans import (
-    PacketIdGenerator,
-    SpanBuilder,
-    make_tracer_provider,
-    packet_trace_id,
-    root_span_name,
-)
+from exporter.traces.encode import RequestFraming, SpanEncoder, encode_attributes, varint
+from exporter.traces.ids import packet_trace_id, span_ids, trace_id_hex
+from exporter.traces.spans import root_span_name
+from tests.otlp_receiver import ReceivedSpan, attributes, decode_request
 
 OFFSET = 1_700_000_000_000_000_000  # wall - monotonic, injected
 T0 = 5_000_000_000  # CLOCK_MONOTONIC ns of the first hop
@@ -55,42 +52,42 @@ def dropped(header: PacketHeader = UDP, path_id: int = 2) -> Path:
 
 
 class Setup:
-    def __init__(self, flow_links: int = 4096) -> None:
-        self.exporter = InMemorySpanExporter()
-        self.provider = make_tracer_provider(shutdown_on_exit=False)
-        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.builder = SpanBuilder(self.provider, clock_offset_ns=lambda: OFFSET, flow_links=flow_links, strict=True)
+    """A SpanEncoder whose output is kept, and decoded like a receiver would."""
 
-    def spans(self) -> list[ReadableSpan]:
-        return list(self.exporter.get_finished_spans())
+    def __init__(self, flow_links: int = 4096, **kwargs: Any) -> None:
+        self.chunks: list[tuple[bytes, int]] = []
+        kwargs.setdefault("clock_offset_ns", lambda: OFFSET)
+        kwargs.setdefault("strict", True)
+        self.encoder = SpanEncoder(lambda data, count: self.chunks.append((data, count)), flow_links=flow_links,
+                                   **kwargs)
+        self.framing = RequestFraming({"service.name": "test"}, "pktpath", __version__)
 
-    def root(self) -> ReadableSpan:
-        roots = [s for s in self.spans() if s.parent is None]
+    def spans(self) -> list[ReceivedSpan]:
+        request = ExportTraceServiceRequest.FromString(self.framing.request(data for data, _ in self.chunks))
+        return decode_request(request, "test")
+
+    def clear(self) -> None:
+        self.chunks.clear()
+
+    def root(self) -> ReceivedSpan:
+        roots = [s for s in self.spans() if not s.parent_span_id]
         assert len(roots) == 1
         return roots[0]
 
-    def children(self) -> list[ReadableSpan]:
-        return sorted((s for s in self.spans() if s.parent is not None), key=lambda s: s.start_time or 0)
+    def children(self) -> list[ReceivedSpan]:
+        return [s for s in self.spans() if s.parent_span_id]
 
 
 @pytest.fixture
-def setup() -> Iterator[Setup]:
-    s = Setup()
-    yield s
-    s.provider.shutdown()
-
-
-def ctx(span: ReadableSpan) -> trace.SpanContext:
-    context = span.context
-    assert isinstance(context, trace.SpanContext)
-    return context
+def setup() -> Setup:
+    return Setup()
 
 
 # --- a forwarded path ------------------------------------------------------------------------
 
 
 def test_forwarded_path_root_and_children(setup: Setup) -> None:
-    trace_hex = setup.builder.emit(forwarded())
+    trace_hex = setup.encoder.emit(forwarded())
     root = setup.root()
     children = setup.children()
     assert root.name == "UDP 10.0.1.5:4242 -> 10.0.2.9:53"
@@ -100,20 +97,19 @@ def test_forwarded_path_root_and_children(setup: Setup) -> None:
         "net_dev_queue(eth1)",
         "net_dev_xmit(eth1)",
     ]
-    assert trace_hex == trace.format_trace_id(ctx(root).trace_id)
-    for child in children:
-        assert child.parent is not None
-        assert child.parent.span_id == ctx(root).span_id
-        assert ctx(child).trace_id == ctx(root).trace_id
-    assert setup.builder.emitted == 1
-    assert not setup.builder.skipped
+    assert trace_hex == root.trace_id
+    assert all(c.parent_span_id == root.span_id and c.trace_id == root.trace_id for c in children)
+    assert len({s.span_id for s in setup.spans()}) == 5
+    assert setup.chunks[0][1] == 5  # the span count handed on with the bytes
+    assert setup.encoder.emitted == 1
+    assert not setup.encoder.skipped
 
 
 def test_times_are_converted_with_the_offset(setup: Setup) -> None:
-    setup.builder.emit(forwarded())
+    setup.encoder.emit(forwarded())
     root = setup.root()
-    assert (root.start_time, root.end_time) == (OFFSET + T0, OFFSET + T0 + 4_500)
-    assert [(c.start_time, c.end_time) for c in setup.children()] == [
+    assert (root.start_ns, root.end_ns) == (OFFSET + T0, OFFSET + T0 + 4_500)
+    assert [(c.start_ns, c.end_ns) for c in setup.children()] == [
         (OFFSET + T0, OFFSET + T0 + 1_000),
         (OFFSET + T0 + 1_000, OFFSET + T0 + 3_000),
         (OFFSET + T0 + 3_000, OFFSET + T0 + 4_500),
@@ -122,9 +118,9 @@ def test_times_are_converted_with_the_offset(setup: Setup) -> None:
 
 
 def test_root_attributes_follow_the_semantic_conventions(setup: Setup) -> None:
-    setup.builder.emit(forwarded())
+    setup.encoder.emit(forwarded())
     root = setup.root()
-    assert dict(root.attributes or {}) == {
+    assert root.attributes == {
         "source.address": "10.0.1.5",
         "source.port": 4242,
         "destination.address": "10.0.2.9",
@@ -140,14 +136,16 @@ def test_root_attributes_follow_the_semantic_conventions(setup: Setup) -> None:
         "pktpath.ip.length": 84,
         "pktpath.ip.id": 0x1234,
     }
-    assert root.status.status_code is StatusCode.UNSET
-    assert root.kind is trace.SpanKind.INTERNAL
-    assert root.instrumentation_scope is not None and root.instrumentation_scope.name == "pktpath"
+    assert root.status_code == "UNSET"
+    assert root.scope == "pktpath"
+    span = ExportTraceServiceRequest.FromString(setup.framing.request([setup.chunks[0][0]])).resource_spans[0]
+    assert span.scope_spans[0].scope.version == __version__
+    assert span.scope_spans[0].spans[0].kind == Span.SpanKind.SPAN_KIND_INTERNAL
 
 
 def test_hop_attributes(setup: Setup) -> None:
-    setup.builder.emit(forwarded())
-    receive, fib, queue, xmit = (dict(c.attributes or {}) for c in setup.children())
+    setup.encoder.emit(forwarded())
+    receive, fib, queue, xmit = (c.attributes for c in setup.children())
     assert receive == {
         "pktpath.hop": "netif_receive_skb",
         "network.interface.name": "eth0",
@@ -169,28 +167,32 @@ def test_hop_attributes(setup: Setup) -> None:
     }
     assert queue["pktpath.hop"] == "net_dev_queue" and queue["network.interface.name"] == "eth1"
     assert xmit["pktpath.cpu"] == 2 and xmit["pktpath.skb.len"] == 98
-    assert all(c.status.status_code is StatusCode.UNSET for c in setup.children())
+    assert all(c.status_code == "UNSET" for c in setup.children())
+
+
+def test_the_same_attributes_encode_the_same_from_the_cache(setup: Setup) -> None:
+    for n in range(3):  # the second and third paths find their hops' attributes in the cache
+        setup.encoder.emit(forwarded(replace(UDP, ip_id=n), path_id=n))
+    receives = [s.attributes for s in setup.spans() if s.name == "netif_receive_skb(eth0)"]
+    assert len(receives) == 3 and receives[0] == receives[1] == receives[2]
 
 
 # --- a dropped path --------------------------------------------------------------------------
 
 
 def test_dropped_path_is_an_error_on_root_and_drop_hop(setup: Setup) -> None:
-    setup.builder.emit(dropped())
+    setup.encoder.emit(dropped())
     root = setup.root()
     receive, drop = setup.children()
-    assert root.status.status_code is StatusCode.ERROR
-    assert root.status.description == "NETFILTER_DROP"
-    attrs = root.attributes or {}
-    assert attrs["pktpath.outcome"] == "dropped"
-    assert attrs["pktpath.drop_reason"] == "NETFILTER_DROP"
-    assert attrs["pktpath.sampled_by"] == "drop"
+    assert (root.status_code, root.status_message) == ("ERROR", "NETFILTER_DROP")
+    assert root.attributes["pktpath.outcome"] == "dropped"
+    assert root.attributes["pktpath.drop_reason"] == "NETFILTER_DROP"
+    assert root.attributes["pktpath.sampled_by"] == "drop"
     assert drop.name == "DROPPED: NETFILTER_DROP"
-    assert drop.status.status_code is StatusCode.ERROR
-    assert drop.status.description == "NETFILTER_DROP"
-    assert (drop.attributes or {})["pktpath.drop_reason"] == "NETFILTER_DROP"
-    assert receive.status.status_code is StatusCode.UNSET
-    assert "pktpath.drop_reason" not in (receive.attributes or {})
+    assert (drop.status_code, drop.status_message) == ("ERROR", "NETFILTER_DROP")
+    assert drop.attributes["pktpath.drop_reason"] == "NETFILTER_DROP"
+    assert receive.status_code == "UNSET"
+    assert "pktpath.drop_reason" not in receive.attributes
 
 
 def test_delivered_path_root_is_unset(setup: Setup) -> None:
@@ -199,15 +201,15 @@ def test_delivered_path_root_is_unset(setup: Setup) -> None:
         HopEvent(3, Hop.DELIVER, T0 + 10, length=56),
         HopEvent(3, Hop.CONSUME, T0 + 20),
     ]
-    setup.builder.emit(Path(3, UDP, hops, Outcome.DELIVERED))
-    assert setup.root().status.status_code is StatusCode.UNSET
+    setup.encoder.emit(Path(3, UDP, hops, Outcome.DELIVERED))
+    assert setup.root().status_code == "UNSET"
     assert [c.name for c in setup.children()] == ["netif_receive_skb(eth0)", "deliver to socket", "consume_skb"]
 
 
 def test_drop_without_a_reason_says_unknown(setup: Setup) -> None:
     hops = [HopEvent(4, Hop.NETIF_RECEIVE, T0, header=UDP), HopEvent(4, Hop.DROP, T0 + 5)]
-    setup.builder.emit(Path(4, UDP, hops, Outcome.DROPPED))
-    assert setup.root().status.description == "UNKNOWN"
+    setup.encoder.emit(Path(4, UDP, hops, Outcome.DROPPED))
+    assert setup.root().status_message == "UNKNOWN"
     assert setup.children()[1].name == "DROPPED: UNKNOWN"
 
 
@@ -258,10 +260,10 @@ def test_fib_lookup_without_route_attributes(setup: Setup) -> None:
         HopEvent(5, Hop.FIB_LOOKUP, T0 + 1, table=254, verdict=-101),
         HopEvent(5, Hop.DROP, T0 + 2, reason="IP_NOROUTE"),
     ]
-    setup.builder.emit(Path(5, UDP, hops, Outcome.DROPPED, drop_reason="IP_NOROUTE"))
-    fib = dict(setup.children()[1].attributes or {})
+    setup.encoder.emit(Path(5, UDP, hops, Outcome.DROPPED, drop_reason="IP_NOROUTE"))
+    fib = setup.children()[1].attributes
     assert fib["pktpath.fib.result"] == "no route"
-    assert fib["pktpath.verdict"] == -101
+    assert fib["pktpath.verdict"] == -101  # a negative int64 survives the varint
     assert "pktpath.fib.oif" not in fib
 
 
@@ -269,10 +271,10 @@ def test_fib_lookup_without_route_attributes(setup: Setup) -> None:
 
 
 def test_icmp_root(setup: Setup) -> None:
-    setup.builder.emit(forwarded(ICMP))
+    setup.encoder.emit(forwarded(ICMP))
     root = setup.root()
     assert root.name == "ICMP 10.0.0.1 -> 10.0.0.2 echo-request"
-    attrs = dict(root.attributes or {})
+    attrs = root.attributes
     assert attrs["pktpath.ip.protocol"] == "icmp"
     assert attrs["pktpath.icmp.type"] == 8 and attrs["pktpath.icmp.code"] == 0
     assert "network.transport" not in attrs
@@ -303,8 +305,8 @@ def test_root_span_names(header: PacketHeader, name: str) -> None:
 
 
 def test_ipv6_tcp_root_attributes(setup: Setup) -> None:
-    setup.builder.emit(forwarded(TCP6))
-    attrs = dict(setup.root().attributes or {})
+    setup.encoder.emit(forwarded(TCP6))
+    attrs = setup.root().attributes
     assert attrs["network.type"] == "ipv6"
     assert attrs["network.transport"] == "tcp"
     assert attrs["source.address"] == "2001:db8::1" and attrs["destination.port"] == 443
@@ -333,6 +335,16 @@ def test_trace_id_is_deterministic_within_a_bucket() -> None:
     assert packet_trace_id(replace(UDP, ttl=3, tos=0), wall) == first  # changes along the way: not hashed
     # Another spelling of the same IPv6 address is the same address.
     assert packet_trace_id(replace(TCP6, src="2001:0db8:0:0::1"), wall) == packet_trace_id(TCP6, wall)
+    # A scope id (which inet_pton refuses) is packed without it, as ipaddress does.
+    assert packet_trace_id(replace(TCP6, src="2001:db8::1%eth0"), wall) == packet_trace_id(TCP6, wall)
+
+
+def test_trace_id_layout_is_stable() -> None:
+    """Agents of different versions must agree: the v2 layout's ids for two packets, as recorded from the
+    SDK-era implementation (hashing addresses packed by ipaddress, before inet_pton)."""
+    wall = 1_700_000_000_250_000_000
+    assert f"{packet_trace_id(UDP, wall):032x}" == "2c8f67755f2054e5f542c26eddb9f2b9"
+    assert f"{packet_trace_id(TCP6, wall):032x}" == "9026a5277f8b25615e655ce55fec4b89"
 
 
 @pytest.mark.parametrize(
@@ -363,57 +375,38 @@ def test_trace_id_uses_tcp_seq_and_buckets() -> None:
 
 
 def test_root_trace_id_is_the_packet_trace_id(setup: Setup) -> None:
-    trace_hex = setup.builder.emit(forwarded())
+    trace_hex = setup.encoder.emit(forwarded())
     expected = packet_trace_id(UDP, OFFSET + T0)
-    assert ctx(setup.root()).trace_id == expected
-    assert trace_hex == f"{expected:032x}"
-    # The same packet seen by another agent (another provider, other random span ids): same trace.
+    assert setup.root().trace_id == trace_hex == f"{expected:032x}"
+    # The same packet seen by another agent (other random span ids): the same trace.
     other = Setup()
-    assert other.builder.emit(forwarded(path_id=99, t0=T0 + 300_000)) == trace_hex
-    assert ctx(other.root()).span_id != ctx(setup.root()).span_id
+    assert other.encoder.emit(forwarded(path_id=99, t0=T0 + 300_000)) == trace_hex
+    assert other.root().span_id != setup.root().span_id
 
 
-def test_span_ids_and_other_roots_stay_random() -> None:
-    ids = PacketIdGenerator()
-    with ids.use_trace_id(42):
-        assert ids.generate_trace_id() == 42
-        assert ids.generate_trace_id() != 42  # used once
-    assert ids.generate_trace_id() != 42
-    assert ids.generate_span_id() != ids.generate_span_id()
-    with pytest.raises(ValueError, match="not a non-zero 128-bit number"), ids.use_trace_id(0):
-        pass
-
-
-def test_root_is_never_a_child_of_the_current_span(setup: Setup) -> None:
-    with setup.provider.get_tracer("app").start_as_current_span("unrelated"):
-        setup.builder.emit(forwarded())
-    roots = [s for s in setup.spans() if s.name.startswith("UDP")]
-    assert roots[0].parent is None
-    assert ctx(roots[0]).trace_id == packet_trace_id(UDP, OFFSET + T0)
-
-
-def test_builder_needs_the_packet_id_generator() -> None:
-    with pytest.raises(TypeError, match="make_tracer_provider"):
-        SpanBuilder(TracerProvider(shutdown_on_exit=False))
+def test_span_ids_are_random_and_never_zero() -> None:
+    ids = span_ids(1000)
+    assert len(ids) == len(set(ids)) == 1000
+    assert all(len(i) == 8 and i != bytes(8) for i in ids)
 
 
 # --- flow links ------------------------------------------------------------------------------
 
 
 def test_a_packet_links_to_the_previous_packet_of_its_flow(setup: Setup) -> None:
-    setup.builder.emit(forwarded(path_id=1))
-    first = ctx(setup.root())
-    setup.exporter.clear()
-    setup.builder.emit(forwarded(replace(UDP, ip_id=0x1235), path_id=2, t0=T0 + 10_000))
+    setup.encoder.emit(forwarded(path_id=1))
+    first = setup.root()
+    setup.clear()
+    setup.encoder.emit(forwarded(replace(UDP, ip_id=0x1235), path_id=2, t0=T0 + 10_000))
     second = setup.root()
     assert len(second.links) == 1
     link = second.links[0]
-    assert (link.context.trace_id, link.context.span_id) == (first.trace_id, first.span_id)
-    assert dict(link.attributes or {}) == {"pktpath.link": "previous packet of flow"}
-    assert ctx(second).trace_id != first.trace_id
+    assert (link.trace_id, link.span_id) == (first.trace_id, first.span_id)
+    assert link.attributes == {"pktpath.link": "previous packet of flow"}
+    assert second.trace_id != first.trace_id
     # Another flow has no link; child spans never have one.
-    setup.exporter.clear()
-    setup.builder.emit(forwarded(replace(UDP, sport=1), path_id=3))
+    setup.clear()
+    setup.encoder.emit(forwarded(replace(UDP, sport=1), path_id=3))
     assert setup.root().links == ()
     assert all(not c.links for c in setup.children())
 
@@ -421,106 +414,151 @@ def test_a_packet_links_to_the_previous_packet_of_its_flow(setup: Setup) -> None
 def test_flow_links_are_a_bounded_lru() -> None:
     s = Setup(flow_links=2)
     for sport in (1, 2, 3):  # flow 1 is evicted by flow 3
-        s.builder.emit(forwarded(replace(UDP, sport=sport)))
-    s.builder.emit(forwarded(replace(UDP, sport=2, ip_id=9)))  # touches flow 2: flow 3 is now the oldest
-    s.builder.emit(forwarded(replace(UDP, sport=4)))  # evicts flow 3
-    s.exporter.clear()
+        s.encoder.emit(forwarded(replace(UDP, sport=sport)))
+    s.encoder.emit(forwarded(replace(UDP, sport=2, ip_id=9)))  # touches flow 2: flow 3 is now the oldest
+    s.encoder.emit(forwarded(replace(UDP, sport=4)))  # evicts flow 3
+    s.clear()
     # Held now: flows 2 and 4. Probe those first: probing a missing flow inserts it and evicts one.
     for sport in (4, 2, 3, 1):
-        s.builder.emit(forwarded(replace(UDP, sport=sport, ip_id=100)))
-    linked = {(r.attributes or {})["source.port"]: bool(r.links) for r in s.spans() if r.parent is None}
+        s.encoder.emit(forwarded(replace(UDP, sport=sport, ip_id=100)))
+    linked = {r.attributes["source.port"]: bool(r.links) for r in s.spans() if not r.parent_span_id}
     assert linked == {1: False, 2: True, 3: False, 4: True}
 
 
 def test_no_links_when_disabled() -> None:
     s = Setup(flow_links=0)
-    s.builder.emit(forwarded())
-    s.builder.emit(forwarded(replace(UDP, ip_id=1)))
+    s.encoder.emit(forwarded())
+    s.encoder.emit(forwarded(replace(UDP, ip_id=1)))
     assert all(not span.links for span in s.spans())
+
+
+# --- the sampler (OTEL_TRACES_SAMPLER) -------------------------------------------------------
+
+
+def test_a_refused_trace_is_not_sent_and_has_no_exemplar_id() -> None:
+    asked: list[tuple[int, str, dict[str, Any]]] = []
+
+    def sampler(trace_id: int, name: str, attrs: Any) -> bool:
+        asked.append((trace_id, name, dict(attrs)))
+        return bool(attrs["source.port"] != 1)
+
+    s = Setup(sampler=sampler)
+    assert s.encoder.emit(forwarded(replace(UDP, sport=1))) == ""
+    kept = s.encoder.emit(forwarded(replace(UDP, sport=2)))
+    assert kept and [r.trace_id for r in s.spans() if not r.parent_span_id] == [kept]
+    assert asked[1][0] == int(kept, 16) and asked[1][1] == "UDP 10.0.1.5:2 -> 10.0.2.9:53"
+    assert (s.encoder.sampled_out, s.encoder.emitted) == (1, 1)
+    # A refused packet is no flow's previous packet: nothing links to a trace that was never sent.
+    s.clear()
+    s.encoder.emit(forwarded(replace(UDP, sport=2, ip_id=5)))
+    assert s.root().links and s.root().links[0].trace_id == kept
+
+
+# --- attribute values ------------------------------------------------------------------------
+
+
+def decoded_attributes(values: dict[str, Any]) -> dict[str, Any]:
+    span = Span.FromString(encode_attributes(0x4A, values))  # Span field 9: repeated KeyValue
+    return attributes(span.attributes)
+
+
+def test_attribute_values_of_every_type() -> None:
+    values = {"s": "héllo", "b": True, "f": False, "i": -(1 << 63), "big": (1 << 63) - 1, "d": 0.25, "raw": b"\x00\x01",
+              "list": ["a", "b"], "ints": (1, -2), "empty": []}
+    assert decoded_attributes(values) == values | {"ints": [1, -2]}
+
+
+def test_values_opentelemetry_rejects_are_left_out() -> None:
+    assert decoded_attributes({"none": None, "huge": 1 << 64, "mixed": [1, None], "obj": object(), "": "no key",
+                               "ok": 1}) == {"ok": 1}
+
+
+def test_a_bool_never_takes_the_cached_encoding_of_an_int(setup: Setup) -> None:
+    # Same key, same hash and equality (True == 1 == 1.0): the cache must not confuse them.
+    first = setup.encoder._encode_attributes({"pktpath.x": 1})
+    assert setup.encoder._encode_attributes({"pktpath.x": True}) != first
+    assert setup.encoder._encode_attributes({"pktpath.x": 1.0}) != first
+    assert decoded_attributes({"pktpath.x": True}) == {"pktpath.x": True}
+
+
+def test_varint() -> None:
+    assert [varint(n) for n in (0, 1, 127, 128, 300, 16384)] == [
+        b"\x00", b"\x01", b"\x7f", b"\x80\x01", b"\xac\x02", b"\x80\x80\x01"]
+
+
+def test_a_long_span_name_and_many_hops_frame_correctly(setup: Setup) -> None:
+    hops = [HopEvent(1, Hop.NETIF_RECEIVE, T0, ifname="x" * 300, header=UDP)]
+    hops += [HopEvent(1, Hop.DEV_QUEUE, T0 + i, ifname=f"eth{i}") for i in range(1, 64)]
+    setup.encoder.emit(Path(1, UDP, hops, Outcome.INCOMPLETE))
+    spans = setup.spans()
+    assert len(spans) == 65 and spans[1].name == f"netif_receive_skb({'x' * 300})"
 
 
 # --- malformed paths -------------------------------------------------------------------------
 
 
 def test_malformed_paths_are_skipped_and_counted(setup: Setup) -> None:
-    assert setup.builder.emit(Path(7, UDP, [])) == ""
-    assert setup.builder.emit(Path(8, None, forwarded().hops)) == ""
-    assert setup.spans() == []
-    assert setup.builder.skipped == {"no_hops": 1, "no_header": 1}
-    assert setup.builder.emitted == 0
+    assert setup.encoder.emit(Path(7, UDP, [])) == ""
+    assert setup.encoder.emit(Path(8, None, forwarded().hops)) == ""
+    assert setup.chunks == []
+    assert setup.encoder.skipped == {"no_hops": 1, "no_header": 1}
+    assert setup.encoder.emitted == 0
 
 
 def test_unexpected_errors_are_counted_not_raised_unless_strict() -> None:
     def broken_clock() -> int:
         raise RuntimeError("clock broke")
 
-    provider = make_tracer_provider(shutdown_on_exit=False)
-    lenient = SpanBuilder(provider, clock_offset_ns=broken_clock)
-    assert lenient.emit(forwarded()) == ""
-    assert lenient.skipped == {"error": 1}
-    strict = SpanBuilder(provider, clock_offset_ns=broken_clock, strict=True)
+    lenient = Setup(clock_offset_ns=broken_clock, strict=False)
+    assert lenient.encoder.emit(forwarded()) == ""
+    assert lenient.encoder.skipped == {"error": 1}
+    strict = Setup(clock_offset_ns=broken_clock)
     with pytest.raises(RuntimeError, match="clock broke"):
-        strict.emit(forwarded())
+        strict.encoder.emit(forwarded())
 
 
-def test_builder_is_a_path_sink(setup: Setup) -> None:
-    setup.builder(forwarded())
-    assert setup.builder.emitted == 1
+def test_encoder_is_a_path_sink(setup: Setup) -> None:
+    setup.encoder(forwarded())
+    assert setup.encoder.emitted == 1
     assert len(setup.spans()) == 5
 
 
 def test_unordered_hops_never_end_before_they_start(setup: Setup) -> None:
     path = forwarded()
     path.hops[1], path.hops[2] = path.hops[2], path.hops[1]
-    setup.builder.emit(path)
+    setup.encoder.emit(path)
     for span in setup.spans():
-        assert span.end_time is not None and span.start_time is not None
-        assert span.end_time >= span.start_time
+        assert span.end_ns >= span.start_ns
     root = setup.root()
-    assert all((c.end_time or 0) <= (root.end_time or 0) for c in setup.children())
+    assert all(c.end_ns <= root.end_ns for c in setup.children())
 
 
 def test_default_clock_offset_is_wall_minus_monotonic() -> None:
-    import time
-
-    exporter = InMemorySpanExporter()
-    provider = make_tracer_provider(shutdown_on_exit=False)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    now_mono = time.monotonic_ns()
+    s = Setup(clock_offset_ns=None)
     before = time.time_ns()
-    SpanBuilder(provider, strict=True).emit(forwarded(t0=now_mono))
-    root = next(s for s in exporter.get_finished_spans() if s.parent is None)
-    assert root.start_time is not None
-    assert abs(root.start_time - before) < 1_000_000_000  # generous: it is "now", not 1970 or boot time
+    s.encoder.emit(forwarded(t0=time.monotonic_ns()))
+    assert abs(s.root().start_ns - before) < 1_000_000_000  # generous: it is "now", not 1970 or boot time
 
 
 def test_k8s_attributes_from_the_hops_namespace() -> None:
-    from exporter.k8s.pods import PodRef
-    from exporter.traces.spans import PacketIdGenerator, SpanBuilder, make_tracer_provider
-
-    exporter = InMemorySpanExporter()
-    provider = make_tracer_provider(id_generator=PacketIdGenerator(), shutdown_on_exit=False)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
     pods = {42: PodRef("shop", "checkout-1", "node-1", "uid-1")}
-    builder = SpanBuilder(provider, clock_offset_ns=lambda: 0, pod_of=pods.get)
+    s = Setup(pod_of=pods.get, clock_offset_ns=lambda: 0)
     hops = [HopEvent(1, Hop.NETIF_RECEIVE, 1000, ifname="eth0", netns=42, header=UDP),
             HopEvent(1, Hop.DROP, 2000, ifname="eth0", netns=7, reason="NO_SOCKET")]
-    builder.emit(Path(1, UDP, hops, outcome=Outcome.DROPPED, drop_reason="NO_SOCKET"))
-    spans = {s.name: s for s in exporter.get_finished_spans()}
-    receive = spans["netif_receive_skb(eth0)"].attributes or {}
+    s.encoder.emit(Path(1, UDP, hops, outcome=Outcome.DROPPED, drop_reason="NO_SOCKET"))
+    spans = {sp.name: sp for sp in s.spans()}
+    receive = spans["netif_receive_skb(eth0)"].attributes
     assert (receive["k8s.namespace.name"], receive["k8s.pod.name"], receive["k8s.pod.uid"],
             receive["k8s.node.name"]) == ("shop", "checkout-1", "uid-1", "node-1")
-    assert "k8s.pod.name" not in (spans["DROPPED: NO_SOCKET"].attributes or {})  # netns 7: the host
-    root = next(s for s in exporter.get_finished_spans() if s.parent is None)
-    assert (root.attributes or {})["k8s.pod.name"] == "checkout-1"  # the packet started in the pod
+    assert "k8s.pod.name" not in spans["DROPPED: NO_SOCKET"].attributes  # netns 7: the host
+    assert s.root().attributes["k8s.pod.name"] == "checkout-1"  # the packet started in the pod
 
 
 def test_the_exemplar_trace_id_without_spans_is_the_one_spans_get() -> None:
     """An agent that exports nothing still puts the packet's trace id on its drop exemplars: the
     id a node that does export gives the same packet's spans."""
     for path in (forwarded(), dropped(), forwarded(TCP6), forwarded(ICMP)):
-        setup = Setup()
-        assert trace_id_hex(path, OFFSET) == setup.builder.emit(path) != ""
+        assert trace_id_hex(path, OFFSET) == Setup().encoder.emit(path) != ""
     assert trace_id_hex(forwarded(), OFFSET) != trace_id_hex(forwarded(replace(UDP, ip_id=0x1235)), OFFSET)
 
 
