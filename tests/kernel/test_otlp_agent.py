@@ -38,7 +38,7 @@ def test_stopping_with_a_black_holed_collector_is_bounded(protocol: str, tmp_pat
         # Default batching and timeouts (export_timeout_ms 10 s): only the endpoint is set.
         agent = AgentProcess.start(tmp_path, f"traces:\n  exporter: otlp\n  protocol: {protocol}\n"
                                              f"  endpoint: \"{hole.endpoint}\"\n"
-                                             "sampling:\n  one_in: 1\n  drop_one_in: 0\n"
+                                             "sampling:\n  continuous: true\n  one_in: 1\n  drop_one_in: 0\n"
                                              f"filter:\n  src: [127.0.0.2/32]\n  protocols: [udp]\n  ports: [{port}]\n")
         try:
             send_udp(port, 50)
