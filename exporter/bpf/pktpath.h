@@ -257,9 +257,9 @@ struct path_window {
 	__u32 one_in;       /* the N of sample_below, for bpftool readers */
 	__u32 number;       /* windows armed since the agent started */
 	/* New rate-sampled paths this window may start (0: unlimited): the
-	 * period's worth of max_paths, so the budget is an average over wall
-	 * time and a window spends it.  Counted in a budget bucket of its own,
-	 * WINDOW_BUDGET_BUCKET | number. */
+	 * budget over the window's length, counted exactly for the window in a
+	 * budget bucket of its own (WINDOW_BUDGET_BUCKET | number) instead of
+	 * the 1.07 s time buckets a window's edges would split. */
 	__u32 max_paths;
 	__u32 _pad;
 };

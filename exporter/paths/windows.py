@@ -24,9 +24,10 @@ together and their deterministic trace ids meet: a packet sampled on two nodes i
 The tolerance is the nodes' clock offset: with NTP (milliseconds) nothing is lost; an offset of d
 seconds loses the d/W of each window the two agents do not share.
 
-The path budget stays an average over wall time: a window may start max_paths_per_second x P new
-paths (its quota, counted in the kernel per window number, path_window.max_paths), so windows yield
-as many paths as continuous sampling would, in bursts.  N adapts (sampling.adaptive): a window's
+The path budget holds inside windows: a window may start max_paths_per_second x W new paths (its
+quota, counted in the kernel per window number, path_window.max_paths), so no second ever starts
+more paths than the budget, and the ring buffer and the agent never see a burst above what
+continuous sampling at the budget gives them.  N adapts (sampling.adaptive): a window's
 sampled candidates (paths started plus paths its quota refused) measure the matching traffic at the N
 in force, and the next window takes the N that makes the expected candidates a tenth more than the
 quota, so the quota, not the estimate, decides how many paths a window yields; one_in is the
@@ -103,8 +104,8 @@ class WindowSettings:
 
     @property
     def quota(self) -> int:
-        """New rate-sampled paths one window may start: the period's worth of the budget (0: unlimited)."""
-        return min(self.budget_per_s * self.period_s, MAX_WINDOW_QUOTA)
+        """New rate-sampled paths one window may start: the budget over its length (0: unlimited)."""
+        return min(self.budget_per_s * self.length_s, MAX_WINDOW_QUOTA)
 
     @property
     def target(self) -> int:

@@ -255,12 +255,12 @@ def test_m_packets_over_k_windows_give_the_expected_paths_and_weight(
         assert agent.stop() == 0, agent.log()
 
 
-def test_a_window_starts_at_most_the_periods_worth_of_the_budget_and_counts_the_rest(
+def test_a_window_starts_at_most_its_budget_and_counts_the_rest(
         tmp_path: Path, receiver: OtlpReceiver, lab: Lab) -> None:
-    """max_paths_per_second stays an average over wall time: a window may start budget x period paths
-    (its quota, counted in the kernel per window), and every candidate past it is counted refused."""
-    port, budget, per_window, windows = 7941, 15, 120, 3
-    quota = budget * PERIOD
+    """max_paths_per_second holds inside a window: it may start budget x window paths (its quota,
+    counted in the kernel per window), and every candidate past it is counted refused."""
+    port, budget, per_window, windows = 7941, 30, 120, 3
+    quota = budget * WINDOW
     agent = AgentProcess.start(tmp_path, windows_yaml(receiver, dst=f"{lab.server_ip}/32", ports=str(port),
                                                       interfaces=lab.if_server, budget=budget))
     try:

@@ -169,25 +169,25 @@ def test_the_linger_lasts_at_most_until_the_reaper_has_expired_what_is_left() ->
 
 
 def test_at_defaults_100k_packets_per_second_yield_at_least_100_paths_per_second() -> None:
-    """The issue's floor: the window's N rises until the window fills its quota, the period's worth
-    of the budget (1000/s x 10 s), so windows yield the budget's average rate."""
+    """The issue's floor: the window's N rises until the window fills its quota, the budget over the
+    window (1000/s x 1 s): 1000 paths every 10 s."""
     clock = Clock()
     kernel = Traffic(clock, pps=100_000)
     ctl = run(settings(), kernel, clock, 300)
     windows = list(ctl.counters.history)
     assert windows[0].one_in == 1  # nothing known yet: one_in, the quota refuses the excess
-    assert windows[0].started == 10_000 and windows[0].refused == 90_000
+    assert windows[0].started == 1_000 and windows[0].refused == 99_000
     steady = windows[3:]
-    assert all(w.one_in == math.ceil(100_000 / (10_000 * AIM_OVER_BUDGET)) for w in steady)
+    assert all(w.one_in == math.ceil(100_000 / (1_000 * AIM_OVER_BUDGET)) for w in steady)
     paths_per_s = sum(w.started for w in steady) / (len(steady) * 10)
     assert paths_per_s >= 100
-    assert paths_per_s == pytest.approx(1000, rel=0.01)  # the budget, as an average over the period
+    assert paths_per_s == pytest.approx(100, rel=0.01)  # the quota binds: no burst above the budget
 
 
 def test_weights_scale_started_paths_back_to_the_matching_packets() -> None:
     clock = Clock()
     kernel = Traffic(clock, pps=20_000)
-    ctl = run(settings(period_s=5, length_s=1, budget_per_s=500), kernel, clock, 200)
+    ctl = run(settings(period_s=5, length_s=1, budget_per_s=1000), kernel, clock, 200)
     for w in list(ctl.counters.history)[2:]:
         # Each path stands for one period's matching packets over the paths of its window.
         assert w.started * w.weight == pytest.approx(20_000 * 5, rel=0.01)
@@ -197,7 +197,7 @@ def test_adaptation_stays_within_one_in_and_without_a_budget_does_nothing() -> N
     s = settings(one_in=50)
     assert adapt_one_in(50, 0, s) == 50  # no traffic: back to the floor
     assert adapt_one_in(50, 10, s) == 50  # too little to need more than the floor
-    assert adapt_one_in(50, 1_100_000, s) == 5_000  # aim: 1.1 x the quota, 1000/s x 10 s
+    assert adapt_one_in(50, 1_100_000, s) == 50_000  # aim: 1.1 x the quota, 1000/s x 1 s
     assert adapt_one_in(7, 10**9, settings(budget_per_s=0)) == 1
     assert adapt_one_in(7, 10**9, settings(adaptive=False, one_in=7)) == 7
     assert adapt_one_in(1, 10**12, s) <= 2**31 - 1
