@@ -31,6 +31,13 @@ POLL_MS = 100  # also the assembler's tick period: bounds how late an idle path 
 # (pktpath_events_lost_total), while the drop counters, read in the kernel,
 # stay exact.  On a node with idle CPU it changes nothing.
 PIPELINE_NICE = 10
+# After a poll that found records, wait this long before the next one, so that each wake-up
+# handles a batch instead of a few records: the ring signals every record, and at 1,000 paths/s
+# the thread woke ~470 times a second with cold caches. Measured with the real agent (loopback
+# UDP, 5-hop paths, thread CPU from /proc/<tid>/schedstat): 144 -> 97 us of CPU per path.
+# 20 ms of records at 10,000 paths/s is ~1,200 records, far below what the 1 MiB ring holds,
+# and well inside the assembler's 50 ms grace.
+BATCH_WAIT_S = 0.02
 
 
 class PathSource(Protocol):
@@ -89,7 +96,8 @@ class PathPipeline:
             log.warning("cannot lower the path pipeline's priority: %s", exc)
         while not self._stop.is_set():
             try:
-                self._ring.poll(POLL_MS)
+                if self._ring.poll(POLL_MS):
+                    self._stop.wait(BATCH_WAIT_S)
             except Exception:
                 log.exception("ring buffer poll failed")
                 self._stop.wait(1.0)
