@@ -128,7 +128,7 @@ def test_udp_to_closed_port_is_no_socket(agent: AgentProcess, lab: Lab) -> None:
 def test_delivered_packets_are_not_counted(agent: AgentProcess, lab: Lab) -> None:
     """A listening server: nothing on the path drops, so no UDP series for the lab's interfaces.
 
-    (ICMP NO_SOCKET series do appear: on this kernel every echo reply to the
+    (ICMP NO_SOCKET series do appear: on 6.x kernels every echo reply to the
     lab's warm-up pings is freed by ping_rcv with NO_SOCKET after the raw
     socket took its copy -- a real kernel accounting quirk, not a lost packet.)"""
 

@@ -2,7 +2,7 @@
 
 Names come from real agents' /metrics (one with packet paths on, exporting to a port nothing listens
 on, and one with the default config).  Label names come from the samples; a family that has none here
-(the verdict counters need function hooks, which this kernel refuses; evictions need a full
+(the verdict counters need function hooks, which a locked-down kernel refuses; evictions need a full
 assembler) gets its label names from the same collectors fed synthetic kernel readings.
 """
 

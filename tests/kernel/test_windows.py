@@ -153,7 +153,8 @@ def test_what_the_agent_says_follows_the_hooks(tmp_path: Path, receiver: OtlpRec
 
 def slow_client_link(lab: Lab) -> None:
     """A token bucket on the client's veth (10 kB/s, 1600-byte bucket): after 1600 bytes of burst, a
-    datagram waits for the bytes queued before it (this kernel has no netem)."""
+    datagram waits for the bytes queued before it (tbf, not netem: kernels built without
+    CONFIG_NET_SCH_NETEM, like the CI's, have no netem qdisc)."""
     lab.exec(lab.client, "tc", "qdisc", "replace", "dev", lab.if_client, "root", "tbf", "rate", "80kbit",
              "burst", "1600", "limit", "20000")
 
