@@ -36,7 +36,7 @@ from typing import BinaryIO
 REPO = Path(__file__).resolve().parents[2]
 KERNEL_CACHE = Path(os.environ.get("PKTPATH_KERNEL_CACHE", REPO / "tests" / "vm" / ".cache" / "kernels"))
 VENV_BIN = REPO / ".venv" / "bin"
-SERIES = ("6.1", "6.12")
+SERIES = ("5.10", "6.1", "6.12")
 
 # Boot of a Debian kernel under TCG, udev coldplug included, takes 15-30 s on
 # 2 host cores; the guest's own deadline leaves this much before the host kills
