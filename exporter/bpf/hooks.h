@@ -15,6 +15,7 @@
 #define PKTPATH_HOOKS_H
 
 #include "maps.h"
+#include "drops.h"
 #include "paths.h"
 
 #define NF_VERDICT_MASK 0xff
@@ -106,7 +107,7 @@ static __always_inline void hook_nft_exit(void *pkt_ptr, void *priv, __u32 ret)
 	struct nft_pktinfo *pkt = pkt_ptr;
 	struct nft_chain *chain = priv;
 	struct nf_verdict_key key = {};
-	const struct nf_hook_state *state = BPF_CORE_READ(pkt, state);
+	const struct nf_hook_state *state = nft_pktinfo_state(pkt); /* compat.h: pkt->xt.state before 5.15 */
 	struct sk_buff *skb = BPF_CORE_READ(pkt, skb);
 	struct hop_event *ev;
 	char *name;
@@ -251,6 +252,7 @@ static __always_inline void hook_rp_filter_exit(void *skb, void *dev, int ret)
 
 	BPF_CORE_READ_STR_INTO(&key.ifname, (struct net_device *)dev, name);
 	counter_inc(&rp_filter_checks, &key);
+	drop_note_rp_filter(skb, ret); /* drops.h: the reason of the drop that follows, where the kernel names none */
 	verdict_event(skb, dev, HOP_RP_FILTER, ret);
 }
 

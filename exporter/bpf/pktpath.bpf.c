@@ -26,11 +26,12 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(kfree_skb__tp_btf, struct sk_buff *skb, void *location)
 {
-	__u32 reason = kfree_skb_reason_arg(ctx);
+	/* Before 5.17: evidence in place of the reason the kernel does not give (drops.h). */
+	__u32 reason = drop_reason_or_evidence(ctx, skb);
 
 	if (reason_is_consumed(reason))
 		return 0;
-	count_drop(skb, reason);
+	count_drop(skb, reason, (__u64)location);
 	path_drop(skb, reason, (__u64)location);
 	return 0;
 }
@@ -476,9 +477,12 @@ int BPF_PROG(ipt_do_table__fexit, void *table, struct sk_buff *skb, void *state)
 }
 
 SEC("kprobe/ipt_do_table")
-int BPF_KPROBE(ipt_do_table__kprobe, void *table, void *skb, void *state)
+int BPF_KPROBE(ipt_do_table__kprobe, void *arg1, void *arg2, void *arg3)
 {
-	stash_push3(STASH_IPT_TABLE, (__u64)table, (__u64)skb, (__u64)state);
+	__u64 table = (__u64)arg1, skb = (__u64)arg2, state = (__u64)arg3;
+
+	ipt_do_table_args(&table, &skb, &state); /* compat.h: (skb, state, table) before 5.16 */
+	stash_push3(STASH_IPT_TABLE, table, skb, state);
 	return 0;
 }
 
