@@ -12,6 +12,7 @@ filter and sampling settings live; an invalid file keeps the running config.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -94,10 +95,12 @@ def pod_resolver(cfg: Config, host: Host, env: Mapping[str, str]) -> PodResolver
 
 class ModuleWatch:
     """Notices kernel modules loaded since start-up (each has its BTF under
-    /sys/kernel/btf), for hops that could not attach before their module was
-    there.  One directory listing every few seconds, and only while a hop is missing."""
+    /sys/kernel/btf, and, before 5.11, where modules have no BTF, only its
+    /sys/module entry), for hops that could not attach before their module was
+    there.  Two directory listings every few seconds, and only while a hop is missing."""
 
     BTF_DIR = "/sys/kernel/btf"
+    MODULE_DIR = "/sys/module"
     EVERY_S = 5.0
 
     def __init__(self, report: AttachReport) -> None:
@@ -106,10 +109,11 @@ class ModuleWatch:
         self._next = time.monotonic() + self.EVERY_S
 
     def _modules(self) -> set[str]:
-        try:
-            return set(os.listdir(self.BTF_DIR))
-        except OSError:
-            return set()
+        seen: set[str] = set()
+        for where in (self.BTF_DIR, self.MODULE_DIR):
+            with contextlib.suppress(OSError):
+                seen.update(f"{where}/{name}" for name in os.listdir(where))
+        return seen
 
     def changed(self) -> bool:
         now = time.monotonic()
