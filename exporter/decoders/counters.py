@@ -24,6 +24,7 @@ class DropCount:
     packets: int
     bytes: int
     key: builtins.bytes = b""  # the raw kernel key, to delete the entry (e.g. a deleted pod's namespace)
+    location: int = 0  # kfree_skb call site: kernels without drop reasons only (reason: DROP_EVIDENCE_* then)
 
 
 def read_drop_counts(drop_map: Map, slots: Iterable[tuple[bytes, int, int]] = ()) -> list[DropCount]:
@@ -47,7 +48,7 @@ def read_drop_counts(drop_map: Map, slots: Iterable[tuple[bytes, int, int]] = ()
             packets += v.packets
             nbytes += v.bytes
         out.append(DropCount(key.ifname.decode(errors="replace"), key.reason, key.ifindex, key.netns,
-                             key.l3_proto, key.l4_proto, packets, nbytes, kraw))
+                             key.l3_proto, key.l4_proto, packets, nbytes, kraw, key.location))
     return out
 
 
@@ -60,7 +61,7 @@ class DropSlots:
     scrape, long after any write that raced the retirement has landed.
     """
 
-    _LAYOUT = struct.Struct("<32sQQI12x")
+    _LAYOUT = struct.Struct("<40sQQI4x")
     _STATE_OFFSET = DropSlot.state.offset
 
     def __init__(self, slot_map: Map) -> None:

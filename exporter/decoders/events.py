@@ -93,7 +93,7 @@ class EventDecoder:
             netns=ev.netns,
             length=ev.len,
             verdict=ev.verdict,
-            reason=self._reasons.name(ev.reason) if hop is Hop.DROP else None,
+            reason=self._reasons.at(ev.reason, ev.location) if hop is Hop.DROP else None,
             table=ev.table,
             out_ifname=ev.out_ifname.decode(errors="replace"),
             fib_src=_ipv4(ev.fib_saddr) if hop is Hop.FIB_LOOKUP else "",
