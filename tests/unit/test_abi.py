@@ -24,7 +24,9 @@ def object_btf() -> Btf:
 def test_mirrors_match_object(object_btf: Btf) -> None:
     abi.check_against(object_btf)
     size, members = object_btf.struct_layout("drop_key") or (0, [])
-    assert size == ctypes.sizeof(abi.DropKey) == 32
+    assert size == ctypes.sizeof(abi.DropKey) == 40
+    # Slots stay one cache line each (drops.h).
+    assert (object_btf.struct_layout("drop_slot") or (0, []))[0] == ctypes.sizeof(abi.DropSlot) == 64
     assert [m for m, _ in members] == [f[0] for f in abi.DropKey._fields_]
 
 
@@ -88,5 +90,6 @@ def test_defines_match_the_header() -> None:
     header = (OBJ.parent / "pktpath.h").read_text()
     defines = {m[1]: int(m[2], 0) for m in re.finditer(r"#define (\w+) (0x[0-9a-fA-F]+|\d+)", header)}
     for name in ("EV_HEADER", "EV_BY_DROP", "FILTER_SRC", "FILTER_DST", "FILTER_PROTO", "FILTER_PORT",
-                 "FILTER_IFACE", "MAX_PORT_RANGES"):
+                 "FILTER_IFACE", "MAX_PORT_RANGES", "DROP_EVIDENCE_ERRNO", "DROP_EVIDENCE_IN_DEV",
+                 "DROP_EVIDENCE_FORWARDING"):
         assert defines[name] == getattr(abi, name), name
