@@ -57,10 +57,10 @@ static __always_inline __u32 slot_index(const __u64 *w)
 /* Does the slot hold this key?  The location word as in slot_index(). */
 static __always_inline int slot_holds(const __u64 *s, const __u64 *w)
 {
-	int same = s[0] == w[0] && s[1] == w[1] && s[3] == w[3] && s[4] == w[4];
-
-	IF_NO_DROP_REASONS(same = same && s[2] == w[2]);
-	return same;
+	if (s[0] != w[0] || s[1] != w[1] || s[3] != w[3] || s[4] != w[4])
+		return 0;
+	IF_NO_DROP_REASONS(if (s[2] != w[2]) return 0);
+	return 1;
 }
 
 /* ---- kernels without drop reasons (before 5.17) ---------------------------
