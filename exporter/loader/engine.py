@@ -43,8 +43,8 @@ MODULE_OF = {"nft_do_chain": "nf_tables", "ipt_do_table": "ip_tables"}
 # the types vmlinux's BTF happens to hold (5.10 has struct xt_table, not struct nft_pktinfo).
 MODULE_TYPES = {"nft_do_chain": ("nft_pktinfo", "nft_chain", "nft_table"), "ipt_do_table": ("xt_table",)}
 _BY_CONFIG = ("excluded", "not allowed")  # how reasons that are the user's choice begin
-# Helpers our programs call that are newer than the oldest kernel the project supports (5.5, tp_btf),
-# named in what `pktpath check` says when a kernel lacks one (include/uapi/linux/bpf.h: enum bpf_func_id).
+# Helpers our programs call that are newer than the oldest kernel the test matrix proves (5.10), named
+# in what `pktpath check` says when a kernel lacks one (include/uapi/linux/bpf.h: enum bpf_func_id).
 NEWER_HELPERS = {184: ("bpf_get_func_ret", "5.17")}
 # Verifier log lines that trace its walk rather than state its objection.
 _VERIFIER_NOISE = re.compile(r"^(\d+: |mark_precise|from \d+ to|; |\(|func#|Live regs|processed |stack depth"
@@ -286,7 +286,9 @@ class Engine:
     def _missing_helper(self, prog: libbpf.Program) -> str:
         """Why `prog` cannot load here ("" if it may): it calls a BPF helper this kernel does not have.
         The verifier would say "invalid func unknown#184" for the whole object, once per program,
-        each a failed load and a retry (on 5.10 every fexit calls bpf_get_func_ret, 5.17+)."""
+        each a failed load and a retry (on 5.10 every fexit calls bpf_get_func_ret, 5.17+).  Read
+        from the program's instructions: a call only in code the verifier would prune as dead counts
+        too, so such a call belongs in a program of its own (none is today)."""
         if self._helper_end is None:
             btf = self._kernel()
             members = dict(btf.enum("bpf_func_id") or []) if btf is not None else {}
