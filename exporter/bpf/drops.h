@@ -99,7 +99,7 @@ struct {
 /*
  * fib_validate_source() returned `ret` for `skb` (hooks.h).  -EXDEV is its
  * rp_filter failure (fib_frontend.c, the only -EXDEV of the IPv4 input
- * route): ip_rcv_finish_core() frees that packet next, where 5.17+ names it
+ * route): ip_rcv_finish_core() frees that packet next, where 6.1+ names it
  * IP_RPFILTER ("if (err == -EXDEV) drop_reason = ...").  Nothing is written
  * for the packets that pass, and nothing at all where reasons exist.
  */

@@ -15,9 +15,9 @@ module turns it into
   addresses (kptr_restrict, not root) or none holds the address;
 - a reason, where the call site and the evidence the kernel side adds
   (DROP_EVIDENCE_*: the route error and the device's forwarding setting,
-  drops.h) decide it unambiguously: the reason a kernel with reasons gives at
-  the same call site, under the kernel's own name.  Everything else stays
-  UNKNOWN, as before.
+  drops.h) decide it unambiguously: the reason kernels with reasons (6.1 and
+  later) give at the same call site, under the kernel's own name.  Everything
+  else stays UNKNOWN, as before.
 
 SITES below is the whole mapping, with the reasoning for each entry (call
 sites read in Debian 11's 5.10.0-46 sources and its compiled kernel;
@@ -67,7 +67,7 @@ class Evidence:
 
 
 def _ip_error(ev: Evidence) -> str | None:
-    """ip_error() frees every packet that met an error route, and 5.17+ decides the reason from
+    """ip_error() frees every packet that met an error route, and 6.1+ decides the reason from
     exactly what the evidence holds: the route's dst.error and IN_DEV_FORWARD of the receiving device."""
     if not ev.route_errno:
         return None  # no error route seen: not a drop ip_error() decides
@@ -96,17 +96,17 @@ class Site:
 SITES: dict[str, Site] = {s.function: s for s in (
     Site("nf_hook_slow", lambda _ev: "NETFILTER_DROP",
          "net/netfilter/core.c: its one kfree_skb is the NF_DROP verdict of a hook's rules (iptables, "
-         "nftables, conntrack); 5.17+ frees the packet there with NETFILTER_DROP. NF_QUEUE failures are "
+         "nftables, conntrack); 6.1+ frees the packet there with NETFILTER_DROP. NF_QUEUE failures are "
          "freed in nf_queue(), a function of their own."),
     Site("ip_error", _ip_error,
          "net/ipv4/route.c: the input of every error route ip_route_input_slow() makes (no route, "
-         "forwarding off, blackhole, unreachable, prohibit); its one kfree_skb. 5.17+ names IP_INNOROUTES "
+         "forwarding off, blackhole, unreachable, prohibit); its one kfree_skb. 6.1+ names IP_INNOROUTES "
          "for dst.error ENETUNREACH, IP_INADDRERRORS for EHOSTUNREACH when the receiving device does "
          "not forward, NOT_SPECIFIED otherwise: the evidence carries both facts."),
     Site("ip_rcv_finish_core", _ip_rcv_finish_core,
          "net/ipv4/ip_input.c: one kfree_skb (label drop) for a failed route lookup (rp_filter -EXDEV, "
          "martian -EINVAL, -ENOBUFS), bad IP options and unicast in L2 multicast. Only -EXDEV is "
-         "IP_RPFILTER (5.17+: \"if (err == -EXDEV) drop_reason = SKB_DROP_REASON_IP_RPFILTER\"); it is "
+         "IP_RPFILTER (6.1+: \"if (err == -EXDEV) drop_reason = SKB_DROP_REASON_IP_RPFILTER\"); it is "
          "known when the fib_validate_source hook saw this packet fail (needs fentry or kprobes)."),
 )}
 

@@ -9,7 +9,7 @@ function hooks of tests/vm/guest (which the host's kernel refuses).
 
 The probe mode reaches the guest as PKTPATH_TEST_PROBE_MODE (the kernel
 tests' agent fixtures turn it into `probes.mode`, the guest tests also into
-`pktpath trace --probe-mode`).  Cost: one boot plus the subset, 3-13 minutes
+`pktpath trace --probe-mode`).  Cost: one boot plus the subset, 2-8 minutes (up to 13 on a busy machine)
 per kernel and mode under TCG (docs/kernels.md).
 """
 
