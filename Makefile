@@ -74,7 +74,7 @@ test-deploy: deps build venv ## deploy artifacts only: chart, alerts, dashboard,
 ONLY ?=
 BENCH_ARGS ?=
 # hops also boots a 6.12 guest (virtme-ng from the vm extra; the kernel from scripts/vm/fetch-kernels 6.12).
-bench: deps-bench build venv $(if $(filter hops,$(ONLY)),$(BIN)/vng) ## benchmarks: start-up, memory, throughput overhead (root); ONLY=hops|paths|...
+bench: deps-bench build venv $(if $(filter hops,$(ONLY)),$(BIN)/vng) ## benchmarks: start-up, memory, scrape storm, throughput overhead (root); ONLY=scrape|hops|paths|...
 	@$(MAKE) --no-print-directory -C bench/bpf
 	$(BIN)/python -m bench $(if $(ONLY),--only $(ONLY)) $(BENCH_ARGS)
 

@@ -1,4 +1,5 @@
-"""`python -m bench`: run the benchmarks, print a table, write bench/results/latest.json."""
+"""`python -m bench`: run the benchmarks, print a table, write bench/results/latest.json (every raw number,
+git-ignored) and a small summary, bench/results/<commit>-<part>.json, to commit (bench/summary.py)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ from bench.hops import measure_hops
 from bench.paths import measure_paths
 from bench.procs import BenchError, tool_version, tracing_programs
 from bench.report import render
+from bench.scrape import SCRAPERS, measure_scrape
 from bench.startup import measure_memory, measure_startup
+from bench.summary import RESULTS_DIR, source_state, summary, summary_name
 from bench.throughput import measure_throughput
 
-RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+RESULTS = RESULTS_DIR / "latest.json"
 # `make bench` must finish in about 6 minutes on a 2-core machine; the measured phases stop
 # early (and say so) rather than run past this.
 TIME_LIMIT_S = 300.0
@@ -32,18 +35,23 @@ TIME_LIMIT_S = 300.0
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="one round, short trials: a smoke run (~1 min)")
-    p.add_argument("--only", choices=("startup", "throughput", "paths", "hops"),
-                   help="run one part only (paths: packet-path costs; hops: each attach family's cost per hop, "
-                        "on this kernel and in a 6.12 guest under QEMU; both run only when asked for)")
+    p.add_argument("--only", choices=("startup", "scrape", "throughput", "paths", "hops"),
+                   help="run one part only (scrape: /metrics under concurrent scrapers; paths: packet-path costs; "
+                        "hops: each attach family's cost per hop, on this kernel and in a 6.12 guest under QEMU; "
+                        "paths and hops run only when asked for)")
     p.add_argument("--guest", default="6.12", metavar="SERIES",
                    help="hops: the stock kernel to boot under QEMU (scripts/vm/fetch-kernels); 'none' to skip")
     p.add_argument("--no-host", action="store_true", help="hops: measure in the guest only")
     p.add_argument("--rounds", type=int, default=None, help="throughput rounds (default 5; --quick: 1)")
     p.add_argument("--seconds", type=float, default=None, help="seconds per throughput trial (default 4; --quick: 2)")
     p.add_argument("--starts", type=int, default=None, help="agent start-ups to time (default 10; --quick: 3)")
+    p.add_argument("--scrape-seconds", type=float, default=None,
+                   help=f"length of the scrape storm, {SCRAPERS} scrapers (default 10; --quick: 5)")
     p.add_argument("--pktpath", metavar="PATH", default=None,
                    help="the pktpath console script to measure (default: beside this python, else PATH)")
     p.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results file (default {RESULTS})")
+    p.add_argument("--summary-dir", type=Path, default=RESULTS_DIR,
+                   help=f"where the summary JSON goes (default {RESULTS_DIR}); named <commit>[-dirty]-<part>.json")
     return p
 
 
@@ -83,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (1 if args.quick else 5)
     seconds = args.seconds or (2.0 if args.quick else 4.0)
     starts = args.starts or (3 if args.quick else 10)
+    scrape_seconds = args.scrape_seconds or (5.0 if args.quick else 10.0)
     t0 = time.monotonic()
     deadline = t0 + TIME_LIMIT_S
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -97,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
-    results: dict[str, Any] = {"status": "running", "quick": args.quick, "environment": _environment(binary)}
+    source = source_state()
+    if args.pktpath:
+        # The summary names the commit of this tree; an agent from elsewhere is its own business.
+        source["pktpath_from"] = binary
+    results: dict[str, Any] = {"status": "running", "quick": args.quick, "source": source,
+                               "environment": _environment(binary)}
     seen = tracing_programs()
     if seen is not None:
         results["environment"]["tracing_programs_at_start"] = seen.foreign()
@@ -108,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             results["startup"] = measure_startup(starts, binary, deadline)
             _log("memory: idle 2 s, then 100 scrapes ...")
             results["memory"] = measure_memory(binary)
+        if args.only in (None, "scrape"):
+            _log(f"scrape storm: {SCRAPERS} scrapers for {scrape_seconds:g} s ...")
+            results["scrape"] = measure_scrape(binary, scrape_seconds)
         if args.only in (None, "throughput"):
             if shutil.which("iperf3") is None:
                 raise BenchError("iperf3 not installed (make deps-bench)")
@@ -140,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         results["environment"]["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
-    print(render(results))
+    printed = render(results)
+    print(printed)
     _log(f"results: {args.output}")
+    summary_path = args.summary_dir / summary_name(source, args.only or "default", args.quick)
+    summary_path.parent.mkdir(parents=True, exist_ok=True)
+    summary_path.write_text(json.dumps(summary(results, printed, argv if argv is not None else sys.argv[1:]),
+                                       indent=1) + "\n")
+    _log(f"summary: {summary_path}" + (" (uncommitted changes: not for docs/benchmarks.md)" if source["dirty"] else ""))
     return status

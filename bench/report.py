@@ -63,6 +63,21 @@ def _memory(m: dict[str, Any], lines: list[str]) -> None:
                  f" /metrics body {m['metrics_bytes']} bytes")
 
 
+def _scrape(r: dict[str, Any], lines: list[str]) -> None:
+    lat = r["latency_ms"]
+    lines.append(f"Scrape storm: {r['scrapers']} concurrent scrapers, one GET /metrics per connection,"
+                 f" {r['seconds']:g} s, default config")
+    overflows = "?" if r["listen_overflows"] is None else f"{r['listen_overflows']:,}"
+    lines.append(f"  scrapes {r['scrapes']:,} ({r['scrapes_per_second']:,.1f}/s), errors {r['errors']:,},"
+                 f" listen queue overflows {overflows}")
+    lines.append(f"  latency p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms,"
+                 f" max {lat['max']:.1f} ms   target p99 < {r['p99_target_ms']:.0f} ms {_verdict(r['p99_ok'])}")
+    lines.append(f"  agent CPU {r['agent_cpu_ms_per_scrape']:.3f} ms per scrape ({r['agent_cpu_percent']:.1f}% of one"
+                 f" core during the storm); /metrics body {r['metrics_bytes']:,} bytes")
+    for err in r.get("first_errors", [])[:3]:
+        lines.append(f"  error: {err}")
+
+
 def _pct(r: float | None) -> str:
     return "-" if r is None else f"{r * 100:.1f}%"
 
@@ -282,10 +297,15 @@ def render(results: dict[str, Any]) -> str:
     load = f"{' '.join(env['loadavg_start'])} -> {' '.join(env.get('loadavg_end', []))}"
     lines = [f"pktpath benchmarks -- {env['date_utc']}, kernel {env['kernel']},"
              f" {env['cpus']} CPUs ({env['cpu_model']}), {env['pktpath']}, load avg {load}"]
+    src = results.get("source") or {}
+    if src:
+        state = "not a git checkout" if src.get("commit") is None else (
+            f"commit {src['commit']}" + (" + UNCOMMITTED CHANGES (dirty)" if src.get("dirty") else ""))
+        lines.append(f"measured: {state}" + (f"; agent {src['pktpath_from']}" if src.get("pktpath_from") else ""))
     if env.get("tracing_programs_at_start"):
         lines.append(f"NOTE: {env['tracing_programs_at_start']} other BPF tracing program(s) were attached at start"
                      " (someone else's agent or tracer): numbers may be noisy")
-    for key, fn in (("startup", _startup), ("memory", _memory), ("throughput", _throughput),
+    for key, fn in (("startup", _startup), ("memory", _memory), ("scrape", _scrape), ("throughput", _throughput),
                     ("paths", _paths), ("hops", _hops)):
         if key in results:
             lines.append("")

@@ -1,6 +1,7 @@
 """`pktpath run`: attach the probes, serve metrics, follow sampled packets, detach everything on exit.
 
-Start-up order is chosen for time-to-first-probe: config, then load and attach
+Start-up order is chosen for time-to-first-probe: config, the metrics socket
+bound (so a busy port fails before anything is attached), then load and attach
 (tens of milliseconds), and only then the heavier Python work (reason names,
 prometheus_client, the OpenTelemetry SDK), so drops are counted from the
 earliest possible moment.
@@ -16,6 +17,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -30,7 +32,10 @@ from exporter.k8s.pods import ApiPodSource, FilePodSource, PodResolver, PodSourc
 from exporter.loader import libbpf
 from exporter.loader.engine import AttachReport, Engine, EngineOptions
 from exporter.loader.host import Host
+from exporter.metrics.listener import bind_listener
+from exporter.paths import own_traffic
 from exporter.paths.kernel_config import PathControl, PathSettings
+from exporter.paths.own_traffic import Endpoint, OwnTraffic, netns_inode
 
 if TYPE_CHECKING:
     from exporter.metrics.server import MetricsServer
@@ -43,7 +48,7 @@ DROP_HOP = "kfree_skb"
 # Hops that exist only to follow packets: not attached when nothing consumes paths.
 # (Function hooks that also count verdicts -- nft_do_chain, ipt_do_table, fib_validate_source,
 # ip_route_input_noref -- are not among them: their counters are always on.)
-PATH_HOPS = ("netif_receive_skb", "net_dev_queue", "net_dev_xmit", "fib_table_lookup",
+PATH_HOPS = ("netif_receive_skb", "net_dev_queue", "net_dev_xmit", "fib_table_lookup", "fib6_table_lookup",
              "skb_copy_datagram_iovec", "sk_data_ready", "consume_skb", "ip_rcv", "ipv6_rcv", "ip_forward",
              "ip6_forward", "ip_local_deliver", "ip_output", "ip6_output", "nf_hook_slow", "ip_rcv_finish",
              "ip6_rcv_finish", "ip_forward_finish", "ip_queue_xmit", "ip6_xmit", "ip_finish_output",
@@ -159,6 +164,9 @@ class Agent:
         self.pipeline: PathPipeline | None = None
         self.tracing: Tracing | None = None
         self.pods: PodResolver | None = None
+        self.pods_source: PodSource | None = None
+        self.own: OwnTraffic | None = None
+        self.own_port = 0
 
     def run(self, started_at: float | None = None) -> int:
         started_at = started_at or time.monotonic()
@@ -169,10 +177,17 @@ class Agent:
 
         paths = traces_enabled(self.cfg.traces, os.environ)
         self.pods = pod_resolver(self.cfg, self.host, os.environ)
-        # Parsed once (10 ms, several MB): the engine checks hop targets in it, the
-        # collector reads drop reasons from it.  Without BTF the engine says why.
-        btf = libbpf.Btf.parse(self.host.vmlinux_btf) if self.host.has_btf() else None
-        self.engine, report = start_engine(self.cfg, self.host, paths, btf)
+        # Bound before anything is loaded: a busy port is one line and nothing ever attached.
+        self.pods_source = self.pods.source if self.pods else None
+        listener = bind_listener(self.cfg.metrics.host, self.cfg.metrics.port, self.cfg.metrics.listen)
+        try:
+            # Parsed once (10 ms, several MB): the engine checks hop targets in it, the
+            # collector reads drop reasons from it.  Without BTF the engine says why.
+            btf = libbpf.Btf.parse(self.host.vmlinux_btf) if self.host.has_btf() else None
+            self.engine, report = start_engine(self.cfg, self.host, paths, btf)
+        except BaseException:
+            listener.close()
+            raise
         server: MetricsServer | None = None
         try:
             if report.first_attach_monotonic is not None:
@@ -180,10 +195,13 @@ class Agent:
                          (report.first_attach_monotonic - started_at) * 1000)
             if paths:
                 self.tracing = self._build_tracing()
+            # Before any path can start: the agent's own connections are never followed.
+            self.own = OwnTraffic(self.engine.map, netns_inode(self.host.proc_root))
+            self.own.apply(self._own_endpoints(self.cfg, listener.getsockname()[1]))
             self.control = PathControl(self.engine.map)
             self.control.apply(path_settings(self.cfg, enabled=paths))
             assert btf is not None  # the engine started, so the kernel has BTF
-            server = self._serve(report, btf)
+            server = self._serve(listener, report, btf)
             self._install_signals()
             log.info("serving metrics on http://%s:%d/metrics (%d of %d hops attached; packet paths %s)",
                      self.cfg.metrics.host, server.port, len(report.attached), len(report.hops),
@@ -201,6 +219,8 @@ class Agent:
         finally:
             if server is not None:
                 server.stop()
+            else:
+                listener.close()
             if self.pipeline is not None:
                 self.pipeline.stop()
             self.engine.close()
@@ -228,7 +248,22 @@ class Agent:
             if getattr(new, section) != getattr(self.cfg, section):
                 log.warning("reload: changes to %s: take effect at the next restart", section)
         self.cfg = Config(**{**self.cfg.__dict__, "filter": new.filter, "sampling": new.sampling})
+        if self.own is not None:  # addresses of names may have changed since
+            self.own.apply(self._own_endpoints(self.cfg, self.own_port))
         log.info("reloaded %s: filter and sampling applied", self.config_path)
+
+    def _own_endpoints(self, cfg: Config, metrics_port: int) -> list[Endpoint]:
+        """Where the agent's own connections end: never followed (exporter/paths/own_traffic.py)."""
+        from exporter.traces.choice import endpoint_address
+
+        self.own_port = metrics_port
+        endpoints = own_traffic.listener(cfg.metrics.host, metrics_port)
+        collector = endpoint_address(cfg.traces, os.environ)
+        if collector is not None:
+            endpoints += own_traffic.resolve(*collector)
+        if isinstance(self.pods_source, ApiPodSource):
+            endpoints += own_traffic.kubernetes_api(os.environ)
+        return endpoints
 
     def _install_signals(self) -> None:
         def on_stop(signum: int, _frame: FrameType | None) -> None:
@@ -247,7 +282,7 @@ class Agent:
 
         return build_tracing(self.cfg.traces, os.environ, pod_of=self.pods.pod if self.pods else None)
 
-    def _serve(self, report: AttachReport, btf: libbpf.Btf) -> MetricsServer:
+    def _serve(self, listener: socket.socket, report: AttachReport, btf: libbpf.Btf) -> MetricsServer:
         # Deferred imports: prometheus_client costs ~40 ms to import, after attach.
         from prometheus_client import CollectorRegistry, ProcessCollector
 
@@ -312,7 +347,6 @@ class Agent:
             forget=lambda counts: forget_counters(drop_map, drop_slots, counts),
         ))
         ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes
-        server = MetricsServer(self.cfg.metrics.host, self.cfg.metrics.port, registry,
-                               ready=lambda: bool(report.attached))
+        server = MetricsServer(listener, registry, ready=lambda: bool(report.attached))
         server.start()
         return server

@@ -74,7 +74,10 @@ class AgentProcess:
                 with urllib.request.urlopen(self.url("/readyz"), timeout=1) as r:
                     if r.status == 200:
                         return
-            except (urllib.error.URLError, ConnectionError):
+            except OSError:
+                # Refused before the agent binds; accepted but unanswered while it loads its BPF
+                # (the listener is bound first: exporter/metrics/listener.py), which takes seconds
+                # in an emulated guest: the read times out.  Either way, not ready yet.
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"agent not ready after {timeout}s: {self.log()}")

@@ -6,24 +6,58 @@
 #include "maps.h"
 #include "packet.h"
 
+/*
+ * Fragments dropped when their reassembly times out carry no device: in a
+ * reassembly queue skb->dev shares its bytes with the rb-tree node
+ * (include/linux/skbuff.h), and ip_expire() gives a device back to the first
+ * fragment only, which it frees first (net/ipv4/ip_fragment.c); the others
+ * follow from inet_frag_rbtree_purge() on the same CPU, microseconds later.
+ * They are counted under that first fragment's device, the queue's interface,
+ * when it was freed on this CPU within FRAG_INHERIT_NS and had the index they
+ * arrived on.  When the first fragment never arrived, no fragment of the queue
+ * names a device: they count under interface "none".
+ */
+#define FRAG_INHERIT_NS 1000000ULL
+
+static __always_inline int is_frag_timeout(__u32 reason)
+{
+	return bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_FRAG_REASM_TIMEOUT) &&
+	       reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_FRAG_REASM_TIMEOUT);
+}
+
 /* Interface and network namespace the drop belongs to. */
 static __always_inline void read_location(struct sk_buff *skb, struct drop_key *key)
 {
 	struct net_device *dev = skb->dev;
+	struct frag_owner *fo;
 	struct sock *sk;
+	__u32 zero = 0;
 
 	if (dev) {
 		__builtin_memcpy(key->ifname, dev->name, sizeof(key->ifname));
 		key->ifindex = dev->ifindex;
 		key->netns = dev->nd_net.net->ns.inum;
+		if (is_frag_timeout(key->reason) && (fo = bpf_map_lookup_elem(&frag_owner, &zero))) {
+			__builtin_memcpy(fo->ifname, key->ifname, sizeof(fo->ifname));
+			fo->ifindex = key->ifindex;
+			fo->netns = key->netns;
+			fo->ts = bpf_ktime_get_ns();
+		}
 		return;
 	}
 	/* Device already detached (e.g. after a failed xmit): keep the ingress
 	 * index and take the namespace from the owning socket, if any. */
 	key->ifindex = skb->skb_iif;
 	sk = skb->sk;
-	if (sk)
+	if (sk) {
 		key->netns = sk->__sk_common.skc_net.net->ns.inum;
+		return;
+	}
+	if (is_frag_timeout(key->reason) && (fo = bpf_map_lookup_elem(&frag_owner, &zero)) &&
+	    fo->ifindex == key->ifindex && bpf_ktime_get_ns() - fo->ts < FRAG_INHERIT_NS) {
+		__builtin_memcpy(key->ifname, fo->ifname, sizeof(key->ifname));
+		key->netns = fo->netns;
+	}
 }
 
 /*
@@ -197,7 +231,7 @@ static __always_inline void count_drop(struct sk_buff *skb, __u32 reason, __u64 
 	key.reason = reason;
 	IF_NO_DROP_REASONS(key.location = location);
 	read_location(skb, &key);
-	read_protocols(skb, &key.l3_proto, &key.l4_proto);
+	read_protocols(skb, &key);
 
 	idx = bpf_get_smp_processor_id() * DROP_SLOTS_PER_CPU + slot_index(w);
 	slot = bpf_map_lookup_elem(&drop_slots, &idx);

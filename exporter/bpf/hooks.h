@@ -232,7 +232,7 @@ static __always_inline void queue_xmit_report(void *skb)
  * kretprobe twins work without bpf_rdonly_cast (kernels before 6.2, where the
  * fexit of an 8-argument function is also refused before 6.6).
  */
-static __always_inline void verdict_event(void *skb, void *dev, __u32 hop, __s32 ret)
+static __always_inline void verdict_event(void *skb, void *dev, __u32 hop, __s32 ret, __s16 route_error)
 {
 	struct hop_event *ev = path_event(skb, 0, hop, 0);
 
@@ -242,6 +242,7 @@ static __always_inline void verdict_event(void *skb, void *dev, __u32 hop, __s32
 	ev->ifindex = BPF_CORE_READ((struct net_device *)dev, ifindex);
 	ev->phase = 1;
 	ev->verdict = ret;
+	ev->route_error = route_error;
 	bpf_ringbuf_submit(ev, 0);
 }
 
@@ -253,7 +254,7 @@ static __always_inline void hook_rp_filter_exit(void *skb, void *dev, int ret)
 	BPF_CORE_READ_STR_INTO(&key.ifname, (struct net_device *)dev, name);
 	counter_inc(&rp_filter_checks, &key);
 	drop_note_rp_filter(skb, ret); /* drops.h: the reason of the drop that follows, where the kernel names none */
-	verdict_event(skb, dev, HOP_RP_FILTER, ret);
+	verdict_event(skb, dev, HOP_RP_FILTER, ret, 0);
 }
 
 /*
@@ -262,26 +263,31 @@ static __always_inline void hook_rp_filter_exit(void *skb, void *dev, int ret)
  * return drop reasons" (6.13) it is an enum skb_drop_reason.  The counter
  * keeps the raw value; userspace reads which convention from the function's
  * BTF return type.
+ *
+ * A miss on a forwarding router is not an error return: ip_route_input_slow()
+ * installs an error route (dst.input = ip_error) and returns 0; the packet
+ * dies later in ip_error().  The route's dst.error (stored positive:
+ * rth->dst.error = -err) says why: ENETUNREACH no route, EINVAL a blackhole
+ * route, EHOSTUNREACH an unreachable route or forwarding off, EACCES a
+ * prohibit route.  It is kept apart from `ret`, because a -EINVAL returned
+ * directly is a martian, not a blackhole.
  */
 static __always_inline void hook_route_input_exit(void *skb, void *dev, __s32 ret)
 {
-	/* A miss on a forwarding router is not an error return: ip_route_input_slow()
-	 * installs an error route (dst.input = ip_error, dst.error = -ENETUNREACH, or
-	 * -EHOSTUNREACH with forwarding off) and returns 0; the packet dies later in
-	 * ip_error().  So a 0 is judged by the route it left on the skb. */
+	struct route_key key = { .ret = ret };
+
 	if (ret == 0) {
 		unsigned long refdst = BPF_CORE_READ((struct sk_buff *)skb, _skb_refdst);
 		struct dst_entry *dst = (struct dst_entry *)(refdst & ~1UL);
 
 		if (dst) {
-			/* The error route stores the errno positive (rth->dst.error = -err). */
 			short err = BPF_CORE_READ(dst, error);
 
-			ret = err > 0 ? -err : err;
+			key.route_error = err < 0 ? -err : err;
 		}
 	}
-	counter_inc(&route_lookups, &ret);
-	verdict_event(skb, dev, HOP_ROUTE_INPUT, ret);
+	counter_inc(&route_lookups, &key);
+	verdict_event(skb, dev, HOP_ROUTE_INPUT, ret, key.route_error);
 }
 
 /* ---- kprobe -> kretprobe argument stash ------------------------------- */

@@ -18,6 +18,7 @@
 #define PKTPATH_KERNEL_TYPES_H
 
 #include <linux/types.h>
+#include <linux/in6.h>
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
@@ -25,8 +26,14 @@ struct ns_common {
 	unsigned int inum;
 };
 
+/* Only what fib6_table_lookup's "no route" test reads (paths.h). */
+struct netns_ipv6 {
+	struct fib6_info *fib6_null_entry;
+};
+
 struct net {
 	struct ns_common ns;
+	struct netns_ipv6 ipv6;
 };
 
 typedef struct {
@@ -73,6 +80,10 @@ struct sk_buff {
 	__be16 protocol;
 	__u16 transport_header;
 	__u16 network_header;
+	/* sk_buff_data_t: an offset from head on 64-bit kernels
+	 * (NET_SKBUFF_DATA_USES_OFFSET), the only ones this object is built for.
+	 * It ends the linear data: header reads stop there (packet.h). */
+	unsigned int tail;
 	unsigned char *head;
 };
 
@@ -124,14 +135,54 @@ struct nft_chain {
 	char *name;
 };
 
-/* fib_table_lookup tracepoint arguments (no skb: see paths.h). */
+/* fib_table_lookup / fib6_table_lookup tracepoint arguments (no skb: see
+ * paths.h).  flowic_iif tells an input route lookup (the receiving device)
+ * from the output lookups (LOOPBACK_IFINDEX) of replies the kernel sends,
+ * and of rp_filter's reverse lookup; flowic_proto tells those two apart. */
+struct flowi_common {
+	int flowic_oif;
+	int flowic_iif;
+	__u8 flowic_proto;
+};
+
 struct flowi4 {
+	struct flowi_common __fl_common;
 	__be32 saddr;
 	__be32 daddr;
 };
 
+struct flowi6 {
+	struct flowi_common __fl_common;
+	struct in6_addr daddr;
+	struct in6_addr saddr;
+};
+
 struct fib_nh_common {
 	struct net_device *nhc_dev;
+};
+
+struct fib6_nh {
+	struct fib_nh_common nh_common;
+};
+
+struct fib6_info;
+
+struct fib6_result {
+	struct fib6_nh *nh;
+	struct fib6_info *f6i;
+	__u8 fib6_type; /* RTN_*: the route's type decides the lookup's error */
+};
+
+struct fib6_table {
+	__u32 tb6_id;
+};
+
+/* IPv6 fragment header (include/net/ipv6.h, not uapi). */
+struct frag_hdr {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off;
+	__be32 identification;
 };
 
 /*
@@ -159,6 +210,7 @@ struct user_pt_regs { /* arm64 */
 enum skb_drop_reason {
 	SKB_NOT_DROPPED_YET = 0,
 	SKB_CONSUMED = 1,
+	SKB_DROP_REASON_FRAG_REASM_TIMEOUT = 2,
 };
 
 #endif /* PKTPATH_KERNEL_TYPES_H */

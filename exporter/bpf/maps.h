@@ -70,25 +70,35 @@ struct {
 	__uint(max_entries, 1 << 20);
 } events SEC(".maps");
 
+/* The filter generation in force (pktpath.h, FILTER_GENERATIONS): an index
+ * into path_config, and the generation of the filter maps' keys. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
+	__type(value, __u32);
+} path_generation SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FILTER_GENERATIONS);
+	__type(key, __u32);
 	__type(value, struct path_config);
 } path_config SEC(".maps");
 
+/* Room for two full generations: the new one is written beside the old. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
-	__uint(max_entries, 1024);
+	__uint(max_entries, FILTER_GENERATIONS * MAX_FILTER_CIDRS);
 	__type(key, struct lpm_key);
 	__type(value, __u8);
 } filter_src SEC(".maps"), filter_dst SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 256);
-	__type(key, char[16]);
+	__uint(max_entries, FILTER_GENERATIONS * MAX_FILTER_IFACES);
+	__type(key, struct iface_key);
 	__type(value, __u8);
 } filter_ifaces SEC(".maps");
 
@@ -110,7 +120,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 256);
-	__type(key, __s32); /* return value: 0 found; -errno, or a drop reason on 6.13+ */
+	__type(key, struct route_key);
 	__type(value, __u64);
 } route_lookups SEC(".maps");
 
@@ -138,11 +148,14 @@ struct cpu_state {
 	__u64 cur_skb;
 	__u64 cur_path;
 	__u64 cur_ts;
-	__u32 cur_saddr;
-	__u32 cur_daddr;
-	__u16 cur_dport; /* destination port (host order), to match the socket it is queued to */
+	__u8 cur_saddr[16]; /* IPv4 in the first 4 bytes */
+	__u8 cur_daddr[16];
+	__u32 cur_ifindex;  /* the device it was received on: its input route lookup's iif */
+	__u16 cur_dport;    /* destination port (host order), to match the socket it is queued to */
 	__u8 cur_proto;
-	__u8 _pad[5];
+	__u8 cur_family;
+	__u8 cur_replied;   /* the kernel started a reply to it: later lookups are the reply's (paths.h) */
+	__u8 _pad[7];
 	__u64 nft_path; /* path of the packet nft_do_chain is evaluating (see hooks.h) */
 	__u64 qx_skb;   /* the skb __ip_queue_xmit/ip6_xmit was last called with (hooks.h) */
 	__u64 qx_ts;    /* ... and when */
@@ -155,6 +168,30 @@ struct {
 	__type(value, struct cpu_state);
 } cpu_state SEC(".maps");
 
+/* drops.h: the device of the last reassembly-timeout drop on this CPU that had one. */
+struct frag_owner {
+	char ifname[16];
+	__u32 ifindex;
+	__u32 netns;
+	__u64 ts;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct frag_owner);
+} frag_owner SEC(".maps");
+
+/* The agent's own endpoints (pktpath.h: struct own_endpoint), written by the
+ * agent; paths.h never follows a packet to or from one of them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct own_endpoint);
+	__type(value, __u8);
+} own_endpoints SEC(".maps");
+
 /* Referenced nowhere: the ring buffer's record types are otherwise only used
  * through pointers in inlined code, and would not reach the object's BTF,
  * where exporter/decoders/abi.py checks its ctypes mirrors against them. */
@@ -164,6 +201,7 @@ enum pktpath_stat abi_stat __attribute__((unused));
 enum drop_slot_state abi_drop_slot_state __attribute__((unused));
 enum path_gate_slot abi_path_gate_slot __attribute__((unused));
 enum budget_slot abi_budget_slot __attribute__((unused));
+struct own_endpoint *abi_own_endpoint __attribute__((unused));
 
 static __always_inline void stat_inc(enum pktpath_stat slot)
 {

@@ -63,6 +63,19 @@ static __always_inline void load_iphdr(unsigned char *p, struct iphdr *out)
 	}
 }
 
+/* Only what the drop counters key on: version, header length and protocol. */
+static __always_inline void load_ip_protocol(unsigned char *p, struct iphdr *out)
+{
+	if (have_rdonly_cast()) {
+		struct iphdr *ip = CAST(struct iphdr, p);
+
+		((__u8 *)out)[0] = ((__u8 *)ip)[0];
+		out->protocol = ip->protocol;
+	} else {
+		bpf_probe_read_kernel(out, sizeof(*out), p);
+	}
+}
+
 static __always_inline void load_ipv6hdr(unsigned char *p, struct ipv6hdr *out)
 {
 	if (have_rdonly_cast()) {
@@ -75,6 +88,30 @@ static __always_inline void load_ipv6hdr(unsigned char *p, struct ipv6hdr *out)
 		out->hop_limit = ip6->hop_limit;
 		__builtin_memcpy(&out->saddr, &ip6->saddr, 16); /* within one member */
 		__builtin_memcpy(&out->daddr, &ip6->daddr, 16);
+	} else {
+		bpf_probe_read_kernel(out, sizeof(*out), p);
+	}
+}
+
+static __always_inline void load_opt_hdr(unsigned char *p, struct ipv6_opt_hdr *out)
+{
+	if (have_rdonly_cast()) {
+		struct ipv6_opt_hdr *opt = CAST(struct ipv6_opt_hdr, p);
+
+		out->nexthdr = opt->nexthdr;
+		out->hdrlen = opt->hdrlen;
+	} else {
+		bpf_probe_read_kernel(out, sizeof(*out), p);
+	}
+}
+
+static __always_inline void load_frag_hdr(unsigned char *p, struct frag_hdr *out)
+{
+	if (have_rdonly_cast()) {
+		struct frag_hdr *fh = CAST(struct frag_hdr, p);
+
+		out->nexthdr = fh->nexthdr;
+		out->frag_off = fh->frag_off;
 	} else {
 		bpf_probe_read_kernel(out, sizeof(*out), p);
 	}
@@ -122,65 +159,170 @@ static __always_inline void load_icmphdr(unsigned char *p, struct icmphdr *out)
 	}
 }
 
-static __always_inline unsigned char *network_header(struct sk_buff *skb)
+/*
+ * The packet's network header, and how many of its bytes the packet holds:
+ * from skb->network_header to the end of the linear data (skb->tail).  That is
+ * the bound of every header read.  Past it the buffer holds whatever it held
+ * before (an earlier packet's headers, another namespace's), so a runt or
+ * truncated frame must be described by what it has, never by those bytes.
+ * Headers in paged fragments (not linear) count as absent: every path that
+ * hands an skb to the IP layer has pulled its IP header into the linear part.
+ */
+static __always_inline unsigned char *network_header(struct sk_buff *skb, __u32 *avail)
 {
 	__u16 off = KREAD(skb->network_header, skb, network_header);
+	__u32 tail = KREAD(skb->tail, skb, tail);
 
 	if (off == NETWORK_HEADER_UNSET)
 		return 0;
+	*avail = tail > off ? tail - off : 0;
 	return KREAD(skb->head, skb, head) + off;
 }
 
+/* What read_packet() and read_protocols() found. */
+#define PKT_IP 0         /* an IP header, read whole */
+#define PKT_NOT_IP -1    /* not IPv4/IPv6 (or no network header yet) */
+#define PKT_TRUNCATED 1  /* IPv4/IPv6 by its ethertype, but no whole, valid IP header within the packet */
+
+/* IPv6 extension headers (RFC 8200 4.1; uapi linux/in6.h's IPPROTO_* values
+ * need libc headers that do not build for -target bpf). */
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_AUTH 51
+#define NEXTHDR_DEST 60
+#define IPV6_EXT_MAX 6 /* headers walked at most; more is not a packet worth the instructions */
+#define IP6_OFFSET_MASK 0xFFF8
+
 /*
- * L3/L4 protocol only: what the drop counters key on.  IPv6 reports the first
- * next-header; walking extension headers is not worth the instructions on a
- * path that runs for every drop.
+ * IPv6: from the fixed header's next-header value through the extension
+ * headers to the transport protocol, never past `end` (bytes of the packet
+ * from the network header).  Returns the transport protocol; *l4off is its
+ * header's offset, or 0 when there is no transport header to read there (a
+ * non-first fragment, or more headers than IPV6_EXT_MAX).  PKT_TRUNCATED in
+ * *status when an extension header is cut short.
  */
-static __always_inline void read_protocols(struct sk_buff *skb, __u16 *l3, __u8 *l4)
+static __always_inline __u8 ipv6_transport(unsigned char *nh, __u8 next, __u32 end, __u32 *l4off, int *status)
 {
-	unsigned char *nh = network_header(skb);
+	__u32 off = sizeof(struct ipv6hdr);
 
-	*l3 = bpf_ntohs(KREAD(skb->protocol, skb, protocol));
-	if (!nh)
-		return;
-	if (*l3 == ETH_P_IP) {
-		struct iphdr ip = {};
+	*l4off = 0;
+#pragma unroll
+	for (int i = 0; i < IPV6_EXT_MAX; i++) {
+		if (next == NEXTHDR_FRAGMENT) {
+			struct frag_hdr fh = {};
 
-		load_iphdr(nh, &ip);
-		*l4 = ip.protocol;
-	} else if (*l3 == ETH_P_IPV6) {
-		struct ipv6hdr ip6 = {};
+			if (off + sizeof(fh) > end) {
+				*status = PKT_TRUNCATED;
+				return next;
+			}
+			load_frag_hdr(nh + off, &fh);
+			if (fh.frag_off & bpf_htons(IP6_OFFSET_MASK))
+				return fh.nexthdr; /* a non-first fragment: its transport header is elsewhere */
+			next = fh.nexthdr;
+			off += sizeof(fh);
+		} else if (next == NEXTHDR_HOP || next == NEXTHDR_ROUTING || next == NEXTHDR_DEST ||
+			   next == NEXTHDR_AUTH) {
+			struct ipv6_opt_hdr opt = {};
 
-		load_ipv6hdr(nh, &ip6);
-		*l4 = ip6.nexthdr;
+			if (off + sizeof(opt) > end) {
+				*status = PKT_TRUNCATED;
+				return next;
+			}
+			load_opt_hdr(nh + off, &opt);
+			/* AH counts its length in 4-octet units less 2 (RFC 4302), the others in
+			 * 8-octet units not counting the first (RFC 8200). */
+			off += next == NEXTHDR_AUTH ? ((__u32)opt.hdrlen + 2) * 4 : ((__u32)opt.hdrlen + 1) * 8;
+			next = opt.nexthdr;
+		} else {
+			*l4off = off;
+			return next;
+		}
 	}
+	return next;
 }
 
 /*
- * The first-hop snapshot; 0 for an IP packet, -1 otherwise.  h->extra gets
+ * L3/L4 protocol only: what the drop counters key on.  Runs for every drop,
+ * so it loads two bytes of an IPv4 header; the IPv6 extension-header walk
+ * costs only packets that have extension headers.
+ */
+static __always_inline void read_protocols(struct sk_buff *skb, struct drop_key *key)
+{
+	__u32 avail = 0, l4off;
+	unsigned char *nh = network_header(skb, &avail);
+	int status = PKT_IP;
+
+	key->l3_proto = bpf_ntohs(KREAD(skb->protocol, skb, protocol));
+	if (!nh)
+		return;
+	if (key->l3_proto == ETH_P_IP) {
+		struct iphdr ip = {};
+
+		if (avail >= sizeof(ip))
+			load_ip_protocol(nh, &ip);
+		if (avail < sizeof(ip) || ip.version != 4 || ip.ihl < 5)
+			key->flags |= DROP_KEY_TRUNCATED;
+		else
+			key->l4_proto = ip.protocol;
+	} else if (key->l3_proto == ETH_P_IPV6) {
+		struct ipv6hdr ip6 = {};
+
+		if (avail < sizeof(ip6)) {
+			key->flags |= DROP_KEY_TRUNCATED;
+			return;
+		}
+		load_ipv6hdr(nh, &ip6);
+		key->l4_proto = ipv6_transport(nh, ip6.nexthdr, avail, &l4off, &status);
+		if (status == PKT_TRUNCATED) {
+			key->flags |= DROP_KEY_TRUNCATED;
+			key->l4_proto = 0;
+		}
+	}
+}
+
+static __always_inline int header_truncated(struct pkt_header *h, __u32 avail)
+{
+	h->flags = HDR_TRUNCATED;
+	h->ip_len = avail > 0xffff ? 0xffff : avail; /* the bytes there are, not what a header claims */
+	return PKT_TRUNCATED;
+}
+
+/*
+ * The first-hop snapshot: PKT_IP, PKT_NOT_IP or PKT_TRUNCATED.  h->extra gets
  * the bytes that tell apart packets with identical headers: the TCP sequence
  * number, the ICMP id/sequence, or the first 8 payload bytes of UDP
- * (unconnected UDP with DF sends every datagram with IP id 0).
+ * (unconnected UDP with DF sends every datagram with IP id 0).  Every read
+ * stays inside the packet: the linear data (network_header) and the length
+ * the IP header itself gives; a transport header that is not wholly there is
+ * not read at all (HDR_NO_L4).
  *
- * `full` is a constant at each call site.  0 fills only what sample_hash()
- * and packet_ident() read -- the entry hops' read of every packet -- and the
- * compiler drops the other loads; 1 adds the rest for the event of a packet
- * that was chosen.
+ * `full` is a constant at each call site.  0 fills only what sample_hash(),
+ * packet_ident() and flow_ident() read -- the entry hops' read of every
+ * packet -- and the compiler drops the other loads; 1 adds the rest for the
+ * event of a packet that was chosen.
  */
 static __always_inline int read_packet(struct sk_buff *skb, struct pkt_header *h, const int full)
 {
-	unsigned char *nh = network_header(skb);
+	__u32 avail = 0, end, l4off;
+	unsigned char *nh = network_header(skb, &avail);
 	__u16 l3 = bpf_ntohs(KREAD(skb->protocol, skb, protocol));
 	unsigned char *l4;
-	int need_extra;
+	int need_extra, status = PKT_IP;
 
 	if (!nh)
-		return -1;
+		return PKT_NOT_IP;
 	if (l3 == ETH_P_IP) {
 		struct iphdr ip = {};
+		__u32 hlen, tot;
 
-		load_iphdr(nh, &ip);
 		h->family = 4;
+		if (avail < sizeof(ip))
+			return header_truncated(h, avail);
+		load_iphdr(nh, &ip);
+		hlen = ip.ihl * 4;
+		if (ip.version != 4 || hlen < sizeof(ip) || hlen > avail)
+			return header_truncated(h, avail);
 		__builtin_memcpy(h->saddr, &ip.saddr, 4);
 		__builtin_memcpy(h->daddr, &ip.daddr, 4);
 		h->protocol = ip.protocol;
@@ -190,26 +332,42 @@ static __always_inline int read_packet(struct sk_buff *skb, struct pkt_header *h
 			h->tos = ip.tos;
 			h->ttl = ip.ttl;
 		}
-		if (ip.frag_off & bpf_htons(IP_OFFSET_MASK))
-			return 0; /* a non-first fragment carries no L4 header */
-		l4 = nh + ip.ihl * 4;
+		tot = h->ip_len;
+		end = tot < avail ? tot : avail; /* what is both in the buffer and in this packet */
+		if ((ip.frag_off & bpf_htons(IP_OFFSET_MASK)) || tot < hlen) {
+			h->flags |= HDR_NO_L4; /* a non-first fragment carries no transport header */
+			return PKT_IP;
+		}
+		l4off = hlen;
 	} else if (l3 == ETH_P_IPV6) {
 		struct ipv6hdr ip6 = {};
+		__u32 tot;
 
-		load_ipv6hdr(nh, &ip6);
 		h->family = 6;
+		if (avail < sizeof(ip6))
+			return header_truncated(h, avail);
+		load_ipv6hdr(nh, &ip6);
+		if (ip6.version != 6)
+			return header_truncated(h, avail);
 		__builtin_memcpy(h->saddr, &ip6.saddr, 16);
 		__builtin_memcpy(h->daddr, &ip6.daddr, 16);
-		h->protocol = ip6.nexthdr;
-		h->ip_len = bpf_ntohs(ip6.payload_len) + 40;
+		h->ip_len = bpf_ntohs(ip6.payload_len) + sizeof(ip6);
 		if (full) {
 			h->tos = (ip6.priority << 4) | (ip6.flow_lbl[0] >> 4);
 			h->ttl = ip6.hop_limit;
 		}
-		l4 = nh + 40;
+		/* payload_len 0 is a jumbogram's (RFC 2675): its length is elsewhere. */
+		tot = ip6.payload_len ? h->ip_len : avail;
+		end = tot < avail ? tot : avail;
+		h->protocol = ipv6_transport(nh, ip6.nexthdr, end, &l4off, &status);
+		if (!l4off) {
+			h->flags |= HDR_NO_L4;
+			return PKT_IP;
+		}
 	} else {
-		return -1;
+		return PKT_NOT_IP;
 	}
+	l4 = nh + l4off;
 
 	/* The discriminator tells apart packets whose headers are equal.  An IPv4
 	 * id already does (each socket counts its own), so for identity only it is
@@ -221,6 +379,8 @@ static __always_inline int read_packet(struct sk_buff *skb, struct pkt_header *h
 	case IPPROTO_TCP: {
 		struct tcphdr th = {};
 
+		if (l4off + 14 > end) /* through the flags byte */
+			break;
 		load_tcphdr(l4, &th);
 		h->sport = bpf_ntohs(th.source);
 		h->dport = bpf_ntohs(th.dest);
@@ -230,36 +390,43 @@ static __always_inline int read_packet(struct sk_buff *skb, struct pkt_header *h
 			h->tcp_seq = h->extra;
 			h->tcp_flags = ((__u8 *)&th)[13];
 		}
-		break;
+		return PKT_IP;
 	}
 	case IPPROTO_UDP: {
 		struct udphdr uh = {}, payload = {};
 
+		if (l4off + sizeof(uh) > end)
+			break;
 		load_udphdr(l4, &uh);
 		h->sport = bpf_ntohs(uh.source);
 		h->dport = bpf_ntohs(uh.dest);
-		if (need_extra && bpf_ntohs(uh.len) >= sizeof(uh) + 8) {
+		if (need_extra && bpf_ntohs(uh.len) >= sizeof(uh) + 8 && l4off + sizeof(uh) + 8 <= end) {
 			/* bpf_rdonly_cast takes struct types only before 6.18: read the
 			 * 8 payload bytes after the header as a second udphdr. */
 			load_udphdr(l4 + sizeof(uh), &payload);
 			__builtin_memcpy(&h->extra, &payload, 8);
 		}
-		break;
+		return PKT_IP;
 	}
 	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6: {
 		struct icmphdr ic = {};
 
+		if (l4off + sizeof(ic) > end)
+			break;
 		load_icmphdr(l4, &ic);
 		h->extra = ic.un.gateway; /* echo id and sequence */
 		if (full) {
 			h->icmp_type = ic.type;
 			h->icmp_code = ic.code;
 		}
-		break;
+		return PKT_IP;
 	}
+	default:
+		return PKT_IP; /* a transport we do not read */
 	}
-	return 0;
+	h->flags |= HDR_NO_L4; /* its transport header is cut short */
+	return PKT_IP;
 }
 
 static __always_inline int read_header(struct sk_buff *skb, struct pkt_header *h)
@@ -267,7 +434,7 @@ static __always_inline int read_header(struct sk_buff *skb, struct pkt_header *h
 	return read_packet(skb, h, 1);
 }
 
-/* Only the packet's identity (sample_hash, packet_ident). */
+/* Only the packet's identity (sample_hash, packet_ident, flow_ident). */
 static __always_inline int read_identity(struct sk_buff *skb, struct pkt_header *h)
 {
 	return read_packet(skb, h, 0);
@@ -313,11 +480,32 @@ static __always_inline __u64 sample_hash(struct pkt_header *h)
  * What stays the same for one packet from hop to hop, even through NAT
  * (which rewrites addresses and ports): protocol, IP id, length and the
  * payload-derived h->extra.  A tracked skb pointer whose packet no longer has
- * this identity was freed without a tracepoint and reused by a new packet.
+ * this identity was freed without a tracepoint and reused by a new packet;
+ * one that still has it may be a look-alike, which flow_ident() tells apart.
  */
 static __always_inline __u64 packet_ident(struct pkt_header *h)
 {
 	return mix64(h->extra ^ ((__u64)h->protocol << 32 | (__u64)h->ip_id << 16 | h->ip_len));
+}
+
+/*
+ * Where the packet goes: addresses and ports.  NAT rewrites them, so a tracked
+ * packet whose flow changed is only still the same packet if the change came
+ * within moments, in the namespace where it was last seen (paths.h:
+ * track_verify).  Otherwise it is a look-alike: an RST that answers a SYN is
+ * freed where no hop sees it, and the next RST (sequence 0, IP id 0, length
+ * 40, like every such RST) reuses its skb on its way to another port.
+ */
+static __always_inline __u64 flow_ident(struct pkt_header *h)
+{
+	__u64 s0, s1, d0, d1;
+
+	__builtin_memcpy(&s0, h->saddr, 8);
+	__builtin_memcpy(&s1, h->saddr + 8, 8);
+	__builtin_memcpy(&d0, h->daddr, 8);
+	__builtin_memcpy(&d1, h->daddr + 8, 8);
+	return mix64(s0 * 0x9E3779B97F4A7C15ULL ^ s1 * 0xC2B2AE3D27D4EB4FULL ^ d0 * 0x165667B19E3779F9ULL ^
+		     d1 * 0xD6E8FEB86659FD93ULL ^ ((__u64)h->sport << 16 | h->dport) * 0xFF51AFD7ED558CCDULL);
 }
 
 #endif /* PKTPATH_PACKET_H */

@@ -39,14 +39,14 @@ int BPF_PROG(kfree_skb__tp_btf, struct sk_buff *skb, void *location)
 SEC("tp_btf/netif_receive_skb")
 int BPF_PROG(netif_receive_skb__tp_btf, struct sk_buff *skb)
 {
-	path_entry_hop(skb, HOP_NETIF_RECEIVE, skb->dev);
+	path_entry_hop(skb, HOP_NETIF_RECEIVE, skb->dev, dev_netns(skb->dev));
 	return 0;
 }
 
 SEC("tp_btf/net_dev_queue")
 int BPF_PROG(net_dev_queue__tp_btf, struct sk_buff *skb)
 {
-	path_entry_hop(skb, HOP_DEV_QUEUE, skb->dev);
+	path_entry_hop(skb, HOP_DEV_QUEUE, skb->dev, dev_netns(skb->dev));
 	return 0;
 }
 
@@ -63,6 +63,14 @@ SEC("tp_btf/fib_table_lookup")
 int BPF_PROG(fib_table_lookup__tp_btf, __u32 table, struct flowi4 *flp, struct fib_nh_common *nhc, int err)
 {
 	path_fib_lookup(table, flp, nhc, err);
+	return 0;
+}
+
+SEC("tp_btf/fib6_table_lookup")
+int BPF_PROG(fib6_table_lookup__tp_btf, const struct net *net, const struct fib6_result *res,
+	     struct fib6_table *table, const struct flowi6 *flp)
+{
+	path_fib6_lookup(net, res, table, flp);
 	return 0;
 }
 
@@ -122,28 +130,28 @@ static __always_inline long func_ret(void *ctx)
 SEC("fentry/ip_rcv")
 int BPF_PROG(ip_rcv__fentry, struct sk_buff *skb, struct net_device *dev)
 {
-	path_entry_hop(skb, HOP_IP_RCV, dev);
+	path_entry_hop(skb, HOP_IP_RCV, dev, dev_netns(dev));
 	return 0;
 }
 
 SEC("kprobe/ip_rcv")
 int BPF_KPROBE(ip_rcv__kprobe, void *skb, void *dev)
 {
-	path_entry_hop(SKB(skb), HOP_IP_RCV, DEV(dev));
+	path_entry_hop(SKB(skb), HOP_IP_RCV, DEV(dev), dev_netns(DEV(dev)));
 	return 0;
 }
 
 SEC("fentry/ipv6_rcv")
 int BPF_PROG(ipv6_rcv__fentry, struct sk_buff *skb, struct net_device *dev)
 {
-	path_entry_hop(skb, HOP_IP_RCV, dev);
+	path_entry_hop(skb, HOP_IP_RCV, dev, dev_netns(dev));
 	return 0;
 }
 
 SEC("kprobe/ipv6_rcv")
 int BPF_KPROBE(ipv6_rcv__kprobe, void *skb, void *dev)
 {
-	path_entry_hop(SKB(skb), HOP_IP_RCV, DEV(dev));
+	path_entry_hop(SKB(skb), HOP_IP_RCV, DEV(dev), dev_netns(DEV(dev)));
 	return 0;
 }
 
@@ -189,11 +197,17 @@ int BPF_KPROBE(ip_local_deliver__kprobe, void *skb)
 	return 0;
 }
 
+/* The namespace of a function's `struct net *` argument. */
+static __always_inline __u32 net_inum(struct net *net)
+{
+	return KREAD(net->ns.inum, net, ns.inum);
+}
+
 /* ip_output(net, sk, skb): the first hop of packets made on this host. */
 SEC("fentry/ip_output")
-int BPF_PROG(ip_output__fentry, void *net, void *sk, struct sk_buff *skb)
+int BPF_PROG(ip_output__fentry, struct net *net, void *sk, struct sk_buff *skb)
 {
-	path_entry_hop(skb, HOP_IP_OUTPUT, 0);
+	path_entry_hop(skb, HOP_IP_OUTPUT, 0, net_inum(net));
 	queue_xmit_report(skb);
 	return 0;
 }
@@ -201,15 +215,15 @@ int BPF_PROG(ip_output__fentry, void *net, void *sk, struct sk_buff *skb)
 SEC("kprobe/ip_output")
 int BPF_KPROBE(ip_output__kprobe, void *net, void *sk, void *skb)
 {
-	path_entry_hop(SKB(skb), HOP_IP_OUTPUT, 0);
+	path_entry_hop(SKB(skb), HOP_IP_OUTPUT, 0, net_inum(CAST(struct net, net)));
 	queue_xmit_report(SKB(skb)); /* typed: it reads skb->len where bpf_rdonly_cast exists */
 	return 0;
 }
 
 SEC("fentry/ip6_output")
-int BPF_PROG(ip6_output__fentry, void *net, void *sk, struct sk_buff *skb)
+int BPF_PROG(ip6_output__fentry, struct net *net, void *sk, struct sk_buff *skb)
 {
-	path_entry_hop(skb, HOP_IP_OUTPUT, 0);
+	path_entry_hop(skb, HOP_IP_OUTPUT, 0, net_inum(net));
 	queue_xmit_report(skb);
 	return 0;
 }
@@ -217,7 +231,7 @@ int BPF_PROG(ip6_output__fentry, void *net, void *sk, struct sk_buff *skb)
 SEC("kprobe/ip6_output")
 int BPF_KPROBE(ip6_output__kprobe, void *net, void *sk, void *skb)
 {
-	path_entry_hop(SKB(skb), HOP_IP_OUTPUT, 0);
+	path_entry_hop(SKB(skb), HOP_IP_OUTPUT, 0, net_inum(CAST(struct net, net)));
 	queue_xmit_report(SKB(skb)); /* typed: it reads skb->len where bpf_rdonly_cast exists */
 	return 0;
 }

@@ -19,14 +19,18 @@ struct drop_key {
 	 * kernels with reasons, so their keys, and series, stay as they were. */
 	__u64 location;
 	/* enum skb_drop_reason, raw (subsystem bits included).  Kernels without
-	 * reasons: pktpath's own evidence instead (DROP_EVIDENCE_*, compat.h). */
+	 * reasons: pktpath's own evidence instead (DROP_EVIDENCE_* below, drops.h). */
 	__u32 reason;
 	__u32 ifindex;  /* skb->dev, else skb->skb_iif, else 0 */
 	__u32 netns;    /* inode of the device's (else socket's) netns, 0 if unknown */
 	__u16 l3_proto; /* ethertype, host byte order (0x0800 IPv4, 0x86dd IPv6) */
-	__u8 l4_proto;  /* IPPROTO_* from the IP header, 0 when not IP */
-	__u8 _pad;
+	__u8 l4_proto;  /* IPPROTO_* of the transport (IPv6: past extension headers), 0 when not IP */
+	__u8 flags;     /* DROP_KEY_* */
 };
+
+/* The IP header was cut short (a runt or truncated frame): l4_proto is 0, not
+ * a byte read past the packet's end. */
+#define DROP_KEY_TRUNCATED 0x1
 
 /*
  * Kernels without drop reasons: what the kfree_skb program reports in their
@@ -132,11 +136,22 @@ struct pkt_header {
 	__u8 tcp_flags;
 	__u8 icmp_type;
 	__u8 icmp_code;
-	__u8 _pad;
+	__u8 flags; /* HDR_*: what could not be read within the packet */
 };
+
+/* pkt_header.flags.  Every header read stops at the packet's end (the linear
+ * data, packet.h): what lies past it was never this packet's. */
+#define HDR_TRUNCATED 0x1 /* the IP header is cut short: only family and ip_len (bytes present) are set */
+#define HDR_NO_L4 0x2     /* no transport header to read: cut short, or a non-first fragment */
 
 #define EV_HEADER 0x1  /* hdr is valid: the first event of a path */
 #define EV_BY_DROP 0x2 /* the path exists because the packet was dropped */
+
+/* hop_event.phase of a HOP_FIB_LOOKUP: whose lookup it was (paths.h:
+ * fib_lookup_kind).  A reply the kernel sends for the packet (ICMP error, TCP
+ * reset) makes lookups of its own; they are not the packet's hops. */
+#define FIB_ROUTE 0     /* the packet's input route lookup */
+#define FIB_RP_FILTER 1 /* rp_filter's reverse lookup, towards the packet's source */
 
 /* One record in the `events` ring buffer. */
 struct hop_event {
@@ -151,13 +166,15 @@ struct hop_event {
 	__s32 verdict;  /* fib: lookup error (0 found); xmit: driver rc */
 	__u32 reason;   /* kfree_skb drop reason (kernels without reasons: DROP_EVIDENCE_*) */
 	__u32 table;    /* fib table id */
-	__u32 fib_saddr; /* fib lookup flow (IPv4): tells route from reverse-path lookups */
-	__u32 fib_daddr;
 	__u8 flags;     /* EV_* */
 	__u8 nf_family; /* nf hops: NFPROTO_* */
 	__u8 nf_hook;   /* nf hops: NF_INET_* */
-	__u8 phase;     /* 0 entry, 1 exit (hops with both) */
-	__u8 _pad[4];
+	__u8 phase;     /* 0 entry, 1 exit (hops with both); fib: FIB_* */
+	__u8 fib_family; /* fib: 4 or 6 */
+	__u8 _pad;
+	__s16 route_error; /* route input: the error route's errno (hooks.h), 0 for a real route */
+	__u8 fib_saddr[16]; /* fib: the lookup's flow (IPv4 in the first 4 bytes) */
+	__u8 fib_daddr[16];
 	char ifname[16];
 	char out_ifname[16]; /* fib: the next hop's device; nf_hook: the out device */
 	char detail[32];     /* nft: table and chain names, 16 bytes each; ipt: table */
@@ -174,6 +191,12 @@ struct nf_verdict_key {
 	char table[32];
 };
 
+/* Key of route_lookups (hooks.h: hook_route_input_exit). */
+struct route_key {
+	__s32 ret;         /* return value: 0, -errno, or a drop reason on 6.13+ */
+	__s32 route_error; /* with ret 0: the error route's errno (0 for a real route) */
+};
+
 struct rp_filter_key {
 	__u8 failed;  /* fib_validate_source returned < 0 */
 	__u8 _pad[3];
@@ -181,9 +204,22 @@ struct rp_filter_key {
 	char ifname[16];
 };
 
-/* Runtime knobs, one entry in the `path_config` array: userspace rewrites it
- * live (SIGHUP, the shell's src/dst) without reloading programs. */
+/*
+ * Runtime knobs, changed live (SIGHUP, the shell's src/dst) without
+ * reloading programs, and changed atomically: the filter state exists in
+ * FILTER_GENERATIONS generations, `path_generation` names the one in force,
+ * and userspace writes a new filter into the other one in full before it
+ * switches with one 4-byte store (exporter/paths/kernel_config.py).  A
+ * program reads the generation once, at paths_config(), and uses that
+ * generation's path_config entry, trie keys and interface keys throughout,
+ * so it never sees a half-written filter or a mix of two.
+ */
+#define FILTER_GENERATIONS 2
 #define MAX_PORT_RANGES 16
+/* Per generation; the maps hold FILTER_GENERATIONS times as many (maps.h).
+ * Config validation refuses more (exporter/config/schema.py, via abi.py). */
+#define MAX_FILTER_CIDRS 1024  /* filter_src, and filter_dst, each */
+#define MAX_FILTER_IFACES 256  /* filter_ifaces */
 
 #define FILTER_SRC 0x1   /* filter_src LPM trie must match */
 #define FILTER_DST 0x2   /* filter_dst LPM trie must match */
@@ -211,7 +247,7 @@ struct path_config {
 	__u64 sample_below;
 	__u64 drop_sample_below;
 	__u32 max_drop_paths; /* new drop-captured paths per budget window, host-wide; 0: unlimited */
-	__u32 _pad;
+	__u32 generation;     /* its own index in path_config: the keys of filter_src/dst/ifaces it uses */
 };
 
 /* Budget windows are 2^30 ns (1.07 s): a shift, not a division.  Slots of
@@ -229,19 +265,53 @@ struct budget_window {
 	__u64 used;   /* paths started in it */
 };
 
-/* LPM trie key for filter_src/filter_dst: IPv4 as ::ffff:a.b.c.d, prefix + 96. */
+/* LPM trie key for filter_src/filter_dst: the generation, then the address,
+ * IPv4 as ::ffff:a.b.c.d.  The generation byte is part of every prefix
+ * (prefixlen = 8 + 96 + v4 prefix, or 8 + v6 prefix), so a lookup in one
+ * generation never matches an entry of the other. */
 struct lpm_key {
 	__u32 prefixlen;
+	__u8 generation;
+	__u8 addr[16];
+	__u8 _pad[3];
+};
+
+/* Key of filter_ifaces: the generation, then the device name. */
+struct iface_key {
+	__u32 generation;
+	char name[16];
+};
+
+/*
+ * Key of `own_endpoints`: where the agent's own connections end (its /metrics
+ * listener, its OTLP collector, the Kubernetes API).  A packet from or to one
+ * of them, in the agent's network namespace, is never followed: the agent must
+ * not trace itself.  An all-zero addr matches any address (a listener on
+ * 0.0.0.0 or ::).  IPv4 addresses fill the first 4 bytes.
+ */
+struct own_endpoint {
+	__u32 netns;
+	__u8 family; /* 4 or 6 */
+	__u8 protocol;
+	__u16 port;  /* host byte order */
 	__u8 addr[16];
 };
 
-/* Value of the `tracked` hash, keyed by skb pointer. */
+/*
+ * Value of the `tracked` hash, keyed by skb pointer.  A pointer is reused as
+ * soon as its packet is freed, and some frees have no tracepoint, so every hop
+ * that can read the skb checks that it still holds the same packet
+ * (paths.h: track_verify).
+ */
 struct track {
 	__u64 path_id;
-	__u64 ident;    /* packet_ident(): tells a reused skb pointer from its old packet */
+	__u64 ident;    /* packet_ident(): what no hop rewrites (protocol, IP id, length, payload bytes) */
+	__u64 flow;     /* flow_ident(): addresses and ports as last seen; NAT may rewrite them */
 	__u64 born_ns;  /* bpf_ktime_get_ns() at insert: userspace reaps entries no hop ended */
+	__u64 seen_ns;  /* when an entry hop last saw it (a NAT rewrite happens within moments) */
+	__u32 netns;    /* ... and in which network namespace */
 	__u8 flags;     /* EV_BY_DROP */
-	__u8 _pad[7];
+	__u8 _pad[3];
 };
 
 /* Slots of the `path_gate` array (paths.h: tracking_anything). */

@@ -3,6 +3,11 @@
 The file is composed (``yaml.compose``), not loaded: the node tree keeps a line for every key and
 value, which ``yaml.safe_load`` would throw away, and it lets us see duplicate keys, which plain
 loading silently merges (last one wins).
+
+Two limits come before the YAML library sees a file, because its failures there are not errors a
+user can read: a size limit on the bytes read (``/dev/zero`` ran out of memory, a 10 MB file took
+52 s and 600 MB to compose), and a nesting limit enforced while composing (1 KB of ``[`` reached
+PyYAML's recursive composer as a RecursionError).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 
 import yaml
 from yaml.constructor import SafeConstructor
+from yaml.error import Mark, MarkedYAMLError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from exporter.config.schema import SECTIONS, BadValueError, Config, Key, Kind, Section, quote, section, suggest
@@ -37,6 +43,15 @@ _SCALAR_NAMES = {
 # yaml.safe_load would give for the same text.
 _CONSTRUCTOR = SafeConstructor()
 
+# The largest config file read. The biggest useful config (1,024 CIDRs each for filter.src and
+# filter.dst, 256 interfaces, 16 ports) is about 100 KB; at 1 MiB composing takes about 1 s of CPU.
+MAX_CONFIG_BYTES = 1 << 20
+# Deepest nesting of collections. A pktpath config needs 3 (the top-level mapping, a section's
+# mapping, a list in it); PyYAML's composer recurses about 3 Python frames per level and reaches
+# Python's recursion limit near 330 levels.
+MAX_NESTING = 16
+_NEWLINES = re.compile(r"\r\n?")
+
 
 def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
     """Parse YAML ``text``; ``source`` names it in messages. Raises ConfigError on the first problem."""
@@ -49,21 +64,65 @@ def load_config(path: str | None, env: Mapping[str, str] | None = None) -> Confi
     if path is None:
         return Config()
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: cannot read config: not UTF-8 text (bad byte at offset {exc.start})") from exc
+        with open(path, "rb") as handle:
+            # One byte past the limit tells "too large" from "exactly the limit" without reading on:
+            # /dev/zero or a huge file stop here.
+            data = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(_one_line(f"{path}: cannot read config: {exc.strerror or exc}")) from exc
-    return parse_config(text, source=path, env=env)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(_one_line(f"{path}: cannot read config: larger than {MAX_CONFIG_BYTES} bytes (1 MiB), "
+                                    "the limit for a config file"))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: cannot read config: not UTF-8 text (bad byte at offset {exc.start})") from exc
+    # What text mode's universal newlines did: the line numbers of reader errors count only "\n".
+    return parse_config(_NEWLINES.sub("\n", text), source=path, env=env)
 
 
 # --- YAML syntax -----------------------------------------------------------------------------
 
 
+class _TooDeep(MarkedYAMLError):
+    pass
+
+
+class _DepthLimitedLoader(yaml.SafeLoader):
+    """SafeLoader whose composer refuses collections nested deeper than MAX_NESTING.
+
+    The scanner and the parser keep explicit stacks; only the composer recurses, so counting here,
+    before a node's children are composed, stops the recursion at a depth Python always has room for.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        if self.check_event(yaml.CollectionStartEvent):
+            if self._depth >= MAX_NESTING:
+                mark: Mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise _TooDeep(problem=f"nested deeper than {MAX_NESTING} levels", problem_mark=mark)
+            self._depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+        return super().compose_node(parent, index)
+
+
 def _compose(text: str, source: str) -> Node | None:
+    loader: _DepthLimitedLoader | None = None
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        # The reader checks the text for control characters as soon as the loader is made.
+        loader = _DepthLimitedLoader(text)
+        return loader.get_single_node()  # type: ignore[no-any-return]
+    except _TooDeep as exc:
+        deep = exc.problem_mark
+        assert deep is not None
+        raise ConfigError(f"{source}:{deep.line + 1}:{deep.column + 1}: {exc.problem} "
+                          "(a pktpath config needs 3)") from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
@@ -80,6 +139,9 @@ def _compose(text: str, source: str) -> Node | None:
         raise ConfigError(f"{source}:{line}:{column}: invalid YAML: {problem}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(_one_line(f"{source}:1:1: invalid YAML: {exc}")) from exc
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def _one_line(message: str) -> str:
@@ -214,6 +276,10 @@ class _Walker:
             # A bare scalar is refused rather than wrapped: "interfaces: eth0,eth1" would otherwise
             # quietly become one interface called "eth0,eth1".
             raise self.fail(node, path, f"expected a list, got {describe(node)}")
+        if key.max_items is not None and len(node.value) > key.max_items:
+            # Before the items are checked: 20,000 CIDRs fail at once, not after parsing each.
+            raise self.fail(node, path, f"{len(node.value)} entries, more than the {key.max_items} "
+                                        f"{key.capacity_of} holds")
         return tuple(self.scalar(key, item, f"{path}[{index}]") for index, item in enumerate(node.value))
 
     def scalar(self, key: Key, node: Node, path: str) -> object:

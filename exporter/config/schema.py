@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter.decoders import abi
 from exporter.errors import ConfigError
 
 DEFAULT_LISTEN = "0.0.0.0:9977"
@@ -132,22 +133,49 @@ def suggest(word: str, choices: Sequence[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _one_of(choices: tuple[str, ...]) -> Callable[[Any], object]:
-    def check(value: Any) -> object:
-        if value not in choices:
-            raise BadValueError(f"{quote(value)} is not one of {', '.join(choices)}{suggest(value, choices)}")
+# The checks with a fixed shape are small classes, not closures, so that the JSON Schema of the Helm
+# chart's config (exporter/config/jsonschema.py) can read their bounds instead of repeating them.
+
+
+@dataclass(frozen=True)
+class OneOf:
+    choices: tuple[str, ...]
+
+    def __call__(self, value: Any) -> object:
+        if value not in self.choices:
+            raise BadValueError(f"{quote(value)} is not one of {', '.join(self.choices)}"
+                                f"{suggest(value, self.choices)}")
         return value
 
-    return check
 
+@dataclass(frozen=True)
+class IntRange:
+    low: int
+    high: int
 
-def _int_range(low: int, high: int) -> Callable[[Any], object]:
-    def check(value: Any) -> object:
-        if not low <= value <= high:
-            raise BadValueError(f"{value} is out of range {low}..{high}")
+    def __call__(self, value: Any) -> object:
+        if not self.low <= value <= self.high:
+            raise BadValueError(f"{value} is out of range {self.low}..{self.high}")
         return value
 
-    return check
+
+@dataclass(frozen=True)
+class PowerOfTwo:
+    low: int
+    high: int
+
+    def __call__(self, value: Any) -> object:
+        if not self.low <= value <= self.high or value & (value - 1):
+            raise BadValueError(f"{value} is not a power of two in {self.low}..{self.high}")
+        return value
+
+    def values(self) -> list[int]:
+        return [1 << n for n in range(self.low.bit_length() - 1, self.high.bit_length()) if
+                self.low <= 1 << n <= self.high]
+
+
+_one_of = OneOf
+_int_range = IntRange
 
 
 # --- metrics.listen --------------------------------------------------------------------------
@@ -334,11 +362,8 @@ def _check_interface(value: Any) -> object:
 MAX_ONE_IN = 2**31 - 1
 
 
-def _check_ring_kb(value: Any) -> object:
-    # The kernel wants a ring buffer of a power-of-two number of pages.
-    if not 4 <= value <= 262144 or value & (value - 1):
-        raise BadValueError(f"{value} is not a power of two in 4..262144")
-    return value
+# The kernel wants a ring buffer of a power-of-two number of pages.
+_check_ring_kb = PowerOfTwo(4, 262144)
 
 
 # --- logging ---------------------------------------------------------------------------------
@@ -419,6 +444,10 @@ class Key:
     check: Callable[[Any], object] | None = None
     # What to call the accepted types in a message, when "a string or an integer" would be vague.
     expected: str = ""
+    # Most items of a list key, and the kernel map whose capacity sets it: checked before the items,
+    # so `validate` refuses what `run` could not load (the numbers come from pktpath.h via abi.py).
+    max_items: int | None = None
+    capacity_of: str = ""
 
     def expected_text(self) -> str:
         return self.expected or " or ".join(kind.value for kind in self.kinds)
@@ -498,9 +527,11 @@ SECTIONS: tuple[Section, ...] = (
         "filter",
         "Which packets the path tracer follows (drop counters always count everything). Empty list = any.",
         (
-            Key("src", _STR, (), "Source CIDRs (IPv4 or IPv6); a bare address means /32 or /128.", many=True,
-                check=_check_network),
-            Key("dst", _STR, (), "Destination CIDRs, as for src.", many=True, check=_check_network),
+            Key("src", _STR, (), "Source CIDRs (IPv4 or IPv6); a bare address means /32 or /128. At most "
+                f"{abi.MAX_FILTER_CIDRS}.", many=True, check=_check_network, max_items=abi.MAX_FILTER_CIDRS,
+                capacity_of="the kernel's filter_src map"),
+            Key("dst", _STR, (), f"Destination CIDRs, as for src. At most {abi.MAX_FILTER_CIDRS}.", many=True,
+                check=_check_network, max_items=abi.MAX_FILTER_CIDRS, capacity_of="the kernel's filter_dst map"),
             Key(
                 "protocols",
                 (Kind.STRING, Kind.INTEGER),
@@ -514,18 +545,24 @@ SECTIONS: tuple[Section, ...] = (
                 "ports",
                 (Kind.INTEGER, Kind.STRING),
                 (),
-                'Ports: a number 1..65535 or a "LOW-HIGH" range string; stored as (low, high).',
+                'Ports: a number 1..65535 or a "LOW-HIGH" range string; stored as (low, high). At most '
+                f"{abi.MAX_PORT_RANGES} entries.",
                 many=True,
                 check=_check_port,
                 expected='a port number or a "LOW-HIGH" range',
+                max_items=abi.MAX_PORT_RANGES,
+                capacity_of="the kernel's path_config.ports",
             ),
             Key(
                 "interfaces",
                 _STR,
                 (),
-                f"Interface names (1..{IFNAME_MAX} bytes, no '/', ':' or whitespace).",
+                f"Interface names (1..{IFNAME_MAX} bytes, no '/', ':' or whitespace). At most "
+                f"{abi.MAX_FILTER_IFACES}.",
                 many=True,
                 check=_check_interface,
+                max_items=abi.MAX_FILTER_IFACES,
+                capacity_of="the kernel's filter_ifaces map",
             ),
         ),
         _builder(FilterConfig),

@@ -24,7 +24,7 @@ class DropKey(ctypes.Structure):
         ("netns", ctypes.c_uint32),
         ("l3_proto", ctypes.c_uint16),
         ("l4_proto", ctypes.c_uint8),
-        ("_pad", ctypes.c_uint8),
+        ("flags", ctypes.c_uint8),
     ]
 
 
@@ -58,7 +58,7 @@ class PktHeader(ctypes.Structure):
         ("tcp_flags", ctypes.c_uint8),
         ("icmp_type", ctypes.c_uint8),
         ("icmp_code", ctypes.c_uint8),
-        ("_pad", ctypes.c_uint8),
+        ("flags", ctypes.c_uint8),
     ]
 
 
@@ -75,13 +75,15 @@ class HopEventRaw(ctypes.Structure):
         ("verdict", ctypes.c_int32),
         ("reason", ctypes.c_uint32),
         ("table", ctypes.c_uint32),
-        ("fib_saddr", ctypes.c_uint32),
-        ("fib_daddr", ctypes.c_uint32),
         ("flags", ctypes.c_uint8),
         ("nf_family", ctypes.c_uint8),
         ("nf_hook", ctypes.c_uint8),
         ("phase", ctypes.c_uint8),
-        ("_pad", ctypes.c_uint8 * 4),
+        ("fib_family", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8),
+        ("route_error", ctypes.c_int16),
+        ("fib_saddr", ctypes.c_uint8 * 16),
+        ("fib_daddr", ctypes.c_uint8 * 16),
         ("ifname", ctypes.c_char * 16),
         ("out_ifname", ctypes.c_char * 16),
         ("detail", ctypes.c_char * 32),
@@ -94,12 +96,21 @@ class NfVerdictKey(ctypes.Structure):
                 ("_pad", ctypes.c_uint8), ("table", ctypes.c_char * 32)]
 
 
+class RouteKey(ctypes.Structure):
+    _fields_ = [("ret", ctypes.c_int32), ("route_error", ctypes.c_int32)]
+
+
 class RpFilterKey(ctypes.Structure):
     _fields_ = [("failed", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 3), ("ret", ctypes.c_int32),
                 ("ifname", ctypes.c_char * 16)]
 
 
+# Filter capacities (#defines of pktpath.h; tests/unit/test_abi.py checks them against the header and
+# the compiled maps).  Config validation enforces them (exporter/config/schema.py).
+FILTER_GENERATIONS = 2
 MAX_PORT_RANGES = 16
+MAX_FILTER_CIDRS = 1024  # per generation, filter_src and filter_dst each
+MAX_FILTER_IFACES = 256  # per generation
 
 
 class PortRange(ctypes.Structure):
@@ -119,7 +130,7 @@ class PathConfig(ctypes.Structure):
         ("sample_below", ctypes.c_uint64),
         ("drop_sample_below", ctypes.c_uint64),
         ("max_drop_paths", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
+        ("generation", ctypes.c_uint32),
     ]
 
 
@@ -130,8 +141,16 @@ BUDGET_WINDOW_SHIFT = 30
 class Track(ctypes.Structure):
     """Value of the `tracked` hash (key: the skb pointer, u64)."""
 
-    _fields_ = [("path_id", ctypes.c_uint64), ("ident", ctypes.c_uint64), ("born_ns", ctypes.c_uint64),
-                ("flags", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 7)]
+    _fields_ = [("path_id", ctypes.c_uint64), ("ident", ctypes.c_uint64), ("flow", ctypes.c_uint64),
+                ("born_ns", ctypes.c_uint64), ("seen_ns", ctypes.c_uint64), ("netns", ctypes.c_uint32),
+                ("flags", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 3)]
+
+
+class OwnEndpoint(ctypes.Structure):
+    """Key of `own_endpoints`: one end of the agent's own connections (never followed)."""
+
+    _fields_ = [("netns", ctypes.c_uint32), ("family", ctypes.c_uint8), ("protocol", ctypes.c_uint8),
+                ("port", ctypes.c_uint16), ("addr", ctypes.c_uint8 * 16)]
 
 
 # enum path_gate_slot
@@ -139,12 +158,22 @@ GATE_SLOTS = {"GATE_LIVE": 0, "GATE_REAPED": 1, "GATE__MAX": 2}
 
 
 class LpmKey(ctypes.Structure):
-    _fields_ = [("prefixlen", ctypes.c_uint32), ("addr", ctypes.c_uint8 * 16)]
+    _fields_ = [("prefixlen", ctypes.c_uint32), ("generation", ctypes.c_uint8), ("addr", ctypes.c_uint8 * 16),
+                ("_pad", ctypes.c_uint8 * 3)]
+
+
+class IfaceKey(ctypes.Structure):
+    _fields_ = [("generation", ctypes.c_uint32), ("name", ctypes.c_char * 16)]
 
 
 # #defines of pktpath.h (not in BTF: kept in step by tests/unit/test_abi.py reading the header).
 EV_HEADER = 0x1
 EV_BY_DROP = 0x2
+DROP_KEY_TRUNCATED = 0x1
+HDR_TRUNCATED = 0x1
+HDR_NO_L4 = 0x2
+FIB_ROUTE = 0
+FIB_RP_FILTER = 1
 # What the kfree_skb program reports in place of a reason where the kernel gives none (before 5.17).
 DROP_EVIDENCE_ERRNO, DROP_EVIDENCE_IN_DEV, DROP_EVIDENCE_FORWARDING = 0xFF, 0x100, 0x200
 FILTER_SRC, FILTER_DST, FILTER_PROTO, FILTER_PORT, FILTER_IFACE = 0x1, 0x2, 0x4, 0x8, 0x10
@@ -192,10 +221,12 @@ HOP_IDS = {
 }
 
 MIRRORS: tuple[type[ctypes.Structure], ...] = (DropKey, DropValue, DropSlot, PktHeader, HopEventRaw, PathConfig,
-                                               Track, LpmKey, NfVerdictKey, RpFilterKey)
+                                               Track, OwnEndpoint, LpmKey, IfaceKey, NfVerdictKey, RpFilterKey,
+                                               RouteKey)
 _C_NAMES = {DropKey: "drop_key", DropValue: "drop_value", DropSlot: "drop_slot", PktHeader: "pkt_header",
-            HopEventRaw: "hop_event", PathConfig: "path_config", Track: "track", LpmKey: "lpm_key",
-            NfVerdictKey: "nf_verdict_key", RpFilterKey: "rp_filter_key"}
+            HopEventRaw: "hop_event", PathConfig: "path_config", Track: "track", OwnEndpoint: "own_endpoint",
+            LpmKey: "lpm_key", IfaceKey: "iface_key", NfVerdictKey: "nf_verdict_key", RpFilterKey: "rp_filter_key",
+            RouteKey: "route_key"}
 
 
 class _StructSource(Protocol):

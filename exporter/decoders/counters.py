@@ -9,7 +9,17 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from exporter.decoders.abi import SLOT_STATES, STAT_SLOTS, DropKey, DropSlot, DropValue, NfVerdictKey, RpFilterKey
+from exporter.decoders.abi import (
+    DROP_KEY_TRUNCATED,
+    SLOT_STATES,
+    STAT_SLOTS,
+    DropKey,
+    DropSlot,
+    DropValue,
+    NfVerdictKey,
+    RouteKey,
+    RpFilterKey,
+)
 from exporter.loader.libbpf import Map, split_percpu
 
 
@@ -24,6 +34,7 @@ class DropCount:
     packets: int
     bytes: int
     key: builtins.bytes = b""  # the raw kernel key, to delete the entry (e.g. a deleted pod's namespace)
+    truncated: bool = False  # the IP header was cut short: the protocol is unknown (DROP_KEY_TRUNCATED)
     location: int = 0  # kfree_skb call site: kernels without drop reasons only (reason: DROP_EVIDENCE_* then)
 
 
@@ -48,7 +59,8 @@ def read_drop_counts(drop_map: Map, slots: Iterable[tuple[bytes, int, int]] = ()
             packets += v.packets
             nbytes += v.bytes
         out.append(DropCount(key.ifname.decode(errors="replace"), key.reason, key.ifindex, key.netns,
-                             key.l3_proto, key.l4_proto, packets, nbytes, kraw, key.location))
+                             key.l3_proto, key.l4_proto, packets, nbytes, kraw,
+                             truncated=bool(key.flags & DROP_KEY_TRUNCATED), location=key.location))
     return out
 
 
@@ -121,7 +133,7 @@ def read_percpu_counts(counter_map: Map) -> list[tuple[bytes, int]]:
 class VerdictCounts:
     netfilter: list[tuple[int, int, str, int, int]]  # (family, hook, table, verdict, packets)
     rp_filter: list[tuple[bool, str, int]]  # (failed, interface, packets)
-    route: list[tuple[int, int]]  # (return value, packets)
+    route: list[tuple[int, int, int]]  # (return value, error route's errno, packets)
 
 
 def read_verdicts(nf: Map, rpf: Map, route: Map) -> VerdictCounts:
@@ -133,5 +145,8 @@ def read_verdicts(nf: Map, rpf: Map, route: Map) -> VerdictCounts:
     for kraw, n in read_percpu_counts(rpf):
         r = RpFilterKey.from_buffer_copy(kraw)
         rpf_out.append((bool(r.failed), r.ifname.decode(errors="replace"), n))
-    route_out = [(int.from_bytes(k, "little", signed=True), n) for k, n in read_percpu_counts(route)]
+    route_out = []
+    for kraw, n in read_percpu_counts(route):
+        rk = RouteKey.from_buffer_copy(kraw)
+        route_out.append((rk.ret, rk.route_error, n))
     return VerdictCounts(nf_out, rpf_out, route_out)

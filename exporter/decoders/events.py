@@ -13,7 +13,7 @@ import ipaddress
 from exporter.decoders import abi
 from exporter.decoders import netfilter as nf
 from exporter.decoders.drop_reasons import DropReasons
-from exporter.paths.model import Hop, HopEvent, PacketHeader, SampledBy
+from exporter.paths.model import FibLookup, Hop, HopEvent, PacketHeader, SampledBy
 
 _HOPS = {
     abi.HOP_IDS["HOP_NETIF_RECEIVE"]: Hop.NETIF_RECEIVE,
@@ -58,16 +58,19 @@ def _addr(family: int, raw: ctypes.Array[ctypes.c_uint8]) -> str:
     return str(ipaddress.IPv4Address(data[:4]) if family == 4 else ipaddress.IPv6Address(data))
 
 
-def _ipv4(value: int) -> str:
-    # Kernel __be32 read as a little-endian u32: the bytes are already in network order.
-    return str(ipaddress.IPv4Address(value.to_bytes(4, "little"))) if value else ""
+_FIB_LOOKUPS = {abi.FIB_ROUTE: FibLookup.ROUTE, abi.FIB_RP_FILTER: FibLookup.RP_FILTER}
 
 
 def decode_header(h: abi.PktHeader) -> PacketHeader:
+    if h.flags & abi.HDR_TRUNCATED:
+        # Only the family and the bytes present are known: the kernel read nothing past the end.
+        return PacketHeader(family=h.family, src="", dst="", protocol=0, length=h.ip_len, truncated=True,
+                            no_transport=True)
     return PacketHeader(
         family=h.family, src=_addr(h.family, h.saddr), dst=_addr(h.family, h.daddr), protocol=h.protocol,
         sport=h.sport, dport=h.dport, tos=h.tos, ttl=h.ttl, length=h.ip_len, ip_id=h.ip_id,
         tcp_flags=h.tcp_flags, tcp_seq=h.tcp_seq, icmp_type=h.icmp_type, icmp_code=h.icmp_code, extra=h.extra,
+        no_transport=bool(h.flags & abi.HDR_NO_L4),
     )
 
 
@@ -96,12 +99,14 @@ class EventDecoder:
             reason=self._reasons.at(ev.reason, ev.location) if hop is Hop.DROP else None,
             table=ev.table,
             out_ifname=ev.out_ifname.decode(errors="replace"),
-            fib_src=_ipv4(ev.fib_saddr) if hop is Hop.FIB_LOOKUP else "",
-            fib_dst=_ipv4(ev.fib_daddr) if hop is Hop.FIB_LOOKUP else "",
+            fib_src=_addr(ev.fib_family, ev.fib_saddr) if hop is Hop.FIB_LOOKUP else "",
+            fib_dst=_addr(ev.fib_family, ev.fib_daddr) if hop is Hop.FIB_LOOKUP else "",
+            fib_lookup=_FIB_LOOKUPS.get(ev.phase) if hop is Hop.FIB_LOOKUP else None,
             location=ev.location,
             nf_family=ev.nf_family,
             nf_hook=ev.nf_hook,
             phase=ev.phase,
+            route_error=ev.route_error,
             nf_table=_cstr(raw, _DETAIL, 16),
             nf_chain=_cstr(raw, _DETAIL + 16, 16) if hop is not Hop.IPT_TABLE else nf.builtin_chain(ev.nf_hook),
             header=header,

@@ -46,6 +46,11 @@ def verdict_name(n: int) -> str:
     return NF_VERDICTS.get(n, str(n))
 
 
+# An error route's errno (net/ipv4/route.c ip_route_input_slow, no_route: rth->dst.error = -err):
+# the fib lookup's own error, or EHOSTUNREACH for a router with forwarding off, which before 6.13
+# the kernel does not tell apart from an `unreachable` route.
+_ROUTE_ERRORS = {errno.ENETUNREACH: "no_route", errno.EINVAL: "blackhole", errno.EHOSTUNREACH: "unreachable",
+                 errno.EACCES: "prohibit"}
 # The same result, whichever convention the kernel reports it in.
 _ERRNO_RESULTS = {errno.ENETUNREACH: "no_route", errno.EHOSTUNREACH: "forwarding_disabled",
                   errno.EXDEV: "rp_filter", errno.EINVAL: "martian"}
@@ -69,12 +74,16 @@ class RouteResults:
         self.returns_reason = returns_reason
         self._reasons = reasons
 
-    def label(self, ret: int) -> str:
-        """found, no_route, forwarding_disabled, rp_filter, martian, or the raw reason/errno name."""
+    def label(self, ret: int, route_error: int = 0) -> str:
+        """found, no_route, blackhole, unreachable, prohibit, forwarding_disabled, rp_filter, martian,
+        or the raw reason/errno name.  `route_error`: with `ret` 0, the errno of the error route the
+        lookup installed (a miss on a router returns 0 and leaves such a route; ip_error drops it)."""
         if ret == 0:
-            return "found"
+            if not route_error:
+                return "found"
+            return _ROUTE_ERRORS.get(route_error, errno.errorcode.get(route_error, f"error_{route_error}").lower())
         if ret > 0 and self.returns_reason:  # 6.13+: the function's own drop reason
             name = self._reasons.name(ret)
             return _REASON_RESULTS.get(name, name.lower())
-        code = -ret  # -errno: the return value, or the error route's dst.error (the hook reads both)
+        code = -ret  # -errno returned directly
         return _ERRNO_RESULTS.get(code, errno.errorcode.get(code, f"error_{ret}").lower())

@@ -49,8 +49,16 @@ _ETHERTYPES = {
 }
 
 
-def protocol_label(l3_proto: int, l4_proto: int) -> str:
-    """'tcp', 'udp', 'icmp', ... for IP; 'arp', 'lldp', ... otherwise; 'other' as the last resort."""
+# An IPv4 or IPv6 packet whose IP header is cut short (a runt or truncated frame): its transport is
+# unknown, and no byte past its end is read to guess it.
+TRUNCATED = "truncated"
+
+
+def protocol_label(l3_proto: int, l4_proto: int, truncated: bool = False) -> str:
+    """'tcp', 'udp', 'icmp', ... for IP; 'arp', 'lldp', ... otherwise; 'other' as the last resort;
+    'truncated' for IP whose header is cut short."""
+    if truncated and l3_proto in (ETH_P_IP, ETH_P_IPV6):
+        return TRUNCATED
     if l3_proto == ETH_P_IP:
         if l4_proto == 0:
             return "ip-unknown"

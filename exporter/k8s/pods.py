@@ -125,7 +125,7 @@ class PodResolver:
         expire_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._source = source
+        self.source = source
         self._proc = proc_root
         self._refresh = refresh_seconds
         self._max_pods = max_pods
@@ -182,7 +182,7 @@ class PodResolver:
             log.warning("pod lookup failed (keeping the last known pods): %s", exc)
 
     def refresh(self) -> None:
-        pods = self._source.pods()
+        pods = self.source.pods()
         found = self._scan(pods)
         now = self._clock()
         with self._lock:

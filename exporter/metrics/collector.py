@@ -131,7 +131,11 @@ class PktpathCollector(Collector):
             f.location_overflow.add_metric([], self._reasons.locations.overflow)
         f.scrape_errors.add_metric([], self.scrape_errors)
         f.build.add_metric([self._build.version, self._build.kernel, self._build.engine], 1.0)
-        yield from f.all()
+        # Without packet paths the sampling weights and span counters mean nothing: left out, not
+        # served empty (README's metric table says which families need paths).
+        absent = ([f.sampling] if weights is None else []) + \
+            ([f.spans_exported, f.spans_dropped] if self._spans is None else [])
+        yield from (family for family in f.all() if not any(family is a for a in absent))
 
     def _verdicts(self, f: _Families, v: VerdictCounts) -> None:
         nf: dict[tuple[str, str, str, str], int] = {}
@@ -147,8 +151,8 @@ class PktpathCollector(Collector):
         for labels2, n in sorted(rpf.items()):
             f.rp_filter.add_metric(list(labels2), n)
         route: dict[str, int] = {}
-        for ret, n in v.route:
-            result = self._route_results.label(ret) if self._route_results else str(ret)
+        for ret, route_error, n in v.route:
+            result = self._route_results.label(ret, route_error) if self._route_results else str(ret)
             route[result] = route.get(result, 0) + n
         for result, n in sorted(route.items()):
             f.route_lookups.add_metric([result], n)
@@ -189,7 +193,7 @@ class PktpathCollector(Collector):
         series: dict[tuple[str, ...], tuple[int, int]] = {}
         for c in counts:
             labels: tuple[str, ...] = (self._reasons.at(c.reason, c.location), c.ifname or names[(c.netns, c.ifindex)],
-                                       protocol_label(c.l3_proto, c.l4_proto))
+                                       protocol_label(c.l3_proto, c.l4_proto, c.truncated))
             if locations is not None:
                 labels += (locations.label(c.location),)
             if self._pods is not None:

@@ -53,7 +53,8 @@ def drop_labels(path: Path) -> DropLabels | None:
     if drop is None:
         return None
     l3 = ETH_P_IP if path.header.family == 4 else ETH_P_IPV6
-    return (path.drop_reason or "UNKNOWN", drop.ifname or "none", protocol_label(l3, path.header.protocol))
+    return (path.drop_reason or "UNKNOWN", drop.ifname or "none",
+            protocol_label(l3, path.header.protocol, path.header.truncated))
 
 
 class PathMetrics(Collector):

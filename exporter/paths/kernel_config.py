@@ -1,23 +1,33 @@
-"""Filter and sampling settings -> the kernel's path_config map and filter maps, live.
+"""Filter and sampling settings -> the kernel's path_config map and filter maps, live and atomically.
 
 Everything the shell or a SIGHUP changes goes through apply(): programs are
 never reloaded, so tracking continues across a change and nothing is detached.
-Maps are updated in an order that never widens the filter for an instant:
-the tries and interface set are updated first, the flags that turn them on
-last; an entry removed from a trie only ever narrows what matches.
+
+The kernel keeps the filter in two generations (pktpath.h, FILTER_GENERATIONS):
+path_config has one entry per generation, the trie and interface keys carry
+the generation, and `path_generation` names the one in force.  apply() checks
+every capacity, writes the generation not in force in full (keys, then its
+path_config entry), and only then switches with one 4-byte store.  If the
+kernel refuses any write before the switch, what was written is removed and
+the running filter is untouched.  After the switch the old generation's keys
+are deleted; a program that read the old generation just before the switch
+can at worst miss a key being deleted, which narrows its match, never widens it.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ipaddress
+import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from exporter.decoders import abi
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, KernelError
 from exporter.loader.libbpf import Map
+
+log = logging.getLogger(__name__)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -41,15 +51,24 @@ class PathSettings:
     interfaces: tuple[str, ...] = ()
 
 
-def lpm_key(net: Network) -> bytes:
+def lpm_key(net: Network, generation: int) -> bytes:
     key = abi.LpmKey()
+    key.generation = generation
+    # The generation byte is the first 8 bits of every prefix (pktpath.h).
     if net.version == 4:
-        key.prefixlen = 96 + net.prefixlen
+        key.prefixlen = 8 + 96 + net.prefixlen
         raw = _V4_MAPPED_PREFIX + net.network_address.packed
     else:
-        key.prefixlen = net.prefixlen
+        key.prefixlen = 8 + net.prefixlen
         raw = net.network_address.packed
     ctypes.memmove(key.addr, raw, 16)
+    return bytes(key)
+
+
+def iface_key(name: str, generation: int) -> bytes:
+    key = abi.IfaceKey()
+    key.generation = generation
+    key.name = name.encode()[:16]
     return bytes(key)
 
 
@@ -63,11 +82,23 @@ def per_window(per_second: int) -> int:
     return math.ceil(per_second * (1 << abi.BUDGET_WINDOW_SHIFT) / 1_000_000_000) if per_second else 0
 
 
-def build_config(s: PathSettings) -> abi.PathConfig:
-    if len(s.ports) > abi.MAX_PORT_RANGES:
-        raise ConfigError(f"filter.ports: at most {abi.MAX_PORT_RANGES} entries (ports or ranges), "
-                          f"got {len(s.ports)}")
+def check_capacity(s: PathSettings) -> None:
+    """ConfigError unless every list fits its kernel map (config validation checks the same for files;
+    this covers settings from anywhere, the shell's included)."""
+    for path, count, limit, where in (
+        ("filter.src", len(set(s.src)), abi.MAX_FILTER_CIDRS, "the kernel's filter_src map"),
+        ("filter.dst", len(set(s.dst)), abi.MAX_FILTER_CIDRS, "the kernel's filter_dst map"),
+        ("filter.ports", len(s.ports), abi.MAX_PORT_RANGES, "the kernel's path_config.ports"),
+        ("filter.interfaces", len(set(s.interfaces)), abi.MAX_FILTER_IFACES, "the kernel's filter_ifaces map"),
+    ):
+        if count > limit:
+            raise ConfigError(f"{path}: {count} entries, more than the {limit} {where} holds")
+
+
+def build_config(s: PathSettings, generation: int = 0) -> abi.PathConfig:
+    check_capacity(s)
     cfg = abi.PathConfig()
+    cfg.generation = generation
     cfg.enabled = int(s.enabled)
     cfg.one_in = s.one_in
     cfg.drop_one_in = s.drop_one_in
@@ -95,8 +126,13 @@ def build_config(s: PathSettings) -> abi.PathConfig:
     return cfg
 
 
-def _iface_key(name: str) -> bytes:
-    return name.encode().ljust(16, b"\0")[:16]
+# Where each filter map's key holds its generation: (offset, size) in bytes.
+_GENERATION_FIELD = {
+    "filter_src": (abi.LpmKey.generation.offset, abi.LpmKey.generation.size),
+    "filter_dst": (abi.LpmKey.generation.offset, abi.LpmKey.generation.size),
+    "filter_ifaces": (abi.IfaceKey.generation.offset, abi.IfaceKey.generation.size),
+}
+_ZERO = (0).to_bytes(4, "little")
 
 
 class PathControl:
@@ -104,19 +140,51 @@ class PathControl:
         self._map_of = map_of
         self.settings: PathSettings | None = None
 
+    def active_generation(self) -> int:
+        raw = self._map_of("path_generation").lookup(_ZERO)
+        return int.from_bytes(raw[:4], "little") if raw else 0
+
     def apply(self, s: PathSettings) -> None:
-        cfg = build_config(s)  # validates before touching the kernel
-        self._sync_set(self._map_of("filter_src"), (lpm_key(n) for n in s.src))
-        self._sync_set(self._map_of("filter_dst"), (lpm_key(n) for n in s.dst))
-        self._sync_set(self._map_of("filter_ifaces"), (_iface_key(i) for i in s.interfaces))
-        self._map_of("path_config").update((0).to_bytes(4, "little"), bytes(cfg))
+        """Put `s` in force at once, or raise (ConfigError, KernelError) with the running filter untouched."""
+        active = self.active_generation()
+        new = (active + 1) % abi.FILTER_GENERATIONS
+        cfg = build_config(s, new)  # every capacity checked before the kernel is touched
+        keys = {
+            "filter_src": ("filter.src", [(str(n), lpm_key(n, new)) for n in s.src]),
+            "filter_dst": ("filter.dst", [(str(n), lpm_key(n, new)) for n in s.dst]),
+            "filter_ifaces": ("filter.interfaces", [(i, iface_key(i, new)) for i in s.interfaces]),
+        }
+        what = "filter"
+        try:
+            for name, (path, wanted) in keys.items():
+                m = self._map_of(name)
+                # Left over by an apply the kernel refused half-way, if its cleanup failed too.
+                self._clear(m, new)
+                for text, key in wanted:
+                    what = f"{path}: {text}"
+                    m.update(key, b"\x01")
+            what = "path_config"
+            self._map_of("path_config").update(new.to_bytes(4, "little"), bytes(cfg))
+        except KernelError as exc:
+            self._clear_all(new)
+            raise KernelError(f"{what}: not applied, the filter in force is unchanged: {exc}") from exc
+        # The switch: one 4-byte store; programs read it once per packet (paths.h: paths_config).
+        self._map_of("path_generation").update(_ZERO, new.to_bytes(4, "little"))
         self.settings = s
+        self._clear_all(active)
+
+    def _clear_all(self, generation: int) -> None:
+        """Best effort: a key left behind is in a generation not in force, and the next apply
+        that writes that generation deletes it first."""
+        for name in _GENERATION_FIELD:
+            try:
+                self._clear(self._map_of(name), generation)
+            except KernelError as exc:
+                log.warning("could not clear filter generation %d of %s: %s", generation, name, exc)
 
     @staticmethod
-    def _sync_set(m: Map, wanted_keys: Iterable[bytes]) -> None:
-        wanted = set(wanted_keys)
+    def _clear(m: Map, generation: int) -> None:
+        offset, size = _GENERATION_FIELD[m.name]
         for key in m.keys():  # noqa: SIM118 - a BPF map, not a dict
-            if key not in wanted:
+            if int.from_bytes(key[offset : offset + size], "little") == generation:
                 m.delete(key)
-        for key in wanted:
-            m.update(key, b"\x01")

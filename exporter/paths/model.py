@@ -7,6 +7,7 @@ the C layout they are decoded from.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -25,7 +26,7 @@ class Hop(StrEnum):
     """Hop names, as they appear in spans, metrics and the shell."""
 
     NETIF_RECEIVE = "netif_receive_skb"  # a device handed the packet to the stack
-    FIB_LOOKUP = "fib_table_lookup"  # IPv4 route lookup (no skb: attributed per CPU)
+    FIB_LOOKUP = "fib_table_lookup"  # route lookup, IPv4 or IPv6 (no skb: attributed per CPU)
     DEV_QUEUE = "net_dev_queue"  # queued for transmit on a device
     DEV_XMIT = "net_dev_xmit"  # handed to the driver (verdict = driver return code)
     DELIVER = "skb_copy_datagram_iovec"  # payload copied to a socket reader
@@ -49,6 +50,31 @@ class Hop(StrEnum):
 
 
 TERMINAL_HOPS = frozenset({Hop.DROP, Hop.CONSUME, Hop.SOCK_QUEUE})
+
+
+class FibLookup(StrEnum):
+    """Whose route lookup a FIB_LOOKUP hop is (the kernel tells them apart: exporter/bpf/paths.h)."""
+
+    ROUTE = "route"  # the packet's own input route lookup
+    RP_FILTER = "rp_filter"  # rp_filter's reverse lookup, from the packet's destination back to its source
+
+
+# What one table's route lookup found: its error, as the fib tracepoints give it
+# (net/ipv4/fib_semantics.c fib_props; net/ipv6/route.c ip6_rt_type_to_error, with IPv6's
+# null entry as ENETUNREACH).  EAGAIN: no route in that table (or a `throw` route).
+ROUTE_RESULTS = {
+    0: "found",
+    -errno.EAGAIN: "no route",
+    -errno.ENETUNREACH: "no route",
+    -errno.EINVAL: "blackhole",
+    -errno.EHOSTUNREACH: "unreachable",
+    -errno.EACCES: "prohibit",
+}
+
+
+def route_result(err: int) -> str:
+    """found, no route, blackhole, unreachable, prohibit; "error N" for anything else."""
+    return ROUTE_RESULTS.get(err, f"error {err}")
 
 
 class SampledBy(StrEnum):
@@ -77,6 +103,12 @@ class PacketHeader:
     # What tells apart packets whose headers are equal (the kernel's sample_hash input):
     # TCP sequence number, ICMP echo id+sequence, or the first 8 UDP payload bytes.
     extra: int = 0
+    # The IP header is cut short (a runt or truncated frame): only `family` and `length` (the bytes
+    # the packet has from its network header on) are known; src and dst are "".  Nothing is ever
+    # read past a packet's end.
+    truncated: bool = False
+    # No transport header could be read (cut short, or a non-first fragment): no ports, flags, ICMP type.
+    no_transport: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,12 +127,14 @@ class HopEvent:
     reason: str | None = None  # drop reason name (kfree_skb only)
     table: int = 0  # FIB table id (fib_table_lookup only; 254 = main, 255 = local)
     out_ifname: str = ""  # FIB lookup result device (fib_table_lookup only)
-    fib_src: str = ""  # FIB lookup flow (fib_table_lookup only): a lookup towards the packet's
-    fib_dst: str = ""  # source, not its destination, is rp_filter's reverse-path check
+    fib_src: str = ""  # FIB lookup flow (fib_table_lookup only)
+    fib_dst: str = ""
+    fib_lookup: FibLookup | None = None  # FIB lookup only: the packet's route lookup, or rp_filter's
     location: int = 0  # kernel address of the kfree_skb/consume_skb call site
     nf_family: int = 0  # netfilter hops: NFPROTO_* (2 ipv4, 10 ipv6, 1 inet ...)
     nf_hook: int = 0  # netfilter hops: NF_INET_* (0 prerouting ... 4 postrouting)
     phase: int = 0  # 0 entry, 1 exit (verdict)
+    route_error: int = 0  # ip_route_input_noref: the errno of the error route it installed (0: a real route)
     nf_table: str = ""  # nft_do_chain, ipt_do_table: table and chain names
     nf_chain: str = ""
     header: PacketHeader | None = None  # set on the first hop of a path

@@ -19,7 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 from exporter.decoders import netfilter as nf
-from exporter.paths.model import Hop, HopEvent, Path
+from exporter.decoders.protocols import TRUNCATED
+from exporter.paths import describe
+from exporter.paths.model import Hop, HopEvent, Path, route_result
 
 PROTOCOLS = {1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 47: "GRE", 50: "ESP", 51: "AH", 58: "ICMPv6", 132: "SCTP"}
 ICMP_TYPES = {0: "Echo Reply", 3: "Destination Unreachable", 5: "Redirect", 8: "Echo Request",
@@ -27,7 +29,6 @@ ICMP_TYPES = {0: "Echo Reply", 3: "Destination Unreachable", 5: "Redirect", 8: "
 ICMPV6_TYPES = {1: "Destination Unreachable", 2: "Packet Too Big", 3: "Time Exceeded", 4: "Parameter Problem",
                 128: "Echo Request", 129: "Echo Reply", 133: "Router Solicitation", 134: "Router Advertisement",
                 135: "Neighbor Solicitation", 136: "Neighbor Advertisement"}
-TABLES = {253: "default", 254: "main", 255: "local"}
 TCP_FLAGS = ((0x01, "FIN"), (0x02, "SYN"), (0x04, "RST"), (0x08, "PSH"), (0x10, "ACK"), (0x20, "URG"),
              (0x40, "ECE"), (0x80, "CWR"))
 
@@ -40,8 +41,13 @@ def header_line(path: Path) -> str:
     h = path.header
     if h is None:
         return "(no header: the packet's first hop was not seen)"
+    if h.truncated:
+        return (f"IPv{h.family} header cut short: the packet holds {h.length} byte(s) from its network header "
+                "(nothing past its end is shown)")
     text = (f"{h.src}->{h.dst}, tos:{h.tos:#x}, ttl:{h.ttl}, protocol:{protocol_text(h.protocol)}, "
             f"total_len:{h.length}")
+    if h.no_transport:
+        return text + ", no transport header (cut short, or not the first fragment)"
     if h.protocol in (6, 17, 132):
         text += f", sport:{h.sport}, dport:{h.dport}"
     if h.protocol == 6:
@@ -51,13 +57,6 @@ def header_line(path: Path) -> str:
         names = ICMP_TYPES if h.protocol == 1 else ICMPV6_TYPES
         text += f", {names.get(h.icmp_type, 'type')}({h.icmp_type})(code:{h.icmp_code})"
     return text
-
-
-def _last_iif(path: Path, upto: int) -> str:
-    for ev in reversed(path.hops[:upto]):
-        if ev.hop is Hop.NETIF_RECEIVE and ev.ifname:
-            return ev.ifname
-    return "unknown"
 
 
 def nf_line(ev: HopEvent) -> str:
@@ -74,19 +73,20 @@ def nf_line(ev: HopEvent) -> str:
 
 
 def hop_line(path: Path, index: int, symbol: Callable[[int], str],
-             route_label: Callable[[int], str] | None = None) -> str:
+             route_label: Callable[[int, int], str] | None = None) -> str:
     ev = path.hops[index]
     if index == 0 and path.header is not None:
         return header_line(path)
     h = path.header
     if ev.hop in (Hop.NF_HOOK, Hop.NF_CHAIN, Hop.IPT_TABLE):
         return nf_line(ev)
-    if ev.hop is Hop.RP_FILTER:
-        verdict = "PASS" if ev.verdict == 0 else f"FAIL ({errno_text(ev.verdict)})"
-        return f"rp_filter check: src({h.src if h else '?'}), iif({ev.ifname or 'unknown'}), {verdict}"
+    if describe.is_rp_filter(ev):
+        iif = ev.ifname or describe.receiving_device(path, index)
+        return (f"rp_filter check: src({h.src if h else '?'}), iif({iif or 'unknown'}), "
+                f"{describe.rp_filter_phrase(ev, iif)}")
     if ev.hop is Hop.ROUTE_INPUT:
-        found = "found route" if ev.verdict == 0 else \
-            f"no route ({route_label(ev.verdict) if route_label else ev.verdict})"
+        result = route_label(ev.verdict, ev.route_error) if route_label else str(ev.verdict or ev.route_error)
+        found = "found route" if result == "found" else f"no route ({result})"
         return (f"ip route lookup: dst({h.dst if h else '?'}), src({h.src if h else '?'}), "
                 f"iif({ev.ifname or 'unknown'}), {found}")
     if ev.hop is Hop.IP_RCV:
@@ -106,7 +106,7 @@ def hop_line(path: Path, index: int, symbol: Callable[[int], str],
     if ev.hop is Hop.IP_FINISH_OUTPUT:
         return f"IP finish output (past POST_ROUTING), len:{ev.length}"
     if ev.hop is Hop.FIB_LOOKUP:
-        return fib_line(path, ev, _last_iif(path, index))
+        return fib_line(ev, describe.receiving_device(path, index) or "unknown")
     if ev.hop is Hop.NETIF_RECEIVE:
         return f"received on {ev.ifname or 'unknown'} (netns {ev.netns}), len:{ev.length}"
     if ev.hop is Hop.DEV_QUEUE:
@@ -126,21 +126,15 @@ def hop_line(path: Path, index: int, symbol: Callable[[int], str],
     return f"Dropped: {ev.reason or 'UNKNOWN'}{at}"
 
 
-def fib_line(path: Path, ev: HopEvent, iif: str) -> str:
-    table = TABLES.get(ev.table, str(ev.table))
-    found = ev.verdict == 0
-    if path.header is not None and ev.fib_dst == path.header.src and ev.fib_dst != path.header.dst:
-        # A lookup towards the packet's source is fib_validate_source(): rp_filter.
-        verdict = "PASS" if found else "FAIL (no route back to the source)"
-        return f"rp_filter check: src({ev.fib_dst}), iif({iif}), {verdict}"
-    result = f"found route -> {ev.out_ifname} (table {table})" if found and ev.out_ifname else \
-        f"found route (table {table})" if found else f"no route (table {table}, error {ev.verdict})"
-    return f"ip route lookup: dst({ev.fib_dst}), src({ev.fib_src or '0.0.0.0'}), iif({iif}), {result}"
-
-
-def errno_text(ret: int) -> str:
-    code = -ret
-    return f"{errno.errorcode.get(code, 'error')}({ret})" if code > 0 else str(ret)
+def fib_line(ev: HopEvent, iif: str) -> str:
+    """The packet's own route lookup (its reverse lookup for rp_filter is an rp_filter line)."""
+    result = "found route" if ev.verdict == 0 else f"{route_result(ev.verdict)} route"
+    if ev.verdict == 0 and ev.out_ifname:
+        result += f" -> {ev.out_ifname}"
+    if ev.verdict in (-errno.EAGAIN, -errno.ENETUNREACH):
+        result = "no route"
+    return (f"ip route lookup: dst({ev.fib_dst}), src({ev.fib_src or '0.0.0.0'}), iif({iif}), "
+            f"{result} (table {describe.table_name(ev.table)})")
 
 
 def hop_title(ev: HopEvent, modes: dict[str, str]) -> str:
@@ -152,7 +146,9 @@ def hop_title(ev: HopEvent, modes: dict[str, str]) -> str:
 def summary_line(path: Path) -> str:
     h = path.header
     what = "?"
-    if h is not None:
+    if h is not None and h.truncated:
+        what = f"IPv{h.family} (header cut short)"
+    elif h is not None:
         ports = f":{h.sport} -> {h.dst}:{h.dport}" if h.protocol in (6, 17, 132) else f" -> {h.dst}"
         what = f"{PROTOCOLS.get(h.protocol, str(h.protocol))} {h.src}{ports}"
     end = f"DROPPED: {path.drop_reason}" if path.drop_reason else path.outcome.value
@@ -160,7 +156,7 @@ def summary_line(path: Path) -> str:
 
 
 def render_path(number: int, path: Path, modes: dict[str, str], symbol: Callable[[int], str],
-                route_label: Callable[[int], str] | None = None) -> str:
+                route_label: Callable[[int, int], str] | None = None) -> str:
     lines = [f"packet {number}: {summary_line(path)}"]
     for i, ev in enumerate(path.hops):
         lines.append(f"{i},{hop_title(ev, modes)}:")
@@ -169,13 +165,13 @@ def render_path(number: int, path: Path, modes: dict[str, str], symbol: Callable
 
 
 def path_json(number: int, path: Path, modes: dict[str, str], symbol: Callable[[int], str],
-              route_label: Callable[[int], str] | None = None) -> dict[str, Any]:
+              route_label: Callable[[int, int], str] | None = None) -> dict[str, Any]:
     h = path.header
     return {
         "packet": number,
-        "src": h.src if h else None,
-        "dst": h.dst if h else None,
-        "protocol": PROTOCOLS.get(h.protocol, str(h.protocol)).lower() if h else None,
+        "src": h.src if h and not h.truncated else None,
+        "dst": h.dst if h and not h.truncated else None,
+        "protocol": (TRUNCATED if h.truncated else PROTOCOLS.get(h.protocol, str(h.protocol)).lower()) if h else None,
         "sport": h.sport if h else None,
         "dport": h.dport if h else None,
         "outcome": path.outcome.value,

@@ -72,7 +72,7 @@ class TraceSession:
         self._decoder: EventDecoder | None = None
         self.report: AttachReport | None = None
         self.symbols = KernelSymbols()
-        self.route_label: Callable[[int], str] | None = None
+        self.route_label: Callable[[int, int], str] | None = None
         self.result = TraceResult()
         self._lock = threading.Lock()
         self._pipeline: PathPipeline | None = None

@@ -8,6 +8,7 @@ first attached probe.
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Mapping
 
 from exporter.config.schema import OTLP_PROTOCOLS, TRACE_EXPORTERS, TracesConfig, quote
@@ -65,3 +66,29 @@ def traces_enabled(cfg: TracesConfig, env: Mapping[str, str]) -> bool:
     if kind == "otlp":
         protocol_choice(cfg, env)  # a bad protocol is an error now, before anything is loaded
     return kind != "none"
+
+
+OTEL_EXPORTER_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+# The OTel specification's defaults, which the OTLP exporters apply when nothing is set.
+DEFAULT_ENDPOINTS = {"grpc": "http://localhost:4317", "http/protobuf": "http://localhost:4318"}
+
+
+def endpoint_address(cfg: TracesConfig, env: Mapping[str, str]) -> tuple[str, int] | None:
+    """(host, port) the OTLP exporter connects to, as the config, the OTEL_* variables and the
+    specification's defaults decide; None when traces are off or go to the console.  Used to keep
+    the agent's own export connection out of its own packet paths."""
+    if traces_enabled(cfg, env) is False or exporter_choice(cfg, env) != "otlp":
+        return None
+    url = cfg.endpoint or env_value(env, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) or \
+        env_value(env, OTEL_EXPORTER_OTLP_ENDPOINT) or DEFAULT_ENDPOINTS[protocol_choice(cfg, env)]
+    if "://" not in url:
+        url = "http://" + url  # gRPC endpoints may be given as host:port
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    return parts.hostname, port or (443 if parts.scheme == "https" else 80)

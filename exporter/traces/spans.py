@@ -33,9 +33,10 @@ from opentelemetry.util.types import AttributeValue
 
 from exporter import __version__
 from exporter.decoders import netfilter as nf
-from exporter.decoders.protocols import ETH_P_IP, ETH_P_IPV6, protocol_label
+from exporter.decoders.protocols import ETH_P_IP, ETH_P_IPV6, TRUNCATED, protocol_label
 from exporter.k8s.pods import PodRef
-from exporter.paths.model import Hop, HopEvent, Outcome, PacketHeader, Path
+from exporter.paths import describe
+from exporter.paths.model import Hop, HopEvent, Outcome, PacketHeader, Path, route_result
 
 __all__ = [
     "TRACE_ID_BUCKET_NS",
@@ -57,7 +58,6 @@ IPPROTO_UDP = 17
 IPPROTO_ICMPV6 = 58
 
 _UNKNOWN_REASON = "UNKNOWN"
-_FIB_TABLES = {253: "default", 254: "main", 255: "local"}
 _TCP_FLAGS = ((0x01, "FIN"), (0x02, "SYN"), (0x04, "RST"), (0x08, "PSH"), (0x10, "ACK"), (0x20, "URG"),
               (0x40, "ECE"), (0x80, "CWR"))
 _ICMP_TYPES = {
@@ -185,6 +185,9 @@ class PacketIdGenerator(IdGenerator):
     def generate_span_id(self) -> int:
         return self._random.generate_span_id()
 
+    def random_trace_id(self) -> int:
+        return self._random.generate_trace_id()
+
     def is_trace_id_random(self) -> bool:
         # W3C "random trace id" flag: ours are hashes, uniformly spread but not random.
         return False
@@ -216,7 +219,7 @@ def _wall_minus_monotonic() -> int:
 
 
 def _protocol_name(header: PacketHeader) -> str:
-    return protocol_label(ETH_P_IPV6 if header.family == 6 else ETH_P_IP, header.protocol)
+    return protocol_label(ETH_P_IPV6 if header.family == 6 else ETH_P_IP, header.protocol, header.truncated)
 
 
 def _is_icmp(header: PacketHeader) -> bool:
@@ -235,7 +238,10 @@ def _endpoint(address: str, port: int, family: int) -> str:
 
 
 def root_span_name(header: PacketHeader) -> str:
-    """``UDP 10.0.1.5:4242 -> 10.0.2.9:53``, ``TCP [2001:db8::1]:443 -> ...``, ``ICMP a -> b echo-request``."""
+    """``UDP 10.0.1.5:4242 -> 10.0.2.9:53``, ``TCP [2001:db8::1]:443 -> ...``, ``ICMP a -> b echo-request``;
+    ``IPv4 header cut short (10 bytes)`` for a packet too short for its IP header."""
+    if header.truncated:
+        return f"IPv{header.family} header cut short ({header.length} bytes)"
     proto = _protocol_name(header)
     shown = "ICMPv6" if proto == "icmpv6" else proto.upper()
     if _is_icmp(header):
@@ -250,26 +256,22 @@ def tcp_flags_text(flags: int) -> str:
     return "|".join(name for bit, name in _TCP_FLAGS if flags & bit) or "NONE"
 
 
-def _fib_table_name(table: int) -> str:
-    return _FIB_TABLES.get(table, str(table))
-
-
 def _drop_reason(path: Path) -> str:
     if path.drop_reason:
         return path.drop_reason
     return next((h.reason for h in path.hops if h.hop is Hop.DROP and h.reason), _UNKNOWN_REASON)
 
 
-def hop_span_name(hop: HopEvent) -> str:
-    """``netif_receive_skb(eth0)``, ``fib lookup (table main, found -> eth1)``, ``DROPPED: NETFILTER_DROP`` ..."""
+def hop_span_name(hop: HopEvent, iif: str = "") -> str:
+    """``netif_receive_skb(eth0)``, ``fib lookup (table main, found -> eth1)``, ``fib lookup (table main,
+    blackhole)``, ``rp_filter check: FAIL, no route back to the source (table main)``,
+    ``DROPPED: NETFILTER_DROP`` ...  `iif`: the device the packet was last received on before this hop
+    (describe.receiving_device), which rp_filter's verdict is about."""
     kind = hop.hop
+    if describe.is_rp_filter(hop):
+        return f"rp_filter check: {describe.rp_filter_phrase(hop, hop.ifname or iif)}"
     if kind is Hop.FIB_LOOKUP:
-        table = _fib_table_name(hop.table)
-        if hop.verdict != 0:
-            return f"fib lookup (table {table}, no route)"
-        if hop.out_ifname:
-            return f"fib lookup (table {table}, found -> {hop.out_ifname})"
-        return f"fib lookup (table {table}, found)"
+        return f"fib lookup (table {describe.table_name(hop.table)}, {describe.route_phrase(hop)})"
     if kind is Hop.DELIVER:
         return "deliver to socket"
     if kind is Hop.SOCK_QUEUE:
@@ -288,12 +290,21 @@ def hop_span_name(hop: HopEvent) -> str:
 
 
 def root_attributes(path: Path, header: PacketHeader) -> dict[str, AttributeValue]:
+    if header.truncated:
+        # Nothing but the family and the bytes present is known, and nothing else is made up.
+        return {"network.type": "ipv6" if header.family == 6 else "ipv4", "pktpath.ip.protocol": TRUNCATED,
+                "pktpath.ip.truncated": True, "pktpath.ip.length": header.length,
+                "pktpath.outcome": path.outcome.value, "pktpath.sampled_by": path.sampled_by.value,
+                "pktpath.hop_count": len(path.hops),
+                **({"pktpath.drop_reason": _drop_reason(path)} if path.outcome is Outcome.DROPPED else {})}
     attrs: dict[str, AttributeValue] = {
         "source.address": header.src,
         "destination.address": header.dst,
         "network.type": "ipv6" if header.family == 6 else "ipv4",
         "pktpath.ip.protocol": _protocol_name(header),
     }
+    if header.no_transport:
+        attrs["pktpath.ip.no_transport"] = True
     if header.sport:
         attrs["source.port"] = header.sport
     if header.dport:
@@ -337,7 +348,9 @@ def hop_attributes(hop: HopEvent, path: Path) -> dict[str, AttributeValue]:
         attrs["pktpath.drop_reason"] = hop.reason or path.drop_reason or _UNKNOWN_REASON
     elif hop.hop is Hop.FIB_LOOKUP:
         attrs["pktpath.fib.table"] = hop.table
-        attrs["pktpath.fib.result"] = "found" if hop.verdict == 0 else "no route"
+        attrs["pktpath.fib.result"] = route_result(hop.verdict)
+        if hop.fib_lookup is not None:
+            attrs["pktpath.fib.lookup"] = hop.fib_lookup.value
         if hop.out_ifname:
             attrs["pktpath.fib.oif"] = hop.out_ifname
     return attrs
@@ -452,7 +465,9 @@ class SpanBuilder:
         walls = [hop.ts_ns + offset for hop in path.hops]
         start = walls[0]
         end = max(walls)
-        trace_id = packet_trace_id(header, start)
+        # A packet whose IP header is cut short has no identity to share with other nodes: two such
+        # packets would hash alike, so each gets its own random trace.
+        trace_id = self._ids.random_trace_id() if header.truncated else packet_trace_id(header, start)
         key = flow_key(header)
         previous = self._previous_root(key)
         links = [Link(previous, LINK_ATTRIBUTES)] if previous is not None else []
@@ -474,7 +489,7 @@ class SpanBuilder:
             hop_start = walls[index]
             hop_end = max(hop_start, walls[index + 1]) if index < last else hop_start
             span = self._tracer.start_span(
-                hop_span_name(hop),
+                hop_span_name(hop, describe.receiving_device(path, index)),
                 context=parent,
                 kind=SpanKind.INTERNAL,
                 attributes=hop_attributes(hop, path) | self._k8s(hop.netns),

@@ -114,7 +114,7 @@ def test_lint_custom_values() -> None:
 
 def test_default_renders_the_core_objects_only(default: Rendered) -> None:
     kinds = sorted(d["kind"] for d in default.docs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Service", "ServiceAccount"]
+    assert kinds == ["ConfigMap", "DaemonSet", "Service", "ServiceAccount"]
     assert all(d["metadata"].get("namespace") in (None, "monitoring") for d in default.docs)
 
 
@@ -377,21 +377,41 @@ def test_otel_environment(default: Rendered, custom: Rendered) -> None:
         assert names.index(dependent) > max(names.index(v) for v in ("NODE_NAME", "NODE_IP"))
 
 
-def test_rbac_is_read_only_pods(default: Rendered) -> None:
-    role = default.one("ClusterRole")
+def test_rbac_is_read_only_pods() -> None:
+    r = template({"config": {"kubernetes": {"pod_labels": True}}})
+    role = r.one("ClusterRole")
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
-    binding = default.one("ClusterRoleBinding")
+    binding = r.one("ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    sa = default.one("ServiceAccount")
+    sa = r.one("ServiceAccount")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
                                     "namespace": "monitoring"}]
-    assert default.one("DaemonSet")["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+    pod = r.one("DaemonSet")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == sa["metadata"]["name"]
+    assert pod["automountServiceAccountToken"] is True
 
 
-def test_without_rbac_no_token_is_mounted() -> None:
+def test_no_cluster_role_or_token_without_pod_labels(default: Rendered) -> None:
+    """Pod labels off (the default): the agent never calls the API server, so no cluster-wide
+    pod-reading role and no token in the pod."""
+    assert not default.of_kind("ClusterRole") and not default.of_kind("ClusterRoleBinding")
+    assert default.one("DaemonSet")["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+def test_pods_file_needs_no_api_access() -> None:
+    r = template({"config": {"kubernetes": {"pod_labels": True, "pods_file": "/etc/pktpath/pods.json"}}})
+    assert not r.of_kind("ClusterRole") and not r.of_kind("ClusterRoleBinding")
+    assert r.one("DaemonSet")["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+def test_without_rbac_no_role_but_the_token_pod_labels_need() -> None:
     r = template({"rbac": {"create": False}})
     assert not r.of_kind("ClusterRole") and not r.of_kind("ClusterRoleBinding")
     assert r.one("DaemonSet")["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    r = template({"rbac": {"create": False}, "config": {"kubernetes": {"pod_labels": True}}})
+    assert not r.of_kind("ClusterRole") and not r.of_kind("ClusterRoleBinding")
+    # The user binds a role of their own to the service account: the agent needs the token for it.
+    assert r.one("DaemonSet")["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
 
 
 # --- the agent's config ------------------------------------------------------------------------------

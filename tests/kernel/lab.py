@@ -43,6 +43,18 @@ _SENDER = textwrap.dedent(
 )
 
 
+_FRAME_SENDER = textwrap.dedent(
+    """
+    import socket, sys, time
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((sys.argv[1], 0))
+    for line in sys.stdin.read().split():
+        s.send(bytes.fromhex(line))
+        time.sleep(0.0005)
+    """
+)
+
+
 @dataclass
 class Lab:
     id: str
@@ -96,22 +108,40 @@ class Lab:
 
     # -- building ----------------------------------------------------------
 
+    # IPv6 (Lab.create(ipv6=True)): 2001:db8::/32, the documentation prefix (RFC 3849).
+    @property
+    def client_ip6(self) -> str:
+        return f"2001:db8:{self.subnet_client:x}::2"
+
+    @property
+    def router_client_ip6(self) -> str:
+        return f"2001:db8:{self.subnet_client:x}::1"
+
+    @property
+    def router_server_ip6(self) -> str:
+        return f"2001:db8:{self.subnet_server:x}::1"
+
+    @property
+    def server_ip6(self) -> str:
+        return f"2001:db8:{self.subnet_server:x}::2"
+
     @classmethod
-    def create(cls, forwarding: bool = True) -> Lab:
+    def create(cls, forwarding: bool = True, ipv6: bool = False) -> Lab:
         n = secrets.randbelow(120) * 2 + 2
         lab = cls(id=secrets.token_hex(3), subnet_client=n, subnet_server=n + 1)
         try:
-            lab._build(forwarding)
+            lab._build(forwarding, ipv6)
         except BaseException:
             lab.close()
             raise
         return lab
 
-    def _build(self, forwarding: bool) -> None:
+    def _build(self, forwarding: bool, ipv6: bool) -> None:
         for ns in (self.client, self.router, self.server):
             sh("ip", "netns", "add", ns)
-            self.sysctl(ns, "net.ipv6.conf.all.disable_ipv6", 1)
-            self.sysctl(ns, "net.ipv6.conf.default.disable_ipv6", 1)
+            # Without IPv6 the lab has no router solicitations or MLD reports: no drops but the test's.
+            self.sysctl(ns, "net.ipv6.conf.all.disable_ipv6", int(not ipv6))
+            self.sysctl(ns, "net.ipv6.conf.default.disable_ipv6", int(not ipv6))
             self.ip(ns, "link", "set", "lo", "up")
         sh("ip", "link", "add", self.if_client, "netns", self.client, "type", "veth",
            "peer", "name", self.if_router_client, "netns", self.router)
@@ -127,10 +157,33 @@ class Lab:
         self.ip(self.client, "route", "add", "default", "via", self.router_client_ip)
         self.ip(self.server, "route", "add", "default", "via", self.router_server_ip)
         self.set_forwarding(forwarding)
+        if ipv6:
+            self._build_ipv6(forwarding)
         # Resolve every neighbour now, so the first test packet is not parked
         # in an ARP queue (or dropped from a full one).
         self.ping(self.client, self.router_client_ip)
         self.ping(self.server, self.router_server_ip)
+
+    def _build_ipv6(self, forwarding: bool) -> None:
+        # nodad: usable at once, not tentative for a second of duplicate address detection.
+        for ns, dev, addr in ((self.client, self.if_client, self.client_ip6),
+                              (self.router, self.if_router_client, self.router_client_ip6),
+                              (self.router, self.if_router_server, self.router_server_ip6),
+                              (self.server, self.if_server, self.server_ip6)):
+            self.ip(ns, "-6", "addr", "add", f"{addr}/64", "dev", dev, "nodad")
+        self.ip(self.client, "-6", "route", "add", "default", "via", self.router_client_ip6)
+        self.ip(self.server, "-6", "route", "add", "default", "via", self.router_server_ip6)
+        self.sysctl(self.router, "net.ipv6.conf.all.forwarding", int(forwarding))
+        self.exec(self.client, "ping", "-6", "-q", "-n", "-c", "1", "-W", "2", self.router_client_ip6)
+        self.exec(self.server, "ping", "-6", "-q", "-n", "-c", "1", "-W", "2", self.router_server_ip6)
+
+    def mac(self, ns: str, dev: str) -> str:
+        out = self.exec(ns, "cat", f"/sys/class/net/{dev}/address").stdout
+        return out.strip()
+
+    def send_frames(self, ns: str, dev: str, frames: list[bytes]) -> None:
+        """Send whole Ethernet frames, as given, out of `dev` (AF_PACKET): runts, odd headers."""
+        self.exec(ns, sys.executable, "-c", _FRAME_SENDER, dev, input="\n".join(f.hex() for f in frames))
 
     def close(self) -> None:
         for ns in (self.client, self.router, self.server):

@@ -90,6 +90,38 @@ def test_defines_match_the_header() -> None:
     header = (OBJ.parent / "pktpath.h").read_text()
     defines = {m[1]: int(m[2], 0) for m in re.finditer(r"#define (\w+) (0x[0-9a-fA-F]+|\d+)", header)}
     for name in ("EV_HEADER", "EV_BY_DROP", "FILTER_SRC", "FILTER_DST", "FILTER_PROTO", "FILTER_PORT",
-                 "FILTER_IFACE", "MAX_PORT_RANGES", "DROP_EVIDENCE_ERRNO", "DROP_EVIDENCE_IN_DEV",
-                 "DROP_EVIDENCE_FORWARDING"):
+                 "FILTER_IFACE", "MAX_PORT_RANGES", "FILTER_GENERATIONS", "MAX_FILTER_CIDRS", "MAX_FILTER_IFACES",
+                 "DROP_KEY_TRUNCATED", "HDR_TRUNCATED", "HDR_NO_L4", "FIB_ROUTE", "FIB_RP_FILTER",
+                 "DROP_EVIDENCE_ERRNO", "DROP_EVIDENCE_IN_DEV", "DROP_EVIDENCE_FORWARDING"):
         assert defines[name] == getattr(abi, name), name
+
+
+def test_filter_capacities_match_the_compiled_maps() -> None:
+    """The limits `validate` enforces (through abi.py) are the ones the object's maps were built with:
+    each filter map holds FILTER_GENERATIONS full generations, path_config one entry per generation,
+    and path_config.ports MAX_PORT_RANGES ranges (its size in BTF)."""
+    from exporter.loader.libbpf import BpfObject
+
+    obj = BpfObject(str(OBJ))  # opened, not loaded: no privilege needed
+    try:
+        sizes = {m.name: (m.max_entries, m.key_size) for m in obj.maps}
+        btf = obj.btf()
+        assert sizes["filter_src"] == (abi.FILTER_GENERATIONS * abi.MAX_FILTER_CIDRS, ctypes.sizeof(abi.LpmKey))
+        assert sizes["filter_dst"] == (abi.FILTER_GENERATIONS * abi.MAX_FILTER_CIDRS, ctypes.sizeof(abi.LpmKey))
+        assert sizes["filter_ifaces"] == (abi.FILTER_GENERATIONS * abi.MAX_FILTER_IFACES,
+                                          ctypes.sizeof(abi.IfaceKey))
+        assert sizes["path_config"][0] == abi.FILTER_GENERATIONS
+        assert sizes["path_generation"] == (1, 4)
+        port_range = ctypes.sizeof(abi.PortRange)
+        members = dict((btf.struct_layout("path_config") or (0, []))[1])
+        assert members["protocols"] - members["ports"] == abi.MAX_PORT_RANGES * port_range
+    finally:
+        obj.close()
+
+
+def test_config_limits_are_the_kernel_capacities() -> None:
+    from exporter.config import SECTIONS
+
+    limits = {f"{sec.name}.{key.name}": key.max_items for sec in SECTIONS for key in sec.keys if key.max_items}
+    assert limits == {"filter.src": abi.MAX_FILTER_CIDRS, "filter.dst": abi.MAX_FILTER_CIDRS,
+                      "filter.ports": abi.MAX_PORT_RANGES, "filter.interfaces": abi.MAX_FILTER_IFACES}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 import pytest
 
 from exporter.decoders import abi
 from exporter.errors import ConfigError
-from exporter.paths.kernel_config import PathSettings, below, build_config, per_window
+from exporter.paths.kernel_config import PathSettings, below, build_config, iface_key, lpm_key, per_window
 
 
 @pytest.mark.parametrize("one_in", [1, 2, 3, 10, 1000, 999_983, 1 << 20])
@@ -47,5 +48,29 @@ def test_build_config_fills_thresholds_budgets_and_filters() -> None:
 
 def test_build_config_refuses_too_many_port_ranges() -> None:
     ports = tuple((p, p) for p in range(abi.MAX_PORT_RANGES + 1))
-    with pytest.raises(ConfigError, match=r"filter\.ports: at most 16"):
+    with pytest.raises(ConfigError, match=r"^filter\.ports: 17 entries, more than the 16 the kernel's path_config"):
         build_config(PathSettings(enabled=True, one_in=1, drop_one_in=0, max_paths_per_second=0, ports=ports))
+
+
+def test_build_config_refuses_what_the_filter_maps_cannot_hold() -> None:
+    base = PathSettings(enabled=True, one_in=1, drop_one_in=0, max_paths_per_second=0)
+    nets = tuple(ipaddress.ip_network(f"10.{i >> 8}.{i & 255}.0/24") for i in range(abi.MAX_FILTER_CIDRS + 1))
+    names = tuple(f"veth{i}" for i in range(abi.MAX_FILTER_IFACES + 1))
+    for field, value, message in (("src", nets, "filter.src: 1025 entries, more than the 1024 the kernel's filter_src"),
+                                  ("dst", nets, "filter.dst: 1025 entries, more than the 1024 the kernel's filter_dst"),
+                                  ("interfaces", names, "filter.interfaces: 257 entries, more than the 256")):
+        with pytest.raises(ConfigError) as caught:
+            build_config(dataclasses.replace(base, **{field: value}))
+        assert str(caught.value).startswith(message)
+        build_config(dataclasses.replace(base, **{field: value[:-1]}))  # exactly the capacity fits
+
+
+def test_filter_keys_carry_their_generation() -> None:
+    net = ipaddress.ip_network("10.1.0.0/16")
+    key = abi.LpmKey.from_buffer_copy(lpm_key(net, 1))
+    assert (key.prefixlen, key.generation) == (8 + 96 + 16, 1)
+    assert bytes(key.addr) == bytes(10) + b"\xff\xff" + net.network_address.packed
+    v6 = abi.LpmKey.from_buffer_copy(lpm_key(ipaddress.ip_network("2001:db8::/32"), 0))
+    assert (v6.prefixlen, v6.generation) == (8 + 32, 0)
+    assert iface_key("eth0", 1) == (1).to_bytes(4, "little") + b"eth0".ljust(16, b"\0")
+    assert build_config(PathSettings(enabled=True, one_in=1, drop_one_in=0, max_paths_per_second=0), 1).generation == 1

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from exporter.paths.model import Hop, HopEvent, Outcome, PacketHeader, Path, SampledBy
+from exporter.paths.model import FibLookup, Hop, HopEvent, Outcome, PacketHeader, Path, SampledBy
 from exporter.traces.spans import (
     PacketIdGenerator,
     SpanBuilder,
@@ -222,7 +222,17 @@ def test_drop_without_a_reason_says_unknown(setup: Setup) -> None:
         (HopEvent(1, Hop.FIB_LOOKUP, 0, table=255, out_ifname="lo"), "fib lookup (table local, found -> lo)"),
         (HopEvent(1, Hop.FIB_LOOKUP, 0, table=253), "fib lookup (table default, found)"),
         (HopEvent(1, Hop.FIB_LOOKUP, 0, table=254, verdict=-101), "fib lookup (table main, no route)"),
-        (HopEvent(1, Hop.FIB_LOOKUP, 0, table=100, verdict=-113), "fib lookup (table 100, no route)"),
+        # What the lookup found, named by its error (the issue: a blackhole was shown as "no route").
+        (HopEvent(1, Hop.FIB_LOOKUP, 0, table=254, verdict=-11), "fib lookup (table main, no route)"),
+        (HopEvent(1, Hop.FIB_LOOKUP, 0, table=254, verdict=-22), "fib lookup (table main, blackhole)"),
+        (HopEvent(1, Hop.FIB_LOOKUP, 0, table=100, verdict=-113), "fib lookup (table 100, unreachable)"),
+        (HopEvent(1, Hop.FIB_LOOKUP, 0, table=254, verdict=-13), "fib lookup (table main, prohibit)"),
+        # rp_filter's reverse lookup is named as rp_filter, in the shell's words.
+        (HopEvent(1, Hop.FIB_LOOKUP, 0, table=254, verdict=-11, fib_lookup=FibLookup.RP_FILTER),
+         "rp_filter check: FAIL (no route back to the source, table main)"),
+        (HopEvent(1, Hop.FIB_LOOKUP, 0, table=254, out_ifname="eth0", fib_lookup=FibLookup.RP_FILTER),
+         "rp_filter check: PASS (route back via eth0, table main)"),
+        (HopEvent(1, Hop.RP_FILTER, 0, ifname="eth0", verdict=-18), "rp_filter check: FAIL (EXDEV(-18))"),
         (HopEvent(1, Hop.DEV_QUEUE, 0, ifname="eth1"), "net_dev_queue(eth1)"),
         (HopEvent(1, Hop.DEV_XMIT, 0, ifname="eth1"), "net_dev_xmit(eth1)"),
         (HopEvent(1, Hop.DEV_XMIT, 0, ifname="eth1", verdict=16), "net_dev_xmit(eth1) rc=16"),

@@ -48,9 +48,9 @@ def test_ipt_verdict_hook_attaches_in_the_agent(agent: AgentProcess) -> None:
     assert len(families) == 1 and families <= EXPECTED_FAMILY.get(MODE, {MODE}), (families, agent.log())
 
 
-def trace_one(lab: Lab, send: list[str], ns: str) -> dict[str, Any]:
-    """`pktpath trace` of the first packet towards the server while `send` runs in `ns`."""
-    proc = subprocess.Popen([pktpath_bin(), "trace", "--dst", f"{lab.server_ip}/32", "--max-pkt", "1",
+def trace_one(lab: Lab, send: list[str], ns: str, dst: str = "") -> dict[str, Any]:
+    """`pktpath trace` of the first packet towards `dst` (the server) while `send` runs in `ns`."""
+    proc = subprocess.Popen([pktpath_bin(), "trace", "--dst", f"{dst or lab.server_ip}/32", "--max-pkt", "1",
                              "--max-duration", "30", "--json", "--probe-mode", MODE],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None and proc.stderr.readline().startswith("tracing up to 1 packets")

@@ -95,3 +95,12 @@ labels), and a resource attribute of the same name naming the agent's own pod wo
 {{- end }}
 {{- join "," $attrs }}
 {{- end }}
+
+{{/*
+"true" when the agent reads pods from the API server: pod labels on (config.kubernetes.pod_labels)
+and no pods_file. Only then does it need a token and the cluster-wide pod-reading role.
+*/}}
+{{- define "pktpath.readsPodApi" -}}
+{{- $k := .Values.config.kubernetes | default dict }}
+{{- if and $k.pod_labels (not $k.pods_file) }}true{{ end }}
+{{- end }}
