@@ -64,6 +64,7 @@ from bench.throughput import (
     iperf_trial,
     iptables_dropped,
 )
+from exporter.kernel.facade import filter_maps
 from exporter.loader import libbpf
 from exporter.loader.engine import default_object_path
 from exporter.loader.probes import group_hops, parse_program
@@ -188,15 +189,9 @@ class Loaded:
 def _paths_on(obj: libbpf.BpfObject) -> None:
     """Paths on at 1 in PATHS_ONE_IN, written by the agent's own PathControl (the path_config
     layout is the agent's business: its fields change, e.g. 1-in-N as a threshold).  No budget, no
-    drop capture, no filter.  PathControl lost its ncpus argument when the budget became host-wide:
-    both forms are accepted, so this bench keeps working on either side of that change."""
+    drop capture, no filter."""
     settings = PathSettings(enabled=True, one_in=PATHS_ONE_IN, drop_one_in=0, max_paths_per_second=0)
-    ctor: Any = PathControl
-    try:
-        control = ctor(obj.map, libbpf.num_possible_cpus())
-    except TypeError:
-        control = ctor(obj.map)
-    control.apply(settings)
+    PathControl(filter_maps(obj.map)).apply(settings)
 
 
 def _why(exc: BaseException) -> str:

@@ -236,8 +236,8 @@ def measure_load(pair: NetPair, binary: str, rounds: int, seconds: float, deadli
 
 def _synthetic(n_paths: int) -> tuple[list[Any], list[bytes]]:
     """n_paths x HOPS_PER_PATH HopEvents (and the same as raw ring records), path after path."""
-    from exporter.decoders import abi
-    from exporter.paths.model import Hop, HopEvent, PacketHeader
+    from exporter.model import abi
+    from exporter.model.path import Hop, HopEvent, PacketHeader
 
     seq = [(Hop.NETIF_RECEIVE, "HOP_NETIF_RECEIVE", "veth0"), (Hop.FIB_LOOKUP, "HOP_FIB_LOOKUP", ""),
            (Hop.DEV_QUEUE, "HOP_DEV_QUEUE", "eth1"), (Hop.DEV_XMIT, "HOP_DEV_XMIT", "eth1"),
@@ -308,7 +308,7 @@ def _assemble(events: list[Any], sink: Callable[[Any], None], decode: Callable[[
 
 
 def measure_python(n_paths: int, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
-    from exporter.config.schema import TracesConfig
+    from exporter.config.model import TracesConfig
     from exporter.decoders.drop_reasons import DropReasons
     from exporter.decoders.events import EventDecoder
     from exporter.traces.export import build_tracing
@@ -370,7 +370,7 @@ def _time_decode(decoder: Any, raws: list[bytes]) -> float:
 
 def measure_paths(binary: str, rounds: int, seconds: float, deadline: float, log: Callable[[str], None],
                   quick: bool = False) -> dict[str, Any]:
-    from exporter.decoders import abi
+    from exporter.model import abi
 
     result: dict[str, Any] = {"sizeof_hop_event": ctypes.sizeof(abi.HopEventRaw)}
     log("paths: python side, in process ...")

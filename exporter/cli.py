@@ -12,10 +12,14 @@ import json
 import logging
 import sys
 import time
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from exporter import __version__
 from exporter.errors import ConfigError, PktpathError
+
+if TYPE_CHECKING:
+    from exporter.interactive.session import TraceKernel
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,13 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             return _validate(args.file)
         if args.command == "shell":
-            from exporter.tracer.shell import run_shell
+            from exporter.interactive.session import TraceSession
+            from exporter.interactive.shell import run_shell
 
-            return run_shell()
+            return run_shell(TraceSession(_kernel_opener("auto")))
         if args.command == "trace":
-            from exporter.tracer.oneshot import run_trace
+            from exporter.interactive.oneshot import run_trace
 
-            return run_trace(args.src, args.dst, args.max_pkt, args.max_duration, args.json, args.probe_mode)
+            return run_trace(args.src, args.dst, args.max_pkt, args.max_duration, args.json,
+                             _kernel_opener(args.probe_mode))
     except PktpathError as exc:
         print(f"pktpath: {exc}", file=sys.stderr)
         return exc.exit_status
@@ -98,11 +104,21 @@ def _validate(path: str) -> int:
     return 0
 
 
+def _kernel_opener(probe_mode: str) -> Callable[[], TraceKernel]:
+    """Loads and attaches every hop in `probe_mode`, for `pktpath shell` and `pktpath trace`."""
+    def open_kernel() -> TraceKernel:
+        from exporter.kernel.facade import KernelSide
+        from exporter.loader.engine import EngineOptions
+
+        return KernelSide.open(EngineOptions(mode=probe_mode))
+
+    return open_kernel
+
+
 def _check(path: str | None, as_json: bool) -> int:
-    from exporter.agent import DROP_HOP, engine_options
     from exporter.config import load_config
     from exporter.loader import libbpf
-    from exporter.loader.engine import Engine, EngineOptions
+    from exporter.loader.engine import DROP_HOP, Engine, EngineOptions, features_object_path
     from exporter.loader.host import Host
 
     cfg = load_config(path)
@@ -124,11 +140,10 @@ def _check(path: str | None, as_json: bool) -> int:
     report["hops"] = {}
     ok = False
     try:
-        features_path = Engine(EngineOptions()).object_path.replace("pktpath.bpf.o", "features.bpf.o")
-        with Engine(EngineOptions(), object_path=features_path, host=host) as features:
+        with Engine(EngineOptions(), object_path=features_object_path(), host=host) as features:
             for fam, status in features.start().hops.items():
                 report["attach_types"][fam] = "yes" if status.attached else f"no: {status.problems.get(fam, '?')}"
-        with Engine(engine_options(cfg, paths=True), host=host) as engine:
+        with Engine(EngineOptions.for_config(cfg, paths=True), host=host) as engine:
             for hop, status in engine.start().hops.items():
                 report["hops"][hop] = status.as_dict()
             # The agent can run where always-on drop counting attaches; other hops add detail

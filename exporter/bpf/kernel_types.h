@@ -26,7 +26,7 @@ struct ns_common {
 	unsigned int inum;
 };
 
-/* Only what fib6_table_lookup's "no route" test reads (paths.h). */
+/* Only what fib6_table_lookup's "no route" test reads (paths.bpf.h). */
 struct netns_ipv6 {
 	struct fib6_info *fib6_null_entry;
 };
@@ -82,7 +82,7 @@ struct sk_buff {
 	__u16 network_header;
 	/* sk_buff_data_t: an offset from head on 64-bit kernels
 	 * (NET_SKBUFF_DATA_USES_OFFSET), the only ones this object is built for.
-	 * It ends the linear data: header reads stop there (packet.h). */
+	 * It ends the linear data: header reads stop there (packet.bpf.h). */
 	unsigned int tail;
 	unsigned char *head;
 };
@@ -111,7 +111,7 @@ struct nft_pktinfo {
 	const struct nf_hook_state *state;
 };
 
-/* Before 5.15 the hook state sat in the x_tables compatibility member (compat.h). */
+/* Before 5.15 the hook state sat in the x_tables compatibility member (compat.bpf.h). */
 struct xt_action_param {
 	const struct nf_hook_state *state;
 };
@@ -136,7 +136,7 @@ struct nft_chain {
 };
 
 /* fib_table_lookup / fib6_table_lookup tracepoint arguments (no skb: see
- * paths.h).  flowic_iif tells an input route lookup (the receiving device)
+ * paths.bpf.h).  flowic_iif tells an input route lookup (the receiving device)
  * from the output lookups (LOOPBACK_IFINDEX) of replies the kernel sends,
  * and of rp_filter's reverse lookup; flowic_proto tells those two apart. */
 struct flowi_common {

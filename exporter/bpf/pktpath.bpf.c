@@ -2,14 +2,15 @@
 /*
  * pktpath kernel side: one thin program per hop.
  *
- * - drops.h: every drop counted, unsampled, in a per-CPU hash that userspace
+ * - drops.bpf.h: every drop counted, unsampled, in a per-CPU hash that userspace
  *   reads at scrape time.
- * - paths.h: sampled packets followed hop by hop into the `events` ring.
+ * - paths.bpf.h: sampled packets followed hop by hop into the `events` ring.
  *
  * Program names follow <hop>__<attach mode>: the loader picks, per hop, the
  * first candidate family that loads and attaches (exporter/loader/probes.py).
- * On this project's reference kernel only tracepoints attach (lockdown), so
- * every hop here is a tp_btf program; fentry/kprobe twins add candidates.
+ * On a locked-down kernel (lockdown=confidentiality) only tracepoints attach,
+ * so every hop has a tp_btf program or none; fentry/kprobe twins add candidates
+ * where the kernel allows function hooks.
  */
 #include <linux/bpf.h>
 #include "kernel_types.h"
@@ -17,16 +18,16 @@
 #define __VMLINUX_H__
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
-#include "compat.h"
-#include "drops.h"
-#include "paths.h"
+#include "compat.bpf.h"
+#include "drops.bpf.h"
+#include "paths.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(kfree_skb__tp_btf, struct sk_buff *skb, void *location)
 {
-	/* Before 5.17: evidence in place of the reason the kernel does not give (drops.h). */
+	/* Before 5.17: evidence in place of the reason the kernel does not give (drops.bpf.h). */
 	__u32 reason = drop_reason_or_evidence(ctx, skb);
 
 	if (reason_is_consumed(reason))
@@ -102,139 +103,56 @@ int BPF_PROG(consume_skb__tp_btf, struct sk_buff *skb)
 
 /* ---- function hooks: fentry/fexit first, kprobe/kretprobe fallback -------
  *
- * fexit programs read the return value with bpf_get_func_ret() (5.17+), so
- * they do not depend on how many arguments the function has.  Kprobes see
- * untyped registers; bpf_rdonly_cast (6.2+) gives them the same typed view as
- * fentry, so one implementation in hooks.h serves both families.
+ * Each hook below is one body and one line: FUNC_HOOK, FUNC_HOOK_RETURN or
+ * FUNC_HOOK_AROUND (hooks.bpf.h) make the fentry/fexit program and its
+ * kprobe/kretprobe twin from it, naming the arguments the body takes by their
+ * position in the function's signature.  Bodies receive raw u64 arguments and
+ * type them with CAST(), which serves both families: fentry's typed pointers
+ * and kprobes' registers (compat.bpf.h: KREAD).
  */
-#include "hooks.h"
+#include "hooks.bpf.h"
 
 #define SKB(p) CAST(struct sk_buff, (void *)(p))
 #define DEV(p) CAST(struct net_device, (void *)(p))
 
-/* skb->dev for any of the hop programs (compat.h: KREAD). */
+/* skb->dev for any of the hop programs (compat.bpf.h: KREAD). */
 static __always_inline struct net_device *skb_dev(struct sk_buff *skb)
 {
 	return KREAD(skb->dev, skb, dev);
 }
 
-static __always_inline long func_ret(void *ctx)
-{
-	__u64 ret = 0;
-
-	bpf_get_func_ret(ctx, &ret);
-	return (long)ret;
-}
-
-/* Where packets enter IPv4/IPv6 and leave through the IP output path. */
-SEC("fentry/ip_rcv")
-int BPF_PROG(ip_rcv__fentry, struct sk_buff *skb, struct net_device *dev)
-{
-	path_entry_hop(skb, HOP_IP_RCV, dev, dev_netns(dev));
-	return 0;
-}
-
-SEC("kprobe/ip_rcv")
-int BPF_KPROBE(ip_rcv__kprobe, void *skb, void *dev)
-{
-	path_entry_hop(SKB(skb), HOP_IP_RCV, DEV(dev), dev_netns(DEV(dev)));
-	return 0;
-}
-
-SEC("fentry/ipv6_rcv")
-int BPF_PROG(ipv6_rcv__fentry, struct sk_buff *skb, struct net_device *dev)
-{
-	path_entry_hop(skb, HOP_IP_RCV, dev, dev_netns(dev));
-	return 0;
-}
-
-SEC("kprobe/ipv6_rcv")
-int BPF_KPROBE(ipv6_rcv__kprobe, void *skb, void *dev)
-{
-	path_entry_hop(SKB(skb), HOP_IP_RCV, DEV(dev), dev_netns(DEV(dev)));
-	return 0;
-}
-
-SEC("fentry/ip_forward")
-int BPF_PROG(ip_forward__fentry, struct sk_buff *skb)
-{
-	path_hop(skb, 1, HOP_IP_FORWARD, skb->dev, 0, 0, 0, 0);
-	return 0;
-}
-
-SEC("kprobe/ip_forward")
-int BPF_KPROBE(ip_forward__kprobe, void *skb)
-{
-	path_hop(SKB(skb), 1, HOP_IP_FORWARD, skb_dev(SKB(skb)), 0, 0, 0, 0);
-	return 0;
-}
-
-SEC("fentry/ip6_forward")
-int BPF_PROG(ip6_forward__fentry, struct sk_buff *skb)
-{
-	path_hop(skb, 1, HOP_IP_FORWARD, skb->dev, 0, 0, 0, 0);
-	return 0;
-}
-
-SEC("kprobe/ip6_forward")
-int BPF_KPROBE(ip6_forward__kprobe, void *skb)
-{
-	path_hop(SKB(skb), 1, HOP_IP_FORWARD, skb_dev(SKB(skb)), 0, 0, 0, 0);
-	return 0;
-}
-
-SEC("fentry/ip_local_deliver")
-int BPF_PROG(ip_local_deliver__fentry, struct sk_buff *skb)
-{
-	path_hop(skb, 1, HOP_LOCAL_DELIVER, skb->dev, 0, 0, 0, 0);
-	return 0;
-}
-
-SEC("kprobe/ip_local_deliver")
-int BPF_KPROBE(ip_local_deliver__kprobe, void *skb)
-{
-	path_hop(SKB(skb), 1, HOP_LOCAL_DELIVER, skb_dev(SKB(skb)), 0, 0, 0, 0);
-	return 0;
-}
-
 /* The namespace of a function's `struct net *` argument. */
-static __always_inline __u32 net_inum(struct net *net)
+static __always_inline __u32 net_inum(__u64 net_ptr)
 {
+	struct net *net = CAST(struct net, (void *)net_ptr);
+
 	return KREAD(net->ns.inum, net, ns.inum);
 }
 
-/* ip_output(net, sk, skb): the first hop of packets made on this host. */
-SEC("fentry/ip_output")
-int BPF_PROG(ip_output__fentry, struct net *net, void *sk, struct sk_buff *skb)
+/* ip_rcv(skb, dev, ...), ipv6_rcv: where packets enter IPv4/IPv6. */
+static __always_inline void on_ip_rcv(__u64 skb, __u64 dev, __u64 unused)
 {
-	path_entry_hop(skb, HOP_IP_OUTPUT, 0, net_inum(net));
-	queue_xmit_report(skb);
-	return 0;
+	path_entry_hop(SKB(skb), HOP_IP_RCV, DEV(dev), dev_netns(DEV(dev)));
 }
+FUNC_HOOK(ip_rcv, ip_rcv, on_ip_rcv, 1, 2, 0)
+FUNC_HOOK(ipv6_rcv, ipv6_rcv, on_ip_rcv, 1, 2, 0)
 
-SEC("kprobe/ip_output")
-int BPF_KPROBE(ip_output__kprobe, void *net, void *sk, void *skb)
+/* ip_output(net, sk, skb), ip6_output: the first hop of packets made on this host. */
+static __always_inline void on_ip_output(__u64 net, __u64 skb, __u64 unused)
 {
-	path_entry_hop(SKB(skb), HOP_IP_OUTPUT, 0, net_inum(CAST(struct net, net)));
-	queue_xmit_report(SKB(skb)); /* typed: it reads skb->len where bpf_rdonly_cast exists */
-	return 0;
+	path_entry_hop(SKB(skb), HOP_IP_OUTPUT, 0, net_inum(net));
+	queue_xmit_report(SKB(skb));
 }
+FUNC_HOOK(ip_output, ip_output, on_ip_output, 1, 3, 0)
+FUNC_HOOK(ip6_output, ip6_output, on_ip_output, 1, 3, 0)
 
-SEC("fentry/ip6_output")
-int BPF_PROG(ip6_output__fentry, struct net *net, void *sk, struct sk_buff *skb)
-{
-	path_entry_hop(skb, HOP_IP_OUTPUT, 0, net_inum(net));
-	queue_xmit_report(skb);
-	return 0;
-}
-
-SEC("kprobe/ip6_output")
-int BPF_KPROBE(ip6_output__kprobe, void *net, void *sk, void *skb)
-{
-	path_entry_hop(SKB(skb), HOP_IP_OUTPUT, 0, net_inum(CAST(struct net, net)));
-	queue_xmit_report(SKB(skb)); /* typed: it reads skb->len where bpf_rdonly_cast exists */
-	return 0;
-}
+/* Later hops with the skb first: forwarding starts, local delivery. */
+#define ON_SKB_HOP(name, hop)                                                         	static __always_inline void name(__u64 skb, __u64 unused1, __u64 unused2)     	{                                                                             		path_hop(SKB(skb), 1, hop, skb_dev(SKB(skb)), 0, 0, 0, 0);            	}
+ON_SKB_HOP(on_ip_forward, HOP_IP_FORWARD)
+ON_SKB_HOP(on_ip_local_deliver, HOP_LOCAL_DELIVER)
+FUNC_HOOK(ip_forward, ip_forward, on_ip_forward, 1, 0, 0)
+FUNC_HOOK(ip6_forward, ip6_forward, on_ip_forward, 1, 0, 0)
+FUNC_HOOK(ip_local_deliver, ip_local_deliver, on_ip_local_deliver, 1, 0, 0)
 
 /*
  * Later hops of the IP paths, all (net, sk, skb): the okfn each netfilter
@@ -251,175 +169,51 @@ int BPF_KPROBE(ip6_output__kprobe, void *net, void *sk, void *skb)
  * ip6_forward_finish is inlined into ip6_forward and its kallsyms copy takes
  * neither fentry (EBUSY) nor a kprobe (EINVAL): no IPv6 twin for that hop.
  */
-SEC("fentry/ip_rcv_finish")
-int BPF_PROG(ip_rcv_finish__fentry, void *net, void *sk, struct sk_buff *skb)
-{
-	path_hop(skb, 1, HOP_IP_RCV_FINISH, skb->dev, 0, 0, 0, 0);
-	return 0;
-}
-
-SEC("kprobe/ip_rcv_finish")
-int BPF_KPROBE(ip_rcv_finish__kprobe, void *net, void *sk, void *skb)
-{
-	path_hop(SKB(skb), 1, HOP_IP_RCV_FINISH, skb_dev(SKB(skb)), 0, 0, 0, 0);
-	return 0;
-}
-
-SEC("fentry/ip6_rcv_finish")
-int BPF_PROG(ip6_rcv_finish__fentry, void *net, void *sk, struct sk_buff *skb)
-{
-	path_hop(skb, 1, HOP_IP_RCV_FINISH, skb->dev, 0, 0, 0, 0);
-	return 0;
-}
-
-SEC("kprobe/ip6_rcv_finish")
-int BPF_KPROBE(ip6_rcv_finish__kprobe, void *net, void *sk, void *skb)
-{
-	path_hop(SKB(skb), 1, HOP_IP_RCV_FINISH, skb_dev(SKB(skb)), 0, 0, 0, 0);
-	return 0;
-}
-
-SEC("fentry/ip_forward_finish")
-int BPF_PROG(ip_forward_finish__fentry, void *net, void *sk, struct sk_buff *skb)
-{
-	path_hop(skb, 1, HOP_IP_FORWARD_FINISH, skb->dev, 0, 0, 0, 0);
-	return 0;
-}
-
-SEC("kprobe/ip_forward_finish")
-int BPF_KPROBE(ip_forward_finish__kprobe, void *net, void *sk, void *skb)
-{
-	path_hop(SKB(skb), 1, HOP_IP_FORWARD_FINISH, skb_dev(SKB(skb)), 0, 0, 0, 0);
-	return 0;
-}
-
-SEC("fentry/ip_finish_output")
-int BPF_PROG(ip_finish_output__fentry, void *net, void *sk, struct sk_buff *skb)
-{
-	path_hop(skb, 1, HOP_IP_FINISH_OUTPUT, skb->dev, 0, 0, 0, 0);
-	return 0;
-}
-
-SEC("kprobe/ip_finish_output")
-int BPF_KPROBE(ip_finish_output__kprobe, void *net, void *sk, void *skb)
-{
-	path_hop(SKB(skb), 1, HOP_IP_FINISH_OUTPUT, skb_dev(SKB(skb)), 0, 0, 0, 0);
-	return 0;
-}
-
-SEC("fentry/ip6_finish_output")
-int BPF_PROG(ip6_finish_output__fentry, void *net, void *sk, struct sk_buff *skb)
-{
-	path_hop(skb, 1, HOP_IP_FINISH_OUTPUT, skb->dev, 0, 0, 0, 0);
-	return 0;
-}
-
-SEC("kprobe/ip6_finish_output")
-int BPF_KPROBE(ip6_finish_output__kprobe, void *net, void *sk, void *skb)
-{
-	path_hop(SKB(skb), 1, HOP_IP_FINISH_OUTPUT, skb_dev(SKB(skb)), 0, 0, 0, 0);
-	return 0;
-}
+ON_SKB_HOP(on_ip_rcv_finish, HOP_IP_RCV_FINISH)
+ON_SKB_HOP(on_ip_forward_finish, HOP_IP_FORWARD_FINISH)
+ON_SKB_HOP(on_ip_finish_output, HOP_IP_FINISH_OUTPUT)
+FUNC_HOOK(ip_rcv_finish, ip_rcv_finish, on_ip_rcv_finish, 3, 0, 0)
+FUNC_HOOK(ip6_rcv_finish, ip6_rcv_finish, on_ip_rcv_finish, 3, 0, 0)
+FUNC_HOOK(ip_forward_finish, ip_forward_finish, on_ip_forward_finish, 3, 0, 0)
+FUNC_HOOK(ip_finish_output, ip_finish_output, on_ip_finish_output, 3, 0, 0)
+FUNC_HOOK(ip6_finish_output, ip6_finish_output, on_ip_finish_output, 3, 0, 0)
 
 /*
  * __ip_queue_xmit(sk, skb, fl, tos): TCP's (and SCTP's) way into IP; the
  * exported ip_queue_xmit() is a wrapper around it, so this sees both.  Both
  * symbols are real functions on 6.1 and 6.12 (kallsyms, ftrace).
+ * ip6_xmit(sk, skb, fl6, mark, opt, tclass, priority): the IPv6 twin.
  */
-SEC("fentry/__ip_queue_xmit")
-int BPF_PROG(ip_queue_xmit__fentry, void *sk, struct sk_buff *skb)
+static __always_inline void on_queue_xmit(__u64 skb, __u64 unused1, __u64 unused2)
 {
-	hook_queue_xmit_entry(skb);
-	return 0;
+	hook_queue_xmit_entry((void *)skb);
 }
-
-SEC("kprobe/__ip_queue_xmit")
-int BPF_KPROBE(ip_queue_xmit__kprobe, void *sk, void *skb)
-{
-	hook_queue_xmit_entry(skb);
-	return 0;
-}
-
-/* ip6_xmit(sk, skb, fl6, mark, opt, tclass, priority): the IPv6 twin. */
-SEC("fentry/ip6_xmit")
-int BPF_PROG(ip6_xmit__fentry, void *sk, struct sk_buff *skb)
-{
-	hook_queue_xmit_entry(skb);
-	return 0;
-}
-
-SEC("kprobe/ip6_xmit")
-int BPF_KPROBE(ip6_xmit__kprobe, void *sk, void *skb)
-{
-	hook_queue_xmit_entry(skb);
-	return 0;
-}
+FUNC_HOOK(ip_queue_xmit, __ip_queue_xmit, on_queue_xmit, 2, 0, 0)
+FUNC_HOOK(ip6_xmit, ip6_xmit, on_queue_xmit, 2, 0, 0)
 
 /* nf_hook_slow(skb, state, entries, index): a netfilter hook, entry and verdict. */
-SEC("fentry/nf_hook_slow")
-int BPF_PROG(nf_hook_slow__fentry, struct sk_buff *skb, struct nf_hook_state *state)
+static __always_inline void on_nf_hook(__u64 skb, __u64 state, __u64 unused)
 {
-	hook_nf_entry(skb, state);
-	return 0;
+	hook_nf_entry(SKB(skb), CAST(struct nf_hook_state, (void *)state));
 }
 
-SEC("fexit/nf_hook_slow")
-int BPF_PROG(nf_hook_slow__fexit, struct sk_buff *skb, struct nf_hook_state *state)
+static __always_inline void on_nf_hook_return(__u64 skb, __u64 state, __u64 unused, long ret)
 {
-	hook_nf_exit(skb, state, (int)func_ret(ctx));
-	return 0;
+	hook_nf_exit(SKB(skb), CAST(struct nf_hook_state, (void *)state), (int)ret);
 }
-
-SEC("kprobe/nf_hook_slow")
-int BPF_KPROBE(nf_hook_slow__kprobe, void *skb, void *state)
-{
-	hook_nf_entry(SKB(skb), CAST(struct nf_hook_state, state));
-	stash_push(STASH_NF_HOOK, (__u64)skb, (__u64)state);
-	return 0;
-}
-
-SEC("kretprobe/nf_hook_slow")
-int BPF_KRETPROBE(nf_hook_slow__kretprobe, int ret)
-{
-	__u64 skb, state;
-
-	if (stash_pop(STASH_NF_HOOK, &skb, &state) == 0)
-		hook_nf_exit(SKB(skb), CAST(struct nf_hook_state, (void *)state), ret);
-	return 0;
-}
+FUNC_HOOK_AROUND(nf_hook_slow, nf_hook_slow, STASH_NF_HOOK, on_nf_hook, on_nf_hook_return, 1, 2, 0)
 
 /* nft_do_chain(pkt, chain): one nftables chain's verdict (nf_tables may be a module). */
-SEC("fentry/nft_do_chain")
-int BPF_PROG(nft_do_chain__fentry, struct nft_pktinfo *pkt)
+static __always_inline void on_nft_chain(__u64 pkt, __u64 unused1, __u64 unused2)
 {
-	hook_nft_entry(pkt);
-	return 0;
+	hook_nft_entry((void *)pkt);
 }
 
-SEC("fexit/nft_do_chain")
-int BPF_PROG(nft_do_chain__fexit, struct nft_pktinfo *pkt, void *priv)
+static __always_inline void on_nft_chain_return(__u64 pkt, __u64 chain, __u64 unused, long ret)
 {
-	hook_nft_exit(pkt, priv, (__u32)func_ret(ctx));
-	return 0;
+	hook_nft_exit((void *)pkt, (void *)chain, (__u32)ret);
 }
-
-SEC("kprobe/nft_do_chain")
-int BPF_KPROBE(nft_do_chain__kprobe, void *pkt, void *priv)
-{
-	hook_nft_entry(pkt);
-	stash_push(STASH_NFT_CHAIN, (__u64)pkt, (__u64)priv);
-	return 0;
-}
-
-SEC("kretprobe/nft_do_chain")
-int BPF_KRETPROBE(nft_do_chain__kretprobe, unsigned int ret)
-{
-	__u64 pkt, priv;
-
-	if (stash_pop(STASH_NFT_CHAIN, &pkt, &priv) == 0)
-		hook_nft_exit((void *)pkt, (void *)priv, ret);
-	return 0;
-}
+FUNC_HOOK_AROUND(nft_do_chain, nft_do_chain, STASH_NFT_CHAIN, on_nft_chain, on_nft_chain_return, 1, 2, 0)
 
 /*
  * fib_validate_source(skb, src, dst, dscp, oif, dev, idev, itag): rp_filter.
@@ -427,85 +221,31 @@ int BPF_KRETPROBE(nft_do_chain__kretprobe, unsigned int ret)
  * ("bpf, x86: allow function arguments up to 12"), so on older kernels the
  * fexit is refused and the kretprobe twin takes over.
  */
-SEC("fexit/fib_validate_source")
-int BPF_PROG(fib_validate_source__fexit, struct sk_buff *skb, __be32 src, __be32 dst, __u8 dscp, int oif,
-	     struct net_device *dev)
+static __always_inline void on_rp_filter_return(__u64 skb, __u64 dev, __u64 unused, long ret)
 {
-	hook_rp_filter_exit(skb, dev, (int)func_ret(ctx));
-	return 0;
+	hook_rp_filter_exit((void *)skb, (void *)dev, (int)ret);
 }
-
-SEC("kprobe/fib_validate_source")
-int fib_validate_source__kprobe(struct pt_regs *ctx)
-{
-	/* BPF_KPROBE of libbpf 1.1 stops at five arguments; dev is the sixth. */
-	stash_push(STASH_RP_FILTER, PT_REGS_PARM1(ctx), KPROBE_PARM6(ctx));
-	return 0;
-}
-
-SEC("kretprobe/fib_validate_source")
-int BPF_KRETPROBE(fib_validate_source__kretprobe, int ret)
-{
-	__u64 skb, dev;
-
-	if (stash_pop(STASH_RP_FILTER, &skb, &dev) == 0)
-		hook_rp_filter_exit((void *)skb, (void *)dev, ret);
-	return 0;
-}
+FUNC_HOOK_RETURN(fib_validate_source, fib_validate_source, STASH_RP_FILTER, on_rp_filter_return, 1, 6, 0)
 
 /* ip_route_input_noref(skb, daddr, saddr, dscp, dev): the input route lookup. */
-SEC("fexit/ip_route_input_noref")
-int BPF_PROG(ip_route_input_noref__fexit, struct sk_buff *skb, __be32 daddr, __be32 saddr, __u8 dscp,
-	     struct net_device *dev)
+static __always_inline void on_route_input_return(__u64 skb, __u64 dev, __u64 unused, long ret)
 {
-	hook_route_input_exit(skb, dev, (__s32)func_ret(ctx));
-	return 0;
+	hook_route_input_exit((void *)skb, (void *)dev, (__s32)ret);
 }
-
-SEC("kprobe/ip_route_input_noref")
-int BPF_KPROBE(ip_route_input_noref__kprobe, void *skb, __be32 daddr, __be32 saddr, __u8 dscp, void *dev)
-{
-	stash_push(STASH_ROUTE_INPUT, (__u64)skb, (__u64)dev);
-	return 0;
-}
-
-SEC("kretprobe/ip_route_input_noref")
-int BPF_KRETPROBE(ip_route_input_noref__kretprobe, int ret)
-{
-	__u64 skb, dev;
-
-	if (stash_pop(STASH_ROUTE_INPUT, &skb, &dev) == 0)
-		hook_route_input_exit((void *)skb, (void *)dev, ret);
-	return 0;
-}
+FUNC_HOOK_RETURN(ip_route_input_noref, ip_route_input_noref, STASH_ROUTE_INPUT, on_route_input_return, 1, 5, 0)
 
 /*
- * ipt_do_table(priv = struct xt_table *, skb, state): an iptables-legacy
- * table's verdict (ip_tables module; 5.16+ argument order, see compat.h).
+ * ipt_do_table: an iptables-legacy table's verdict (ip_tables module).  Its
+ * arguments are (priv = struct xt_table *, skb, state) since 5.16 and (skb,
+ * state, table) before (compat.bpf.h).  The body takes all three by position
+ * and puts them in the 5.16 order itself, so the fexit and the kretprobe
+ * (whose kprobe stashes the positions as they came) share the reorder.
  */
-SEC("fexit/ipt_do_table")
-int BPF_PROG(ipt_do_table__fexit, void *table, struct sk_buff *skb, void *state)
+static __always_inline void on_ipt_table_return(__u64 arg1, __u64 arg2, __u64 arg3, long ret)
 {
-	hook_ipt_exit(table, skb, state, (__u32)func_ret(ctx));
-	return 0;
+	__u64 table = arg1, skb = arg2, state = arg3;
+
+	ipt_do_table_args(&table, &skb, &state); /* compat.bpf.h: (skb, state, table) before 5.16 */
+	hook_ipt_exit((void *)table, (void *)skb, (void *)state, (__u32)ret);
 }
-
-SEC("kprobe/ipt_do_table")
-int BPF_KPROBE(ipt_do_table__kprobe, void *arg1, void *arg2, void *arg3)
-{
-	__u64 table = (__u64)arg1, skb = (__u64)arg2, state = (__u64)arg3;
-
-	ipt_do_table_args(&table, &skb, &state); /* compat.h: (skb, state, table) before 5.16 */
-	stash_push3(STASH_IPT_TABLE, table, skb, state);
-	return 0;
-}
-
-SEC("kretprobe/ipt_do_table")
-int BPF_KRETPROBE(ipt_do_table__kretprobe, unsigned int ret)
-{
-	__u64 table, skb, state;
-
-	if (stash_pop3(STASH_IPT_TABLE, &table, &skb, &state) == 0)
-		hook_ipt_exit((void *)table, (void *)skb, (void *)state, ret);
-	return 0;
-}
+FUNC_HOOK_RETURN(ipt_do_table, ipt_do_table, STASH_IPT_TABLE, on_ipt_table_return, 1, 2, 3)

@@ -19,7 +19,7 @@ struct drop_key {
 	 * kernels with reasons, so their keys, and series, stay as they were. */
 	__u64 location;
 	/* enum skb_drop_reason, raw (subsystem bits included).  Kernels without
-	 * reasons: pktpath's own evidence instead (DROP_EVIDENCE_* below, drops.h). */
+	 * reasons: pktpath's own evidence instead (DROP_EVIDENCE_* below, drops.bpf.h). */
 	__u32 reason;
 	__u32 ifindex;  /* skb->dev, else skb->skb_iif, else 0 */
 	__u32 netns;    /* inode of the device's (else socket's) netns, 0 if unknown */
@@ -51,7 +51,7 @@ struct drop_value {
 
 /*
  * The drop_slots array: a per-CPU, direct-mapped cache in front of
- * drop_counts (drops.h says why).  Entry cpu * DROP_SLOTS_PER_CPU + i.
+ * drop_counts (drops.bpf.h says why).  Entry cpu * DROP_SLOTS_PER_CPU + i.
  */
 #define DROP_SLOTS_PER_CPU 256 /* power of two */
 #define DROP_SLOT_BITS 8       /* log2(DROP_SLOTS_PER_CPU) */
@@ -140,14 +140,14 @@ struct pkt_header {
 };
 
 /* pkt_header.flags.  Every header read stops at the packet's end (the linear
- * data, packet.h): what lies past it was never this packet's. */
+ * data, packet.bpf.h): what lies past it was never this packet's. */
 #define HDR_TRUNCATED 0x1 /* the IP header is cut short: only family and ip_len (bytes present) are set */
 #define HDR_NO_L4 0x2     /* no transport header to read: cut short, or a non-first fragment */
 
 #define EV_HEADER 0x1  /* hdr is valid: the first event of a path */
 #define EV_BY_DROP 0x2 /* the path exists because the packet was dropped */
 
-/* hop_event.phase of a HOP_FIB_LOOKUP: whose lookup it was (paths.h:
+/* hop_event.phase of a HOP_FIB_LOOKUP: whose lookup it was (paths.bpf.h:
  * fib_lookup_kind).  A reply the kernel sends for the packet (ICMP error, TCP
  * reset) makes lookups of its own; they are not the packet's hops. */
 #define FIB_ROUTE 0     /* the packet's input route lookup */
@@ -172,7 +172,7 @@ struct hop_event {
 	__u8 phase;     /* 0 entry, 1 exit (hops with both); fib: FIB_* */
 	__u8 fib_family; /* fib: 4 or 6 */
 	__u8 _pad;
-	__s16 route_error; /* route input: the error route's errno (hooks.h), 0 for a real route */
+	__s16 route_error; /* route input: the error route's errno (hooks.bpf.h), 0 for a real route */
 	__u8 fib_saddr[16]; /* fib: the lookup's flow (IPv4 in the first 4 bytes) */
 	__u8 fib_daddr[16];
 	char ifname[16];
@@ -191,7 +191,7 @@ struct nf_verdict_key {
 	char table[32];
 };
 
-/* Key of route_lookups (hooks.h: hook_route_input_exit). */
+/* Key of route_lookups (hooks.bpf.h: hook_route_input_exit). */
 struct route_key {
 	__s32 ret;         /* return value: 0, -errno, or a drop reason on 6.13+ */
 	__s32 route_error; /* with ret 0: the error route's errno (0 for a real route) */
@@ -216,7 +216,7 @@ struct rp_filter_key {
  */
 #define FILTER_GENERATIONS 2
 #define MAX_PORT_RANGES 16
-/* Per generation; the maps hold FILTER_GENERATIONS times as many (maps.h).
+/* Per generation; the maps hold FILTER_GENERATIONS times as many (maps.bpf.h).
  * Config validation refuses more (exporter/config/schema.py, via abi.py). */
 #define MAX_FILTER_CIDRS 1024  /* filter_src, and filter_dst, each */
 #define MAX_FILTER_IFACES 256  /* filter_ifaces */
@@ -301,7 +301,7 @@ struct own_endpoint {
  * Value of the `tracked` hash, keyed by skb pointer.  A pointer is reused as
  * soon as its packet is freed, and some frees have no tracepoint, so every hop
  * that can read the skb checks that it still holds the same packet
- * (paths.h: track_verify).
+ * (paths.bpf.h: track_verify).
  */
 struct track {
 	__u64 path_id;
@@ -314,7 +314,7 @@ struct track {
 	__u8 _pad[3];
 };
 
-/* Slots of the `path_gate` array (paths.h: tracking_anything). */
+/* Slots of the `path_gate` array (paths.bpf.h: tracking_anything). */
 enum path_gate_slot {
 	GATE_LIVE = 0,   /* s64: inserts minus the kernel's deletes (atomic adds) */
 	GATE_REAPED = 1, /* u64: entries userspace deleted; written by userspace only */

@@ -7,22 +7,19 @@ or raise ``exporter.errors.ConfigError`` with a one-line ``<source>:<line>: <key
 from __future__ import annotations
 
 from exporter.config.loader import load_config, parse_config
-from exporter.config.schema import (
+from exporter.config.model import (
     DEFAULT_LISTEN,
-    SECTIONS,
     Config,
     DropsConfig,
     FilterConfig,
     IPNetwork,
-    Key,
-    Kind,
     KubernetesConfig,
     LoggingConfig,
     MetricsConfig,
     ProbesConfig,
     SamplingConfig,
-    Section,
 )
+from exporter.config.schema import SECTIONS, Key, Kind, Section
 
 __all__ = [
     "DEFAULT_LISTEN",

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.config.schema import SECTIONS, IntRange, Key, Kind, OneOf, PowerOfTwo
+from exporter.config.schema import SECTIONS, Key, Kind
+from exporter.config.values import IntRange, OneOf, PowerOfTwo
 
 # A string key may hold ${VAR} references, expanded by the agent on the node (config/loader.py):
 # a choice key such as probes.mode must accept "${MODE}" too.

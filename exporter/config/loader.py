@@ -22,7 +22,9 @@ from yaml.constructor import SafeConstructor
 from yaml.error import Mark, MarkedYAMLError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from exporter.config.schema import SECTIONS, BadValueError, Config, Key, Kind, Section, quote, section, suggest
+from exporter.config.model import Config
+from exporter.config.schema import SECTIONS, Key, Kind, Section, section
+from exporter.config.values import BadValueError, quote, suggest
 from exporter.errors import ConfigError
 
 _T = "tag:yaml.org,2002:"

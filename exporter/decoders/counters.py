@@ -1,15 +1,21 @@
-"""Read the kernel's counter maps into plain Python numbers (summed over CPUs)."""
+"""Read the kernel's counter maps into plain Python numbers (summed over CPUs).
+
+The readers take map handles (exporter/kernel/api.py): the kernel facade gives them the real maps,
+tests give them in-memory ones.
+"""
 
 from __future__ import annotations
 
 import builtins
 import ctypes
+import mmap
 import struct
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from exporter.decoders.abi import (
+from exporter.kernel.api import MapHandle, split_percpu
+from exporter.model.abi import (
     DROP_KEY_TRUNCATED,
     SLOT_STATES,
     STAT_SLOTS,
@@ -20,7 +26,6 @@ from exporter.decoders.abi import (
     RouteKey,
     RpFilterKey,
 )
-from exporter.loader.libbpf import Map, split_percpu
 
 
 @dataclass(frozen=True)
@@ -38,9 +43,9 @@ class DropCount:
     location: int = 0  # kfree_skb call site: kernels without drop reasons only (reason: DROP_EVIDENCE_* then)
 
 
-def read_drop_counts(drop_map: Map, slots: Iterable[tuple[bytes, int, int]] = ()) -> list[DropCount]:
+def read_drop_counts(drop_map: MapHandle, slots: Iterable[tuple[bytes, int, int]] = ()) -> list[DropCount]:
     """One DropCount per drop_counts key: its per-CPU values summed (each CPU
-    only ever adds), plus the counts of the slots the key owns (drops.h).
+    only ever adds), plus the counts of the slots the key owns (drops.bpf.h).
     `slots` must be read before drop_map: a slot is claimed only for a key
     already in drop_counts, so every slot counted belongs to a key read here;
     slots of keys not in drop_map (being forgotten, or half-written) are left out."""
@@ -65,7 +70,7 @@ def read_drop_counts(drop_map: Map, slots: Iterable[tuple[bytes, int, int]] = ()
 
 
 class DropSlots:
-    """The kernel's per-CPU drop cache (drop_slots, drops.h), shared through mmap.
+    """The kernel's per-CPU drop cache (drop_slots, drops.bpf.h), shared through mmap.
 
     Claimed slots only grow.  Retiring one (its key's series is being
     deleted) takes two scrapes: RETIRED and zeroed now, so the kernel neither
@@ -76,7 +81,7 @@ class DropSlots:
     _LAYOUT = struct.Struct("<40sQQI4x")
     _STATE_OFFSET = DropSlot.state.offset
 
-    def __init__(self, slot_map: Map) -> None:
+    def __init__(self, slot_map: MapHandle) -> None:
         assert self._LAYOUT.size == ctypes.sizeof(DropSlot) == slot_map.value_size
         self._mem = slot_map.mmap()
         self._size = slot_map.max_entries * self._LAYOUT.size
@@ -112,10 +117,11 @@ class DropSlots:
         self._mem[at : at + 4] = state.to_bytes(4, "little")
 
     def close(self) -> None:
-        self._mem.close()
+        if isinstance(self._mem, mmap.mmap):
+            self._mem.close()
 
 
-def read_stats(stats_map: Map) -> list[int]:
+def read_stats(stats_map: MapHandle) -> list[int]:
     """The `stats` per-CPU array, one total per enum pktpath_stat slot."""
     totals = []
     for slot in range(STAT_SLOTS):
@@ -124,7 +130,7 @@ def read_stats(stats_map: Map) -> list[int]:
     return totals
 
 
-def read_percpu_counts(counter_map: Map) -> list[tuple[bytes, int]]:
+def read_percpu_counts(counter_map: MapHandle) -> list[tuple[bytes, int]]:
     """(raw key, total over CPUs) of a per-CPU hash of u64 counters (the verdict maps)."""
     return [(k, sum(int.from_bytes(c, "little") for c in split_percpu(v, 8))) for k, v in counter_map.items()]
 
@@ -136,7 +142,7 @@ class VerdictCounts:
     route: list[tuple[int, int, int]]  # (return value, error route's errno, packets)
 
 
-def read_verdicts(nf: Map, rpf: Map, route: Map) -> VerdictCounts:
+def read_verdicts(nf: MapHandle, rpf: MapHandle, route: MapHandle) -> VerdictCounts:
     nf_out = []
     for kraw, n in read_percpu_counts(nf):
         k = NfVerdictKey.from_buffer_copy(kraw)
@@ -150,3 +156,41 @@ def read_verdicts(nf: Map, rpf: Map, route: Map) -> VerdictCounts:
         rk = RouteKey.from_buffer_copy(kraw)
         route_out.append((rk.ret, rk.route_error, n))
     return VerdictCounts(nf_out, rpf_out, route_out)
+
+
+class DropCounterReader:
+    """drop_counts and its per-CPU slot cache (drops.bpf.h), read and forgotten together."""
+
+    def __init__(self, drop_map: MapHandle, slot_map: MapHandle) -> None:
+        self._map = drop_map
+        self._slots = DropSlots(slot_map)
+
+    def read(self) -> list[DropCount]:
+        return read_drop_counts(self._map, self._slots.read())
+
+    def forget(self, counts: list[DropCount]) -> int:
+        """Delete these series (a deleted pod's namespace): they end instead of living forever.
+        Returns how many fast-path slots were retired with them."""
+        for c in counts:
+            self._map.delete(c.key)
+        return self._slots.retire({c.key for c in counts})
+
+
+class KernelStats:
+    """The `stats` per-CPU array: one total per enum pktpath_stat slot."""
+
+    def __init__(self, stats_map: MapHandle) -> None:
+        self._map = stats_map
+
+    def read(self) -> list[int]:
+        return read_stats(self._map)
+
+
+class VerdictReader:
+    """The function hooks' verdict counters (netfilter, rp_filter, input route lookups)."""
+
+    def __init__(self, nf: MapHandle, rpf: MapHandle, route: MapHandle) -> None:
+        self._maps = (nf, rpf, route)
+
+    def read(self) -> VerdictCounts:
+        return read_verdicts(*self._maps)

@@ -4,7 +4,7 @@ Kernels before 5.17 name no drop reasons, but their `skb:kfree_skb`
 tracepoint has always given `location`, the return address of the call to
 kfree_skb(): the call site of the drop (dropwatch's whole output).  On such
 kernels (decided once at start, from BTF: `enum skb_drop_reason` is absent)
-the kernel side keys every drop by that address too (drops.h), and this
+the kernel side keys every drop by that address too (drops.bpf.h), and this
 module turns it into
 
 - a `location` label: the function holding the call site, named from
@@ -15,7 +15,7 @@ module turns it into
   addresses (kptr_restrict, not root) or none holds the address;
 - a reason, where the call site and the evidence the kernel side adds
   (DROP_EVIDENCE_*: the route error and the device's forwarding setting,
-  drops.h) decide it unambiguously: the reason kernels with reasons (6.1 and
+  drops.bpf.h) decide it unambiguously: the reason kernels with reasons (6.1 and
   later) give at the same call site, under the kernel's own name.  Everything
   else stays UNKNOWN, as before.
 
@@ -33,8 +33,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from exporter.decoders.abi import DROP_EVIDENCE_ERRNO, DROP_EVIDENCE_FORWARDING, DROP_EVIDENCE_IN_DEV
 from exporter.decoders.symbols import KernelSymbols
+from exporter.model.abi import DROP_EVIDENCE_ERRNO, DROP_EVIDENCE_FORWARDING, DROP_EVIDENCE_IN_DEV
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ call site (drop_locations.py).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable
 
 from exporter.decoders.drop_locations import DropLocations
@@ -66,33 +65,6 @@ class DropReasons:
                 self._subsys[value] = name[len(_SUBSYS_PREFIX):]
         self._module_enums = module_enums
         self._modules_scanned = False
-
-    @classmethod
-    def from_btf(cls, btf: object, module_btf_dir: str = "/sys/kernel/btf") -> DropReasons:
-        """Build from a loader.libbpf.Btf of vmlinux; module BTF read on demand."""
-        core = btf.enum("skb_drop_reason")  # type: ignore[attr-defined]
-        subsys = btf.enum("skb_drop_reason_subsys")  # type: ignore[attr-defined]
-
-        def module_enums() -> Iterable[Enum]:
-            from exporter.loader.libbpf import Btf, LibbpfError
-
-            for mod in sorted(os.listdir(module_btf_dir)):
-                if mod == "vmlinux":
-                    continue
-                try:
-                    with Btf.parse(os.path.join(module_btf_dir, mod), base=btf) as mbtf:  # type: ignore[arg-type]
-                        # Split BTF ids start after the base's; only the module's own types matter.
-                        start = btf.type_count()  # type: ignore[attr-defined]
-                        # Subsystem reasons live in enums named *_drop_reason
-                        # (ovs_drop_reason, mac80211_drop_reason).
-                        yield from (m for name, m in mbtf.iter_enums(start) if name.endswith("drop_reason"))
-                except LibbpfError as exc:
-                    log.debug("module BTF %s unreadable: %s", mod, exc)
-
-        reasons = cls(core, subsys, module_enums)
-        if reasons.locations is not None:
-            reasons.locations.preload()  # kallsyms: seconds on a slow machine, before the first drop needs it
-        return reasons
 
     def at(self, value: int, location: int) -> str:
         """The reason of one drop: the kernel's, else the one its call site and evidence decide."""

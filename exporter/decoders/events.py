@@ -1,4 +1,4 @@
-"""Ring buffer records (struct hop_event) -> exporter.paths.model.HopEvent.
+"""Ring buffer records (struct hop_event) -> exporter.model.path.HopEvent.
 
 Runs on the ring-polling thread for every sampled hop, so it does the least it
 can: one ctypes copy, a dict lookup for the hop, and address formatting only
@@ -10,34 +10,11 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 
-from exporter.decoders import abi
-from exporter.decoders import netfilter as nf
 from exporter.decoders.drop_reasons import DropReasons
-from exporter.paths.model import FibLookup, Hop, HopEvent, PacketHeader, SampledBy
+from exporter.model import abi, hops
+from exporter.model import vocabulary as nf
+from exporter.model.path import FibLookup, Hop, HopEvent, PacketHeader, SampledBy
 
-_HOPS = {
-    abi.HOP_IDS["HOP_NETIF_RECEIVE"]: Hop.NETIF_RECEIVE,
-    abi.HOP_IDS["HOP_FIB_LOOKUP"]: Hop.FIB_LOOKUP,
-    abi.HOP_IDS["HOP_DEV_QUEUE"]: Hop.DEV_QUEUE,
-    abi.HOP_IDS["HOP_DEV_XMIT"]: Hop.DEV_XMIT,
-    abi.HOP_IDS["HOP_DELIVER"]: Hop.DELIVER,
-    abi.HOP_IDS["HOP_SOCK_QUEUE"]: Hop.SOCK_QUEUE,
-    abi.HOP_IDS["HOP_CONSUME"]: Hop.CONSUME,
-    abi.HOP_IDS["HOP_DROP"]: Hop.DROP,
-    abi.HOP_IDS["HOP_IP_RCV"]: Hop.IP_RCV,
-    abi.HOP_IDS["HOP_NF_HOOK"]: Hop.NF_HOOK,
-    abi.HOP_IDS["HOP_NF_CHAIN"]: Hop.NF_CHAIN,
-    abi.HOP_IDS["HOP_RP_FILTER"]: Hop.RP_FILTER,
-    abi.HOP_IDS["HOP_ROUTE_INPUT"]: Hop.ROUTE_INPUT,
-    abi.HOP_IDS["HOP_IP_FORWARD"]: Hop.IP_FORWARD,
-    abi.HOP_IDS["HOP_LOCAL_DELIVER"]: Hop.LOCAL_DELIVER,
-    abi.HOP_IDS["HOP_IP_OUTPUT"]: Hop.IP_OUTPUT,
-    abi.HOP_IDS["HOP_IP_RCV_FINISH"]: Hop.IP_RCV_FINISH,
-    abi.HOP_IDS["HOP_IP_FORWARD_FINISH"]: Hop.IP_FORWARD_FINISH,
-    abi.HOP_IDS["HOP_IP_QUEUE_XMIT"]: Hop.IP_QUEUE_XMIT,
-    abi.HOP_IDS["HOP_IP_FINISH_OUTPUT"]: Hop.IP_FINISH_OUTPUT,
-    abi.HOP_IDS["HOP_IPT_TABLE"]: Hop.IPT_TABLE,
-}
 EVENT_SIZE = ctypes.sizeof(abi.HopEventRaw)
 
 
@@ -82,7 +59,7 @@ class EventDecoder:
         if len(raw) < EVENT_SIZE:
             raise DecodeError(f"hop event of {len(raw)} bytes, expected {EVENT_SIZE}")
         ev = abi.HopEventRaw.from_buffer_copy(raw)
-        hop = _HOPS.get(ev.hop)
+        hop = hops.BY_ID.get(ev.hop)
         if hop is None:
             raise DecodeError(f"unknown hop id {ev.hop}")
         header = decode_header(ev.hdr) if ev.flags & abi.EV_HEADER else None

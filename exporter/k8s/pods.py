@@ -26,9 +26,12 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
+
+from exporter.config.model import KubernetesConfig
+from exporter.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -225,3 +228,23 @@ class PodResolver:
             log.warning("cannot read the network namespace of %d pod process(es): permission denied "
                         "(the agent needs CAP_SYS_PTRACE for pod labels)", denied)
         return found
+
+
+def resolver_from_config(cfg: KubernetesConfig, proc_root: str, env: Mapping[str, str]) -> PodResolver | None:
+    """The netns -> pod map when kubernetes.pod_labels asks for it; ConfigError if it cannot work."""
+    if not cfg.pod_labels:
+        return None
+    source: PodSource
+    if cfg.pods_file:
+        source = FilePodSource(cfg.pods_file)
+    elif env.get("KUBERNETES_SERVICE_HOST"):
+        node = cfg.node_name or env.get("NODE_NAME")
+        if not node:
+            raise ConfigError("kubernetes.node_name: not set, and neither is NODE_NAME (set it from the downward "
+                              "API: fieldRef spec.nodeName)")
+        source = ApiPodSource(node)
+    else:
+        raise ConfigError("kubernetes.pod_labels: needs kubernetes.pods_file, or the in-cluster API "
+                          "(KUBERNETES_SERVICE_HOST is not set: not running in a pod?)")
+    return PodResolver(source, proc_root=proc_root, refresh_seconds=cfg.refresh_seconds, max_pods=cfg.max_pods,
+                       expire_seconds=cfg.expire_seconds)

@@ -4,13 +4,14 @@ Loading is all-or-nothing in libbpf: one program the kernel refuses fails the
 whole bpf_object__load.  So the engine loads, reads from libbpf's log which
 program was refused, turns that program off and tries again.  A refusal with
 EPERM means the kernel refuses the whole attach family (fentry under lockdown),
-so every program of that family is turned off at once: on this machine's
-locked-down kernel that is one retry, not one per hop.  Programs that load are
+so every program of that family is turned off at once: on a locked-down kernel
+(lockdown=confidentiality refuses fentry and kprobes) that is one retry, not one per hop.  Programs that load are
 then attached hop by hop, best family first (see probes.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -20,10 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 
+from exporter.config import Config
 from exporter.errors import KernelError
 from exporter.loader import libbpf
 from exporter.loader.host import Host
 from exporter.loader.probes import HopStatus, ProgramSpec, allowed_families, group_hops, parse_program
+from exporter.model import hops
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +38,9 @@ log = logging.getLogger(__name__)
 _REFUSED = re.compile(r"prog '([^']+)': (?:BPF program load failed|failed to load|failed to find kernel BTF"
                       r"|relo #\d+: failed to relocate)")
 _MAX_LOAD_ATTEMPTS = 32
-# Hook targets that live in a module when not built in: checked before the load
-# (Engine._missing_target).  A function missing here is still found by the load.
-MODULE_OF = {"nft_do_chain": "nf_tables", "ipt_do_table": "ip_tables"}
+# Hook targets that live in a module when not built in (the hop table's `modules`): checked
+# before the load (Engine._missing_target).  A function missing here is still found by the load.
+MODULE_OF = hops.MODULE_OF
 # The module's types each hook reads.  Before 5.11 ("bpf: Load and verify kernel module BTFs") modules
 # have no BTF: fentry cannot reach their functions, and a kprobe's CO-RE reads resolve only against
 # the types vmlinux's BTF happens to hold (5.10 has struct xt_table, not struct nft_pktinfo).
@@ -87,6 +90,15 @@ def default_object_path() -> str:
     return str(resources.files("exporter.bpf").joinpath("pktpath.bpf.o"))
 
 
+def features_object_path() -> str:
+    """The object of one empty program per attach family, for `pktpath check`."""
+    return str(resources.files("exporter.bpf").joinpath("features.bpf.o"))
+
+
+# The always-on drop hop: counts every drop, whatever else is attached.
+DROP_HOP = "kfree_skb"
+
+
 @dataclass
 class EngineOptions:
     mode: str = "auto"  # probes.mode
@@ -95,6 +107,22 @@ class EngineOptions:
     # Arrays indexed cpu * block + i (drop_slots: plain arrays so userspace can write
     # one CPU's entry), compiled with one block: grown to one per possible CPU.
     per_cpu_block_maps: tuple[str, ...] = ()
+
+    @classmethod
+    def for_config(cls, cfg: Config, paths: bool) -> EngineOptions:
+        """The agent's engine: `paths` False leaves out every hop that only follows packets (the hop
+        table's path-only programs), and the drop hop too when drops.enabled is false."""
+        exclude: dict[str, str] = {}
+        if not paths:
+            exclude.update(dict.fromkeys(hops.PATH_ONLY_PROGRAMS, "packet paths are off (no traces exporter)"))
+            if not cfg.drops.enabled:
+                exclude[DROP_HOP] = "drops.enabled is false and packet paths are off"
+        exclude.update(dict.fromkeys(cfg.probes.exclude, "probes.exclude"))
+        return cls(mode=cfg.probes.mode, exclude=exclude, map_sizes={
+            "drop_counts": cfg.drops.max_series,
+            "tracked": cfg.sampling.max_tracked,
+            "events": cfg.sampling.ring_buffer_kb * 1024,
+        }, per_cpu_block_maps=("drop_slots",))
 
 
 @dataclass
@@ -304,7 +332,7 @@ class Engine:
         return f"needs BPF helper {names}, which this kernel lacks"
 
     def kernel_constants(self) -> dict[str, int]:
-        """Values of the object's `const volatile` kernel facts (compat.h) that BTF tells, set before
+        """Values of the object's `const volatile` kernel facts (compat.bpf.h) that BTF tells, set before
         each load.  A fact whose BTF is not there yet (a module not loaded) keeps its default; the
         programs that need it are not loaded then either (_missing_target), and attach_late()
         computes it again."""
@@ -505,3 +533,50 @@ class Engine:
                     self.report.first_attach_monotonic = time.monotonic()
                 log.info("hop %s attached (%s: %s)", status.hop, family, ", ".join(s.section for s in specs))
 
+
+
+def start_engine(cfg: Config, host: Host, paths: bool, kernel_btf: libbpf.Btf | None = None) -> Engine:
+    """The agent's engine, loaded and attached, its ABI checked; KernelError under probes.strict when
+    a hop did not attach."""
+    from exporter.model import abi
+
+    engine = Engine(EngineOptions.for_config(cfg, paths), host=host, kernel_btf=kernel_btf)
+    report = engine.start(verify=abi.check_against)
+    if cfg.probes.strict and report.missing:
+        engine.close()
+        raise KernelError(f"probes.strict: hop(s) not attached: {', '.join(report.missing)}")
+    return engine
+
+
+class ModuleWatch:
+    """Notices kernel modules loaded since start-up (each has its BTF under
+    /sys/kernel/btf, and, before 5.11, where modules have no BTF, only its
+    /sys/module entry), for hops that could not attach before their module was
+    there.  Two directory listings every few seconds, and only while a hop is missing."""
+
+    BTF_DIR = "/sys/kernel/btf"
+    MODULE_DIR = "/sys/module"
+    EVERY_S = 5.0
+
+    def __init__(self, report: AttachReport, clock: Callable[[], float] = time.monotonic) -> None:
+        self._report = report
+        self._clock = clock
+        self._seen = self._modules()
+        self._next = clock() + self.EVERY_S
+
+    def _modules(self) -> set[str]:
+        seen: set[str] = set()
+        for where in (self.BTF_DIR, self.MODULE_DIR):
+            with contextlib.suppress(OSError):
+                seen.update(f"{where}/{name}" for name in os.listdir(where))
+        return seen
+
+    def changed(self) -> bool:
+        now = self._clock()
+        if now < self._next or not self._report.missing:
+            return False
+        self._next = now + self.EVERY_S
+        current = self._modules()
+        new = current - self._seen
+        self._seen = current
+        return bool(new)

@@ -108,3 +108,16 @@ def allowed_families(mode: str, candidates: Iterable[str] | None = None) -> tupl
     if candidates is None:
         return (mode, "tracepoint")
     return (mode,) if mode in set(candidates) else ("tracepoint",)
+
+
+_SHORT = {"tp_btf": "tp", "raw_tp": "tp", "raw_tracepoint": "tp"}
+
+
+def candidates_text(specs: Iterable[ProgramSpec]) -> str:
+    """A loader hop's attach candidates, best family first, as the docs show them:
+    "fentry+fexit, kprobe+kretprobe", "tp"."""
+    by_family: dict[str, list[str]] = {}
+    for spec in specs:
+        kind = spec.section.partition("/")[0]
+        by_family.setdefault(spec.family, []).append(_SHORT.get(kind, kind))
+    return ", ".join("+".join(dict.fromkeys(by_family[f])) for f in FAMILIES if f in by_family)

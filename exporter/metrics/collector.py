@@ -14,15 +14,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
-from exporter.decoders import abi
-from exporter.decoders import netfilter as nf_names
 from exporter.decoders.counters import DropCount, VerdictCounts
 from exporter.decoders.drop_reasons import DropReasons
 from exporter.decoders.interfaces import InterfaceResolver
-from exporter.decoders.netfilter import RouteResults
-from exporter.decoders.protocols import protocol_label
+from exporter.decoders.route_results import RouteResults
 from exporter.k8s.pods import PodResolver
-from exporter.loader.probes import HopStatus
+from exporter.kernel.api import ProbeState
+from exporter.model import abi
+from exporter.model import vocabulary as names
+from exporter.model.vocabulary import protocol_label
 
 log = logging.getLogger(__name__)
 
@@ -70,25 +70,23 @@ class PktpathCollector(Collector):
         read: Callable[[], KernelReadings],
         reasons: DropReasons,
         interfaces: InterfaceResolver,
-        hops: dict[str, HopStatus],
+        probes: Callable[[], list[ProbeState]],
         build: BuildInfo,
         exemplar: Callable[[tuple[str, str, str]], Exemplar | None] = lambda _labels: None,
         sampling: Callable[[], SamplingWeights | None] = lambda: None,
         spans: Callable[[], tuple[int, dict[str, int]]] | None = None,
         pods: PodResolver | None = None,
-        forget: Callable[[list[DropCount]], None] = lambda _counts: None,
         route_results: RouteResults | None = None,
     ) -> None:
         self._read = read
         self._reasons = reasons
         self._interfaces = interfaces
-        self._hops = hops
+        self._probes = probes
         self._build = build
         self._exemplar = exemplar
         self._sampling = sampling
         self._spans = spans
         self._pods = pods
-        self._forget = forget
         self._route_results = route_results
         self.scrape_errors = 0
 
@@ -108,16 +106,15 @@ class PktpathCollector(Collector):
             log.error("reading kernel counters failed: %s", exc)
             readings = None
         if readings is not None:
-            drops = self._expire_pods(readings.drops)
+            drops = readings.drops
             for labels, (packets, nbytes) in sorted(self.drop_series(drops).items()):
                 f.drops.add_metric(list(labels), packets, exemplar=self._exemplar((labels[0], labels[1], labels[2])))
                 f.drop_bytes.add_metric(list(labels), nbytes)
             self._kernel_stats(f, readings)
             if readings.verdicts is not None:
                 self._verdicts(f, readings.verdicts)
-        for status in self._hops.values():
-            for family in status.families:
-                f.attached.add_metric([status.hop, family], 1.0 if status.attached == family else 0.0)
+        for probe in self._probes():
+            f.attached.add_metric([probe.probe, probe.family], 1.0 if probe.attached else 0.0)
         weights = self._sampling()
         if weights is not None:
             f.sampling.add_metric(["rate"], weights.rate)
@@ -140,7 +137,7 @@ class PktpathCollector(Collector):
     def _verdicts(self, f: _Families, v: VerdictCounts) -> None:
         nf: dict[tuple[str, str, str, str], int] = {}
         for family, hook, table, verdict, n in v.netfilter:
-            key = (nf_names.family_name(family), nf_names.hook_name(hook), table, nf_names.verdict_name(verdict))
+            key = (names.nf_family_name(family), names.nf_hook_name(hook), table, names.nf_verdict_name(verdict))
             nf[key] = nf.get(key, 0) + n
         for labels, n in sorted(nf.items()):
             f.nf_verdicts.add_metric(list(labels), n)
@@ -172,16 +169,6 @@ class PktpathCollector(Collector):
         f.tracking_lost.add_metric(["expired"], r.tracked_reaped)
         f.tracking_lost.add_metric(["insert_failed"], r.stat("STAT_TRACK_FULL"))
         f.tracking_lost.add_metric(["stale_pointer"], r.stat("STAT_TRACK_STALE"))
-
-    def _expire_pods(self, counts: list[DropCount]) -> list[DropCount]:
-        """Remove the counters of namespaces whose pod is gone for longer than expire_seconds."""
-        if self._pods is None:
-            return counts
-        gone = self._pods.expired({c.netns for c in counts})
-        if not gone:
-            return counts
-        self._forget([c for c in counts if c.netns in gone])
-        return [c for c in counts if c.netns not in gone]
 
     def drop_series(self, counts: list[DropCount]) -> dict[tuple[str, ...], tuple[int, int]]:
         """Kernel keys -> label sets. Keys that differ only by netns (eth0 in two

@@ -18,8 +18,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
 
-from exporter.decoders.protocols import ETH_P_IP, ETH_P_IPV6, protocol_label
-from exporter.paths.model import Hop, Outcome, Path
+from exporter.model.path import Hop, Outcome, Path
+from exporter.model.vocabulary import ETH_P_IP, ETH_P_IPV6, protocol_label
 
 # Time from a path's first to last hop: microseconds inside one host's stack
 # up to seconds for a packet parked in a queue.

@@ -25,7 +25,8 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 
-from exporter.paths.model import TERMINAL_HOPS, Hop, HopEvent, Outcome, PacketHeader, Path, SampledBy
+from exporter.model.hops import TERMINAL_HOPS
+from exporter.model.path import Hop, HopEvent, Outcome, PacketHeader, Path, SampledBy
 
 __all__ = ["PathAssembler"]
 

@@ -20,12 +20,12 @@ import ctypes
 import ipaddress
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from exporter.decoders import abi
+from exporter.config import Config
 from exporter.errors import ConfigError, KernelError
-from exporter.loader.libbpf import Map
+from exporter.kernel.api import MapHandle
+from exporter.model import abi
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,15 @@ class PathSettings:
     protocols: tuple[int, ...] = ()
     ports: tuple[tuple[int, int], ...] = ()
     interfaces: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, cfg: Config, enabled: bool) -> PathSettings:
+        """The config's filter and sampling sections, for the kernel."""
+        f, s = cfg.filter, cfg.sampling
+        return cls(enabled=enabled, one_in=s.one_in, drop_one_in=s.drop_one_in,
+                   max_paths_per_second=s.max_paths_per_second,
+                   max_drop_paths_per_second=s.max_drop_paths_per_second, src=f.src, dst=f.dst,
+                   protocols=f.protocols, ports=f.ports, interfaces=f.interfaces)
 
 
 def lpm_key(net: Network, generation: int) -> bytes:
@@ -126,22 +135,34 @@ def build_config(s: PathSettings, generation: int = 0) -> abi.PathConfig:
     return cfg
 
 
-# Where each filter map's key holds its generation: (offset, size) in bytes.
-_GENERATION_FIELD = {
-    "filter_src": (abi.LpmKey.generation.offset, abi.LpmKey.generation.size),
-    "filter_dst": (abi.LpmKey.generation.offset, abi.LpmKey.generation.size),
-    "filter_ifaces": (abi.IfaceKey.generation.offset, abi.IfaceKey.generation.size),
-}
+# Where a filter key holds its generation: (offset, size) in bytes.
+_LPM_GENERATION = (abi.LpmKey.generation.offset, abi.LpmKey.generation.size)
+_IFACE_GENERATION = (abi.IfaceKey.generation.offset, abi.IfaceKey.generation.size)
 _ZERO = (0).to_bytes(4, "little")
 
 
+@dataclass(frozen=True)
+class FilterMaps:
+    """The maps apply() writes (pktpath.h): per-generation config, the switch, the filter sets."""
+
+    config: MapHandle  # path_config, one entry per generation
+    generation: MapHandle  # path_generation: the one in force
+    src: MapHandle  # filter_src LPM trie
+    dst: MapHandle  # filter_dst LPM trie
+    interfaces: MapHandle  # filter_ifaces
+
+    def filter_sets(self) -> tuple[tuple[MapHandle, tuple[int, int]], ...]:
+        """Each filter map, with where its keys hold their generation."""
+        return ((self.src, _LPM_GENERATION), (self.dst, _LPM_GENERATION), (self.interfaces, _IFACE_GENERATION))
+
+
 class PathControl:
-    def __init__(self, map_of: Callable[[str], Map]) -> None:
-        self._map_of = map_of
+    def __init__(self, maps: FilterMaps) -> None:
+        self._maps = maps
         self.settings: PathSettings | None = None
 
     def active_generation(self) -> int:
-        raw = self._map_of("path_generation").lookup(_ZERO)
+        raw = self._maps.generation.lookup(_ZERO)
         return int.from_bytes(raw[:4], "little") if raw else 0
 
     def apply(self, s: PathSettings) -> None:
@@ -149,42 +170,41 @@ class PathControl:
         active = self.active_generation()
         new = (active + 1) % abi.FILTER_GENERATIONS
         cfg = build_config(s, new)  # every capacity checked before the kernel is touched
-        keys = {
-            "filter_src": ("filter.src", [(str(n), lpm_key(n, new)) for n in s.src]),
-            "filter_dst": ("filter.dst", [(str(n), lpm_key(n, new)) for n in s.dst]),
-            "filter_ifaces": ("filter.interfaces", [(i, iface_key(i, new)) for i in s.interfaces]),
-        }
+        wanted_keys = (
+            ("filter.src", [(str(n), lpm_key(n, new)) for n in s.src]),
+            ("filter.dst", [(str(n), lpm_key(n, new)) for n in s.dst]),
+            ("filter.interfaces", [(i, iface_key(i, new)) for i in s.interfaces]),
+        )
         what = "filter"
         try:
-            for name, (path, wanted) in keys.items():
-                m = self._map_of(name)
+            for (m, field), (path, wanted) in zip(self._maps.filter_sets(), wanted_keys, strict=True):
                 # Left over by an apply the kernel refused half-way, if its cleanup failed too.
-                self._clear(m, new)
+                self._clear(m, field, new)
                 for text, key in wanted:
                     what = f"{path}: {text}"
                     m.update(key, b"\x01")
             what = "path_config"
-            self._map_of("path_config").update(new.to_bytes(4, "little"), bytes(cfg))
+            self._maps.config.update(new.to_bytes(4, "little"), bytes(cfg))
         except KernelError as exc:
             self._clear_all(new)
             raise KernelError(f"{what}: not applied, the filter in force is unchanged: {exc}") from exc
-        # The switch: one 4-byte store; programs read it once per packet (paths.h: paths_config).
-        self._map_of("path_generation").update(_ZERO, new.to_bytes(4, "little"))
+        # The switch: one 4-byte store; programs read it once per packet (paths.bpf.h: paths_config).
+        self._maps.generation.update(_ZERO, new.to_bytes(4, "little"))
         self.settings = s
         self._clear_all(active)
 
     def _clear_all(self, generation: int) -> None:
         """Best effort: a key left behind is in a generation not in force, and the next apply
         that writes that generation deletes it first."""
-        for name in _GENERATION_FIELD:
+        for m, field in self._maps.filter_sets():
             try:
-                self._clear(self._map_of(name), generation)
+                self._clear(m, field, generation)
             except KernelError as exc:
-                log.warning("could not clear filter generation %d of %s: %s", generation, name, exc)
+                log.warning("could not clear filter generation %d of %s: %s", generation, m.name, exc)
 
     @staticmethod
-    def _clear(m: Map, generation: int) -> None:
-        offset, size = _GENERATION_FIELD[m.name]
+    def _clear(m: MapHandle, field: tuple[int, int], generation: int) -> None:
+        offset, size = field
         for key in m.keys():  # noqa: SIM118 - a BPF map, not a dict
             if int.from_bytes(key[offset : offset + size], "little") == generation:
                 m.delete(key)

@@ -4,7 +4,7 @@ The agent is on the network itself: scrapers connect to its /metrics, it exports
 collector, it may list pods from the Kubernetes API.  Followed like any traffic, those packets
 would fill its traces with itself (with one_in 1 and no filter, its export connection alone made
 about 55 traces a second).  So the kernel side never starts a path for a packet to or from one of
-the endpoints written here, in the agent's own network namespace (exporter/bpf/paths.h:
+the endpoints written here, in the agent's own network namespace (exporter/bpf/paths.bpf.h:
 own_traffic): the /metrics listener (any peer), and each address of the collector and of the API
 server.  Another process of the same namespace that talks to the same collector is left out too;
 packets of other namespaces (pods) never are.
@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.decoders import abi
-from exporter.loader.libbpf import Map
+from exporter.kernel.api import MapHandle
+from exporter.model import abi
 
 IPPROTO_TCP = 6
 
@@ -81,8 +81,8 @@ def kubernetes_api(env: Mapping[str, str]) -> list[Endpoint]:
 class OwnTraffic:
     """Writes the agent's own endpoints into the kernel's own_endpoints map."""
 
-    def __init__(self, map_of: Callable[[str], Map], netns: int) -> None:
-        self._map = map_of("own_endpoints")
+    def __init__(self, endpoints: MapHandle, netns: int) -> None:
+        self._map = endpoints
         self._netns = netns
         self.endpoints: tuple[Endpoint, ...] = ()
 
@@ -99,3 +99,15 @@ class OwnTraffic:
         key = abi.OwnEndpoint(netns=self._netns, family=e.family, protocol=IPPROTO_TCP, port=e.port)
         ctypes.memmove(key.addr, e.address, 16)
         return bytes(key)
+
+
+def endpoints_for(listen_host: str, metrics_port: int, collector: tuple[str, int] | None, env: Mapping[str, str],
+                  reads_pod_api: bool) -> list[Endpoint]:
+    """Where the agent's own connections end: its /metrics listener (the port it is bound to), its
+    OTLP collector (host, port), and the Kubernetes API when pod labels are read from it."""
+    endpoints = listener(listen_host, metrics_port)
+    if collector is not None:
+        endpoints += resolve(*collector)
+    if reads_pod_api:
+        endpoints += kubernetes_api(env)
+    return endpoints

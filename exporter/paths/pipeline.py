@@ -12,12 +12,13 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
+from exporter.decoders.drop_reasons import DropReasons
 from exporter.decoders.events import DecodeError, EventDecoder
-from exporter.loader.libbpf import Map, RingBuffer
+from exporter.kernel.api import EventConsumer, EventRing
+from exporter.model.path import HopEvent, Path
 from exporter.paths.assembler import PathAssembler
-from exporter.paths.model import HopEvent, Path
 from exporter.paths.tracking import TrackedReaper
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,26 @@ POLL_MS = 100  # also the assembler's tick period: bounds how late an idle path 
 PIPELINE_NICE = 10
 
 
+class PathSource(Protocol):
+    """What the pipeline needs from the kernel side (exporter/kernel/facade.py KernelSide)."""
+
+    def event_ring(self, consume: EventConsumer) -> EventRing: ...
+
+    def tracked(self) -> TrackedReaper: ...
+
+
+def build_pipeline(kernel: PathSource, reasons: DropReasons, sinks: list[Callable[[Path], None]], *,
+                   assembler_options: dict[str, Any] | None = None,
+                   on_first_hop: Callable[[HopEvent], None] | None = None) -> PathPipeline:
+    """The one way to wire events ring -> decoder -> assembler -> sinks, with the tracked-map reaper
+    on the same thread: the agent, `pktpath shell`/`trace` and the benchmarks all build it here."""
+    return PathPipeline(kernel.event_ring, EventDecoder(reasons), sinks, assembler_options=assembler_options,
+                        on_first_hop=on_first_hop, reaper=kernel.tracked())
+
+
 class PathPipeline:
-    def __init__(self, ring: Map, decoder: EventDecoder, sinks: list[Callable[[Path], None]],
-                 assembler_options: dict[str, Any] | None = None,
+    def __init__(self, open_ring: Callable[[EventConsumer], EventRing], decoder: EventDecoder,
+                 sinks: list[Callable[[Path], None]], assembler_options: dict[str, Any] | None = None,
                  on_first_hop: Callable[[HopEvent], None] | None = None,
                  reaper: TrackedReaper | None = None) -> None:
         self._decoder = decoder
@@ -44,7 +62,7 @@ class PathPipeline:
         self.assembler = PathAssembler(self._deliver, **(assembler_options or {}))
         self.decode_errors = 0
         self.events = 0
-        self._ring = RingBuffer(ring, self._on_event)
+        self._ring = open_ring(self._on_event)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pktpath-paths", daemon=True)
 

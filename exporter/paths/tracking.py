@@ -1,4 +1,4 @@
-"""Userspace's half of the `tracked` map's bookkeeping (exporter/bpf/paths.h).
+"""Userspace's half of the `tracked` map's bookkeeping (exporter/bpf/paths.bpf.h).
 
 The kernel counts every insert and every delete it makes into GATE_LIVE, and
 its hops skip the tracked-map lookup while nothing is followed.  Some packets
@@ -14,8 +14,8 @@ import ctypes
 import time
 from collections.abc import Callable
 
-from exporter.decoders.abi import GATE_SLOTS, Track
-from exporter.loader.libbpf import Map
+from exporter.kernel.api import MapHandle
+from exporter.model.abi import GATE_SLOTS, Track
 
 # Far longer than any hop sequence inside one host takes; a packet that waits
 # longer (a datagram in a slow reader's socket queue) loses only its last hop,
@@ -28,7 +28,7 @@ _REAPED = GATE_SLOTS["GATE_REAPED"].to_bytes(4, "little")
 
 
 class TrackedReaper:
-    def __init__(self, tracked: Map, gate: Map, stale_ns: int = STALE_NS,
+    def __init__(self, tracked: MapHandle, gate: MapHandle, stale_ns: int = STALE_NS,
                  clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
         self._tracked = tracked
         self._gate = gate

@@ -11,7 +11,8 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Mapping
 
-from exporter.config.schema import OTLP_PROTOCOLS, TRACE_EXPORTERS, TracesConfig, quote
+from exporter.config.model import TracesConfig
+from exporter.config.values import OTLP_PROTOCOLS, TRACE_EXPORTERS, quote
 from exporter.errors import ConfigError
 
 DEFAULT_PROTOCOL = "http/protobuf"  # the OTel specification's default

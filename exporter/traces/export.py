@@ -41,7 +41,7 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from exporter import __version__
-from exporter.config.schema import TracesConfig
+from exporter.config.model import TracesConfig
 from exporter.errors import ConfigError
 from exporter.k8s.pods import PodRef
 from exporter.traces.choice import (

@@ -32,11 +32,10 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from exporter import __version__
-from exporter.decoders import netfilter as nf
-from exporter.decoders.protocols import ETH_P_IP, ETH_P_IPV6, TRUNCATED, protocol_label
 from exporter.k8s.pods import PodRef
-from exporter.paths import describe
-from exporter.paths.model import Hop, HopEvent, Outcome, PacketHeader, Path, route_result
+from exporter.model import hops
+from exporter.model import vocabulary as names
+from exporter.model.path import Hop, HopEvent, Outcome, PacketHeader, Path
 
 __all__ = [
     "TRACE_ID_BUCKET_NS",
@@ -52,44 +51,9 @@ TRACE_ID_BUCKET_NS = 1_000_000_000
 INSTRUMENTATION_NAME = "pktpath"
 LINK_ATTRIBUTES: dict[str, AttributeValue] = {"pktpath.link": "previous packet of flow"}
 
-IPPROTO_ICMP = 1
-IPPROTO_TCP = 6
-IPPROTO_UDP = 17
-IPPROTO_ICMPV6 = 58
-
-_UNKNOWN_REASON = "UNKNOWN"
-_TCP_FLAGS = ((0x01, "FIN"), (0x02, "SYN"), (0x04, "RST"), (0x08, "PSH"), (0x10, "ACK"), (0x20, "URG"),
-              (0x40, "ECE"), (0x80, "CWR"))
-_ICMP_TYPES = {
-    0: "echo-reply",
-    3: "destination-unreachable",
-    4: "source-quench",
-    5: "redirect",
-    8: "echo-request",
-    9: "router-advertisement",
-    10: "router-solicitation",
-    11: "time-exceeded",
-    12: "parameter-problem",
-    13: "timestamp",
-    14: "timestamp-reply",
-}
-_ICMPV6_TYPES = {
-    1: "destination-unreachable",
-    2: "packet-too-big",
-    3: "time-exceeded",
-    4: "parameter-problem",
-    128: "echo-request",
-    129: "echo-reply",
-    130: "multicast-listener-query",
-    131: "multicast-listener-report",
-    132: "multicast-listener-done",
-    133: "router-solicitation",
-    134: "router-advertisement",
-    135: "neighbor-solicitation",
-    136: "neighbor-advertisement",
-    137: "redirect",
-    143: "multicast-listener-report-v2",
-}
+IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMPV6 = (names.IPPROTO_ICMP, names.IPPROTO_TCP, names.IPPROTO_UDP,
+                                                          names.IPPROTO_ICMPV6)
+_UNKNOWN_REASON = hops.UNKNOWN_REASON
 
 FlowKey = tuple[int, str, str, int, int, int]
 
@@ -219,16 +183,11 @@ def _wall_minus_monotonic() -> int:
 
 
 def _protocol_name(header: PacketHeader) -> str:
-    return protocol_label(ETH_P_IPV6 if header.family == 6 else ETH_P_IP, header.protocol, header.truncated)
+    return names.TRUNCATED if header.truncated else names.ip_protocol_name(header.protocol)
 
 
 def _is_icmp(header: PacketHeader) -> bool:
     return header.protocol in (IPPROTO_ICMP, IPPROTO_ICMPV6)
-
-
-def _icmp_type_name(header: PacketHeader) -> str:
-    names = _ICMPV6_TYPES if header.protocol == IPPROTO_ICMPV6 else _ICMP_TYPES
-    return names.get(header.icmp_type, f"type {header.icmp_type}")
 
 
 def _endpoint(address: str, port: int, family: int) -> str:
@@ -242,18 +201,12 @@ def root_span_name(header: PacketHeader) -> str:
     ``IPv4 header cut short (10 bytes)`` for a packet too short for its IP header."""
     if header.truncated:
         return f"IPv{header.family} header cut short ({header.length} bytes)"
-    proto = _protocol_name(header)
-    shown = "ICMPv6" if proto == "icmpv6" else proto.upper()
+    shown = names.protocol_display(header.protocol)
     if _is_icmp(header):
-        return f"{shown} {header.src} -> {header.dst} {_icmp_type_name(header)}"
+        return f"{shown} {header.src} -> {header.dst} {names.icmp_type_name(header.protocol, header.icmp_type)}"
     src = _endpoint(header.src, header.sport, header.family)
     dst = _endpoint(header.dst, header.dport, header.family)
     return f"{shown} {src} -> {dst}"
-
-
-def tcp_flags_text(flags: int) -> str:
-    """``SYN|ACK``; ``NONE`` when no flag is set."""
-    return "|".join(name for bit, name in _TCP_FLAGS if flags & bit) or "NONE"
 
 
 def _drop_reason(path: Path) -> str:
@@ -262,37 +215,10 @@ def _drop_reason(path: Path) -> str:
     return next((h.reason for h in path.hops if h.hop is Hop.DROP and h.reason), _UNKNOWN_REASON)
 
 
-def hop_span_name(hop: HopEvent, iif: str = "") -> str:
-    """``netif_receive_skb(eth0)``, ``fib lookup (table main, found -> eth1)``, ``fib lookup (table main,
-    blackhole)``, ``rp_filter check: FAIL, no route back to the source (table main)``,
-    ``DROPPED: NETFILTER_DROP`` ...  `iif`: the device the packet was last received on before this hop
-    (describe.receiving_device), which rp_filter's verdict is about."""
-    kind = hop.hop
-    if describe.is_rp_filter(hop):
-        return f"rp_filter check: {describe.rp_filter_phrase(hop, hop.ifname or iif)}"
-    if kind is Hop.FIB_LOOKUP:
-        return f"fib lookup (table {describe.table_name(hop.table)}, {describe.route_phrase(hop)})"
-    if kind is Hop.DELIVER:
-        return "deliver to socket"
-    if kind is Hop.SOCK_QUEUE:
-        return f"queued to socket (port {hop.verdict})"
-    if kind is Hop.CONSUME:
-        return "consume_skb"
-    if kind is Hop.DROP:
-        return f"DROPPED: {hop.reason or _UNKNOWN_REASON}"
-    if kind in (Hop.NF_CHAIN, Hop.IPT_TABLE) and hop.nf_table:
-        # Which table and chain decided, at a glance in a trace view: "ipt_do_table filter/INPUT: drop".
-        return f"{kind.value} {hop.nf_table}/{hop.nf_chain}: {nf.verdict_name(hop.verdict)}"
-    name = f"{kind.value}({hop.ifname})" if hop.ifname else kind.value
-    if kind is Hop.DEV_XMIT and hop.verdict != 0:
-        name += f" rc={hop.verdict}"
-    return name
-
-
 def root_attributes(path: Path, header: PacketHeader) -> dict[str, AttributeValue]:
     if header.truncated:
         # Nothing but the family and the bytes present is known, and nothing else is made up.
-        return {"network.type": "ipv6" if header.family == 6 else "ipv4", "pktpath.ip.protocol": TRUNCATED,
+        return {"network.type": "ipv6" if header.family == 6 else "ipv4", "pktpath.ip.protocol": names.TRUNCATED,
                 "pktpath.ip.truncated": True, "pktpath.ip.length": header.length,
                 "pktpath.outcome": path.outcome.value, "pktpath.sampled_by": path.sampled_by.value,
                 "pktpath.hop_count": len(path.hops),
@@ -326,7 +252,7 @@ def root_attributes(path: Path, header: PacketHeader) -> dict[str, AttributeValu
     if header.family == 4:
         attrs["pktpath.ip.id"] = header.ip_id
     if header.protocol == IPPROTO_TCP:
-        attrs["pktpath.tcp.flags"] = tcp_flags_text(header.tcp_flags)
+        attrs["pktpath.tcp.flags"] = names.tcp_flags_text(header.tcp_flags)
         attrs["pktpath.tcp.seq"] = header.tcp_seq
     if _is_icmp(header):
         attrs["pktpath.icmp.type"] = header.icmp_type
@@ -348,7 +274,7 @@ def hop_attributes(hop: HopEvent, path: Path) -> dict[str, AttributeValue]:
         attrs["pktpath.drop_reason"] = hop.reason or path.drop_reason or _UNKNOWN_REASON
     elif hop.hop is Hop.FIB_LOOKUP:
         attrs["pktpath.fib.table"] = hop.table
-        attrs["pktpath.fib.result"] = route_result(hop.verdict)
+        attrs["pktpath.fib.result"] = names.route_result(hop.verdict)
         if hop.fib_lookup is not None:
             attrs["pktpath.fib.lookup"] = hop.fib_lookup.value
         if hop.out_ifname:
@@ -489,7 +415,7 @@ class SpanBuilder:
             hop_start = walls[index]
             hop_end = max(hop_start, walls[index + 1]) if index < last else hop_start
             span = self._tracer.start_span(
-                hop_span_name(hop, describe.receiving_device(path, index)),
+                hops.span_name(hop, hops.receiving_device(path, index)),
                 context=parent,
                 kind=SpanKind.INTERNAL,
                 attributes=hop_attributes(hop, path) | self._k8s(hop.netns),

@@ -10,7 +10,6 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +27,6 @@ N = 40
 FIELDS = {"spec.nodeName": "lab-node", "status.hostIP": "127.0.0.1", "metadata.name": "pktpath-lab",
           "metadata.namespace": "monitoring", "status.podIP": "127.0.0.1"}
 
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    with Lab.create() as built:
-        yield built
 
 
 def drop_in_server(lab: Lab, port: int, count: int = N) -> None:
@@ -117,6 +111,6 @@ def test_systemd_unit_privileges_suffice(tmp_path: Path, lab: Lab) -> None:
         agent.signal(signal.SIGHUP)
         assert wait_until(lambda: "reloaded" in agent.log(), 5), agent.log()
     finally:
-        status = agent.stop()
+        exit_status = agent.stop()
         shutil.rmtree(etc)
-        assert status == 0, agent.log()
+        assert exit_status == 0, agent.log()

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 import pytest
 
 from tests.agent_process import AgentProcess, is_root
-from tests.kernel.lab import Lab
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -26,8 +25,3 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     status = proc.stop()
     assert status == 0, proc.log()
 
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    with Lab.create() as built:
-        yield built

@@ -84,7 +84,7 @@ def test_full_map_loses_no_drop_silently(tmp_path: Path) -> None:
             lab.exec(lab.client, sys.executable, "-c", sender)
 
             def ours() -> dict[str, float]:
-                return {dict(k)["protocol"]: v for k, v in agent.scrape()["pktpath_drops_total"].items()
+                return {dict(k)["protocol"]: v for k, v in agent.scrape().get("pktpath_drops_total", {}).items()
                         if dict(k)["interface"] == lab.if_server and dict(k)["reason"] == "IP_NOPROTO"}
 
             def accounted() -> float:

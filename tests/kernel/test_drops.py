@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from exporter.loader.libbpf import Btf
 from tests.agent_process import AgentProcess, program_ids_of
@@ -61,7 +62,7 @@ NO_SOCKET = Drop("NO_SOCKET", "__udp4_lib_rcv", "UNKNOWN")
 
 def assert_exact(agent: AgentProcess, expected: int, drop: Drop, interface: str, protocol: str = "udp") -> None:
     labels = drop.labels(interface, protocol)
-    seen = agent.wait_value("pktpath_drops_total", expected, **labels)
+    seen = agent.wait_value("pktpath_drops_total", expected, 5.0, **labels)
     assert seen == expected, f"{labels}: {seen} counted, {expected} sent\n{agent.scrape_text()}"
     time.sleep(0.3)  # nothing late may push it past N
     assert agent.value("pktpath_drops_total", **labels) == expected
@@ -75,11 +76,12 @@ def test_iptables_drop_is_netfilter_drop(agent: AgentProcess, lab: Lab) -> None:
     assert bytes_seen == N * IP_UDP_LEN
 
 
-def agent_map(agent: AgentProcess, name: str) -> list[dict]:
+def agent_map(agent: AgentProcess, name: str) -> list[dict[str, Any]]:
     """Every entry of one of the agent's maps, as bpftool dumps it (raw bytes and, with BTF, decoded)."""
-    def bpftool(*args: str) -> list[dict]:
-        return json.loads(subprocess.run(["bpftool", *args, "--json"], check=True, capture_output=True,
-                                         text=True).stdout)
+    def bpftool(*args: str) -> list[dict[str, Any]]:
+        out = subprocess.run(["bpftool", *args, "--json"], check=True, capture_output=True, text=True).stdout
+        dumped: list[dict[str, Any]] = json.loads(out)
+        return dumped
 
     mine = program_ids_of(agent.proc.pid)
     map_ids = {m for p in bpftool("prog", "show") if p["id"] in mine for m in p.get("map_ids", [])}
@@ -88,7 +90,7 @@ def agent_map(agent: AgentProcess, name: str) -> list[dict]:
 
 
 def slot_index(key: bytes, with_location: bool) -> int:
-    """drops.h slot_index(), over the raw 40-byte drop_key (the location word, the third,
+    """drops.bpf.h slot_index(), over the raw 40-byte drop_key (the location word, the third,
     only on kernels without drop reasons)."""
     mask = (1 << 64) - 1
     w = [int.from_bytes(key[i:i + 8], "little") for i in range(0, 40, 8)]
@@ -99,7 +101,7 @@ def slot_index(key: bytes, with_location: bool) -> int:
 
 
 def test_repeated_drops_are_counted_in_the_fast_path(agent: AgentProcess, lab: Lab) -> None:
-    """drops.h: a key's first drop on a CPU goes to the hash and claims the key's
+    """drops.bpf.h: a key's first drop on a CPU goes to the hash and claims the key's
     slot on that CPU; its later drops there count in the slot.  A slot another
     key claimed first is not taken over: those drops stay in the hash.  Either
     way the total is exact.  The sender is pinned to CPU 0, where veth hands

@@ -15,12 +15,12 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.decoders import abi
 from exporter.decoders.counters import DropCount, VerdictCounts
 from exporter.decoders.drop_reasons import DropReasons
 from exporter.decoders.interfaces import InterfaceResolver
 from exporter.metrics.collector import BuildInfo, KernelReadings, PktpathCollector, SamplingWeights
 from exporter.metrics.paths import PathMetrics
+from exporter.model import abi
 from tests.agent_process import AgentProcess, free_port, wait_until
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -75,7 +75,7 @@ def synthetic() -> dict[str, set[str]]:
     reasons = DropReasons([("SKB_DROP_REASON_NO_SOCKET", 3)])
     collector = PktpathCollector(
         lambda: KernelReadings([DropCount("eth0", 3, 2, 1, 0x0800, 17, 1, 60)], stats, 1, 1, verdicts), reasons,
-        InterfaceResolver(lister=lambda _path: {}), {}, BuildInfo("1", "6.18", "libbpf-core/v1"),
+        InterfaceResolver(lister=lambda _path: {}), list, BuildInfo("1", "6.18", "libbpf-core/v1"),
         sampling=lambda: SamplingWeights(1000, 1), spans=lambda: (1, {"queue_full": 1}))
     registry = CollectorRegistry()
     registry.register(collector)

@@ -225,11 +225,6 @@ def test_rp_filter_is_named_in_spans(tmp_path: Path, receiver: OtlpReceiver, lab
         assert agent.stop() == 0, agent.log()
 
 
-@pytest.fixture
-def lab6() -> Iterator[Lab]:
-    with Lab.create(ipv6=True) as built:
-        yield built
-
 
 def test_ipv6_no_route_path_has_its_lookup(tmp_path: Path, receiver: OtlpReceiver, lab6: Lab) -> None:
     agent = start_agent(tmp_path, receiver, "filter:\n  dst: [2001:db8::/32]\n  protocols: [udp]\n")

@@ -49,7 +49,7 @@ def test_drops_carry_the_pod_and_end_when_it_is_gone(tmp_path: Path, lab: Lab,
         lab.send_udp(lab.client, lab.server_ip, 7401, 25)
         labels = {"reason": "NETFILTER_DROP", "interface": lab.if_server, "protocol": "udp",
                   "namespace": "shop", "pod": "checkout-7d9f"}
-        assert agent.wait_value("pktpath_drops_total", 25, **labels) == 25
+        assert agent.wait_value("pktpath_drops_total", 25, 5.0, **labels) == 25
         # Drops in the router's namespace belong to no pod.
         lab.send_udp(lab.client, "198.19.255.1", 7402, 5)
         assert agent.wait_value("pktpath_drops_total", 5, reason="IP_INNOROUTES", interface=lab.if_router_client,
@@ -62,7 +62,7 @@ def test_drops_carry_the_pod_and_end_when_it_is_gone(tmp_path: Path, lab: Lab,
         assert wait_until(lambda: agent.value("pktpath_drops_total", **labels) == 0, 15)  # series ended
         # Every counter of the pod's namespace goes (also the warm-up ping's NO_SOCKET reply).
         assert " drop counter(s) of 1 expired pod namespace(s)" in agent.log()
-        # The 25 drops went through the per-CPU fast path (drops.h), whose slots are taken back too.
+        # The 25 drops went through the per-CPU fast path (drops.bpf.h), whose slots are taken back too.
         assert re.search(r"expired pod namespace\(s\), [1-9]\d* fast-path slot\(s\) retired", agent.log()), agent.log()
         remaining = agent.scrape().get("pktpath_drops_total", {})
         assert not [k for k in remaining if dict(k)["interface"] == lab.if_server]

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from exporter.decoders import abi
+from exporter.model import abi
 from tests.agent_process import AgentProcess, wait_until
 from tests.kernel.lab import Lab
-from tests.otlp_receiver import OtlpReceiver
+from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 # Ports of this module: 7400-7449 are the old filter's, 7450-7499 the new one's.
 OLD_PORTS, NEW_PORTS = "7400-7449", "7450-7499"
-JUNK_GENERATION = 0x7F  # no program ever reads it: paths.h looks up the generation in force only
+JUNK_GENERATION = 0x7F  # no program ever reads it: paths.bpf.h looks up the generation in force only
 
 
 def config(receiver: OtlpReceiver, dst: list[str], ports: str) -> str:
@@ -53,7 +53,7 @@ def receiver() -> Iterator[OtlpReceiver]:
         yield r
 
 
-def roots_to(receiver: OtlpReceiver, port: int) -> list[object]:
+def roots_to(receiver: OtlpReceiver, port: int) -> list[ReceivedSpan]:
     return [s for s in receiver.spans if not s.parent_span_id and s.attributes.get("destination.port") == port]
 
 

@@ -10,9 +10,9 @@ from dataclasses import replace
 
 import pytest
 
-from exporter.config.schema import TracesConfig
+from exporter.config.model import TracesConfig
 from exporter.errors import ConfigError
-from exporter.paths.model import Hop, HopEvent, Outcome, PacketHeader, Path
+from exporter.model.path import Hop, HopEvent, Outcome, PacketHeader, Path
 from exporter.traces.export import DROP_REASONS, Tracing, build_tracing, http_traces_url
 from exporter.traces.spans import packet_trace_id
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan

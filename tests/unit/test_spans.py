@@ -12,15 +12,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from exporter.paths.model import FibLookup, Hop, HopEvent, Outcome, PacketHeader, Path, SampledBy
+from exporter.model.hops import span_name as hop_span_name
+from exporter.model.path import FibLookup, Hop, HopEvent, Outcome, PacketHeader, Path, SampledBy
+from exporter.model.vocabulary import tcp_flags_text
 from exporter.traces.spans import (
     PacketIdGenerator,
     SpanBuilder,
-    hop_span_name,
     make_tracer_provider,
     packet_trace_id,
     root_span_name,
-    tcp_flags_text,
 )
 
 OFFSET = 1_700_000_000_000_000_000  # wall - monotonic, injected

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 import pytest
 
 from tests.agent_process import AgentProcess
-from tests.kernel.lab import Lab
 
 MODE = os.environ.get("PKTPATH_TEST_PROBE_MODE", "auto")
 EXPECTED_FAMILY = {"auto": {"fentry", "kprobe"}, "fentry": {"fentry"}, "kprobe": {"kprobe"}}
@@ -34,11 +33,6 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     yield proc
     assert proc.stop() == 0, proc.log()
 
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    with Lab.create() as built:
-        yield built
 
 
 @functools.cache

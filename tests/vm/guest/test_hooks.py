@@ -56,7 +56,8 @@ def trace_one(lab: Lab, send: list[str], ns: str, dst: str = "") -> dict[str, An
     assert proc.stderr is not None and proc.stderr.readline().startswith("tracing up to 1 packets")
     lab.exec(ns, *send)
     out, err = proc.communicate(timeout=60)
-    (packet,) = [json.loads(line) for line in out.splitlines()]
+    packets: list[dict[str, Any]] = [json.loads(line) for line in out.splitlines()]
+    (packet,) = packets
     # The whole hop list, in the guest's log when an assertion fails.
     print("\n".join(f"{h['hop']} [{h['mode']}] {h['detail']}" for h in packet["hops"]), err)
     return packet

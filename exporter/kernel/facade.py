@@ -1,0 +1,141 @@
+"""The kernel side over the loader's engine: typed handles for the agent's stages.
+
+The one place (besides exporter/loader) that touches libbpf, and the one place that knows the BPF
+object's map names.  Everything it hands out is a stage of its own (a PathControl, a
+DropCounterReader ...) built on the interface in exporter/kernel/api.py, so the stages themselves
+import no libbpf and are tested with in-memory fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+
+from exporter.decoders.counters import DropCounterReader, KernelStats, VerdictReader
+from exporter.decoders.drop_reasons import DropReasons, Enum
+from exporter.decoders.route_results import RouteResults, returns_drop_reason
+from exporter.kernel.api import EventConsumer, EventRing, ProbeState
+from exporter.loader import libbpf
+from exporter.loader.engine import AttachReport, Engine, EngineOptions
+from exporter.loader.host import Host
+from exporter.paths.kernel_config import FilterMaps, PathControl
+from exporter.paths.own_traffic import OwnTraffic
+from exporter.paths.tracking import TrackedReaper
+
+log = logging.getLogger(__name__)
+
+
+class KernelSide:
+    """What a loaded, attached Engine offers the rest of the agent."""
+
+    def __init__(self, engine: Engine, btf: libbpf.Btf | None = None, module_btf_dir: str = "/sys/kernel/btf") -> None:
+        """`btf`: the running kernel's BTF, for drop reason names and route-result conventions; it
+        stays the caller's (parsed once and shared with the engine's target checks)."""
+        self.engine = engine
+        self._btf = btf
+        self._module_btf_dir = module_btf_dir
+        self._drops: DropCounterReader | None = None
+        self._control: PathControl | None = None
+        self._tracked: TrackedReaper | None = None
+
+    @classmethod
+    def open(cls, options: EngineOptions, object_path: str | None = None, host: Host | None = None) -> KernelSide:
+        """An engine loaded and attached with `options`, its ABI checked (what `pktpath shell` and
+        `pktpath trace` run on: every hop, in the requested probe mode)."""
+        from exporter.model import abi
+
+        engine = Engine(options, object_path=object_path, host=host)
+        engine.start(verify=abi.check_against)
+        return cls(engine)
+
+    def close(self) -> None:
+        """Detach everything and free the programs and maps."""
+        self.engine.close()
+
+    @property
+    def report(self) -> AttachReport:
+        assert self.engine.report is not None, "the engine is started before a KernelSide is made"
+        return self.engine.report
+
+    def probes(self) -> list[ProbeState]:
+        """Every attach candidate of every loader hop, and whether it is the one attached."""
+        return [ProbeState(status.hop, family, status.attached == family)
+                for status in self.report.hops.values() for family in status.families]
+
+    # -- counters (read at scrape time) ------------------------------------
+
+    def drop_counters(self) -> DropCounterReader:
+        if self._drops is None:
+            self._drops = DropCounterReader(self.engine.map("drop_counts"), self.engine.map("drop_slots"))
+        return self._drops
+
+    def stats(self) -> KernelStats:
+        return KernelStats(self.engine.map("stats"))
+
+    def verdict_counters(self) -> VerdictReader:
+        return VerdictReader(self.engine.map("nf_verdicts"), self.engine.map("rp_filter_checks"),
+                             self.engine.map("route_lookups"))
+
+    # -- packet paths ------------------------------------------------------
+
+    def path_control(self) -> PathControl:
+        """One per kernel side: it remembers the settings in force."""
+        if self._control is None:
+            self._control = PathControl(filter_maps(self.engine.map))
+        return self._control
+
+    def own_traffic(self, netns: int) -> OwnTraffic:
+        return OwnTraffic(self.engine.map("own_endpoints"), netns)
+
+    def tracked(self) -> TrackedReaper:
+        if self._tracked is None:
+            self._tracked = TrackedReaper(self.engine.map("tracked"), self.engine.map("path_gate"))
+        return self._tracked
+
+    def event_ring(self, consume: EventConsumer) -> EventRing:
+        return libbpf.RingBuffer(self.engine.map("events"), consume)
+
+    # -- names the running kernel decides ---------------------------------
+
+    def drop_reasons(self) -> DropReasons:
+        return drop_reasons_from_btf(self._require_btf(), self._module_btf_dir)
+
+    def route_results(self, reasons: DropReasons) -> RouteResults:
+        return RouteResults(returns_drop_reason(self._require_btf(), "ip_route_input_noref"), reasons)
+
+    def _require_btf(self) -> libbpf.Btf:
+        if self._btf is None:
+            self._btf = libbpf.Btf.parse(self.engine.host.vmlinux_btf)
+        return self._btf
+
+
+def drop_reasons_from_btf(btf: libbpf.Btf, module_btf_dir: str = "/sys/kernel/btf") -> DropReasons:
+    """Drop reason names from the kernel's BTF; subsystem reasons (openvswitch, mac80211) from
+    their module's BTF, read on demand, the first time a subsystem reason is seen.  Before 5.17
+    (no enum) drops are named by their call site instead (decoders/drop_locations.py)."""
+    base_count = btf.type_count()
+
+    def module_enums() -> Iterable[Enum]:
+        for mod in sorted(os.listdir(module_btf_dir)):
+            if mod == "vmlinux":
+                continue
+            try:
+                with libbpf.Btf.parse(os.path.join(module_btf_dir, mod), base=btf) as mbtf:
+                    # Split BTF ids start after the base's; subsystem reasons live in enums
+                    # named *_drop_reason (ovs_drop_reason, mac80211_drop_reason).
+                    yield from (m for name, m in mbtf.iter_enums(base_count) if name.endswith("drop_reason"))
+            except libbpf.LibbpfError as exc:
+                log.debug("module BTF %s unreadable: %s", mod, exc)
+
+    reasons = DropReasons(btf.enum("skb_drop_reason"), btf.enum("skb_drop_reason_subsys"), module_enums)
+    if reasons.locations is not None:
+        reasons.locations.preload()  # kallsyms: seconds on a slow machine, before the first drop needs it
+    return reasons
+
+
+def filter_maps(map_of: Callable[[str], libbpf.Map]) -> FilterMaps:
+    """The maps PathControl writes, in any object built from exporter/bpf's headers (the agent's, or
+    the per-hop cost bench's)."""
+    return FilterMaps(config=map_of("path_config"), generation=map_of("path_generation"), src=map_of("filter_src"),
+                      dst=map_of("filter_dst"), interfaces=map_of("filter_ifaces"))
