@@ -62,7 +62,7 @@ $(BIN)/vng: $(BIN)/pktpath pyproject.toml
 	$(BIN)/pip install --quiet -e '.[vm]'
 	@touch $@
 
-test-kernels: deps venv build $(BIN)/vng ## kernel tests on stock Debian 6.1 and 6.12 under QEMU (root, ~6 min)
+test-kernels: deps venv build $(BIN)/vng ## kernel tests on stock Debian 5.10, 6.1 and 6.12 under QEMU (root; docs/kernels.md)
 	./scripts/vm/fetch-kernels
 	$(BIN)/pytest -q tests/vm
 

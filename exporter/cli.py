@@ -135,6 +135,7 @@ def _check(path: str | None, as_json: bool) -> int:
         report["libbpf"] = libbpf.version()
     except PktpathError as exc:
         report["libbpf"] = f"missing: {exc}"
+    report["kernel_features"] = _kernel_features(host)
     report["attach_types"] = {}
     report["hops"] = {}
     ok = False
@@ -157,6 +158,32 @@ def _check(path: str | None, as_json: bool) -> int:
     return 0 if ok else 1
 
 
+def _kernel_features(host: Any) -> dict[str, str]:
+    """What this kernel gives and lacks that changes what pktpath can report, in words (from BTF)."""
+    from exporter.loader import libbpf
+
+    try:
+        btf = libbpf.Btf.parse(host.vmlinux_btf)
+    except PktpathError:
+        return {}
+    with btf:
+        helpers = dict(btf.enum("bpf_func_id") or [])
+        reasons = btf.enum("skb_drop_reason") is not None
+        features = {
+            "drop_reasons": "yes" if reasons else "no (before 5.17: no enum skb_drop_reason)",
+            "drop_locations": "not needed (the kernel names reasons)" if reasons else
+            "yes: drops carry `location`, the function that freed the packet, and a reason where it "
+            "decides one (docs/kernels.md)",
+            "bpf_rdonly_cast": "yes" if btf.has_func("bpf_rdonly_cast") else
+            "no (6.2+): packet headers are read with bpf_probe_read_kernel",
+            "fexit_return_value": "yes" if "BPF_FUNC_get_func_ret" in helpers else
+            "no (bpf_get_func_ret is 5.17+): verdict hooks (fexit) fall back to kretprobes",
+            "sk_data_ready_tracepoint": "yes" if btf.has_typedef("btf_trace_sk_data_ready") else
+            "no (6.13+): paths of delivered datagrams end at the reader's copy",
+        }
+    return features
+
+
 def _print_check(r: dict[str, Any]) -> None:
     rows = [
         ("kernel", r["kernel"]),
@@ -167,6 +194,10 @@ def _print_check(r: dict[str, Any]) -> None:
     ]
     for k, v in rows:
         print(f"{k:<16}{v}")
+    if r.get("kernel_features"):
+        print("kernel features")
+        for k, v in r["kernel_features"].items():
+            print(f"  {k:<26}{v}")
     print("attach types")
     for fam, v in r["attach_types"].items():
         print(f"  {fam:<14}{v}")
@@ -175,6 +206,11 @@ def _print_check(r: dict[str, Any]) -> None:
     for hop, h in r["hops"].items():
         detail = "; ".join(f"{fam}: {st}" for fam, st in h["candidates"].items() if fam != h["attached"])
         print(f"  {hop:<{width}}{h['attached'] or 'NOT ATTACHED'}" + (f"  ({detail})" if detail else ""))
+    by_family: dict[str, list[str]] = {}
+    for hop, h in r["hops"].items():
+        by_family.setdefault(h["attached"] or "not attached", []).append(hop)
+    for family in sorted(by_family, key=lambda f: (f == "not attached", f)):
+        print(f"{family} ({len(by_family[family])}): {', '.join(by_family[family])}")
     if "error" in r:
         print(f"error: {r['error']}")
 

@@ -32,13 +32,14 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define SKB(p) CAST(struct sk_buff, (void *)(p))
 
-/* The drop hop's work, as kfree_skb__tp_btf does it. */
-static __always_inline void drop_body(struct sk_buff *skb, __u32 reason)
+/* The drop hop's work, as kfree_skb__tp_btf does it (`location` counts only on kernels
+ * without drop reasons: drops.bpf.h). */
+static __always_inline void drop_body(struct sk_buff *skb, __u32 reason, __u64 location)
 {
 	if (reason_is_consumed(reason))
 		return;
-	count_drop(skb, reason);
-	path_drop(skb, reason, 0);
+	count_drop(skb, reason, location);
+	path_drop(skb, reason, location);
 }
 
 /* ---- drop: skb:kfree_skb ------------------------------------------------ */
@@ -49,7 +50,7 @@ int drop_tpbtf_empty(void *ctx) { return 0; }
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(drop_tpbtf_body, struct sk_buff *skb, void *location)
 {
-	drop_body(skb, kfree_skb_reason_arg(ctx));
+	drop_body(skb, drop_reason_or_evidence(ctx, skb), (__u64)location);
 	return 0;
 }
 
@@ -68,7 +69,7 @@ int drop_fentry_empty(void *ctx) { return 0; }
 SEC("fentry/sk_skb_reason_drop")
 int BPF_PROG(drop_fentry_body, struct sock *sk, struct sk_buff *skb, enum skb_drop_reason reason)
 {
-	drop_body(skb, reason);
+	drop_body(skb, reason, 0);
 	return 0;
 }
 
@@ -78,7 +79,7 @@ int drop_kprobe_empty(void *ctx) { return 0; }
 SEC("kprobe/sk_skb_reason_drop")
 int BPF_KPROBE(drop_kprobe_body, void *sk, void *skb, int reason)
 {
-	drop_body(SKB(skb), reason);
+	drop_body(SKB(skb), reason, 0);
 	return 0;
 }
 
@@ -89,7 +90,7 @@ int drop_fentry61_empty(void *ctx) { return 0; }
 SEC("fentry/kfree_skb_reason")
 int BPF_PROG(drop_fentry61_body, struct sk_buff *skb, enum skb_drop_reason reason)
 {
-	drop_body(skb, reason);
+	drop_body(skb, reason, 0);
 	return 0;
 }
 
@@ -99,7 +100,7 @@ int drop_kprobe61_empty(void *ctx) { return 0; }
 SEC("kprobe/kfree_skb_reason")
 int BPF_KPROBE(drop_kprobe61_body, void *skb, int reason)
 {
-	drop_body(SKB(skb), reason);
+	drop_body(SKB(skb), reason, 0);
 	return 0;
 }
 

@@ -56,27 +56,65 @@ static __always_inline int have_rdonly_cast(void)
  * Since 5.16 ("netfilter: iptables: allow use of ipt_do_table as hook
  * function", Florian Westphal) it is itself the nf_hookfn:
  *     ipt_do_table(void *priv = struct xt_table *, skb, state);
- * before, the per-table hooks called it as (skb, state, table).  Function
- * signatures are not CO-RE relocatable, so the hooks in pktpath.bpf.c take
- * the 5.16+ order (every kernel this project tests: 6.1, 6.12); before 5.16
- * they would misread their arguments (docs/kernels.md lists this).  Fields of struct xt_table (module BTF: x_tables, and
- * repeated in every *_tables module) are read with BPF_CORE_READ only: a
- * field relocation resolves across those duplicates, a type-id one is
- * ambiguous (see hook_nft_exit).
+ * before (5.10), the per-table hooks called it as (skb, state, table).
+ * Function signatures are not CO-RE relocatable, so userspace reads the
+ * order from the function's BTF (ip_tables module) and sets this constant
+ * before the load (exporter/loader/engine.py: kernel_constants); the
+ * verifier prunes the order not taken.  The fexit and the kretprobe share
+ * one return body that applies it (pktpath.bpf.c: on_ipt_table_return); only
+ * the kretprobe ever meets the old order, since the fexit reads its return
+ * value with bpf_get_func_ret (5.17+).  Fields of struct xt_table (module BTF:
+ * x_tables, and repeated in every *_tables module) are read with
+ * BPF_CORE_READ only: a field relocation resolves across those duplicates, a
+ * type-id one is ambiguous (see hook_nft_exit).
  */
+const volatile __u32 ipt_do_table_skb_first = 0;
+
+/* (table, skb, state) from ipt_do_table's three arguments as they came. */
+static __always_inline void ipt_do_table_args(__u64 *a1, __u64 *a2, __u64 *a3)
+{
+	__u64 skb = *a1, state = *a2;
+
+	if (!ipt_do_table_skb_first)
+		return;
+	*a1 = *a3;
+	*a2 = skb;
+	*a3 = state;
+}
+
+/*
+ * nft_do_chain(pkt, chain): the hook state is pkt->state since 5.15
+ * ("netfilter: nf_tables: remove xt_action_param from nft_pktinfo"); before,
+ * it sat in the x_tables compatibility member, pkt->xt.state (5.10).  Both
+ * are field relocations, which resolve although struct nft_pktinfo exists in
+ * two module BTFs once nft_compat is loaded (see hook_nft_exit).
+ */
+static __always_inline const struct nf_hook_state *nft_pktinfo_state(void *pkt)
+{
+	if (bpf_core_field_exists(((struct nft_pktinfo *)pkt)->state))
+		return BPF_CORE_READ((struct nft_pktinfo *)pkt, state);
+	return BPF_CORE_READ((struct nft_pktinfo___xt *)pkt, xt.state);
+}
 
 /*
  * trace_kfree_skb(skb, location) gained `enum skb_drop_reason reason` in
  * 5.17 (commit c504e5c2f964 "net: skb: introduce kfree_skb_reason()") and
  * `struct sock *rx_sk` in 6.12; tp_btf exposes them as ctx[2] and ctx[3].
- * Reading ctx[2] on an older kernel is rejected by the verifier, so the read
- * sits behind a CO-RE existence check that libbpf folds to a constant and
- * the verifier prunes.  Reason 0 (SKB_NOT_DROPPED_YET) then means
- * "this kernel names no reasons".
+ * Reading ctx[2] on an older kernel is rejected by the verifier (the
+ * tracepoint has two arguments there), so the read sits behind a CO-RE
+ * existence check that libbpf folds to a constant and the verifier prunes:
+ * the enum came with the argument.  Before 5.17 the drop keeps what the
+ * tracepoint has always given, `location` (the caller of kfree_skb), and
+ * drops.bpf.h adds evidence for a reason in its place (DROP_EVIDENCE_*).
  */
+static __always_inline int kernel_has_drop_reasons(void)
+{
+	return bpf_core_type_exists(enum skb_drop_reason);
+}
+
 static __always_inline __u32 kfree_skb_reason_arg(unsigned long long *ctx)
 {
-	if (bpf_core_type_exists(enum skb_drop_reason))
+	if (kernel_has_drop_reasons())
 		return (__u32)ctx[2];
 	return 0;
 }

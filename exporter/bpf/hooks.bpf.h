@@ -15,6 +15,7 @@
 #define PKTPATH_HOOKS_H
 
 #include "maps.bpf.h"
+#include "drops.bpf.h"
 #include "paths.bpf.h"
 
 /* ---- one hook, two attach families ---------------------------------------
@@ -207,7 +208,7 @@ static __always_inline void hook_nft_exit(void *pkt_ptr, void *priv, __u32 ret)
 	struct nft_pktinfo *pkt = pkt_ptr;
 	struct nft_chain *chain = priv;
 	struct nf_verdict_key key = {};
-	const struct nf_hook_state *state = BPF_CORE_READ(pkt, state);
+	const struct nf_hook_state *state = nft_pktinfo_state(pkt); /* compat.bpf.h: pkt->xt.state before 5.15 */
 	struct sk_buff *skb = BPF_CORE_READ(pkt, skb);
 	struct hop_event *ev;
 	char *name;
@@ -346,6 +347,7 @@ static __always_inline void hook_rp_filter_exit(void *skb, void *dev, int ret)
 
 	BPF_CORE_READ_STR_INTO(&key.ifname, (struct net_device *)dev, name);
 	counter_inc(&rp_filter_checks, &key);
+	drop_note_rp_filter(skb, ret); /* drops.bpf.h: the reason of the drop that follows, where the kernel names none */
 	verdict_event(skb, dev, HOP_RP_FILTER, ret, 0);
 }
 

@@ -40,10 +40,20 @@ typedef struct {
 	struct net *net;
 } possible_net_t;
 
+/* IPv4 settings of a device: cnf.data[IPV4_DEVCONF_<NAME> - 1] (uapi linux/ip.h). */
+struct ipv4_devconf {
+	int data[32];
+};
+
+struct in_device {
+	struct ipv4_devconf cnf;
+};
+
 struct net_device {
 	char name[16];
 	int ifindex;
 	possible_net_t nd_net;
+	struct in_device *ip_ptr; /* NULL when IPv4 is not configured on it */
 };
 
 struct sock_common {
@@ -99,6 +109,16 @@ struct nf_hook_state {
 struct nft_pktinfo {
 	struct sk_buff *skb;
 	const struct nf_hook_state *state;
+};
+
+/* Before 5.15 the hook state sat in the x_tables compatibility member (compat.bpf.h). */
+struct xt_action_param {
+	const struct nf_hook_state *state;
+};
+
+struct nft_pktinfo___xt {
+	struct sk_buff *skb;
+	struct xt_action_param xt;
 };
 
 /* x_tables (iptables-legacy): ipt_do_table()'s table; name is an array. */

@@ -27,11 +27,12 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(kfree_skb__tp_btf, struct sk_buff *skb, void *location)
 {
-	__u32 reason = kfree_skb_reason_arg(ctx);
+	/* Before 5.17: evidence in place of the reason the kernel does not give (drops.bpf.h). */
+	__u32 reason = drop_reason_or_evidence(ctx, skb);
 
 	if (reason_is_consumed(reason))
 		return 0;
-	count_drop(skb, reason);
+	count_drop(skb, reason, (__u64)location);
 	path_drop(skb, reason, (__u64)location);
 	return 0;
 }
@@ -234,11 +235,17 @@ static __always_inline void on_route_input_return(__u64 skb, __u64 dev, __u64 un
 FUNC_HOOK_RETURN(ip_route_input_noref, ip_route_input_noref, STASH_ROUTE_INPUT, on_route_input_return, 1, 5, 0)
 
 /*
- * ipt_do_table(priv = struct xt_table *, skb, state): an iptables-legacy
- * table's verdict (ip_tables module; 5.16+ argument order, see compat.bpf.h).
+ * ipt_do_table: an iptables-legacy table's verdict (ip_tables module).  Its
+ * arguments are (priv = struct xt_table *, skb, state) since 5.16 and (skb,
+ * state, table) before (compat.bpf.h).  The body takes all three by position
+ * and puts them in the 5.16 order itself, so the fexit and the kretprobe
+ * (whose kprobe stashes the positions as they came) share the reorder.
  */
-static __always_inline void on_ipt_table_return(__u64 table, __u64 skb, __u64 state, long ret)
+static __always_inline void on_ipt_table_return(__u64 arg1, __u64 arg2, __u64 arg3, long ret)
 {
+	__u64 table = arg1, skb = arg2, state = arg3;
+
+	ipt_do_table_args(&table, &skb, &state); /* compat.bpf.h: (skb, state, table) before 5.16 */
 	hook_ipt_exit((void *)table, (void *)skb, (void *)state, (__u32)ret);
 }
 FUNC_HOOK_RETURN(ipt_do_table, ipt_do_table, STASH_IPT_TABLE, on_ipt_table_return, 1, 2, 3)

@@ -14,7 +14,13 @@ struct drop_key {
 	 * recycled when pods come and go, so (netns, ifindex) -> name resolved at
 	 * scrape time can name the wrong interface.  Empty when skb->dev is NULL. */
 	char ifname[16];
-	__u32 reason;   /* enum skb_drop_reason, raw (subsystem bits included) */
+	/* Kernels without drop reasons (before 5.17) only: the kfree_skb call site
+	 * (the tracepoint's `location`), which userspace names from kallsyms.  0 on
+	 * kernels with reasons, so their keys, and series, stay as they were. */
+	__u64 location;
+	/* enum skb_drop_reason, raw (subsystem bits included).  Kernels without
+	 * reasons: pktpath's own evidence instead (DROP_EVIDENCE_* below, drops.bpf.h). */
+	__u32 reason;
 	__u32 ifindex;  /* skb->dev, else skb->skb_iif, else 0 */
 	__u32 netns;    /* inode of the device's (else socket's) netns, 0 if unknown */
 	__u16 l3_proto; /* ethertype, host byte order (0x0800 IPv4, 0x86dd IPv6) */
@@ -25,6 +31,17 @@ struct drop_key {
 /* The IP header was cut short (a runt or truncated frame): l4_proto is 0, not
  * a byte read past the packet's end. */
 #define DROP_KEY_TRUNCATED 0x1
+
+/*
+ * Kernels without drop reasons: what the kfree_skb program reports in their
+ * place (drop_key.reason, hop_event.reason), the facts from which userspace
+ * derives the reason a newer kernel would give at the same call site
+ * (exporter/decoders/drop_locations.py).  0 when nothing is known.
+ */
+#define DROP_EVIDENCE_ERRNO 0xff        /* errno of the packet's failed route: the rp_filter
+					 * check's -EXDEV, else its error route's dst.error */
+#define DROP_EVIDENCE_IN_DEV 0x100      /* the receiving device has IPv4 configured (in_device) ... */
+#define DROP_EVIDENCE_FORWARDING 0x200  /* ... with forwarding on (IN_DEV_FORWARD) */
 
 /* Value of drop_counts, one per CPU (BPF_MAP_TYPE_PERCPU_HASH). */
 struct drop_value {
@@ -50,7 +67,7 @@ struct drop_slot {
 	__u64 packets;
 	__u64 bytes;
 	__u32 state;      /* enum drop_slot_state */
-	__u32 _pad[3];    /* 64 bytes: one cache line, never shared by two CPUs' slots */
+	__u32 _pad;       /* 64 bytes: one cache line, never shared by two CPUs' slots */
 };
 
 /*
@@ -148,7 +165,7 @@ struct hop_event {
 	__u32 netns;
 	__u32 len;      /* skb->len at this hop */
 	__s32 verdict;  /* fib: lookup error (0 found); xmit: driver rc */
-	__u32 reason;   /* kfree_skb drop reason */
+	__u32 reason;   /* kfree_skb drop reason (kernels without reasons: DROP_EVIDENCE_*) */
 	__u32 table;    /* fib table id */
 	__u8 flags;     /* EV_* */
 	__u8 nf_family; /* nf hops: NFPROTO_* */

@@ -40,6 +40,7 @@ class DropCount:
     bytes: int
     key: builtins.bytes = b""  # the raw kernel key, to delete the entry (e.g. a deleted pod's namespace)
     truncated: bool = False  # the IP header was cut short: the protocol is unknown (DROP_KEY_TRUNCATED)
+    location: int = 0  # kfree_skb call site: kernels without drop reasons only (reason: DROP_EVIDENCE_* then)
 
 
 def read_drop_counts(drop_map: MapHandle, slots: Iterable[tuple[bytes, int, int]] = ()) -> list[DropCount]:
@@ -64,7 +65,7 @@ def read_drop_counts(drop_map: MapHandle, slots: Iterable[tuple[bytes, int, int]
             nbytes += v.bytes
         out.append(DropCount(key.ifname.decode(errors="replace"), key.reason, key.ifindex, key.netns,
                              key.l3_proto, key.l4_proto, packets, nbytes, kraw,
-                             truncated=bool(key.flags & DROP_KEY_TRUNCATED)))
+                             truncated=bool(key.flags & DROP_KEY_TRUNCATED), location=key.location))
     return out
 
 
@@ -77,7 +78,7 @@ class DropSlots:
     scrape, long after any write that raced the retirement has landed.
     """
 
-    _LAYOUT = struct.Struct("<32sQQI12x")
+    _LAYOUT = struct.Struct("<40sQQI4x")
     _STATE_OFFSET = DropSlot.state.offset
 
     def __init__(self, slot_map: MapHandle) -> None:

@@ -1,7 +1,7 @@
 """Drop reason numbers -> names, read from the running kernel's BTF.
 
 Reason numbers change between kernels (new reasons are inserted mid-enum), so
-pktpath never ships a table: `enum skb_drop_reason` is read from
+pktpath never ships a table of numbers: `enum skb_drop_reason` is read from
 /sys/kernel/btf/vmlinux at start-up.  Labels drop the `SKB_DROP_REASON_`
 prefix (SKB_DROP_REASON_NETFILTER_DROP -> NETFILTER_DROP).
 
@@ -10,12 +10,17 @@ skb_drop_reason_subsys`); such reasons are defined by modules (openvswitch,
 mac80211) in their own enums, found in the module's BTF under
 /sys/kernel/btf/<module>.  Those are looked up lazily, the first time a
 subsystem reason is seen, because most hosts never see one.
+
+Before 5.17 there is no enum: `at()` then derives what it can from each drop's
+call site (drop_locations.py).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+
+from exporter.decoders.drop_locations import DropLocations
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +48,12 @@ class DropReasons:
     """Decode raw reason values as the tracepoint reports them."""
 
     def __init__(self, core: Enum | None, subsystems: Enum | None = None,
-                 module_enums: Callable[[], Iterable[Enum]] | None = None) -> None:
-        # core None: the kernel predates drop reasons (< 5.17); every drop is UNKNOWN.
+                 module_enums: Callable[[], Iterable[Enum]] | None = None,
+                 locations: DropLocations | None = None) -> None:
+        # core None: the kernel predates drop reasons (< 5.17): drops are told apart by where they
+        # happened instead (`locations`, drop_locations.py), with a reason where that decides one.
         self.kernel_has_reasons = core is not None
+        self.locations = None if self.kernel_has_reasons else (locations or DropLocations())
         self._names: dict[int, str] = {}
         for name, value in core or ():
             if name.startswith("__") or name.endswith("_MAX"):
@@ -57,6 +65,12 @@ class DropReasons:
                 self._subsys[value] = name[len(_SUBSYS_PREFIX):]
         self._module_enums = module_enums
         self._modules_scanned = False
+
+    def at(self, value: int, location: int) -> str:
+        """The reason of one drop: the kernel's, else the one its call site and evidence decide."""
+        if self.locations is not None:
+            return self.locations.reason(location, value)
+        return self.name(value)
 
     def name(self, value: int) -> str:
         if not self.kernel_has_reasons:

@@ -134,7 +134,7 @@ class EventDecoder:
             netns=v[_NETNS],
             length=v[_LEN],
             verdict=v[_VERDICT],
-            reason=self._reasons.name(v[_REASON]) if hop is Hop.DROP else None,
+            reason=self._reasons.at(v[_REASON], v[_LOCATION]) if hop is Hop.DROP else None,
             table=v[_TABLE],
             out_ifname=self._name(v[_OUT_IFNAME]),
             fib_src=_addr(v[_FIB_FAMILY], v[_FIB_SADDR]) if fib else "",

@@ -158,7 +158,8 @@ def drop_reasons_from_btf(btf: libbpf.Btf, module_btf_dir: str = "/sys/kernel/bt
                           base: Callable[[], libbpf.Btf] | None = None) -> DropReasons:
     """Drop reason names from the kernel's BTF; subsystem reasons (openvswitch, mac80211) from
     their module's BTF, read on demand, the first time a subsystem reason is seen.  `base`: the
-    kernel BTF the modules' split BTF builds on, asked for then (default: `btf`, kept open)."""
+    kernel BTF the modules' split BTF builds on, asked for then (default: `btf`, kept open).  Before
+    5.17 (no enum) drops are named by their call site instead (decoders/drop_locations.py)."""
     base_count = btf.type_count()
 
     def module_enums() -> Iterable[Enum]:
@@ -174,7 +175,10 @@ def drop_reasons_from_btf(btf: libbpf.Btf, module_btf_dir: str = "/sys/kernel/bt
             except libbpf.LibbpfError as exc:
                 log.debug("module BTF %s unreadable: %s", mod, exc)
 
-    return DropReasons(btf.enum("skb_drop_reason"), btf.enum("skb_drop_reason_subsys"), module_enums)
+    reasons = DropReasons(btf.enum("skb_drop_reason"), btf.enum("skb_drop_reason_subsys"), module_enums)
+    if reasons.locations is not None:
+        reasons.locations.preload()  # kallsyms: seconds on a slow machine, before the first drop needs it
+    return reasons
 
 
 def filter_maps(map_of: Callable[[str], libbpf.Map]) -> FilterMaps:

@@ -11,6 +11,7 @@ then attached hop by hop, best family first (see probes.py).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -41,7 +42,14 @@ _MAX_LOAD_ATTEMPTS = 32
 # Hook targets that live in a module when not built in (the hop table's `modules`): checked
 # before the load (Engine._missing_target).  A function missing here is still found by the load.
 MODULE_OF = hops.MODULE_OF
+# The module's types each hook reads.  Before 5.11 ("bpf: Load and verify kernel module BTFs") modules
+# have no BTF: fentry cannot reach their functions, and a kprobe's CO-RE reads resolve only against
+# the types vmlinux's BTF happens to hold (5.10 has struct xt_table, not struct nft_pktinfo).
+MODULE_TYPES = {"nft_do_chain": ("nft_pktinfo", "nft_chain", "nft_table"), "ipt_do_table": ("xt_table",)}
 _BY_CONFIG = ("excluded", "not allowed")  # how reasons that are the user's choice begin
+# Helpers our programs call that are newer than the oldest kernel the test matrix proves (5.10), named
+# in what `pktpath check` says when a kernel lacks one (include/uapi/linux/bpf.h: enum bpf_func_id).
+NEWER_HELPERS = {184: ("bpf_get_func_ret", "5.17")}
 # Verifier log lines that trace its walk rather than state its objection.
 _VERIFIER_NOISE = re.compile(r"^(\d+: |mark_precise|from \d+ to|; |\(|func#|Live regs|processed |stack depth"
                              r"|verification time|libbpf:|-- )")
@@ -64,6 +72,18 @@ def verifier_complaint(log_lines: list[str]) -> str:
         if text and not _VERIFIER_NOISE.match(text):
             return text
     return ""
+
+
+def _disable_partners(specs: dict[str, ProgramSpec], disabled: dict[str, str]) -> None:
+    """A hop attaches all programs of a family or none (an fentry with its fexit): when one cannot
+    load, its partners are not loaded either, which saves their verification (seconds under emulation)."""
+    for name, spec in specs.items():
+        if name in disabled:
+            continue
+        why = next((disabled[o.name] for o in specs.values()
+                    if o.hop == spec.hop and o.family == spec.family and o.name in disabled), None)
+        if why is not None:
+            disabled[name] = why
 
 
 def default_object_path() -> str:
@@ -154,6 +174,7 @@ class Engine:
         self._hop_programs: dict[str, list[libbpf.Program]] = {}
         self._detached: dict[str, str] = {}
         self._refused_families: dict[str, str] = {}
+        self._helper_end: int | None = None  # the kernel's __BPF_FUNC_MAX_ID (0: unknown)
         self.report: AttachReport | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -258,15 +279,21 @@ class Engine:
                 spec = parse_program(prog.name, prog.section)
                 if spec is not None:
                     specs[prog.name] = spec
-                    missing = self._missing_target(spec) if prog.name in wanted else ""
-                    if missing and prog.name not in disabled:
-                        disabled[prog.name] = missing
+                    if prog.name in wanted and prog.name not in disabled:
+                        missing = self._missing_target(spec) or self._missing_helper(prog)
+                        if missing:
+                            disabled[prog.name] = missing
+            _disable_partners(specs, disabled)
+            for prog in obj.programs:
                 prog.set_autoload(prog.name in wanted and prog.name not in disabled)
             if not any(p.autoload for p in obj.programs):
                 obj.close()
                 return []
             for m in obj.maps:
-                m.reuse_fd(self._obj.map(m.name).fd)
+                # Its own constants (a module's facts may be known only now); every other map shared.
+                if not m.name.endswith(".rodata"):
+                    m.reuse_fd(self._obj.map(m.name).fd)
+            self._set_constants(obj)
             try:
                 obj.load()
             except libbpf.LibbpfError as exc:
@@ -382,28 +409,99 @@ class Engine:
 
     # -- loading -----------------------------------------------------------
 
+    def _kernel(self) -> libbpf.Btf | None:
+        """The running kernel's BTF, parsed on first need (freed after start and late attach)."""
+        if self._kernel_btf is None:
+            try:
+                self._kernel_btf = libbpf.Btf.parse(self.host.vmlinux_btf)
+            except libbpf.LibbpfError:
+                return None
+        return self._kernel_btf
+
+    def _missing_helper(self, prog: libbpf.Program) -> str:
+        """Why `prog` cannot load here ("" if it may): it calls a BPF helper this kernel does not have.
+        The verifier would say "invalid func unknown#184" for the whole object, once per program,
+        each a failed load and a retry (on 5.10 every fexit calls bpf_get_func_ret, 5.17+).  Read
+        from the program's instructions: a call only in code the verifier would prune as dead counts
+        too, so such a call belongs in a program of its own (none is today)."""
+        if self._helper_end is None:
+            btf = self._kernel()
+            members = dict(btf.enum("bpf_func_id") or []) if btf is not None else {}
+            self._helper_end = members.get("__BPF_FUNC_MAX_ID", 0)
+        end = self._helper_end
+        if not end:
+            return ""  # let the load find out
+        missing = sorted(h for h in prog.helper_calls() if h >= end)
+        if not missing:
+            return ""
+        names = ", ".join(f"{NEWER_HELPERS[h][0]} ({NEWER_HELPERS[h][1]}+)" if h in NEWER_HELPERS else f"#{h}"
+                          for h in missing)
+        return f"needs BPF helper {names}, which this kernel lacks"
+
+    def kernel_constants(self) -> dict[str, int]:
+        """Values of the object's `const volatile` kernel facts (compat.bpf.h) that BTF tells, set before
+        each load.  A fact whose BTF is not there yet (a module not loaded) keeps its default; the
+        programs that need it are not loaded then either (_missing_target), and attach_late()
+        computes it again."""
+        out: dict[str, int] = {}
+        params = self._module_func_params(MODULE_OF["ipt_do_table"], "ipt_do_table")
+        if params:
+            # (skb, state, table) before 5.16, (void *priv, skb, state) since.
+            out["ipt_do_table_skb_first"] = int(params[0][1] == "struct sk_buff *")
+        elif self._module_loaded(MODULE_OF["ipt_do_table"]):
+            # Loaded without BTF (modules have BTF since 5.11): the release is all that tells.
+            out["ipt_do_table_skb_first"] = int(self.host.kernel_version() < (5, 16))
+        return out
+
+    def _module_loaded(self, module: str) -> bool:
+        return os.path.exists(os.path.join(self.host.sys_root, "module", module))
+
+    def _module_func_params(self, module: str, func: str) -> list[tuple[str, str]] | None:
+        btf = self._kernel()
+        if btf is None:
+            return None
+        params = btf.func_params(func)  # built in
+        path = os.path.join(self.host.sys_root, "kernel/btf", module)
+        if params is None and os.path.exists(path):
+            try:
+                with libbpf.Btf.parse(path, base=btf) as mod:
+                    params = mod.func_params(func)
+            except libbpf.LibbpfError:
+                return None
+        return params
+
+    def _set_constants(self, obj: libbpf.BpfObject) -> None:
+        for name, value in self.kernel_constants().items():
+            obj.set_constant(name, value)
+
     def _missing_target(self, spec: ProgramSpec) -> str:
         """Why a program cannot load or attach here ("" if it may), found in the kernel's
         BTF: each such program would otherwise cost a failed load of the whole object and
         a retry, verifier time included (seconds on a slow machine).  A tracepoint this
         kernel lacks (sk_data_ready before 6.13), or a function in a module that is not
         loaded (nft_do_chain before the first nftables rule: attach_late() takes it then)."""
-        if self._kernel_btf is None:
-            try:
-                self._kernel_btf = libbpf.Btf.parse(self.host.vmlinux_btf)
-            except libbpf.LibbpfError:
-                return ""  # let the load find out
+        btf = self._kernel()
+        if btf is None:
+            return ""  # let the load find out
         if spec.section.startswith("tp_btf/"):
             # Every tracepoint we use is vmlinux's.
-            if self._kernel_btf.has_typedef(f"btf_trace_{spec.target}"):
+            if btf.has_typedef(f"btf_trace_{spec.target}"):
                 return ""
             return f"no tracepoint {spec.target} in this kernel"
         module = MODULE_OF.get(spec.target)
-        if module is None or self._kernel_btf.has_func(spec.target):
+        if module is None or btf.has_func(spec.target):
             return ""  # built in, or not ours to guess: the load decides
         if os.path.exists(os.path.join(self.host.sys_root, "kernel/btf", module)):
             return ""
-        return f"module {module} not loaded (attached when it is)"
+        if not self._module_loaded(module):
+            return f"module {module} not loaded (attached when it is)"
+        if spec.family == "fentry":
+            return f"module {module} has no BTF (module BTF is 5.11+): fentry needs its function's BTF"
+        lacking = [t for t in MODULE_TYPES.get(spec.target, ()) if not btf.has_struct(t)]
+        if lacking:
+            return (f"module {module} has no BTF (module BTF is 5.11+), and the kernel's lacks struct "
+                    f"{', struct '.join(lacking)}, which this hook reads")
+        return ""
 
     def _precheck_families(self) -> dict[str, str]:
         """Families this kernel refuses, found cheaply before the real load: each refused
@@ -455,10 +553,13 @@ class Engine:
             elif spec.family in self._refused_families:
                 disabled.setdefault(prog.name, self._refused_families[spec.family])
             if prog.name not in disabled:
-                missing = self._missing_target(spec)
+                missing = self._missing_target(spec) or self._missing_helper(prog)
                 if missing:
                     disabled[prog.name] = missing
+        _disable_partners(specs, disabled)
+        for prog, _spec in progs:
             prog.set_autoload(prog.name not in disabled)
+        self._set_constants(obj)
         for name, size in self.options.map_sizes.items():
             obj.map(name).set_max_entries(size)
         for name in self.options.per_cpu_block_maps:
@@ -557,10 +658,12 @@ def start_engine(cfg: Config, host: Host, paths: bool, kernel_btf: libbpf.Btf | 
 
 class ModuleWatch:
     """Notices kernel modules loaded since start-up (each has its BTF under
-    /sys/kernel/btf), for hops that could not attach before their module was
-    there.  One directory listing every few seconds, and only while a hop is missing."""
+    /sys/kernel/btf, and, before 5.11, where modules have no BTF, only its
+    /sys/module entry), for hops that could not attach before their module was
+    there.  Two directory listings every few seconds, and only while a hop is missing."""
 
     BTF_DIR = "/sys/kernel/btf"
+    MODULE_DIR = "/sys/module"
     EVERY_S = 5.0
 
     def __init__(self, report: AttachReport, clock: Callable[[], float] = time.monotonic) -> None:
@@ -570,10 +673,11 @@ class ModuleWatch:
         self._next = clock() + self.EVERY_S
 
     def _modules(self) -> set[str]:
-        try:
-            return set(os.listdir(self.BTF_DIR))
-        except OSError:
-            return set()
+        seen: set[str] = set()
+        for where in (self.BTF_DIR, self.MODULE_DIR):
+            with contextlib.suppress(OSError):
+                seen.update(f"{where}/{name}" for name in os.listdir(where))
+        return seen
 
     def changed(self) -> bool:
         now = self._clock()

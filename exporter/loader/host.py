@@ -34,6 +34,15 @@ class Host:
         except OSError:
             return os.uname().release
 
+    def kernel_version(self) -> tuple[int, int]:
+        """(major, minor) of the running kernel ("5.10.0-46-amd64" -> (5, 10)); (0, 0) if unreadable.
+        Only for facts BTF cannot tell."""
+        parts = self.kernel_release().split(".")
+        try:
+            return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
+        except (IndexError, ValueError):
+            return (0, 0)
+
     def has_btf(self) -> bool:
         return os.path.exists(self.vmlinux_btf)
 

@@ -27,8 +27,18 @@ BTF_KIND_STRUCT = 4
 BTF_KIND_UNION = 5
 BTF_KIND_ENUM = 6
 BTF_KIND_TYPEDEF = 8
+BTF_KIND_PTR = 2
 BTF_KIND_FUNC = 12
+BTF_KIND_VAR = 14
+BTF_KIND_DATASEC = 15
 BTF_KIND_ENUM64 = 19
+# Modifiers a pointer's target may hide behind.
+_BTF_KIND_VOLATILE, _BTF_KIND_CONST, _BTF_KIND_RESTRICT, _BTF_KIND_TYPE_TAG = 9, 10, 11, 18
+_BTF_MODIFIERS = frozenset((BTF_KIND_TYPEDEF, _BTF_KIND_VOLATILE, _BTF_KIND_CONST, _BTF_KIND_RESTRICT,
+                            _BTF_KIND_TYPE_TAG))
+
+# A call to a helper function: BPF_JMP | BPF_CALL with src_reg 0 (1 is a subprogram, 2 a kfunc).
+_BPF_CALL = 0x85
 
 # enum bpf_map_type values we create or read (include/uapi/linux/bpf.h).
 BPF_MAP_TYPE_PERCPU_HASH = 5
@@ -75,6 +85,18 @@ class _KprobeMultiOpts(ctypes.Structure):
                 ("cookies", ctypes.c_void_p), ("cnt", ctypes.c_size_t), ("retprobe", ctypes.c_bool)]
 
 
+class _BtfParam(ctypes.Structure):
+    _fields_ = [("name_off", ctypes.c_uint32), ("type", ctypes.c_uint32)]
+
+
+class _BtfVarSecinfo(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("offset", ctypes.c_uint32), ("size", ctypes.c_uint32)]
+
+
+class _BpfInsn(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint8), ("regs", ctypes.c_uint8), ("off", ctypes.c_int16), ("imm", ctypes.c_int32)]
+
+
 class _MapBatchOpts(ctypes.Structure):
     # struct bpf_map_batch_opts { size_t sz; __u64 elem_flags; __u64 flags; }
     _fields_ = [("sz", ctypes.c_size_t), ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
@@ -104,6 +126,9 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_program__fd": (ctypes.c_int, [_P]),
     "bpf_program__attach": (_P, [_P]),
     "bpf_program__attach_kprobe_multi_opts": (_P, [_P, ctypes.c_char_p, _P]),
+    "bpf_program__insns": (_P, [_P]),
+    "bpf_program__insn_cnt": (ctypes.c_size_t, [_P]),
+    "bpf_map__initial_value": (_P, [_P, ctypes.POINTER(ctypes.c_size_t)]),
     "bpf_link__destroy": (ctypes.c_int, [_P]),
     "bpf_map__fd": (ctypes.c_int, [_P]),
     "bpf_map__type": (ctypes.c_int, [_P]),
@@ -326,6 +351,49 @@ class Btf:
     def has_func(self, name: str) -> bool:
         return self.find(name, BTF_KIND_FUNC) is not None
 
+    def _type_name(self, type_id: int) -> str:
+        """A short C spelling of a type: "struct sk_buff *", "void *", "int" (modifiers dropped)."""
+        stars = ""
+        while type_id:
+            t = self._type(type_id)
+            kind = self._kind(t)
+            if kind == BTF_KIND_PTR:
+                stars += "*"
+            elif kind not in _BTF_MODIFIERS or (kind == BTF_KIND_TYPEDEF and stars == ""):
+                prefix = {BTF_KIND_STRUCT: "struct ", BTF_KIND_UNION: "union ", BTF_KIND_ENUM: "enum "}.get(kind, "")
+                return f"{prefix}{self._name(t.name_off)}" + (f" {stars}" if stars else "")
+            type_id = t.size_or_type
+        return "void" + (f" {stars}" if stars else "")
+
+    def func_params(self, name: str) -> list[tuple[str, str]] | None:
+        """[(parameter name, type)] of function `name` ("struct sk_buff *" ...), None if not in BTF."""
+        fid = self.find(name, BTF_KIND_FUNC)
+        if fid is None:
+            return None
+        proto = self._type(self._type(fid).size_or_type)
+        base = ctypes.addressof(proto) + ctypes.sizeof(_BtfType)
+        out = []
+        for i in range(self._vlen(proto)):
+            p = _BtfParam.from_address(base + i * ctypes.sizeof(_BtfParam))
+            out.append((self._name(p.name_off), self._type_name(p.type)))
+        return out
+
+    def datasec_var(self, section: str, var: str) -> tuple[int, int] | None:
+        """(offset, size) of global variable `var` in data section `section` (".rodata")."""
+        sid = self.find(section, BTF_KIND_DATASEC)
+        if sid is None:
+            return None
+        sec = self._type(sid)
+        base = ctypes.addressof(sec) + ctypes.sizeof(_BtfType)
+        for i in range(self._vlen(sec)):
+            info = _BtfVarSecinfo.from_address(base + i * ctypes.sizeof(_BtfVarSecinfo))
+            if self._name(self._type(info.type).name_off) == var:
+                return int(info.offset), int(info.size)
+        return None
+
+    def has_struct(self, name: str) -> bool:
+        return self.find(name, BTF_KIND_STRUCT) is not None
+
     def has_typedef(self, name: str) -> bool:
         return self.find(name, BTF_KIND_TYPEDEF) is not None
 
@@ -520,6 +588,16 @@ class Program:
         run_cnt and run_time_ns while kernel.bpf_stats_enabled is on (bench/hops.py reads them)."""
         return int(lib().lib.bpf_program__fd(self._h))
 
+    def helper_calls(self) -> set[int]:
+        """Ids of the BPF helper functions this program calls (enum bpf_func_id), before load."""
+        L = lib().lib
+        count = int(L.bpf_program__insn_cnt(self._h))
+        ptr = L.bpf_program__insns(self._h)
+        if not ptr or not count:
+            return set()
+        insns = (_BpfInsn * count).from_address(ptr)
+        return {int(i.imm) for i in insns if i.code == _BPF_CALL and (i.regs >> 4) == 0}
+
     def attach(self) -> Link:
         L = lib().lib
         ctypes.set_errno(0)
@@ -590,6 +668,21 @@ class BpfObject:
         if not h:
             raise LibbpfError(f"map {name} not in {self.path}", errno.ENOENT)
         return Map(h, name)
+
+    def set_constant(self, name: str, value: int) -> bool:
+        """Before load: set `const volatile` global `name` (in .rodata) to `value`; False if the object
+        has no such variable.  The verifier then sees a constant and prunes the branches not taken."""
+        where = self.btf().datasec_var(".rodata", name)
+        rodata = next((m for m in self.maps if m.name.endswith(".rodata")), None)
+        if where is None or rodata is None:
+            return False
+        offset, size = where
+        psize = ctypes.c_size_t(0)
+        data = lib().lib.bpf_map__initial_value(rodata._h, ctypes.byref(psize))
+        if not data or offset + size > psize.value:
+            raise LibbpfError(f"{self.path}: .rodata of {psize.value} bytes lacks {name}", errno.EINVAL)
+        ctypes.memmove(data + offset, value.to_bytes(size, "little"), size)
+        return True
 
     def btf(self) -> Btf:
         h = lib().lib.bpf_object__btf(self._h)

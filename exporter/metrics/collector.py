@@ -27,6 +27,8 @@ from exporter.model.vocabulary import protocol_label
 log = logging.getLogger(__name__)
 
 DROP_LABELS = ["reason", "interface", "protocol"]
+# Kernels without drop reasons (before 5.17) only: the function that dropped (decoders/drop_locations.py).
+LOCATION_LABEL = "location"
 POD_LABELS = ["namespace", "pod"]  # kubernetes.pod_labels: the pod the drop's network namespace belongs to
 # exporter.traces.export.DROP_REASONS, repeated to keep the OpenTelemetry SDK out of this module's imports
 # (tests/unit/test_collector.py checks the two agree).
@@ -88,12 +90,15 @@ class PktpathCollector(Collector):
         self._route_results = route_results
         self.scrape_errors = 0
 
+    def _families(self) -> _Families:
+        return _Families(self._pods is not None, self._reasons.locations is not None)
+
     def describe(self) -> Iterator[Metric]:
         # Registering must not read the kernel: describe without samples.
-        yield from _Families(self._pods is not None).all()
+        yield from self._families().all()
 
     def collect(self) -> Iterator[Metric]:
-        f = _Families(self._pods is not None)
+        f = self._families()
         try:
             readings: KernelReadings | None = self._read()
         except Exception as exc:  # noqa: BLE001 - a scrape must answer even if the kernel read fails
@@ -119,6 +124,8 @@ class PktpathCollector(Collector):
             f.spans_exported.add_metric([], exported)
             for reason in SPAN_DROP_REASONS:
                 f.spans_dropped.add_metric([reason], dropped.get(reason, 0))
+        if self._reasons.locations is not None and f.location_overflow is not None:
+            f.location_overflow.add_metric([], self._reasons.locations.overflow)
         f.scrape_errors.add_metric([], self.scrape_errors)
         f.build.add_metric([self._build.version, self._build.kernel, self._build.engine], 1.0)
         # Without packet paths the sampling weights and span counters mean nothing: left out, not
@@ -170,10 +177,13 @@ class PktpathCollector(Collector):
         records the device name at drop time; only device-less drops (the
         skb's ingress index alone) need the per-netns resolver."""
         names = self._interfaces.names((c.netns, c.ifindex) for c in counts if not c.ifname)
+        locations = self._reasons.locations
         series: dict[tuple[str, ...], tuple[int, int]] = {}
         for c in counts:
-            labels: tuple[str, ...] = (self._reasons.name(c.reason), c.ifname or names[(c.netns, c.ifindex)],
+            labels: tuple[str, ...] = (self._reasons.at(c.reason, c.location), c.ifname or names[(c.netns, c.ifindex)],
                                        protocol_label(c.l3_proto, c.l4_proto, c.truncated))
+            if locations is not None:
+                labels += (locations.label(c.location),)
             if self._pods is not None:
                 labels += self._pods.labels(c.netns)
             p, b = series.get(labels, (0, 0))
@@ -184,8 +194,8 @@ class PktpathCollector(Collector):
 class _Families:
     """A fresh set of metric families for one describe() or collect()."""
 
-    def __init__(self, pod_labels: bool = False) -> None:
-        labels = DROP_LABELS + POD_LABELS if pod_labels else DROP_LABELS
+    def __init__(self, pod_labels: bool = False, location: bool = False) -> None:
+        labels = DROP_LABELS + ([LOCATION_LABEL] if location else []) + (POD_LABELS if pod_labels else [])
         self.drops = CounterMetricFamily(
             "pktpath_drops", "Packets the kernel dropped, by drop reason, interface and L4 protocol "
             "(every drop, unsampled).", labels=labels)
@@ -235,6 +245,10 @@ class _Families:
         self.spans_dropped = CounterMetricFamily(
             "pktpath_spans_dropped", "Spans lost: queue_full (export slower than paths), export_failed "
             "(endpoint down or refusing), shutdown (still queued when the agent stopped).", labels=["reason"])
+        self.location_overflow = CounterMetricFamily(
+            "pktpath_drop_location_overflow", "Functions that dropped packets after the drop location label "
+            "limit was reached: their drops are counted under location=\"other\" (kernels without drop "
+            "reasons only).") if location else None
         self.scrape_errors = CounterMetricFamily(
             "pktpath_scrape_errors", "Scrapes that could not read the kernel maps.")
         self.build = GaugeMetricFamily(
@@ -242,7 +256,8 @@ class _Families:
             labels=["version", "kernel", "engine"])
 
     def all(self) -> tuple[Metric, ...]:
+        optional = (self.location_overflow,) if self.location_overflow is not None else ()
         return (self.drops, self.drop_bytes, self.attached, self.events_lost, self.map_full, self.started,
                 self.refused, self.sampling, self.tracked, self.tracking_lost, self.nf_verdicts, self.rp_filter,
                 self.route_lookups, self.probe_errors, self.spans_exported,
-                self.spans_dropped, self.scrape_errors, self.build)
+                self.spans_dropped, *optional, self.scrape_errors, self.build)

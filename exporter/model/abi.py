@@ -19,7 +19,8 @@ from exporter.model import hops
 class DropKey(ctypes.Structure):
     _fields_ = [
         ("ifname", ctypes.c_char * 16),
-        ("reason", ctypes.c_uint32),
+        ("location", ctypes.c_uint64),  # kfree_skb call site, kernels without drop reasons only
+        ("reason", ctypes.c_uint32),  # kernels without drop reasons: DROP_EVIDENCE_* instead
         ("ifindex", ctypes.c_uint32),
         ("netns", ctypes.c_uint32),
         ("l3_proto", ctypes.c_uint16),
@@ -34,7 +35,7 @@ class DropValue(ctypes.Structure):
 
 class DropSlot(ctypes.Structure):
     _fields_ = [("key", DropKey), ("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64),
-                ("state", ctypes.c_uint32), ("_pad", ctypes.c_uint32 * 3)]
+                ("state", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
 
 
 # enum drop_slot_state
@@ -184,6 +185,8 @@ HDR_TRUNCATED = 0x1
 HDR_NO_L4 = 0x2
 FIB_ROUTE = 0
 FIB_RP_FILTER = 1
+# What the kfree_skb program reports in place of a reason where the kernel gives none (before 5.17).
+DROP_EVIDENCE_ERRNO, DROP_EVIDENCE_IN_DEV, DROP_EVIDENCE_FORWARDING = 0xFF, 0x100, 0x200
 FILTER_SRC, FILTER_DST, FILTER_PROTO, FILTER_PORT, FILTER_IFACE = 0x1, 0x2, 0x4, 0x8, 0x10
 
 # enum pktpath_stat: slots of the `stats` per-CPU array, in order (checked against BTF).

@@ -9,7 +9,7 @@ function hooks of tests/vm/guest (which the host's kernel refuses).
 
 The probe mode reaches the guest as PKTPATH_TEST_PROBE_MODE (the kernel
 tests' agent fixtures turn it into `probes.mode`, the guest tests also into
-`pktpath trace --probe-mode`).  Cost: one boot plus the subset, 2.5-5 minutes
+`pktpath trace --probe-mode`).  Cost: one boot plus the subset, 2-8 minutes (up to 13 on a busy machine)
 per kernel and mode under TCG (docs/kernels.md).
 """
 
@@ -28,7 +28,7 @@ from tests.vm.runner import REPO, VENV_BIN, VMError, kernel_image, kernel_packag
 
 pytestmark = pytest.mark.vm
 
-KERNELS = ("6.1", "6.12")
+KERNELS = ("5.10", "6.1", "6.12")
 # One entry per probe mode the matrix runs.  "kprobe" forces the function hooks
 # onto kprobes (fentry otherwise wins on both kernels); hops with only a
 # tracepoint keep it.  "tracepoint" mode is what the host itself runs.
@@ -43,11 +43,12 @@ GUEST_TESTS = (
 # Per mode, when not all of GUEST_TESTS: kprobe mode changes only how the
 # function hooks attach, and tests/vm/guest covers every one of them (plus the
 # kfree_skb tracepoint staying attached); test_drops.py counts through that
-# same tracepoint in every mode, so it runs once per kernel (docs/kernels.md: cost).
-MODE_TESTS = {"kprobe": ("tests/vm/guest",)}
-# Host-side bound for one boot + subset, about 5x the measured run, so only a
-# hung guest gets near it.
-TIMEOUT = float(os.environ.get("PKTPATH_VM_TIMEOUT", "900"))
+# same tracepoint in every mode, so it runs once per kernel, and so do the
+# OTLP path tests (test_hooks.py traces kprobe hops too) (docs/kernels.md: cost).
+MODE_TESTS = {"kprobe": ("tests/vm/guest", "--ignore=tests/vm/guest/test_paths.py")}
+# Host-side bound for one boot + subset: the slowest run measured, 5.10 `auto` with other
+# engineers' VMs on the machine's two cores, took 765 s (docs/kernels.md: cost).
+TIMEOUT = float(os.environ.get("PKTPATH_VM_TIMEOUT", "1200"))
 
 
 @dataclass
@@ -100,7 +101,7 @@ def test_kernel_tests_pass_in_guest(series: str, mode: str, tmp_path: Path, kern
     results = tmp_path / "results"
     junit = results / "junit.xml"
     check = results / "check.json"
-    pytest_cmd = [str(VENV_BIN / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    pytest_cmd = [str(VENV_BIN / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=10",
                   # tmp_path of the guest tests (agent configs and logs) lands in
                   # the shared results dir, for reading after a failure.
                   f"--basetemp={results / 'pytest-tmp'}", f"--junitxml={junit}", "--rootdir", str(REPO),

@@ -24,7 +24,9 @@ def object_btf() -> Btf:
 def test_mirrors_match_object(object_btf: Btf) -> None:
     abi.check_against(object_btf)
     size, members = object_btf.struct_layout("drop_key") or (0, [])
-    assert size == ctypes.sizeof(abi.DropKey) == 32
+    assert size == ctypes.sizeof(abi.DropKey) == 40
+    # Slots stay one cache line each (drops.bpf.h).
+    assert (object_btf.struct_layout("drop_slot") or (0, []))[0] == ctypes.sizeof(abi.DropSlot) == 64
     assert [m for m, _ in members] == [f[0] for f in abi.DropKey._fields_]
 
 
@@ -89,7 +91,8 @@ def test_defines_match_the_header() -> None:
     defines = {m[1]: int(m[2], 0) for m in re.finditer(r"#define (\w+) (0x[0-9a-fA-F]+|\d+)", header)}
     for name in ("EV_HEADER", "EV_BY_DROP", "FILTER_SRC", "FILTER_DST", "FILTER_PROTO", "FILTER_PORT",
                  "FILTER_IFACE", "MAX_PORT_RANGES", "FILTER_GENERATIONS", "MAX_FILTER_CIDRS", "MAX_FILTER_IFACES",
-                 "DROP_KEY_TRUNCATED", "HDR_TRUNCATED", "HDR_NO_L4", "FIB_ROUTE", "FIB_RP_FILTER"):
+                 "DROP_KEY_TRUNCATED", "HDR_TRUNCATED", "HDR_NO_L4", "FIB_ROUTE", "FIB_RP_FILTER",
+                 "DROP_EVIDENCE_ERRNO", "DROP_EVIDENCE_IN_DEV", "DROP_EVIDENCE_FORWARDING"):
         assert defines[name] == getattr(abi, name), name
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 from collections.abc import Iterator
@@ -32,6 +33,15 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     yield proc
     assert proc.stop() == 0, proc.log()
 
+
+
+@functools.cache
+def module_btf() -> bool:
+    """Does this kernel give modules BTF (5.11+, CONFIG_DEBUG_INFO_BTF_MODULES)?  Without it (5.10)
+    a hook on a module function takes a kprobe only, and reads only the types vmlinux's BTF has:
+    struct xt_table (ipt_do_table), none of nf_tables' (nft_do_chain: no hook at all)."""
+    subprocess.run(["modprobe", "nf_tables"], check=True)
+    return os.path.exists("/sys/kernel/btf/nf_tables")
 
 
 def attached(agent: AgentProcess, probe: str) -> set[str]:
