@@ -147,7 +147,11 @@ FUNC_HOOK(ip_output, ip_output, on_ip_output, 1, 3, 0)
 FUNC_HOOK(ip6_output, ip6_output, on_ip_output, 1, 3, 0)
 
 /* Later hops with the skb first: forwarding starts, local delivery. */
-#define ON_SKB_HOP(name, hop)                                                         	static __always_inline void name(__u64 skb, __u64 unused1, __u64 unused2)     	{                                                                             		path_hop(SKB(skb), 1, hop, skb_dev(SKB(skb)), 0, 0, 0, 0);            	}
+#define ON_SKB_HOP(name, hop)                                                  \
+	static __always_inline void name(__u64 skb, __u64 unused1, __u64 unused2) \
+	{                                                                         \
+		path_hop(SKB(skb), 1, hop, skb_dev(SKB(skb)), 0, 0, 0, 0);        \
+	}
 ON_SKB_HOP(on_ip_forward, HOP_IP_FORWARD)
 ON_SKB_HOP(on_ip_local_deliver, HOP_LOCAL_DELIVER)
 FUNC_HOOK(ip_forward, ip_forward, on_ip_forward, 1, 0, 0)

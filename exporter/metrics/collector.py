@@ -31,7 +31,7 @@ DROP_LABELS = ["reason", "interface", "protocol"]
 LOCATION_LABEL = "location"
 POD_LABELS = ["namespace", "pod"]  # kubernetes.pod_labels: the pod the drop's network namespace belongs to
 # exporter.traces.export.DROP_REASONS, repeated to keep the OpenTelemetry SDK out of this module's imports
-# (tests/unit/test_collector.py checks the two agree).
+# (tests/unit/metrics/test_collector.py checks the two agree).
 SPAN_DROP_REASONS = ("queue_full", "export_failed", "shutdown")
 
 

@@ -106,7 +106,7 @@ class RpFilterKey(ctypes.Structure):
                 ("ifname", ctypes.c_char * 16)]
 
 
-# Filter capacities (#defines of pktpath.h; tests/unit/test_abi.py checks them against the header and
+# Filter capacities (#defines of pktpath.h; tests/unit/model/test_abi.py checks them against the header and
 # the compiled maps).  Config validation enforces them (exporter/config/schema.py).
 FILTER_GENERATIONS = 2
 MAX_PORT_RANGES = 16
@@ -177,7 +177,7 @@ class IfaceKey(ctypes.Structure):
     _fields_ = [("generation", ctypes.c_uint32), ("name", ctypes.c_char * 16)]
 
 
-# #defines of pktpath.h (not in BTF: kept in step by tests/unit/test_abi.py reading the header).
+# #defines of pktpath.h (not in BTF: kept in step by tests/unit/model/test_abi.py reading the header).
 EV_HEADER = 0x1
 EV_BY_DROP = 0x2
 DROP_KEY_TRUNCATED = 0x1
