@@ -188,8 +188,20 @@ class Engine:
         t0 = time.monotonic()
         disabled: dict[str, str] = {}  # program name -> why it is not loaded
         self._refused_families = self._precheck_families()
+        # Two loads: the drop program alone first, then every other program as a second object
+        # sharing its maps.  The verifier takes tens of milliseconds per program that parses
+        # headers (bounded by the packet's length, every branch explored), so counting drops,
+        # the agent's first duty, starts after one program's verification instead of all of
+        # them; the path and verdict hops follow a few hundred milliseconds later.
+        later: set[str] = set()
         for _ in range(_MAX_LOAD_ATTEMPTS):
             obj, specs = self._open(disabled)
+            loadable = {p.name for p in obj.programs if p.autoload}
+            first = {n for n in loadable if specs[n].hop == DROP_HOP}
+            later = loadable - first if first else set()
+            for prog in obj.programs:
+                if prog.name in later:
+                    prog.set_autoload(False)
             try:
                 obj.load()
             except libbpf.LibbpfError as exc:
@@ -211,7 +223,11 @@ class Engine:
                 raise
         hops = group_hops(specs.values())
         self.report = AttachReport(hops=hops, load_seconds=load_s)
-        self._attach_all(obj, hops, disabled)
+        self._attach_all(obj, hops, {**disabled, **dict.fromkeys(later, "loaded after the drop program")})
+        if later:
+            t1 = time.monotonic()
+            self._attach_late([s for s in hops.values() if not s.attached], later, known=disabled)
+            self.report.load_seconds += time.monotonic() - t1
         self._log_missing(hops)
         self._free_kernel_btf()  # ~10 MB: parsed again if a late attach needs it
         return self.report
@@ -269,7 +285,11 @@ class Engine:
         finally:
             self._free_kernel_btf()
 
-    def _attach_late(self, retry: list[HopStatus], wanted: set[str]) -> list[str]:
+    def _attach_late(self, retry: list[HopStatus], wanted: set[str], known: dict[str, str] | None = None) -> list[str]:
+        """Load `wanted` as a second object sharing the first's maps and attach the hops of `retry`
+        from it; the hops attached now.  `known` (start-up's second load): why each program not
+        wanted was left out, and the report then takes this attempt's problems for every hop of
+        `retry`, not only for those attached."""
         assert self._obj is not None and self.report is not None
         disabled: dict[str, str] = {}
         for _ in range(_MAX_LOAD_ATTEMPTS):
@@ -307,11 +327,16 @@ class Engine:
             return []
         before = set(self.report.attached)
         statuses = {s.hop: HopStatus(s.hop, s.families) for s in retry}
-        self._attach_all(obj, statuses, {**disabled, **{n: "not retried" for n in specs if n not in wanted}})
+        left_out = {n: (known or {}).get(n, "not retried") for n in specs if n not in wanted}
+        self._attach_all(obj, statuses, {**disabled, **left_out})
         now = [hop for hop, st in statuses.items() if st.attached and hop not in before]
         for hop in now:
             self.report.hops[hop].attached = statuses[hop].attached
             self.report.hops[hop].problems = {}
+        if known is not None:
+            for hop, st in statuses.items():
+                if not st.attached:
+                    self.report.hops[hop].problems = st.problems
         if now:
             self._late_objs.append(obj)
         else:

@@ -1,18 +1,19 @@
-"""`pktpath run` with a metrics address it cannot listen on: one line, exit 1, nothing attached.
-
-The socket is bound before any BPF is loaded (exporter/metrics/listener.py); the test holds the
-port itself, as another process would.
+"""`pktpath run` at start-up: with a metrics address it cannot listen on, one line, exit 1, nothing
+attached (the socket is bound before any BPF is loaded, exporter/metrics/listener.py; the test holds
+the port itself, as another process would); otherwise the drop program attaches first, alone, and
+every other hop after it.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.agent_process import pktpath_bin
+from tests.agent_process import AgentProcess, pktpath_bin
 
 
 def run_agent(tmp_path: Path, listen: str) -> subprocess.CompletedProcess[str]:
@@ -46,3 +47,18 @@ def test_address_not_on_this_host_is_one_line(tmp_path: Path) -> None:
     proc = run_agent(tmp_path, "192.0.2.1:9977")
     assert_one_line_before_any_probe(proc, "metrics.listen: cannot listen on 192.0.2.1:9977: "
                                            "Cannot assign requested address")
+
+
+def test_the_drop_program_attaches_first_and_every_other_hop_after_it(tmp_path: Path) -> None:
+    """Two loads (exporter/loader/engine.py, Engine.start): the drop program's verification alone
+    stands between start and the first probe; the other hops load after it and still attach."""
+    agent = AgentProcess.start(tmp_path)
+    try:
+        attached = {dict(k)["probe"] for k, v in agent.scrape()["pktpath_probe_attached"].items() if v == 1}
+        log = agent.log()
+    finally:
+        assert agent.stop() == 0, agent.log()
+    order = re.findall(r"hop (\S+) attached \(", log)
+    assert order[0] == "kfree_skb", log
+    assert len(order) > 1 and set(order) >= attached - {"kfree_skb"}, (order, attached)
+    assert log.index("hop kfree_skb attached") < log.index("first probe attached")
