@@ -96,7 +96,8 @@ def _throughput(t: dict[str, Any], lines: list[str]) -> None:
         lines.append(f"  NOTE: {t['truncated']}")
     lines.append(f"  agent = default config, attaches {', '.join(t.get('agent_default_hops', [])) or '?'}")
     if "agent-drops" in t.get("conditions", []):
-        lines.append("  agent-drops = kfree_skb only (probes.exclude: every other hop): the always-on drop counting")
+        lines.append("  agent-drops = kfree_skb only (probes.exclude: every other hop; one_in, drop_one_in 0):"
+                     " the always-on drop counting alone")
     lines.append(f"  {'workload':<9}{'condition':<12}{'n':>3}{'median pkt/s':>14}{'min':>12}{'max':>12}"
                  f"{'vs baseline':>13}{'per-round ratio':>20}   target")
     for workload, conds in t["summary"].items():

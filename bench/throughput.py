@@ -18,8 +18,8 @@ baseline, ...) so that drift (thermal, other load on the machine) lands on all o
   baseline     nothing of ours attached
   agent        `pktpath run` with its default config: drop counting always, packet paths in 1 s
                sampling windows every 10 s (the path hooks attached only around them), no exporter
-  agent-drops  `pktpath run` with every hop but kfree_skb excluded: the always-on drop counting
-               alone (left out when the agent attaches nothing else)
+  agent-drops  `pktpath run` with every hop but kfree_skb excluded and no drop capture
+               (sampling.one_in and drop_one_in 0): the always-on drop counting alone
   bpftrace     a bare counter, tracepoint:skb:kfree_skb { @[reason] = count(); }, the reference floor
 """
 
@@ -244,7 +244,10 @@ def condition(name: str, binary: str, exclude: list[str], bt_variant: dict[str, 
     if name == "baseline":
         yield None
     elif name in AGENT_CONDITIONS:
-        extra = f"probes:\n  exclude: [{', '.join(exclude)}]\n" if name == "agent-drops" else ""
+        # agent-drops: the drop counter alone, as before paths were on by default (no path hook,
+        # no drop capture): what issue 10 holds within a point of its earlier figure.
+        extra = (f"probes:\n  exclude: [{', '.join(exclude)}]\nsampling:\n  one_in: 0\n  drop_one_in: 0\n"
+                 if name == "agent-drops" else "")
         with AgentRun(binary, extra_yaml=extra) as agent:
             agent.start_ready()
             info["agent_pid"] = agent.pid

@@ -541,18 +541,20 @@ static __always_inline void path_drop(struct sk_buff *skb, __u32 reason, __u64 l
 		return;
 	if (path_hop(skb, 1, HOP_DROP, skb->dev, 0, reason, location, 1))
 		return;
-	/* A drop is seen once, so a random draw is fine here.  In a drop storm
-	 * the budget runs out first: check it before reading the header. */
-	if (bpf_get_prandom_u32() < cfg->drop_sample_below) {
+	/* A drop is seen once, so a random draw is fine here; at 1 in 1 (the
+	 * default) no draw is needed.  In a drop storm the budget runs out
+	 * first: check it before reading the header. */
+	if (cfg->drop_sample_below < 1ULL << 32 && bpf_get_prandom_u32() >= cfg->drop_sample_below)
+		return;
+	if (budget_spent(BUDGET_DROP, cfg->max_drop_paths, bpf_ktime_get_ns() >> BUDGET_WINDOW_SHIFT)) {
+		stat_inc(STAT_DROP_BUDGET);
+		return;
+	}
+	{
 		struct pkt_header h = {};
-		int hdr;
-
-		if (budget_spent(BUDGET_DROP, cfg->max_drop_paths, bpf_ktime_get_ns() >> BUDGET_WINDOW_SHIFT)) {
-			stat_inc(STAT_DROP_BUDGET);
-			return;
-		}
 		/* A truncated packet is kept too: its path says what it lacks. */
-		hdr = read_header(skb, &h);
+		int hdr = read_header(skb, &h);
+
 		if (hdr != PKT_NOT_IP)
 			path_start(cfg, skb, &h, 0, 0, dev_netns(skb->dev), HOP_DROP, skb->dev, EV_BY_DROP, reason,
 				   location);
