@@ -93,7 +93,9 @@ class Agent:
             # Parsed once (10 ms, several MB): the engine checks hop targets in it, the
             # collector reads drop reasons from it.  Without BTF the engine says why.
             btf = libbpf.Btf.parse(self.host.vmlinux_btf) if self.host.has_btf() else None
-            engine = start_engine(self.cfg, self.host, follows, btf)
+            # Logged the moment it happens (the other hops load after it): start-up's one promise.
+            engine = start_engine(self.cfg, self.host, follows, btf, first_attached=lambda at: log.info(
+                "first probe attached %.1f ms after start", (at - started_at) * 1000))
         except BaseException:
             listener.close()
             raise
@@ -101,9 +103,6 @@ class Agent:
         report = kernel.report
         server: MetricsServer | None = None
         try:
-            if report.first_attach_monotonic is not None:
-                log.info("first probe attached %.1f ms after start",
-                         (report.first_attach_monotonic - started_at) * 1000)
             if paths and exporting:
                 self.tracing = self._build_tracing()
             # Before any path can start: the agent's own connections are never followed.

@@ -166,6 +166,7 @@ class Engine:
         self.host = host or Host()
         self._obj: libbpf.BpfObject | None = None
         self._late_objs: list[libbpf.BpfObject] = []  # attach_late(): programs sharing _obj's maps
+        self._first_attached: Callable[[float], None] | None = None
         self._shared_btf = kernel_btf
         self._kernel_btf: libbpf.Btf | None = kernel_btf  # else parsed on first need, then freed
         # Links of each attached hop, and the programs of its family (to attach again after
@@ -179,9 +180,12 @@ class Engine:
 
     # -- lifecycle ---------------------------------------------------------
 
-    def start(self, verify: Callable[[libbpf.Btf], None] | None = None) -> AttachReport:
+    def start(self, verify: Callable[[libbpf.Btf], None] | None = None,
+              first_attached: Callable[[float], None] | None = None) -> AttachReport:
         """Load and attach. `verify(object BTF)` runs between load and attach, so an
-        ABI mismatch stops start-up before any probe fires."""
+        ABI mismatch stops start-up before any probe fires.  `first_attached(monotonic time)` is
+        called the moment the first probe is attached, before the second load."""
+        self._first_attached = first_attached
         self.host.require_bpf()
         if not os.path.exists(self.object_path):
             raise KernelError(f"{self.object_path}: BPF object missing; build it with `make build`")
@@ -662,19 +666,23 @@ class Engine:
                 self._hop_links[status.hop] = links
                 self._hop_programs[status.hop] = [progs[spec.name] for spec in specs]
                 status.attached = family
-                if self.report.first_attach_monotonic is None:
-                    self.report.first_attach_monotonic = time.monotonic()
+                first_at = time.monotonic() if self.report.first_attach_monotonic is None else None
+                if first_at is not None:
+                    self.report.first_attach_monotonic = first_at
                 log.info("hop %s attached (%s: %s)", status.hop, family, ", ".join(s.section for s in specs))
+                if first_at is not None and self._first_attached is not None:
+                    self._first_attached(first_at)
 
 
 
-def start_engine(cfg: Config, host: Host, paths: bool, kernel_btf: libbpf.Btf | None = None) -> Engine:
+def start_engine(cfg: Config, host: Host, paths: bool, kernel_btf: libbpf.Btf | None = None,
+                 first_attached: Callable[[float], None] | None = None) -> Engine:
     """The agent's engine, loaded and attached, its ABI checked; KernelError under probes.strict when
     a hop did not attach."""
     from exporter.model import abi
 
     engine = Engine(EngineOptions.for_config(cfg, paths), host=host, kernel_btf=kernel_btf)
-    report = engine.start(verify=abi.check_against)
+    report = engine.start(verify=abi.check_against, first_attached=first_attached)
     if cfg.probes.strict and report.missing:
         engine.close()
         raise KernelError(f"probes.strict: hop(s) not attached: {', '.join(report.missing)}")
