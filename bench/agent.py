@@ -54,8 +54,14 @@ class AgentRun:
         self._lines: list[tuple[float, str]] = []
         self._cond = threading.Condition()
         self.spawned_at = time.monotonic()
-        self.proc = subprocess.Popen([self.binary, "run", "-c", str(cfg)], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            [self.binary, "run", "-c", str(cfg)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
         self._reader = threading.Thread(target=self._read_stderr, name="agent-stderr", daemon=True)
         self._reader.start()
         self.port: int | None = None

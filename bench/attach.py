@@ -90,6 +90,7 @@ def _log(msg: str) -> None:
 
 # -- clocks and counters ------------------------------------------------------
 
+
 class RealClock:
     """The host's clock, read from inside a guest: the mtime the host gives a file on a shared 9p
     directory when the guest sets it to "now" (utime(path, None); the 9p server sets it with
@@ -159,6 +160,7 @@ def foreign_on(hooks: Sequence[str]) -> list[str]:
 
 # -- the engine, as the agent builds it ----------------------------------------
 
+
 def start_engine(mode: str) -> tuple[Any, Any]:
     """The agent's engine with paths on and every other key at its default, probes.mode = `mode`."""
     from exporter.config import load_config
@@ -170,8 +172,19 @@ def start_engine(mode: str) -> tuple[Any, Any]:
 
 
 def _rows(timings: Sequence[Any], op: str, **extra: Any) -> list[dict[str, Any]]:
-    return [{"hop": t.hop, "family": t.family, "links": t.links, "op": op, "wall_s": t.wall_s, "cpu_s": t.cpu_s,
-             **({"error": t.error} if t.error else {}), **extra} for t in timings]
+    return [
+        {
+            "hop": t.hop,
+            "family": t.family,
+            "links": t.links,
+            "op": op,
+            "wall_s": t.wall_s,
+            "cpu_s": t.cpu_s,
+            **({"error": t.error} if t.error else {}),
+            **extra,
+        }
+        for t in timings
+    ]
 
 
 class Edge:
@@ -182,15 +195,20 @@ class Edge:
     def __init__(self, clock: RealClock | None) -> None:
         self.clock = clock
 
-    def run(self, call: Callable[[], Sequence[Any]], op: str, parallel: bool = False,
-            **extra: Any) -> dict[str, Any]:
+    def run(self, call: Callable[[], Sequence[Any]], op: str, parallel: bool = False, **extra: Any) -> dict[str, Any]:
         real0 = self.clock.now() if self.clock else None
         wall, cpu = time.perf_counter(), time.thread_time()
         timings = call()
         wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
-        row: dict[str, Any] = {"op": op, "hops": len(timings), "links": sum(t.links for t in timings),
-                               "wall_s": wall, "cpu_s": cpu + (sum(t.cpu_s for t in timings) if parallel else 0.0),
-                               "hop_wall_s": {t.hop: t.wall_s for t in timings}, **extra}
+        row: dict[str, Any] = {
+            "op": op,
+            "hops": len(timings),
+            "links": sum(t.links for t in timings),
+            "wall_s": wall,
+            "cpu_s": cpu + (sum(t.cpu_s for t in timings) if parallel else 0.0),
+            "hop_wall_s": {t.hop: t.wall_s for t in timings},
+            **extra,
+        }
         if real0 is not None and self.clock is not None:
             row["real_s"] = self.clock.interval(real0)
         errors = [f"{t.hop}: {t.error}" for t in timings if t.error]
@@ -199,11 +217,11 @@ class Edge:
         return row
 
 
-def _phase(result: dict[str, Any], name: str, edges: int, started_ns: int, t0: float,
-           ipis0: dict[str, int]) -> None:
+def _phase(result: dict[str, Any], name: str, edges: int, started_ns: int, t0: float, ipis0: dict[str, int]) -> None:
     ipis = interrupts(None)
     result.setdefault("phases", {})[name] = {
-        "edges": edges, "seconds": round(time.monotonic() - t0, 2),
+        "edges": edges,
+        "seconds": round(time.monotonic() - t0, 2),
         "rcu_kthreads_ms_per_edge": per_edge((rcu_kthreads_ns() - started_ns) / 1e6, edges),
         "ipis_per_edge": {k: per_edge(ipis[k] - ipis0[k], edges) for k in ipis if k in ipis0},
     }
@@ -221,8 +239,9 @@ def per_hop(engine: Any, hops: list[str], reps: int, gap: float) -> list[dict[st
     return rows
 
 
-def group(engine: Any, hops: list[str], reps: int, gap: float, clock: RealClock | None,
-          reattach: bool) -> list[dict[str, Any]]:
+def group(
+    engine: Any, hops: list[str], reps: int, gap: float, clock: RealClock | None, reattach: bool
+) -> list[dict[str, Any]]:
     """2 x reps windows: attach all, detach all (serial, then parallel threads every other time).
     `reattach`: then reps more with an attach right after the detach (tracepoints: the attach after
     a 1 -> 0 transition waits for a grace period, tracepoint_add_func -> tp_rcu_cond_sync)."""
@@ -232,8 +251,14 @@ def group(engine: Any, hops: list[str], reps: int, gap: float, clock: RealClock 
         parallel = rep % 2 == 1
         rows.append(edge.run(functools.partial(engine.attach_hops, hops), "attach", rep=rep))
         time.sleep(gap)
-        rows.append(edge.run(functools.partial(engine.detach_hops, hops, parallel=parallel),
-                             "detach-parallel" if parallel else "detach", parallel=parallel, rep=rep))
+        rows.append(
+            edge.run(
+                functools.partial(engine.detach_hops, hops, parallel=parallel),
+                "detach-parallel" if parallel else "detach",
+                parallel=parallel,
+                rep=rep,
+            )
+        )
         time.sleep(gap)
     for rep in range(reps if reattach else 0):
         engine.attach_hops(hops)
@@ -257,8 +282,7 @@ def scaling(engine: Any, hops: list[str], reps: int, gap: float) -> list[dict[st
             row = edge.run(functools.partial(engine.attach_hops, some), "attach")
             rows.append({**row, "k": k, "how": "attach", "rep": rep})
             time.sleep(gap)
-            row = edge.run(functools.partial(engine.detach_hops, some, parallel=parallel), "detach",
-                           parallel=parallel)
+            row = edge.run(functools.partial(engine.detach_hops, some, parallel=parallel), "detach", parallel=parallel)
             rows.append({**row, "k": k, "how": "parallel" if parallel else "serial", "rep": rep})
             time.sleep(gap)
     return rows
@@ -280,21 +304,44 @@ def kprobe_multi(functions: list[str], reps: int, gap: float) -> dict[str, Any]:
             for rep in range(2 * reps):
                 wall, cpu = time.perf_counter(), time.thread_time()
                 link = prog.attach_kprobe_multi(functions[:k])
-                rows.append({"k": k, "how": "attach", "rep": rep, "wall_s": time.perf_counter() - wall,
-                             "cpu_s": time.thread_time() - cpu})
+                rows.append(
+                    {
+                        "k": k,
+                        "how": "attach",
+                        "rep": rep,
+                        "wall_s": time.perf_counter() - wall,
+                        "cpu_s": time.thread_time() - cpu,
+                    }
+                )
                 time.sleep(gap)
                 wall, cpu = time.perf_counter(), time.thread_time()
                 link.destroy()
-                rows.append({"k": k, "how": "detach", "rep": rep, "wall_s": time.perf_counter() - wall,
-                             "cpu_s": time.thread_time() - cpu})
+                rows.append(
+                    {
+                        "k": k,
+                        "how": "detach",
+                        "rep": rep,
+                        "wall_s": time.perf_counter() - wall,
+                        "cpu_s": time.thread_time() - cpu,
+                    }
+                )
                 time.sleep(gap)
     finally:
         obj.close()
     return {"functions": functions, "rows": rows}
 
 
-def measure_mode(mode: str, families: Sequence[str] | None, reps: int, hop_reps: int, gap: float, scale_reps: int,
-                 clock: RealClock | None, deadline: float, log: Callable[[str], None]) -> dict[str, Any]:
+def measure_mode(
+    mode: str,
+    families: Sequence[str] | None,
+    reps: int,
+    hop_reps: int,
+    gap: float,
+    scale_reps: int,
+    clock: RealClock | None,
+    deadline: float,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     """One probes.mode.  Per family: each hop alone (hop_reps), detaching k together (function
     families); the family as one group when it is the mode's only one or the tracepoints (whose group
     edge is cheap); and, when the mode has several families, every path hop as one group: the window
@@ -311,7 +358,9 @@ def measure_mode(mode: str, families: Sequence[str] | None, reps: int, hop_reps:
         res["always_on"] = [h for h in report.attached if h not in family_of]
         res["path_hops_not_attached"] = {
             h: "; ".join(f"{f}: {p}" for f, p in report.hops[h].problems.items()) or "no candidate"
-            for h in PATH_ONLY_PROGRAMS if h in report.hops and h not in family_of}
+            for h in PATH_ONLY_PROGRAMS
+            if h in report.hops and h not in family_of
+        }
         res["shared_with_others_at_start"] = foreign_on(path)
         engine.detach_hops(path)  # a closed window: only the always-on programs stay
         res["families"] = {}
@@ -322,13 +371,24 @@ def measure_mode(mode: str, families: Sequence[str] | None, reps: int, hop_reps:
             f: dict[str, Any] = {"hops": hops}
             res["families"][fam] = f
             phases: list[tuple[str, Callable[[], list[dict[str, Any]]], int]] = [
-                ("per_hop", functools.partial(per_hop, engine, hops, hop_reps, gap), 2 * hop_reps * len(hops))]
+                ("per_hop", functools.partial(per_hop, engine, hops, hop_reps, gap), 2 * hop_reps * len(hops))
+            ]
             if fam == "tracepoint" or len(fams) == 1:
-                phases.append(("group", functools.partial(group, engine, hops, reps, gap, clock, fam == "tracepoint"),
-                               4 * reps + (4 * reps if fam == "tracepoint" else 0)))
+                phases.append(
+                    (
+                        "group",
+                        functools.partial(group, engine, hops, reps, gap, clock, fam == "tracepoint"),
+                        4 * reps + (4 * reps if fam == "tracepoint" else 0),
+                    )
+                )
             if fam != "tracepoint":
-                phases.append(("scaling", functools.partial(scaling, engine, hops, scale_reps, gap),
-                               4 * scale_reps * len({k for k in SCALE_KS if k < len(hops)} | {len(hops)})))
+                phases.append(
+                    (
+                        "scaling",
+                        functools.partial(scaling, engine, hops, scale_reps, gap),
+                        4 * scale_reps * len({k for k in SCALE_KS if k < len(hops)} | {len(hops)}),
+                    )
+                )
             for name, run_phase, edges in phases:
                 if time.monotonic() > deadline:
                     f.setdefault("skipped", []).append(name)
@@ -339,8 +399,11 @@ def measure_mode(mode: str, families: Sequence[str] | None, reps: int, hop_reps:
                 _phase(f, name, edges, r0, p0, i0)
                 log(f"  {name}: {edges} edges in {time.monotonic() - p0:.1f} s")
         if "kprobe" in fams and REF_OBJECT.exists() and time.monotonic() < deadline:
-            targets = list(dict.fromkeys(spec.target for h in path if family_of[h] == "kprobe"
-                                         for spec in report.hops[h].families["kprobe"]))
+            targets = list(
+                dict.fromkeys(
+                    spec.target for h in path if family_of[h] == "kprobe" for spec in report.hops[h].families["kprobe"]
+                )
+            )
             log(f"attach: {mode}: kprobe.multi reference over up to {len(targets)} functions ...")
             r0, p0, i0 = rcu_kthreads_ns(), time.monotonic(), interrupts(None)
             try:
@@ -362,6 +425,7 @@ def measure_mode(mode: str, families: Sequence[str] | None, reps: int, hop_reps:
 
 
 # -- what the rest of the machine notices: a flood during the edges ------------
+
 
 class Toggler(threading.Thread):
     """Attaches and detaches `hops` back to back on TOGGLER_CPU until stopped; counts edges, its own
@@ -407,10 +471,14 @@ class Toggler(threading.Thread):
     def stats(self) -> dict[str, Any]:
         seconds = self.ended - self.started
         per_hop_s = self.attached_s / len(self.fires) if self.fires else 0.0
-        return {"edges": self.edges, "seconds": seconds, "edges_per_s": self.edges / seconds if seconds else 0.0,
-                "cpu_share": self.cpu_s / seconds if seconds else 0.0,
-                "fired_attached_share": per_hop_s / seconds if seconds else 0.0,
-                **({"error": self.error} if self.error else {})}
+        return {
+            "edges": self.edges,
+            "seconds": seconds,
+            "edges_per_s": self.edges / seconds if seconds else 0.0,
+            "cpu_share": self.cpu_s / seconds if seconds else 0.0,
+            "fired_attached_share": per_hop_s / seconds if seconds else 0.0,
+            **({"error": self.error} if self.error else {}),
+        }
 
 
 def measure_flood(rounds: int, seconds: float, log: Callable[[str], None]) -> dict[str, Any]:
@@ -421,14 +489,36 @@ def measure_flood(rounds: int, seconds: float, log: Callable[[str], None]) -> di
     engine, report = start_engine("auto")
     path = [h for h in PATH_ONLY_PROGRAMS if h in report.hops and report.hops[h].attached]
     unfired = [h for h in path if h not in FLOOD_FIRES]
-    res: dict[str, Any] = {"rounds": rounds, "seconds_per_trial": seconds, "payload_bytes": PAYLOAD,
-                           "hops": path, "unfired": unfired, "fired": [h for h in path if h in FLOOD_FIRES],
-                           "trials": [], "discarded_trials": []}
+    res: dict[str, Any] = {
+        "rounds": rounds,
+        "seconds_per_trial": seconds,
+        "payload_bytes": PAYLOAD,
+        "hops": path,
+        "unfired": unfired,
+        "fired": [h for h in path if h in FLOOD_FIRES],
+        "trials": [],
+        "discarded_trials": [],
+    }
     try:
         engine.detach_hops(path)
         with NetPair() as pair:
-            pair.exec(pair.rx_ns, "iptables", "-w", "-A", "INPUT", "-p", "udp", "--dport", str(PORTS["drop"]),
-                      "-m", "length", "--length", str(PAYLOAD + IP_UDP_HEADERS), "-j", "DROP")
+            pair.exec(
+                pair.rx_ns,
+                "iptables",
+                "-w",
+                "-A",
+                "INPUT",
+                "-p",
+                "udp",
+                "--dport",
+                str(PORTS["drop"]),
+                "-m",
+                "length",
+                "--length",
+                str(PAYLOAD + IP_UDP_HEADERS),
+                "-j",
+                "DROP",
+            )
             server = IperfServer(pair, PORTS["drop"], RECEIVER_CPU)
             try:
                 for rnd in range(1, rounds + 1):
@@ -438,9 +528,11 @@ def measure_flood(rounds: int, seconds: float, log: Callable[[str], None]) -> di
                             t = _flood_trial(engine, pair, cond, path, unfired, seconds, iperf_trial)
                             t.update(round=rnd, condition=cond, attempt=attempt)
                             t["disturbed"] = disturbed({**t, "workload": "drop"})
-                            log(f"  flood round {rnd} {cond:<15}{t['pps']:>11,.0f} pkt/s"
+                            log(
+                                f"  flood round {rnd} {cond:<15}{t['pps']:>11,.0f} pkt/s"
                                 + (f", {t['toggler']['edges_per_s']:.0f} edges/s" if "toggler" in t else "")
-                                + (f"  (disturbed: {t['disturbed']})" if t["disturbed"] else ""))
+                                + (f"  (disturbed: {t['disturbed']})" if t["disturbed"] else "")
+                            )
                             if t["disturbed"] is None or attempt == 2:
                                 break
                             res["discarded_trials"].append(t)
@@ -453,8 +545,15 @@ def measure_flood(rounds: int, seconds: float, log: Callable[[str], None]) -> di
     return res
 
 
-def _flood_trial(engine: Any, pair: Any, cond: str, path: list[str], unfired: list[str], seconds: float,
-                 iperf_trial: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+def _flood_trial(
+    engine: Any,
+    pair: Any,
+    cond: str,
+    path: list[str],
+    unfired: list[str],
+    seconds: float,
+    iperf_trial: Callable[..., dict[str, Any]],
+) -> dict[str, Any]:
     toggler = None
     if cond == "attached":
         engine.attach_hops(path)
@@ -476,8 +575,9 @@ def _flood_trial(engine: Any, pair: Any, cond: str, path: list[str], unfired: li
     after = tracing_programs()
     t["ipis_cpu0"] = {k: irq1[k] - irq0[k] for k in irq1 if k in irq0}
     me = (os.getpid(),)
-    t["foreign_tracing_programs"] = max(s.foreign(me) for s in (seen, after) if s is not None) \
-        if seen is not None or after is not None else None
+    t["foreign_tracing_programs"] = (
+        max(s.foreign(me) for s in (seen, after) if s is not None) if seen is not None or after is not None else None
+    )
     if toggler:
         t["toggler"] = toggler.stats()
     return t
@@ -497,20 +597,28 @@ def summarize_flood(trials: list[dict[str, Any]]) -> dict[str, Any]:
         rows = clean(cond)
         if not rows:
             continue
-        s: dict[str, Any] = {"n": len(rows), "pps": med[cond],
-                             "disturbed": sum(1 for t in trials if t["condition"] == cond and t.get("disturbed")),
-                             "cal_ipis_per_s": statistics.median(t["ipis_cpu0"].get("CAL", 0) / t["seconds"]
-                                                                 for t in rows)}
+        s: dict[str, Any] = {
+            "n": len(rows),
+            "pps": med[cond],
+            "disturbed": sum(1 for t in trials if t["condition"] == cond and t.get("disturbed")),
+            "cal_ipis_per_s": statistics.median(t["ipis_cpu0"].get("CAL", 0) / t["seconds"] for t in rows),
+        }
         if "none" in med and cond != "none":
             s["vs_none"] = med[cond] / med["none"]
         togg = [t["toggler"] for t in rows if "toggler" in t]
         if togg and "none" in med:
             eps = statistics.median(x["edges_per_s"] for x in togg)
             share = statistics.median(x["fired_attached_share"] for x in togg)
-            s.update(edges_per_s=eps, toggler_cpu_share=statistics.median(x["cpu_share"] for x in togg),
-                     fired_attached_share=share)
-            exp = expected_pps(med["none"], med["attached"], share) if cond == "toggle-all" and "attached" in med \
+            s.update(
+                edges_per_s=eps,
+                toggler_cpu_share=statistics.median(x["cpu_share"] for x in togg),
+                fired_attached_share=share,
+            )
+            exp = (
+                expected_pps(med["none"], med["attached"], share)
+                if cond == "toggle-all" and "attached" in med
                 else None
+            )
             s.update(edge_disturbance(med["none"], med[cond], eps, exp), pps_expected=exp)
             none_cal = out.get("none", {}).get("cal_ipis_per_s")
             if none_cal is not None and eps:
@@ -520,6 +628,7 @@ def summarize_flood(trials: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # -- one kernel ---------------------------------------------------------------
+
 
 def summarize(result: dict[str, Any]) -> None:
     """(Re)compute every summary from the raw rows."""
@@ -542,16 +651,28 @@ def window_costs(result: dict[str, Any]) -> list[dict[str, Any]]:
     priced at each of PERIODS."""
     out = []
     for mode, mres in result.get("modes", {}).items():
-        unit = mres.get("window") or (next(iter(mres["families"].values())) if len(mres.get("families", {})) == 1
-                                      else None)
+        unit = mres.get("window") or (
+            next(iter(mres["families"].values())) if len(mres.get("families", {})) == 1 else None
+        )
         g = (unit or {}).get("group_summary") or {}
         if not g.get("attach") or not g.get("detach") or not g["attach"]["cpu_ms"]:
             continue
         a, d = g["attach"], g["detach"]
         for period, window in PERIODS:
-            out.append({"mode": mode, "hops": len(unit["hops"]) if unit else 0,
-                        **window_cost(a["cpu_ms"]["median"], d["cpu_ms"]["median"], a["wall_ms"]["median"],
-                                      d["wall_ms"]["median"], period, window)})
+            out.append(
+                {
+                    "mode": mode,
+                    "hops": len(unit["hops"]) if unit else 0,
+                    **window_cost(
+                        a["cpu_ms"]["median"],
+                        d["cpu_ms"]["median"],
+                        a["wall_ms"]["median"],
+                        d["wall_ms"]["median"],
+                        period,
+                        window,
+                    ),
+                }
+            )
     return out
 
 
@@ -559,9 +680,14 @@ def measure(args: argparse.Namespace, deadline: float, log: Callable[[str], None
     from exporter.loader import libbpf
 
     result: dict[str, Any] = {
-        "kernel": platform.release(), "cpus": os.cpu_count(), "libbpf": libbpf.version(),
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "libbpf": libbpf.version(),
         "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "reps": args.reps, "gap_ms": args.gap * 1e3, "scale_reps": args.scale_reps, "modes": {},
+        "reps": args.reps,
+        "gap_ms": args.gap * 1e3,
+        "scale_reps": args.scale_reps,
+        "modes": {},
         "guest_clock": "instructions (-icount)" if args.real_clock else "real",
         "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
     }
@@ -573,9 +699,17 @@ def measure(args: argparse.Namespace, deadline: float, log: Callable[[str], None
         result["real_clock_latency_ms"] = clock.latency_s * 1e3
     for spec in args.modes.split(","):
         mode, _, fams = spec.partition(":")
-        result["modes"][mode] = measure_mode(mode, fams.split("+") if fams else None, args.reps,
-                                             args.hop_reps or args.reps, args.gap, args.scale_reps, clock, deadline,
-                                             log)
+        result["modes"][mode] = measure_mode(
+            mode,
+            fams.split("+") if fams else None,
+            args.reps,
+            args.hop_reps or args.reps,
+            args.gap,
+            args.scale_reps,
+            clock,
+            deadline,
+            log,
+        )
     if args.flood:
         log(f"attach: flood, {args.flood_rounds} round(s) x {len(FLOOD_CONDITIONS)} conditions ...")
         result["flood"] = measure_flood(args.flood_rounds, args.flood_seconds, log)
@@ -590,8 +724,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hop-reps", type=int, default=None, help="each hop alone (default: --reps)")
     p.add_argument("--gap", type=float, default=GAP_S, help="seconds between an attach and its detach, and after")
     p.add_argument("--scale-reps", type=int, default=SCALE_REPS)
-    p.add_argument("--modes", default="auto",
-                   help="probes.mode values, comma-separated; mode:fam1+fam2 measures only those families")
+    p.add_argument(
+        "--modes",
+        default="auto",
+        help="probes.mode values, comma-separated; mode:fam1+fam2 measures only those families",
+    )
     p.add_argument("--flood", action="store_true", help="also the UDP flood during edges (host)")
     p.add_argument("--flood-rounds", type=int, default=FLOOD_ROUNDS)
     p.add_argument("--flood-seconds", type=float, default=FLOOD_SECONDS)
@@ -599,15 +736,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-limit", type=float, default=HOST_TIME_LIMIT_S)
     p.add_argument("--output", type=Path, required=True)
     args = p.parse_args(argv)
-    return worker_main("bench.attach", args.output, args.time_limit, lambda deadline: measure(args, deadline, _log),
-                       (BenchError, PktpathError, OSError))
+    return worker_main(
+        "bench.attach",
+        args.output,
+        args.time_limit,
+        lambda deadline: measure(args, deadline, _log),
+        (BenchError, PktpathError, OSError),
+    )
 
 
 # -- one run, host then guests (python -m bench --only attach) ------------------
 
+
 def _worker(out: Path, reps: int, modes: str, time_limit: float, extra: Sequence[str] = ()) -> list[str]:
-    return [sys.executable, "-m", "bench.attach", "--output", str(out), "--reps", str(reps), "--modes", modes,
-            "--time-limit", f"{time_limit:g}", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "bench.attach",
+        "--output",
+        str(out),
+        "--reps",
+        str(reps),
+        "--modes",
+        modes,
+        "--time-limit",
+        f"{time_limit:g}",
+        *extra,
+    ]
 
 
 def _wait_quiet(log: Callable[[str], None]) -> dict[str, Any]:
@@ -615,8 +770,16 @@ def _wait_quiet(log: Callable[[str], None]) -> dict[str, Any]:
     sits on a path tracepoint; go ahead after that and say what was seen."""
     from bench.hops import _other_qemu
 
-    hooks = ("netif_receive_skb", "net_dev_queue", "net_dev_xmit", "fib_table_lookup", "fib6_table_lookup",
-             "consume_skb", "skb_copy_datagram_iovec", "sk_data_ready")
+    hooks = (
+        "netif_receive_skb",
+        "net_dev_queue",
+        "net_dev_xmit",
+        "fib_table_lookup",
+        "fib6_table_lookup",
+        "consume_skb",
+        "skb_copy_datagram_iovec",
+        "sk_data_ready",
+    )
     t0 = time.monotonic()
     while True:
         qemu, shared = _other_qemu(), foreign_on(hooks)
@@ -655,23 +818,45 @@ def _guest(work: Path, series: str, reps: int, log: Callable[[str], None]) -> di
     others = _other_qemu()
     log(f"attach: booting {series} under QEMU ({GUEST_QEMU_OPTS}), {reps} repetitions ...")
     qemus: set[str] = set()
-    cmd = _worker(out, reps, "auto,kprobe:kprobe", GUEST_TIME_LIMIT_S,
-                  ["--real-clock", str(results / "clock"), "--hop-reps", str(GUEST_HOP_REPS),
-                   "--scale-reps", str(GUEST_SCALE_REPS)])
+    cmd = _worker(
+        out,
+        reps,
+        "auto,kprobe:kprobe",
+        GUEST_TIME_LIMIT_S,
+        [
+            "--real-clock",
+            str(results / "clock"),
+            "--hop-reps",
+            str(GUEST_HOP_REPS),
+            "--scale-reps",
+            str(GUEST_SCALE_REPS),
+        ],
+    )
     started = time.monotonic()
     run = guest_run(series, cmd, results, GUEST_TIME_LIMIT_S + 180, log, qemus, set())
     if isinstance(run, str):
         return {"status": f"skipped: {run}"}
     doc = read_worker_result(out, f"the {series} guest")
-    doc.update(guest=run.describe(), guest_seconds=round(time.monotonic() - started, 1),
-               kernel_package=kernel_package(series), qemu_opts=GUEST_QEMU_OPTS,
-               other_qemu_at_start=len(others), qemu_processes_seen=sorted(qemus),
-               host_loadavg_end=Path("/proc/loadavg").read_text().split()[:3])
+    doc.update(
+        guest=run.describe(),
+        guest_seconds=round(time.monotonic() - started, 1),
+        kernel_package=kernel_package(series),
+        qemu_opts=GUEST_QEMU_OPTS,
+        other_qemu_at_start=len(others),
+        qemu_processes_seen=sorted(qemus),
+        host_loadavg_end=Path("/proc/loadavg").read_text().split()[:3],
+    )
     return doc
 
 
-def measure_attach(out: dict[str, Any], reps: int, flood_rounds: int, log: Callable[[str], None],
-                   host: bool = True, guests: Sequence[str] = (GUEST_SERIES,)) -> None:
+def measure_attach(
+    out: dict[str, Any],
+    reps: int,
+    flood_rounds: int,
+    log: Callable[[str], None],
+    host: bool = True,
+    guests: Sequence[str] = (GUEST_SERIES,),
+) -> None:
     """This machine's kernel, then each guest, into `out` keyed host / guest-<series>; filled as each
     part ends, so an interrupted run keeps what was measured."""
     with tempfile.TemporaryDirectory(prefix="pktpath-attach-") as tmp:
@@ -722,19 +907,27 @@ def _med(row: dict[str, Any] | None, what: str) -> float:
 
 def _scaling_line(row: dict[str, Any], par: dict[str, Any] | None, att: dict[str, Any] | None) -> str:
     label = f"  {row['k']} together"
-    return (f"  {label:<{LABEL}}{'':>5}  attach {_med(att, 'wall_ms'):.1f} ms (CPU {_med(att, 'cpu_ms'):.1f});"
-            f" detach serial {row['wall_ms']['median']:.1f} ms (CPU {row['cpu_ms']['median']:.1f}, wall"
-            f" {row['wall_ms_per_hook']:.1f} per hook), thread per hop {_med(par, 'wall_ms'):.1f} ms"
-            f" (CPU {_med(par, 'cpu_ms'):.1f})")
+    return (
+        f"  {label:<{LABEL}}{'':>5}  attach {_med(att, 'wall_ms'):.1f} ms (CPU {_med(att, 'cpu_ms'):.1f});"
+        f" detach serial {row['wall_ms']['median']:.1f} ms (CPU {row['cpu_ms']['median']:.1f}, wall"
+        f" {row['wall_ms_per_hook']:.1f} per hook), thread per hop {_med(par, 'wall_ms'):.1f} ms"
+        f" (CPU {_med(par, 'cpu_ms'):.1f})"
+    )
 
 
 def _phase_lines(phases: dict[str, Any], lines: list[str]) -> None:
-    rcu = ", ".join(f"{k} {v['rcu_kthreads_ms_per_edge']:.3f}" for k, v in phases.items()
-                    if v.get("rcu_kthreads_ms_per_edge") is not None)
+    rcu = ", ".join(
+        f"{k} {v['rcu_kthreads_ms_per_edge']:.3f}"
+        for k, v in phases.items()
+        if v.get("rcu_kthreads_ms_per_edge") is not None
+    )
     if rcu:
         lines.append(f"  {'':<{LABEL}}RCU kthreads' run time per edge, ms: {rcu}")
-    ipis = ", ".join(f"{k} {v['ipis_per_edge']['CAL']:.1f}" for k, v in phases.items()
-                     if (v.get("ipis_per_edge") or {}).get("CAL") is not None)
+    ipis = ", ".join(
+        f"{k} {v['ipis_per_edge']['CAL']:.1f}"
+        for k, v in phases.items()
+        if (v.get("ipis_per_edge") or {}).get("CAL") is not None
+    )
     if ipis:
         lines.append(f"  {'':<{LABEL}}function-call IPIs per edge, all CPUs: {ipis}")
 
@@ -744,14 +937,17 @@ def _kprobe_multi_lines(km: dict[str, Any], lines: list[str]) -> None:
         lines.append(f"  kprobe.multi reference: {km['error']}")
         return
     rows = km.get("summary") or []
-    lines.append(f"  kprobe.multi reference (an empty program, one link over k of the {len(km['functions'])}"
-                 " functions):")
+    lines.append(
+        f"  kprobe.multi reference (an empty program, one link over k of the {len(km['functions'])} functions):"
+    )
     for k in dict.fromkeys(r["k"] for r in rows):
         att = next((r for r in rows if r["k"] == k and r["how"] == "attach"), None)
         det = next((r for r in rows if r["k"] == k and r["how"] == "detach"), None)
         label = f"  {k} in one link"
-        lines.append(f"  {label:<{LABEL}}{'':>5}  attach {_med(att, 'wall_ms'):.1f} ms (CPU {_med(att, 'cpu_ms'):.1f});"
-                     f" detach {_med(det, 'wall_ms'):.1f} ms (CPU {_med(det, 'cpu_ms'):.1f})")
+        lines.append(
+            f"  {label:<{LABEL}}{'':>5}  attach {_med(att, 'wall_ms'):.1f} ms (CPU {_med(att, 'cpu_ms'):.1f});"
+            f" detach {_med(det, 'wall_ms'):.1f} ms (CPU {_med(det, 'cpu_ms'):.1f})"
+        )
     _phase_lines(km.get("phases", {}), lines)
 
 
@@ -761,18 +957,25 @@ def _group_lines(what: str, n: int, links: int, g: dict[str, Any], lines: list[s
         lines.append(_row("  detach, thread per hop", "", None, g["detach-parallel"]))
     if "attach-after-detach" in g:
         lines.append(_row("  attach < 1 GP after detach", "", g["attach-after-detach"], None))
-    real = [f"{op} {g[op]['real_ms']['median']:.1f} (p95 {g[op]['real_ms']['p95']:.1f})"
-            for op in ("attach", "detach", "detach-parallel") if "real_ms" in (g.get(op) or {})]
+    real = [
+        f"{op} {g[op]['real_ms']['median']:.1f} (p95 {g[op]['real_ms']['p95']:.1f})"
+        for op in ("attach", "detach", "detach-parallel")
+        if "real_ms" in (g.get(op) or {})
+    ]
     if real:
         lines.append(f"  {'':<{LABEL}}real time on the host, ms: {'; '.join(real)}")
 
 
 def _mode_lines(mode: str, m: dict[str, Any], lines: list[str]) -> None:
     fams = ", ".join(f"{f}: {len(v['hops'])}" for f, v in m["families"].items())
-    lines.append(f"  probes.mode {mode} ({fams} path hops); always attached: {', '.join(m['always_on']) or '-'};"
-                 f" others' programs on the path hooks: {', '.join(m['shared_with_others_at_start']) or 'none'}")
-    lines.append(f"  {'hook (family)':<{LABEL}}{'links':>5}  {'attach wall':>16}{'attach CPU':>16}"
-                 f" {'detach wall':>16}{'detach CPU':>16}")
+    lines.append(
+        f"  probes.mode {mode} ({fams} path hops); always attached: {', '.join(m['always_on']) or '-'};"
+        f" others' programs on the path hooks: {', '.join(m['shared_with_others_at_start']) or 'none'}"
+    )
+    lines.append(
+        f"  {'hook (family)':<{LABEL}}{'links':>5}  {'attach wall':>16}{'attach CPU':>16}"
+        f" {'detach wall':>16}{'detach CPU':>16}"
+    )
     lines.append(f"  {'':<{LABEL}}{'':>5}  " + "  median     p95" * 2 + " " + "  median     p95" * 2)
     units = list(m["families"].items()) + ([("window", m["window"])] if "window" in m else [])
     for fam, unit in units:
@@ -797,13 +1000,17 @@ def _mode_lines(mode: str, m: dict[str, Any], lines: list[str]) -> None:
 def _machine_line(r: dict[str, Any]) -> str | None:
     if r.get("quiet"):
         q = r["quiet"]
-        return (f"  machine: waited {q['waited_s']:g} s for quiet; other QEMU guests {q['other_qemu']}; others'"
-                f" programs on path tracepoints: {', '.join(q['shared_tracepoints']) or 'none'};"
-                f" load avg {' '.join(r['loadavg_start'])} -> {' '.join(r['loadavg_end'])}")
+        return (
+            f"  machine: waited {q['waited_s']:g} s for quiet; other QEMU guests {q['other_qemu']}; others'"
+            f" programs on path tracepoints: {', '.join(q['shared_tracepoints']) or 'none'};"
+            f" load avg {' '.join(r['loadavg_start'])} -> {' '.join(r['loadavg_end'])}"
+        )
     if r.get("qemu_processes_seen") is not None:
         load = " ".join(r.get("host_loadavg_end", []))
-        return (f"  guest: {r.get('kernel_package', '?')}, {r.get('qemu_opts', '')}; QEMU processes seen on the"
-                f" host: {len(r['qemu_processes_seen'])}; host load avg at end {load}")
+        return (
+            f"  guest: {r.get('kernel_package', '?')}, {r.get('qemu_opts', '')}; QEMU processes seen on the"
+            f" host: {len(r['qemu_processes_seen'])}; host load avg at end {load}"
+        )
     return None
 
 
@@ -814,8 +1021,10 @@ def _kernel(label: str, r: dict[str, Any], lines: list[str]) -> None:
             lines.append(f"  {r['guest']}")
         return
     clock = "guest ms (-icount: instructions)" if r.get("guest_clock", "").startswith("instr") else "ms"
-    lines.append(f"Attach/detach of packet-path hooks, {label}: kernel {r['kernel']}, libbpf {r['libbpf']},"
-                 f" {r['reps']} reps {r['gap_ms']:.0f} ms apart; {clock}; CPU = the calling thread(s)")
+    lines.append(
+        f"Attach/detach of packet-path hooks, {label}: kernel {r['kernel']}, libbpf {r['libbpf']},"
+        f" {r['reps']} reps {r['gap_ms']:.0f} ms apart; {clock}; CPU = the calling thread(s)"
+    )
     machine = _machine_line(r)
     if machine:
         lines.append(machine)
@@ -827,34 +1036,44 @@ def _kernel(label: str, r: dict[str, Any], lines: list[str]) -> None:
     if costs:
         lines.append("  window edges priced: median CPU of attach + detach per period; opening edge's wall / window")
         for c in costs:
-            lines.append(f"    {c['mode']:<7}{c['hops']:>3} hops, period {c['period_s']:>3g} s, window"
-                         f" {c['window_s']:>3g} s: CPU {c['cpu_share_of_core']:.4%} of a core,"
-                         f" opening edge {c['blocked_share_of_window']:.3%} of the window")
+            lines.append(
+                f"    {c['mode']:<7}{c['hops']:>3} hops, period {c['period_s']:>3g} s, window"
+                f" {c['window_s']:>3g} s: CPU {c['cpu_share_of_core']:.4%} of a core,"
+                f" opening edge {c['blocked_share_of_window']:.3%} of the window"
+            )
     if "flood" in r:
         _flood(r["flood"], lines)
 
 
 def _flood(f: dict[str, Any], lines: list[str]) -> None:
-    lines.append(f"  flood: UDP {f['payload_bytes']}-byte payload dropped by iptables, sender on CPU 0, toggler on CPU"
-                 f" {TOGGLER_CPU}, {f['rounds']} round(s) x {f['seconds_per_trial']:g} s; the flood fires"
-                 f" {', '.join(f['fired'])}; not {', '.join(f['unfired'])}")
-    lines.append(f"  {'condition':<16}{'n':>3}{'pkt/s':>11}{'vs none':>9}{'edges/s':>9}{'toggler CPU':>12}"
-                 f"{'CAL IPIs/s':>11}{'+IPIs/edge':>11}{'flood CPU us/edge':>18}")
+    lines.append(
+        f"  flood: UDP {f['payload_bytes']}-byte payload dropped by iptables, sender on CPU 0, toggler on CPU"
+        f" {TOGGLER_CPU}, {f['rounds']} round(s) x {f['seconds_per_trial']:g} s; the flood fires"
+        f" {', '.join(f['fired'])}; not {', '.join(f['unfired'])}"
+    )
+    lines.append(
+        f"  {'condition':<16}{'n':>3}{'pkt/s':>11}{'vs none':>9}{'edges/s':>9}{'toggler CPU':>12}"
+        f"{'CAL IPIs/s':>11}{'+IPIs/edge':>11}{'flood CPU us/edge':>18}"
+    )
     for cond, s in f["summary"].items():
-        cells = [f"  {cond:<16}{s['n']:>3}{s['pps']:>11,.0f}",
-                 f"{s['vs_none']:>9.1%}" if "vs_none" in s else f"{'':>9}",
-                 f"{s['edges_per_s']:>9.0f}{s['toggler_cpu_share']:>12.1%}" if "edges_per_s" in s else f"{'':>21}",
-                 f"{s['cal_ipis_per_s']:>11,.0f}",
-                 f"{s['extra_cal_ipis_per_edge']:>11.1f}" if s.get("extra_cal_ipis_per_edge") is not None else " " * 11,
-                 f"{s['flood_cpu_us_per_edge']:>18.1f}" if s.get("flood_cpu_us_per_edge") is not None else ""]
+        cells = [
+            f"  {cond:<16}{s['n']:>3}{s['pps']:>11,.0f}",
+            f"{s['vs_none']:>9.1%}" if "vs_none" in s else f"{'':>9}",
+            f"{s['edges_per_s']:>9.0f}{s['toggler_cpu_share']:>12.1%}" if "edges_per_s" in s else f"{'':>21}",
+            f"{s['cal_ipis_per_s']:>11,.0f}",
+            f"{s['extra_cal_ipis_per_edge']:>11.1f}" if s.get("extra_cal_ipis_per_edge") is not None else " " * 11,
+            f"{s['flood_cpu_us_per_edge']:>18.1f}" if s.get("flood_cpu_us_per_edge") is not None else "",
+        ]
         line = "".join(cells).rstrip()
         if s.get("disturbed"):
             line += f"  [{s['disturbed']} disturbed]"
         lines.append(line)
     tog = f["summary"].get("toggle-all", {})
     if tog.get("pps_expected"):
-        lines.append(f"  toggle-all: the hooks the flood fires were attached {tog['fired_attached_share']:.0%} of the"
-                     f" time, worth {tog['pps_expected']:,.0f} pkt/s by themselves; its loss per edge is against that")
+        lines.append(
+            f"  toggle-all: the hooks the flood fires were attached {tog['fired_attached_share']:.0%} of the"
+            f" time, worth {tog['pps_expected']:,.0f} pkt/s by themselves; its loss per edge is against that"
+        )
 
 
 def render(a: dict[str, Any], lines: list[str]) -> None:

@@ -38,8 +38,7 @@ def summary_ms(seconds: Iterable[float]) -> dict[str, float] | None:
     ms = [s * 1e3 for s in seconds]
     if not ms:
         return None
-    return {"n": len(ms), "median": statistics.median(ms), "p95": percentile(ms, 95),
-            "min": min(ms), "max": max(ms)}
+    return {"n": len(ms), "median": statistics.median(ms), "p95": percentile(ms, 95), "min": min(ms), "max": max(ms)}
 
 
 def summarize_ops(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, dict[str, Any]]:
@@ -52,8 +51,10 @@ def summarize_ops(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, dict
         mine = [r for r in rows if str(r[key]) == name]
         for op in dict.fromkeys(r["op"] for r in mine):
             these = [r for r in mine if r["op"] == op and not r.get("error")]
-            s: dict[str, Any] = {"wall_ms": summary_ms(r["wall_s"] for r in these),
-                                 "cpu_ms": summary_ms(r["cpu_s"] for r in these)}
+            s: dict[str, Any] = {
+                "wall_ms": summary_ms(r["wall_s"] for r in these),
+                "cpu_ms": summary_ms(r["cpu_s"] for r in these),
+            }
             real = [r["real_s"] for r in these if r.get("real_s") is not None]
             if real:
                 s["real_ms"] = summary_ms(real)
@@ -65,8 +66,14 @@ def summarize_ops(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, dict
     return out
 
 
-def window_cost(attach_cpu_ms: float, detach_cpu_ms: float, attach_wall_ms: float, detach_wall_ms: float,
-                period_s: float, window_s: float) -> dict[str, float]:
+def window_cost(
+    attach_cpu_ms: float,
+    detach_cpu_ms: float,
+    attach_wall_ms: float,
+    detach_wall_ms: float,
+    period_s: float,
+    window_s: float,
+) -> dict[str, float]:
     """What one window (one attach edge and one detach edge per period) costs.
 
     cpu_share_of_core: the edges' CPU time per period, as a fraction of one core.
@@ -92,8 +99,9 @@ def expected_pps(pps_none: float, pps_attached: float, attached_share: float) ->
     return attached_share * pps_attached + (1.0 - attached_share) * pps_none
 
 
-def edge_disturbance(pps_none: float, pps: float, edges_per_s: float,
-                     pps_expected: float | None = None) -> dict[str, Any]:
+def edge_disturbance(
+    pps_none: float, pps: float, edges_per_s: float, pps_expected: float | None = None
+) -> dict[str, Any]:
     """What other work on the machine loses to attach/detach edges.
 
     A flood pinned to one CPU sends `pps` while edges happen at `edges_per_s`, against `pps_none`
@@ -118,6 +126,13 @@ def scaling_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         for how in dict.fromkeys(r["how"] for r in rows if int(r["k"]) == k):
             these = [r for r in rows if int(r["k"]) == k and r["how"] == how]
             wall = summary_ms(r["wall_s"] for r in these)
-            out.append({"k": k, "how": how, "wall_ms": wall, "cpu_ms": summary_ms(r["cpu_s"] for r in these),
-                        "wall_ms_per_hook": wall["median"] / k if wall else None})
+            out.append(
+                {
+                    "k": k,
+                    "how": how,
+                    "wall_ms": wall,
+                    "cpu_ms": summary_ms(r["cpu_s"] for r in these),
+                    "wall_ms_per_hook": wall["median"] / k if wall else None,
+                }
+            )
     return out

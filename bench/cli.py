@@ -40,28 +40,55 @@ TRIAL_SECONDS = 10.0
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="one round, short trials: a smoke run (~1 min)")
-    p.add_argument("--only", choices=("startup", "scrape", "throughput", "paths", "hops", "attach"),
-                   help="run one part only (scrape: /metrics under concurrent scrapers; paths: packet-path costs; "
-                        "hops: each attach family's cost per hop, on this kernel and in a 6.12 guest under QEMU; "
-                        "attach: what attaching and detaching the path hooks costs, here and in guests; "
-                        "paths, hops and attach run only when asked for)")
-    p.add_argument("--guest", default="6.12", metavar="SERIES",
-                   help="hops, attach: the stock kernel to boot under QEMU (scripts/vm/fetch-kernels); 'none' to skip; "
-                        "attach takes a comma-separated list (6.12,6.1)")
+    p.add_argument(
+        "--only",
+        choices=("startup", "scrape", "throughput", "paths", "hops", "attach"),
+        help="run one part only (scrape: /metrics under concurrent scrapers; paths: packet-path costs; "
+        "hops: each attach family's cost per hop, on this kernel and in a 6.12 guest under QEMU; "
+        "attach: what attaching and detaching the path hooks costs, here and in guests; "
+        "paths, hops and attach run only when asked for)",
+    )
+    p.add_argument(
+        "--guest",
+        default="6.12",
+        metavar="SERIES",
+        help="hops, attach: the stock kernel to boot under QEMU (scripts/vm/fetch-kernels); 'none' to skip; "
+        "attach takes a comma-separated list (6.12,6.1)",
+    )
     p.add_argument("--no-host", action="store_true", help="hops, attach: measure in the guest only")
-    p.add_argument("--reps", type=int, default=None,
-                   help=f"attach: repetitions of each attach/detach (default {REPS}; --quick: 10)")
+    p.add_argument(
+        "--reps",
+        type=int,
+        default=None,
+        help=f"attach: repetitions of each attach/detach (default {REPS}; --quick: 10)",
+    )
     p.add_argument("--rounds", type=int, default=None, help="throughput rounds (default 3; --quick: 1)")
-    p.add_argument("--seconds", type=float, default=None,
-                   help="seconds per throughput trial (default 10, a window period; --quick: 2)")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="seconds per throughput trial (default 10, a window period; --quick: 2)",
+    )
     p.add_argument("--starts", type=int, default=None, help="agent start-ups to time (default 10; --quick: 3)")
-    p.add_argument("--scrape-seconds", type=float, default=None,
-                   help=f"length of the scrape storm, {SCRAPERS} scrapers (default 10; --quick: 5)")
-    p.add_argument("--pktpath", metavar="PATH", default=None,
-                   help="the pktpath console script to measure (default: beside this python, else PATH)")
+    p.add_argument(
+        "--scrape-seconds",
+        type=float,
+        default=None,
+        help=f"length of the scrape storm, {SCRAPERS} scrapers (default 10; --quick: 5)",
+    )
+    p.add_argument(
+        "--pktpath",
+        metavar="PATH",
+        default=None,
+        help="the pktpath console script to measure (default: beside this python, else PATH)",
+    )
     p.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results file (default {RESULTS})")
-    p.add_argument("--summary-dir", type=Path, default=RESULTS_DIR,
-                   help=f"where the summary JSON goes (default {RESULTS_DIR}); named <commit>[-dirty]-<part>.json")
+    p.add_argument(
+        "--summary-dir",
+        type=Path,
+        default=RESULTS_DIR,
+        help=f"where the summary JSON goes (default {RESULTS_DIR}); named <commit>[-dirty]-<part>.json",
+    )
     return p
 
 
@@ -76,8 +103,14 @@ def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
 
 
 def _environment(binary: str) -> dict[str, Any]:
-    cpu_model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                      if ln.startswith("model name")), "?")
+    cpu_model = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        "?",
+    )
     return {
         "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "kernel": platform.release(),
@@ -120,8 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.pktpath:
         # The summary names the commit of this tree; an agent from elsewhere is its own business.
         source["pktpath_from"] = binary
-    results: dict[str, Any] = {"status": "running", "quick": args.quick, "source": source,
-                               "environment": _environment(binary)}
+    results: dict[str, Any] = {
+        "status": "running",
+        "quick": args.quick,
+        "source": source,
+        "environment": _environment(binary),
+    }
     seen = tracing_programs()
     if seen is not None:
         results["environment"]["tracing_programs_at_start"] = seen.foreign()
@@ -150,17 +187,29 @@ def main(argv: list[str] | None = None) -> int:
             # Own bounds (the host part and the VM each have a time limit): a guest under software
             # emulation takes minutes, far past TIME_LIMIT_S.  Trials default to 2 s here.
             results["hops"] = {}
-            measure_hops(results["hops"], args.rounds or (1 if args.quick else None),
-                         args.seconds or (1.0 if args.quick else 2.0), 1.0 if args.quick else 2.0, _log,
-                         host=not args.no_host, guest=None if args.guest == "none" else args.guest)
+            measure_hops(
+                results["hops"],
+                args.rounds or (1 if args.quick else None),
+                args.seconds or (1.0 if args.quick else 2.0),
+                1.0 if args.quick else 2.0,
+                _log,
+                host=not args.no_host,
+                guest=None if args.guest == "none" else args.guest,
+            )
         if args.only == "attach":
             if shutil.which("iperf3") is None:
                 raise BenchError("iperf3 not installed (make deps-bench)")
             # Own bounds, like hops: each kernel's run has a time limit, a guest's is minutes.
             results["attach"] = {}
             guests = [] if args.guest == "none" else [g for g in args.guest.split(",") if g]
-            measure_attach(results["attach"], args.reps or (10 if args.quick else REPS),
-                           args.rounds or (1 if args.quick else 5), _log, host=not args.no_host, guests=guests)
+            measure_attach(
+                results["attach"],
+                args.reps or (10 if args.quick else REPS),
+                args.rounds or (1 if args.quick else 5),
+                _log,
+                host=not args.no_host,
+                guests=guests,
+            )
         results["status"] = "ok"
     except KeyboardInterrupt:
         results["status"] = "interrupted"
@@ -180,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     _log(f"results: {args.output}")
     summary_path = args.summary_dir / summary_name(source, args.only or "default", args.quick)
     summary_path.parent.mkdir(parents=True, exist_ok=True)
-    summary_path.write_text(json.dumps(summary(results, printed, argv if argv is not None else sys.argv[1:]),
-                                       indent=1) + "\n")
+    summary_path.write_text(
+        json.dumps(summary(results, printed, argv if argv is not None else sys.argv[1:]), indent=1) + "\n"
+    )
     _log(f"summary: {summary_path}" + (" (uncommitted changes: not for docs/benchmarks.md)" if source["dirty"] else ""))
     return status

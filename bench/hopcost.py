@@ -23,8 +23,13 @@ from bench.stats import summarize
 NONE = "none"  # the condition with nothing attached
 # What `pktpath`'s loader calls each flavor (exporter/loader/probes.py); tp_btf is the tracepoint flavor
 # the agent uses, raw_tp and classic (perf) tracepoints are measured for comparison only.
-FLAVOR_FAMILY = {"tp_btf": "tracepoint", "raw_tp": "tracepoint", "tracepoint": "tracepoint",
-                 "fentry": "fentry", "kprobe": "kprobe"}
+FLAVOR_FAMILY = {
+    "tp_btf": "tracepoint",
+    "raw_tp": "tracepoint",
+    "tracepoint": "tracepoint",
+    "fentry": "fentry",
+    "kprobe": "kprobe",
+}
 AGENT_FLAVOR = {"tracepoint": "tp_btf", "fentry": "fentry", "kprobe": "kprobe"}
 
 
@@ -76,8 +81,11 @@ def summarize_end_to_end(trials: Sequence[dict[str, Any]], variants: Sequence[st
     for name in [NONE, *variants]:
         every = [t for t in trials if t["variant"] == name]
         rows = _clean(every)
-        paired = [(t["round"], t["pps"] / base[t["round"]], added_ns(t["pps"], base[t["round"]]))
-                  for t in rows if t["round"] in base and t["pps"] > 0]
+        paired = [
+            (t["round"], t["pps"] / base[t["round"]], added_ns(t["pps"], base[t["round"]]))
+            for t in rows
+            if t["round"] in base and t["pps"] > 0
+        ]
         out[name] = {
             "pps": summarize([t["pps"] for t in rows]),
             "ratio": summarize([r for _rnd, r, _ns in paired]),
@@ -146,8 +154,9 @@ def agent_choice(candidates: Sequence[str], working: Iterable[str]) -> str | Non
     return next((f for f in candidates if f in ok), None)
 
 
-def compare_families(hop: str, end_to_end: Mapping[str, Any], body: str,
-                     agent_candidates: Sequence[str]) -> dict[str, Any]:
+def compare_families(
+    hop: str, end_to_end: Mapping[str, Any], body: str, agent_candidates: Sequence[str]
+) -> dict[str, Any]:
     """For one hop and one program body: each family's end-to-end cost (the flavor the agent
     would attach), the cheapest one measured, the one the agent would choose, and whether the
     order between them held in every round."""
@@ -161,8 +170,12 @@ def compare_families(hop: str, end_to_end: Mapping[str, Any], body: str,
     cheapest = min(costs, key=lambda f: costs[f]) if costs else None
     chosen = agent_choice(agent_candidates, costs)
     out: dict[str, Any] = {
-        "hop": hop, "body": body, "added_ns": costs, "cheapest": cheapest,
-        "agent_candidates": list(agent_candidates), "agent_choice": chosen,
+        "hop": hop,
+        "body": body,
+        "added_ns": costs,
+        "cheapest": cheapest,
+        "agent_candidates": list(agent_candidates),
+        "agent_choice": chosen,
     }
     tp = costs.get("tracepoint")
     if tp:

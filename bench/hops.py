@@ -245,15 +245,22 @@ def _trial(pair: NetPair, seconds: float, count_drops: bool = False) -> dict[str
     return t
 
 
-def measure(rounds: int, seconds: float, stats_seconds: float, deadline: float,
-            log: Callable[[str], None]) -> dict[str, Any]:
+def measure(
+    rounds: int, seconds: float, stats_seconds: float, deadline: float, log: Callable[[str], None]
+) -> dict[str, Any]:
     result: dict[str, Any] = {
-        "kernel": platform.release(), "cpus": os.cpu_count(), "rounds_planned": rounds,
-        "seconds_per_trial": seconds, "stats_seconds": stats_seconds, "payload_bytes": PAYLOAD,
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "rounds_planned": rounds,
+        "seconds_per_trial": seconds,
+        "stats_seconds": stats_seconds,
+        "payload_bytes": PAYLOAD,
         "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "tracefs": os.path.exists("/sys/kernel/tracing/events"),
         "hops": {h: {"pktpath_hop": p, "hooked": w} for h, (p, w) in HOPS.items()},
-        "trials": [], "discarded_trials": [], "stats_runs": [],
+        "trials": [],
+        "discarded_trials": [],
+        "stats_runs": [],
     }
     if not OBJECT.exists():
         raise BenchError(f"{OBJECT} missing: make -C bench/bpf")
@@ -266,15 +273,31 @@ def measure(rounds: int, seconds: float, stats_seconds: float, deadline: float,
         for lv in loaded:
             lv.load()
         result["load_seconds"] = round(time.monotonic() - t0, 2)
-        result["variants"] = {lv.variant.name: ({"program": lv.program} if lv.ok else {"unavailable": lv.error})
-                              for lv in loaded}
+        result["variants"] = {
+            lv.variant.name: ({"program": lv.program} if lv.ok else {"unavailable": lv.error}) for lv in loaded
+        }
         ready = [lv for lv in loaded if lv.ok]
         for lv in loaded:
             if not lv.ok:
                 log(f"  {lv.variant.name}: unavailable: {lv.error}")
         with NetPair() as pair:
-            pair.exec(pair.rx_ns, "iptables", "-w", "-A", "INPUT", "-p", "udp", "--dport", str(PORTS["drop"]),
-                      "-m", "length", "--length", str(PAYLOAD + IP_UDP_HEADERS), "-j", "DROP")
+            pair.exec(
+                pair.rx_ns,
+                "iptables",
+                "-w",
+                "-A",
+                "INPUT",
+                "-p",
+                "udp",
+                "--dport",
+                str(PORTS["drop"]),
+                "-m",
+                "length",
+                "--length",
+                str(PAYLOAD + IP_UDP_HEADERS),
+                "-j",
+                "DROP",
+            )
             server = IperfServer(pair, PORTS["drop"], RECEIVER_CPU if (os.cpu_count() or 1) > 1 else None)
             try:
                 _rounds(pair, ready, rounds, seconds, deadline, result, log)
@@ -298,13 +321,21 @@ def summarize_result(result: dict[str, Any]) -> None:
     result["in_program"] = summarize_in_program(result["stats_runs"], names)
     result["comparisons"] = [
         compare_families(hop, result["end_to_end"], body, result["agent_candidates"][hop])
-        for hop in HOPS for body in ("empty", "body", "body+paths")
+        for hop in HOPS
+        for body in ("empty", "body", "body+paths")
         if any(n.startswith(f"{hop}/") and n.endswith(f"/{body}") for n in names)
     ]
 
 
-def _rounds(pair: NetPair, ready: list[Loaded], rounds: int, seconds: float, deadline: float,
-            result: dict[str, Any], log: Callable[[str], None]) -> None:
+def _rounds(
+    pair: NetPair,
+    ready: list[Loaded],
+    rounds: int,
+    seconds: float,
+    deadline: float,
+    result: dict[str, Any],
+    log: Callable[[str], None],
+) -> None:
     # Two baselines per round, half a round apart: one per round would pair every variant with a
     # trial up to a whole round away, and the machine drifts more than the smallest costs measured.
     half = len(ready) // 2
@@ -324,8 +355,10 @@ def _rounds(pair: NetPair, ready: list[Loaded], rounds: int, seconds: float, dea
                     t = _trial(pair, seconds)
                 t.update(round=rnd, variant=name, attempt=attempt)
                 t["disturbed"] = disturbed({**t, "workload": "drop"})
-                log(f"  round {rnd} {name:<26} {t['pps']:>11,.0f} pkt/s"
-                    + (f"  (disturbed: {t['disturbed']})" if t["disturbed"] else ""))
+                log(
+                    f"  round {rnd} {name:<26} {t['pps']:>11,.0f} pkt/s"
+                    + (f"  (disturbed: {t['disturbed']})" if t["disturbed"] else "")
+                )
                 if t["disturbed"] is None or attempt == 2:
                     break
                 result["discarded_trials"].append(t)
@@ -334,8 +367,15 @@ def _rounds(pair: NetPair, ready: list[Loaded], rounds: int, seconds: float, dea
     result["rounds_done"] = max((t["round"] for t in result["trials"]), default=0)
 
 
-def _stats_pass(pair: NetPair, ready: list[Loaded], seconds: float, passes: int, deadline: float,
-                result: dict[str, Any], log: Callable[[str], None]) -> None:
+def _stats_pass(
+    pair: NetPair,
+    ready: list[Loaded],
+    seconds: float,
+    passes: int,
+    deadline: float,
+    result: dict[str, Any],
+    log: Callable[[str], None],
+) -> None:
     if time.monotonic() + len(ready) * (seconds + 3) > deadline:
         result["stats_skipped"] = "no time left before the deadline"
         log("hops: bpf_stats pass skipped: no time left")
@@ -351,11 +391,20 @@ def _stats_pass(pair: NetPair, ready: list[Loaded], seconds: float, passes: int,
                 with attached(lv):
                     t = _trial(pair, seconds, count_drops=True)
                 ns, runs = per_run_ns(c0, lv.counters())
-                row = {"variant": lv.variant.name, "round": rnd, "ns_per_run": ns, "run_cnt": runs,
-                       "packets": t["sent_packets"], "iptables_dropped": t["iptables_dropped"], "pps": t["pps"]}
+                row = {
+                    "variant": lv.variant.name,
+                    "round": rnd,
+                    "ns_per_run": ns,
+                    "run_cnt": runs,
+                    "packets": t["sent_packets"],
+                    "iptables_dropped": t["iptables_dropped"],
+                    "pps": t["pps"],
+                }
                 result["stats_runs"].append(row)
-                log(f"  stats {rnd} {lv.variant.name:<26} {ns if ns is None else round(ns, 1)} ns/run,"
-                    f" {runs:,} runs for {t['sent_packets']:,} packets")
+                log(
+                    f"  stats {rnd} {lv.variant.name:<26} {ns if ns is None else round(ns, 1)} ns/run,"
+                    f" {runs:,} runs for {t['sent_packets']:,} packets"
+                )
 
 
 # -- one run, both kernels (python -m bench --only hops) ------------------------
@@ -379,12 +428,26 @@ _TRACEFS_PRIVATE = 'mount -t tracefs nodev /sys/kernel/tracing && exec "$0" "$@"
 
 
 def _worker(out: Path, rounds: int, seconds: float, stats_seconds: float, time_limit: float) -> list[str]:
-    return [sys.executable, "-m", "bench.hops", "--output", str(out), "--rounds", str(rounds),
-            "--seconds", f"{seconds:g}", "--stats-seconds", f"{stats_seconds:g}", "--time-limit", f"{time_limit:g}"]
+    return [
+        sys.executable,
+        "-m",
+        "bench.hops",
+        "--output",
+        str(out),
+        "--rounds",
+        str(rounds),
+        "--seconds",
+        f"{seconds:g}",
+        "--stats-seconds",
+        f"{stats_seconds:g}",
+        "--time-limit",
+        f"{time_limit:g}",
+    ]
 
 
-def _host(workdir: Path, rounds: int, seconds: float, stats_seconds: float,
-          log: Callable[[str], None]) -> dict[str, Any]:
+def _host(
+    workdir: Path, rounds: int, seconds: float, stats_seconds: float, log: Callable[[str], None]
+) -> dict[str, Any]:
     out = workdir / "host.json"
     cmd = _worker(out, rounds, seconds, stats_seconds, HOST_TIME_LIMIT_S)
     if not os.path.exists("/sys/kernel/tracing/events"):
@@ -432,8 +495,9 @@ def _other_qemu() -> list[str]:
     return found
 
 
-def _follow(path: Path, stop: threading.Event, log: Callable[[str], None], qemus: set[str],
-            contended: set[tuple[int, str]]) -> None:
+def _follow(
+    path: Path, stop: threading.Event, log: Callable[[str], None], qemus: set[str], contended: set[tuple[int, str]]
+) -> None:
     """Relay the guest command's output (tee'd to the shared results dir) as it arrives, and note
     every QEMU seen meanwhile: a second one is someone else's guest competing for the two cores,
     which the guest itself cannot see (its clock follows the host's, so its CPU accounting does not
@@ -452,26 +516,35 @@ def _follow(path: Path, stop: threading.Event, log: Callable[[str], None], qemus
                 chunk = chunk[: chunk.rfind(b"\n") + 1]
                 pos += len(chunk)
                 for line in chunk.decode(errors="replace").splitlines():
-                    log(f"  [guest] {line}" + ("  (host shared with another QEMU)"
-                                               if shared and "-icount" not in GUEST_QEMU_OPTS else ""))
+                    log(
+                        f"  [guest] {line}"
+                        + ("  (host shared with another QEMU)" if shared and "-icount" not in GUEST_QEMU_OPTS else "")
+                    )
                     # A trial's line comes when it ends: it ran since the previous line.
                     if (m := _TRIAL_LINE.match(line)) and shared:
-                        contended.add((int(m.group(2)), m.group(3)) if m.group(1) == "round"
-                                      else (-int(m.group(2)), m.group(3)))
+                        contended.add(
+                            (int(m.group(2)), m.group(3)) if m.group(1) == "round" else (-int(m.group(2)), m.group(3))
+                        )
                     if m:
                         shared = len(running) > 1
         stop.wait(1.0)
 
 
-def guest_run(series: str, cmd: list[str], results: Path, timeout: float, log: Callable[[str], None],
-              qemus: set[str], contended: set[tuple[int, str]]) -> GuestResult | str:
+def guest_run(
+    series: str,
+    cmd: list[str],
+    results: Path,
+    timeout: float,
+    log: Callable[[str], None],
+    qemus: set[str],
+    contended: set[tuple[int, str]],
+) -> GuestResult | str:
     """Run a worker in the `series` guest (GUEST_QEMU_OPTS) while _follow relays its output and
     notes the QEMU processes seen; the guest's result, or why the VM could not start."""
     from tests.vm.runner import VMError, run_in_kernel
 
     stop = threading.Event()
-    follower = threading.Thread(target=_follow, args=(results / "guest.log", stop, log, qemus, contended),
-                                daemon=True)
+    follower = threading.Thread(target=_follow, args=(results / "guest.log", stop, log, qemus, contended), daemon=True)
     follower.start()
     try:
         return run_in_kernel(series, cmd, results, timeout=timeout, qemu_opts=GUEST_QEMU_OPTS)
@@ -482,8 +555,9 @@ def guest_run(series: str, cmd: list[str], results: Path, timeout: float, log: C
         follower.join(5)
 
 
-def _guest(workdir: Path, series: str, rounds: int, seconds: float, stats_seconds: float,
-           log: Callable[[str], None]) -> dict[str, Any]:
+def _guest(
+    workdir: Path, series: str, rounds: int, seconds: float, stats_seconds: float, log: Callable[[str], None]
+) -> dict[str, Any]:
     from tests.vm.runner import VMError, kernel_image, kernel_package
 
     try:
@@ -500,15 +574,27 @@ def _guest(workdir: Path, series: str, rounds: int, seconds: float, stats_second
     log(f"hops: booting {series} under QEMU (software emulation), {rounds} round(s) ...")
     qemus: set[str] = set()
     contended: set[tuple[int, str]] = set()  # (round, variant); stats passes as (-pass, variant)
-    run = guest_run(series, _worker(out, rounds, seconds, stats_seconds, GUEST_TIME_LIMIT_S), results,
-                    GUEST_TIME_LIMIT_S + 120 + 60, log, qemus, contended)
+    run = guest_run(
+        series,
+        _worker(out, rounds, seconds, stats_seconds, GUEST_TIME_LIMIT_S),
+        results,
+        GUEST_TIME_LIMIT_S + 120 + 60,
+        log,
+        qemus,
+        contended,
+    )
     if isinstance(run, str):
         return {"status": f"skipped: {run}"}
     doc = read_worker_result(out, f"the {series} guest")
-    doc.update(guest=run.describe(), guest_seconds=round(run.seconds, 1), kernel_package=kernel_package(series),
-               qemu_opts=GUEST_QEMU_OPTS,
-               waited_for_other_qemu_s=waited, qemu_processes_seen=sorted(qemus),
-               host_loadavg_end=Path("/proc/loadavg").read_text().split()[:3])
+    doc.update(
+        guest=run.describe(),
+        guest_seconds=round(run.seconds, 1),
+        kernel_package=kernel_package(series),
+        qemu_opts=GUEST_QEMU_OPTS,
+        waited_for_other_qemu_s=waited,
+        qemu_processes_seen=sorted(qemus),
+        host_loadavg_end=Path("/proc/loadavg").read_text().split()[:3],
+    )
     if "measured" in doc and "-icount" not in GUEST_QEMU_OPTS:
         # The guest cannot see that its vCPUs were descheduled (its clock follows the host's, so
         # iperf3's CPU figure stays near 100 %): the host marks those trials and summarizes again.
@@ -521,8 +607,15 @@ def _guest(workdir: Path, series: str, rounds: int, seconds: float, stats_second
     return doc
 
 
-def measure_hops(out: dict[str, Any], rounds: int | None, seconds: float, stats_seconds: float,
-                 log: Callable[[str], None], host: bool = True, guest: str | None = GUEST_SERIES) -> None:
+def measure_hops(
+    out: dict[str, Any],
+    rounds: int | None,
+    seconds: float,
+    stats_seconds: float,
+    log: Callable[[str], None],
+    host: bool = True,
+    guest: str | None = GUEST_SERIES,
+) -> None:
     """This machine's kernel, then `guest` under QEMU, into `out` keyed host / guest-<series>; filled
     as each half ends, so an interrupted guest half keeps the host half's numbers."""
     if not OBJECT.exists():
@@ -548,9 +641,13 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    return worker_main("bench.hops", args.output, args.time_limit,
-                       lambda deadline: measure(args.rounds, args.seconds, args.stats_seconds, deadline, log),
-                       (BenchError, libbpf.LibbpfError, OSError))
+    return worker_main(
+        "bench.hops",
+        args.output,
+        args.time_limit,
+        lambda deadline: measure(args.rounds, args.seconds, args.stats_seconds, deadline, log),
+        (BenchError, libbpf.LibbpfError, OSError),
+    )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,23 @@ class NetPair:
                 self.exec(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
                 self.exec(ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
                 self.exec(ns, "ip", "link", "set", "lo", "up")
-            run(["ip", "link", "add", self.tx_if, "netns", self.tx_ns, "type", "veth",
-                 "peer", "name", self.rx_if, "netns", self.rx_ns])
+            run(
+                [
+                    "ip",
+                    "link",
+                    "add",
+                    self.tx_if,
+                    "netns",
+                    self.tx_ns,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    self.rx_if,
+                    "netns",
+                    self.rx_ns,
+                ]
+            )
             for ns, dev, ip in ((self.tx_ns, self.tx_if, self.tx_ip), (self.rx_ns, self.rx_if, self.rx_ip)):
                 self.exec(ns, "ip", "addr", "add", f"{ip}/30", "dev", dev)
                 self.exec(ns, "ip", "link", "set", dev, "up")

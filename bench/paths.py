@@ -56,8 +56,14 @@ from bench.throughput import (
 # only its BPF programs run: the kernel side's cost, apart from the CPU the agent's own threads
 # take from the workload on a machine whose every core the benchmark keeps busy.  (Windows need
 # the agent's thread, so the default conditions are never paused.)
-OVERHEAD_CONDITIONS = ("baseline", "agent-drops", "agent-default", "agent-default-export", "agent-paths",
-                       "agent-paths-kernel")
+OVERHEAD_CONDITIONS = (
+    "baseline",
+    "agent-drops",
+    "agent-default",
+    "agent-default-export",
+    "agent-paths",
+    "agent-paths-kernel",
+)
 PAUSED_CONDITIONS = ("agent-paths-kernel",)
 OVERHEAD_ONE_IN = 1000
 WINDOW_PERIOD_S = 10  # the default sampling.window_period_seconds: a trial is a multiple of it
@@ -66,9 +72,15 @@ LOAD_RATES = (100, 1_000, 10_000)  # packets/s, every one a sampled path (one_in
 LOAD_SECONDS = 10.0
 BUDGET = 1000  # max_paths_per_second for the budget run
 HOPS_PER_PATH = 6  # synthetic paths: NETIF_RECEIVE, FIB_LOOKUP, DEV_QUEUE, DEV_XMIT, NETIF_RECEIVE, DROP
-_METRICS = ("pktpath_paths_started_total", "pktpath_sampled_paths_total", "pktpath_events_lost_total",
-            "pktpath_paths_refused_total", "pktpath_spans_dropped_total", "process_cpu_seconds_total",
-            "process_resident_memory_bytes")
+_METRICS = (
+    "pktpath_paths_started_total",
+    "pktpath_sampled_paths_total",
+    "pktpath_events_lost_total",
+    "pktpath_paths_refused_total",
+    "pktpath_spans_dropped_total",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+)
 
 
 def closed_port() -> int:
@@ -80,12 +92,15 @@ def closed_port() -> int:
 
 def export_yaml() -> str:
     """Spans exported to a closed port (all counted as dropped)."""
-    return (f"traces:\n  exporter: otlp\n  protocol: grpc\n  endpoint: \"http://127.0.0.1:{closed_port()}\"\n"
-            f"  export_timeout_ms: 200\n")
+    return (
+        f'traces:\n  exporter: otlp\n  protocol: grpc\n  endpoint: "http://127.0.0.1:{closed_port()}"\n'
+        f"  export_timeout_ms: 200\n"
+    )
 
 
-def paths_yaml(one_in: int, max_paths: int | None = None, drop_one_in: int | None = None,
-               src: str | None = None) -> str:
+def paths_yaml(
+    one_in: int, max_paths: int | None = None, drop_one_in: int | None = None, src: str | None = None
+) -> str:
     """Agent config sampling continuously 1 in `one_in`, with spans exported to a closed port."""
     y = export_yaml() + f"sampling:\n  continuous: true\n  one_in: {one_in}\n"
     if max_paths is not None:
@@ -117,6 +132,7 @@ def _sum(d: dict[str, float], prefix: str) -> float:
 
 # -- 1. overhead at 1 in 1000 ---------------------------------------------------------------
 
+
 def _agent_for(name: str, binary: str) -> AgentRun | None:
     if name == "baseline":
         return None
@@ -129,8 +145,9 @@ def _agent_for(name: str, binary: str) -> AgentRun | None:
     return AgentRun(binary, extra_yaml=paths_yaml(OVERHEAD_ONE_IN))
 
 
-def measure_overhead(pair: NetPair, binary: str, rounds: int, seconds: float, window: str, deadline: float,
-                     log: Callable[[str], None]) -> dict[str, Any]:
+def measure_overhead(
+    pair: NetPair, binary: str, rounds: int, seconds: float, window: str, deadline: float, log: Callable[[str], None]
+) -> dict[str, Any]:
     trials: list[dict[str, Any]] = []
     discarded: list[dict[str, Any]] = []
     hops: dict[str, list[str]] = {}
@@ -157,8 +174,10 @@ def measure_overhead(pair: NetPair, binary: str, rounds: int, seconds: float, wi
                     if agent:
                         t["agent"] = delta(scrape(agent), before)
                     t["disturbed"] = disturbed(t)
-                    log(f"  paths overhead round {rnd} {name:<12} {t['pps']:>12,.0f} pkt/s"
-                        + (f"  (disturbed: {t['disturbed']})" if t["disturbed"] else ""))
+                    log(
+                        f"  paths overhead round {rnd} {name:<12} {t['pps']:>12,.0f} pkt/s"
+                        + (f"  (disturbed: {t['disturbed']})" if t["disturbed"] else "")
+                    )
                     if t["disturbed"] is None or attempt > MAX_RETRIES or time.monotonic() + seconds + 5 > deadline:
                         break
                     discarded.append(t)
@@ -173,7 +192,9 @@ def measure_overhead(pair: NetPair, binary: str, rounds: int, seconds: float, wi
         s = summarize([t["pps"] for t in clean])
         b = summarize(list(base.values()))
         summary[name] = {
-            "pps": s, "trials_used": len(clean), "trials_disturbed": sum(1 for t in rows if t["disturbed"]),
+            "pps": s,
+            "trials_used": len(clean),
+            "trials_disturbed": sum(1 for t in rows if t["disturbed"]),
             "ratio_of_medians": ratio(s["median"] if s else None, b["median"] if b else None),
             "paired_ratio": summarize([t["pps"] / base[t["round"]] for t in clean if base.get(t["round"])]),
             "paths_started": sum(_sum(t.get("agent", {}), "pktpath_paths_started_total") for t in rows),
@@ -183,21 +204,50 @@ def measure_overhead(pair: NetPair, binary: str, rounds: int, seconds: float, wi
             "receiver_lost": sum(t["lost_packets"] for t in rows),
             "packets_sent": sum(t["sent_packets"] for t in rows),
         }
-    return {"one_in": OVERHEAD_ONE_IN, "seconds_per_trial": seconds, "target_loss": OVERHEAD_TARGET,
-            "hops": hops, "trials": trials, "discarded_trials": discarded, "summary": summary,
-            "rounds_done": max((t["round"] for t in trials), default=0)}
+    return {
+        "one_in": OVERHEAD_ONE_IN,
+        "seconds_per_trial": seconds,
+        "target_loss": OVERHEAD_TARGET,
+        "hops": hops,
+        "trials": trials,
+        "discarded_trials": discarded,
+        "summary": summary,
+        "rounds_done": max((t["round"] for t in trials), default=0),
+    }
 
 
 # -- 3. agent CPU and memory under load ------------------------------------------------------
 
+
 def rate_trial(pair: NetPair, pps: int, seconds: float) -> dict[str, Any]:
     """iperf3 at a fixed packet rate (-b is payload bits/s, -l fixes the payload size)."""
-    cmd = in_netns(pair.tx_ns, "iperf3", "-c", pair.rx_ip, "-p", str(PORTS["deliver"]), "-u", "-l", str(PAYLOAD),
-                   "-b", str(pps * PAYLOAD * 8), "-t", f"{seconds:g}", "-A", str(SENDER_CPU), "-J")
+    cmd = in_netns(
+        pair.tx_ns,
+        "iperf3",
+        "-c",
+        pair.rx_ip,
+        "-p",
+        str(PORTS["deliver"]),
+        "-u",
+        "-l",
+        str(PAYLOAD),
+        "-b",
+        str(pps * PAYLOAD * 8),
+        "-t",
+        f"{seconds:g}",
+        "-A",
+        str(SENDER_CPU),
+        "-J",
+    )
     doc = run_iperf(cmd, seconds, f"{pps} pkt/s")
     sent, received = doc["end"]["sum_sent"], doc["end"]["sum_received"]
-    return {"target_pps": pps, "sent_packets": int(sent["packets"]), "seconds": float(sent["seconds"]),
-            "pps": sent["packets"] / sent["seconds"], "lost_packets": int(received.get("lost_packets", 0))}
+    return {
+        "target_pps": pps,
+        "sent_packets": int(sent["packets"]),
+        "seconds": float(sent["seconds"]),
+        "pps": sent["packets"] / sent["seconds"],
+        "lost_packets": int(received.get("lost_packets", 0)),
+    }
 
 
 def _load_trial(pair: NetPair, agent: AgentRun, pps: int, seconds: float, label: str) -> dict[str, Any]:
@@ -208,20 +258,25 @@ def _load_trial(pair: NetPair, agent: AgentRun, pps: int, seconds: float, label:
     after = scrape(agent)
     wall = time.monotonic() - t0
     d = delta(after, before)
-    t.update(label=label, wall_seconds=wall, agent=d,
-             cpu_percent=d["process_cpu_seconds_total"] / wall * 100,
-             rss_mb=after["process_resident_memory_bytes"] / 2**20,
-             paths_started=_sum(d, "pktpath_paths_started_total"),
-             paths_finished=_sum(d, "pktpath_sampled_paths_total"),
-             paths_refused=_sum(d, "pktpath_paths_refused_total"),
-             events_lost=_sum(d, "pktpath_events_lost_total"),
-             spans_dropped=_sum(d, "pktpath_spans_dropped_total"),
-             status_kb=agent.status_kb())
+    t.update(
+        label=label,
+        wall_seconds=wall,
+        agent=d,
+        cpu_percent=d["process_cpu_seconds_total"] / wall * 100,
+        rss_mb=after["process_resident_memory_bytes"] / 2**20,
+        paths_started=_sum(d, "pktpath_paths_started_total"),
+        paths_finished=_sum(d, "pktpath_sampled_paths_total"),
+        paths_refused=_sum(d, "pktpath_paths_refused_total"),
+        events_lost=_sum(d, "pktpath_events_lost_total"),
+        spans_dropped=_sum(d, "pktpath_spans_dropped_total"),
+        status_kb=agent.status_kb(),
+    )
     return t
 
 
-def measure_load(pair: NetPair, binary: str, rounds: int, seconds: float, deadline: float,
-                 log: Callable[[str], None]) -> dict[str, Any]:
+def measure_load(
+    pair: NetPair, binary: str, rounds: int, seconds: float, deadline: float, log: Callable[[str], None]
+) -> dict[str, Any]:
     trials: list[dict[str, Any]] = []
     runs = [("unlimited", None), (f"budget {BUDGET}/s", BUDGET)]
     for rnd in range(1, rounds + 1):
@@ -232,50 +287,92 @@ def measure_load(pair: NetPair, binary: str, rounds: int, seconds: float, deadli
             with AgentRun(binary, extra_yaml=yaml) as agent:
                 agent.start_ready()
                 time.sleep(1.0)  # past the OTel SDK's lazy imports after 'serving'
-                for pps in (LOAD_RATES if budget is None else LOAD_RATES[-1:]):
+                for pps in LOAD_RATES if budget is None else LOAD_RATES[-1:]:
                     t = _load_trial(pair, agent, pps, seconds, label)
                     t["round"] = rnd
                     trials.append(t)
-                    log(f"  paths load round {rnd} {label:<14} {t['pps']:>8,.0f} pkt/s: agent {t['cpu_percent']:5.1f}%"
+                    log(
+                        f"  paths load round {rnd} {label:<14} {t['pps']:>8,.0f} pkt/s: agent {t['cpu_percent']:5.1f}%"
                         f" CPU, {t['rss_mb']:.1f} MB, started {t['paths_started']:,.0f}, refused"
-                        f" {t['paths_refused']:,.0f}, lost {t['events_lost']:,.0f}")
-    return {"seconds_per_trial": seconds, "budget": BUDGET, "trials": trials,
-            "rounds_done": max((t["round"] for t in trials), default=0)}
+                        f" {t['paths_refused']:,.0f}, lost {t['events_lost']:,.0f}"
+                    )
+    return {
+        "seconds_per_trial": seconds,
+        "budget": BUDGET,
+        "trials": trials,
+        "rounds_done": max((t["round"] for t in trials), default=0),
+    }
 
 
 # -- 2. the Python side, in process -------------------------------------------------------------
+
 
 def _synthetic(n_paths: int) -> tuple[list[Any], list[bytes]]:
     """n_paths x HOPS_PER_PATH HopEvents (and the same as raw ring records), path after path."""
     from exporter.model import abi
     from exporter.model.path import FibLookup, Hop, HopEvent, PacketHeader
 
-    seq = [(Hop.NETIF_RECEIVE, "HOP_NETIF_RECEIVE", "veth0"), (Hop.FIB_LOOKUP, "HOP_FIB_LOOKUP", ""),
-           (Hop.DEV_QUEUE, "HOP_DEV_QUEUE", "eth1"), (Hop.DEV_XMIT, "HOP_DEV_XMIT", "eth1"),
-           (Hop.NETIF_RECEIVE, "HOP_NETIF_RECEIVE", "veth1"), (Hop.DROP, "HOP_DROP", "veth1")]
+    seq = [
+        (Hop.NETIF_RECEIVE, "HOP_NETIF_RECEIVE", "veth0"),
+        (Hop.FIB_LOOKUP, "HOP_FIB_LOOKUP", ""),
+        (Hop.DEV_QUEUE, "HOP_DEV_QUEUE", "eth1"),
+        (Hop.DEV_XMIT, "HOP_DEV_XMIT", "eth1"),
+        (Hop.NETIF_RECEIVE, "HOP_NETIF_RECEIVE", "veth1"),
+        (Hop.DROP, "HOP_DROP", "veth1"),
+    ]
     events: list[Any] = []
     raws: list[bytes] = []
     ts = time.monotonic_ns()
     for p in range(n_paths):
         pid = p + 1
         sport = 10000 + p % 1000
-        header = PacketHeader(family=4, src="10.0.1.5", dst="10.0.2.9", protocol=17, sport=sport, dport=53,
-                              ttl=64, length=92, ip_id=p & 0xFFFF, extra=p)
+        header = PacketHeader(
+            family=4,
+            src="10.0.1.5",
+            dst="10.0.2.9",
+            protocol=17,
+            sport=sport,
+            dport=53,
+            ttl=64,
+            length=92,
+            ip_id=p & 0xFFFF,
+            extra=p,
+        )
         for i, (hop, hop_id, dev) in enumerate(seq):
             ts += 1500
-            events.append(HopEvent(
-                path_id=pid, hop=hop, ts_ns=ts, cpu=p % 2, ifindex=2 + i // 2, ifname=dev, netns=4026531840,
-                length=92, reason="NETFILTER_DROP" if hop is Hop.DROP else None,
-                table=254 if hop is Hop.FIB_LOOKUP else 0, out_ifname="eth1" if hop is Hop.FIB_LOOKUP else "",
-                fib_src="10.0.1.5" if hop is Hop.FIB_LOOKUP else "",
-                fib_dst="10.0.2.9" if hop is Hop.FIB_LOOKUP else "",
-                fib_lookup=FibLookup.ROUTE if hop is Hop.FIB_LOOKUP else None,
-                header=header if i == 0 else None))
-            r = abi.HopEventRaw(path_id=pid, ts_ns=ts, hop=abi.HOP_IDS[hop_id], cpu=p % 2, ifindex=2 + i // 2,
-                                netns=4026531840, len=92, reason=6 if hop is Hop.DROP else 0,
-                                table=254 if hop is Hop.FIB_LOOKUP else 0,
-                                flags=abi.EV_HEADER if i == 0 else 0, ifname=dev.encode(),
-                                out_ifname=b"eth1" if hop is Hop.FIB_LOOKUP else b"")
+            events.append(
+                HopEvent(
+                    path_id=pid,
+                    hop=hop,
+                    ts_ns=ts,
+                    cpu=p % 2,
+                    ifindex=2 + i // 2,
+                    ifname=dev,
+                    netns=4026531840,
+                    length=92,
+                    reason="NETFILTER_DROP" if hop is Hop.DROP else None,
+                    table=254 if hop is Hop.FIB_LOOKUP else 0,
+                    out_ifname="eth1" if hop is Hop.FIB_LOOKUP else "",
+                    fib_src="10.0.1.5" if hop is Hop.FIB_LOOKUP else "",
+                    fib_dst="10.0.2.9" if hop is Hop.FIB_LOOKUP else "",
+                    fib_lookup=FibLookup.ROUTE if hop is Hop.FIB_LOOKUP else None,
+                    header=header if i == 0 else None,
+                )
+            )
+            r = abi.HopEventRaw(
+                path_id=pid,
+                ts_ns=ts,
+                hop=abi.HOP_IDS[hop_id],
+                cpu=p % 2,
+                ifindex=2 + i // 2,
+                netns=4026531840,
+                len=92,
+                reason=6 if hop is Hop.DROP else 0,
+                table=254 if hop is Hop.FIB_LOOKUP else 0,
+                flags=abi.EV_HEADER if i == 0 else 0,
+                ifname=dev.encode(),
+                out_ifname=b"eth1" if hop is Hop.FIB_LOOKUP else b"",
+            )
             if hop is Hop.FIB_LOOKUP:
                 r.fib_family = 4
                 r.fib_saddr[:4] = [10, 0, 1, 5]
@@ -283,7 +380,15 @@ def _synthetic(n_paths: int) -> tuple[list[Any], list[bytes]]:
             if i == 0:
                 h = r.hdr
                 h.family, h.protocol, h.sport, h.dport, h.ttl, h.ip_len, h.ip_id, h.extra = (
-                    4, 17, sport, 53, 64, 92, p & 0xFFFF, p)
+                    4,
+                    17,
+                    sport,
+                    53,
+                    64,
+                    92,
+                    p & 0xFFFF,
+                    p,
+                )
                 h.saddr[:4] = [10, 0, 1, 5]
                 h.daddr[:4] = [10, 0, 2, 9]
             raws.append(bytes(r))
@@ -310,7 +415,7 @@ def _assemble(events: list[Any], sink: Callable[[Any], None], decode: Callable[[
     gc.collect()
     t0 = time.perf_counter()
     for i in range(0, len(events), batch):
-        for ev in events[i:i + batch]:
+        for ev in events[i : i + batch]:
             asm.add(decode(ev) if decode else ev)
         clock.now += 10_000_000
         asm.tick()
@@ -329,8 +434,13 @@ class _Receiver:
         import sys
 
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.otlp_receiver"], cwd=root, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.otlp_receiver"],
+            cwd=root,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().split()
         if len(line) != 2:
@@ -358,8 +468,7 @@ def measure_python(n_paths: int, repeats: int, log: Callable[[str], None]) -> di
     from exporter.traces.export import Tracing, build_tracing
 
     events, raws = _synthetic(n_paths)
-    decoder = EventDecoder(DropReasons([("SKB_DROP_REASON_NOT_SPECIFIED", 2),
-                                        ("SKB_DROP_REASON_NETFILTER_DROP", 6)]))
+    decoder = EventDecoder(DropReasons([("SKB_DROP_REASON_NOT_SPECIFIED", 2), ("SKB_DROP_REASON_NETFILTER_DROP", 6)]))
     spans_per_path = HOPS_PER_PATH + 1
     batch_spans = TracesConfig().max_export_batch_size
     paths: list[Any] = []
@@ -369,9 +478,14 @@ def measure_python(n_paths: int, repeats: int, log: Callable[[str], None]) -> di
     try:
         for protocol, port in (("grpc", receiver.grpc_port), ("http/protobuf", receiver.http_port)):
             # A queue that holds every span of a run: nothing is dropped, every span is framed and sent.
-            cfg = TracesConfig(exporter="otlp", protocol=protocol, endpoint=f"http://127.0.0.1:{port}",
-                               max_queue_size=n_paths * spans_per_path, max_export_batch_size=batch_spans,
-                               schedule_delay_ms=100)
+            cfg = TracesConfig(
+                exporter="otlp",
+                protocol=protocol,
+                endpoint=f"http://127.0.0.1:{port}",
+                max_queue_size=n_paths * spans_per_path,
+                max_export_batch_size=batch_spans,
+                schedule_delay_ms=100,
+            )
             tracing = build_tracing(cfg, env={})
             if tracing is None:
                 raise BenchError("build_tracing returned None for an otlp config")
@@ -383,8 +497,16 @@ def measure_python(n_paths: int, repeats: int, log: Callable[[str], None]) -> di
         receiver.stop()
 
 
-def _python_cases(n_paths: int, repeats: int, log: Callable[[str], None], raws: list[bytes], events: list[Any],
-                  paths: list[Any], decoder: Any, tracings: dict[str, Any]) -> dict[str, Any]:
+def _python_cases(
+    n_paths: int,
+    repeats: int,
+    log: Callable[[str], None],
+    raws: list[bytes],
+    events: list[Any],
+    paths: list[Any],
+    decoder: Any,
+    tracings: dict[str, Any],
+) -> dict[str, Any]:
     from exporter.config.model import TracesConfig
     from exporter.traces.encode import INSTRUMENTATION_NAME, RequestFraming, SpanEncoder
     from tests.sdk_reference import SdkReference
@@ -414,13 +536,13 @@ def _python_cases(n_paths: int, repeats: int, log: Callable[[str], None], raws: 
     def frame() -> None:  # the export thread's share: ExportTraceServiceRequest bytes per batch
         per_batch = batch_spans // spans_per_path
         for i in range(0, len(encoded), per_batch):
-            framing.request(encoded[i:i + per_batch])
+            framing.request(encoded[i : i + per_batch])
 
     def sdk() -> None:  # the old way: SDK spans, then the official encoder per batch, as the exporters did
         reference = SdkReference(resource, clock_offset_ns=lambda: 0)
         per_batch = batch_spans // spans_per_path
         for i in range(0, len(paths), per_batch):
-            reference.request(paths[i:i + per_batch])
+            reference.request(paths[i : i + per_batch])
         reference.shutdown()
 
     def end_to_end(protocol: str) -> Callable[[], None]:
@@ -432,8 +554,11 @@ def _python_cases(n_paths: int, repeats: int, log: Callable[[str], None], raws: 
             while tracing.exported + sum(tracing.dropped.values()) < tracing.ended and time.monotonic() < deadline:
                 time.sleep(0.01)  # the export thread's CPU time counts (process time), the wait does not
             if tracing.exported - before != n_paths * spans_per_path:
-                raise BenchError(f"paths python bench: {protocol} exported {tracing.exported - before} spans, "
-                                 f"expected {n_paths * spans_per_path} (dropped {dict(tracing.dropped)})")
+                raise BenchError(
+                    f"paths python bench: {protocol} exported {tracing.exported - before} spans, "
+                    f"expected {n_paths * spans_per_path} (dropped {dict(tracing.dropped)})"
+                )
+
         return run
 
     def assemble() -> None:
@@ -457,30 +582,47 @@ def _python_cases(n_paths: int, repeats: int, log: Callable[[str], None], raws: 
     for rep in range(repeats):  # interleaved, so drift lands on every case alike
         for name, (fn, clock, _count, _unit) in cases.items():
             seconds[name].append(cpu(fn, clock))
-        log(f"  paths python repeat {rep + 1}: " + ", ".join(
-            f"{k} {v[-1] / cases[k][2] * 1e6:.1f} us/{cases[k][3][:-1]}" for k, v in seconds.items()))
-    counts = {p: {"ended": t.ended, "exported": t.exported, "dropped": dict(t.dropped), "pending": t.pending}
-              for p, t in tracings.items()}
-    out: dict[str, Any] = {"paths_per_run": n_paths, "hops_per_path": HOPS_PER_PATH, "spans_per_path": spans_per_path,
-                           "repeats": repeats, "clock": "CPU time (thread time; process time for end to end)",
-                           "export_pipeline": counts.get("grpc", {}), "export_pipelines": counts,
-                           "builder_skipped": dict(encoder.skipped), "cases": {}}
+        log(
+            f"  paths python repeat {rep + 1}: "
+            + ", ".join(f"{k} {v[-1] / cases[k][2] * 1e6:.1f} us/{cases[k][3][:-1]}" for k, v in seconds.items())
+        )
+    counts = {
+        p: {"ended": t.ended, "exported": t.exported, "dropped": dict(t.dropped), "pending": t.pending}
+        for p, t in tracings.items()
+    }
+    out: dict[str, Any] = {
+        "paths_per_run": n_paths,
+        "hops_per_path": HOPS_PER_PATH,
+        "spans_per_path": spans_per_path,
+        "repeats": repeats,
+        "clock": "CPU time (thread time; process time for end to end)",
+        "export_pipeline": counts.get("grpc", {}),
+        "export_pipelines": counts,
+        "builder_skipped": dict(encoder.skipped),
+        "cases": {},
+    }
     for name, ts in seconds.items():
         _fn, clock, count, unit = cases[name]
         per_path = [t / (count if unit == "paths" else n_paths) for t in ts]
         out["cases"][name] = {
-            "seconds": ts, "unit": unit, "clock": "process" if clock is time.process_time else "thread",
+            "seconds": ts,
+            "unit": unit,
+            "clock": "process" if clock is time.process_time else "thread",
             "per_second": summarize([count / t for t in ts]),
             "us_per_path": summarize([t * 1e6 for t in per_path]),
-            "spans_per_second": None if name in ("decode", "assembler") else summarize(
-                [n_paths * spans_per_path / t for t in ts])}
+            "spans_per_second": None
+            if name in ("decode", "assembler")
+            else summarize([n_paths * spans_per_path / t for t in ts]),
+        }
     return out
 
 
 # -- all of it -----------------------------------------------------------------------------------
 
-def measure_paths(binary: str, rounds: int, seconds: float, deadline: float, log: Callable[[str], None],
-                  quick: bool = False) -> dict[str, Any]:
+
+def measure_paths(
+    binary: str, rounds: int, seconds: float, deadline: float, log: Callable[[str], None], quick: bool = False
+) -> dict[str, Any]:
     from exporter.model import abi
 
     result: dict[str, Any] = {"sizeof_hop_event": ctypes.sizeof(abi.HopEventRaw)}

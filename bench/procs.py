@@ -19,8 +19,9 @@ class BenchError(RuntimeError):
     """Something the benchmark needs is missing or broke; the message says what."""
 
 
-def run(cmd: Sequence[str], timeout: float = 30.0, check: bool = True,
-        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: Sequence[str], timeout: float = 30.0, check: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a command to completion, never longer than `timeout` (subprocess.run kills it then)."""
     try:
         proc = subprocess.run(list(cmd), capture_output=True, text=True, input=stdin, timeout=timeout)
@@ -77,8 +78,13 @@ def _raise_interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def worker_main(prog: str, output: Path, time_limit: float, measure: Callable[[float], dict[str, Any]],
-                errors: tuple[type[Exception], ...]) -> int:
+def worker_main(
+    prog: str,
+    output: Path,
+    time_limit: float,
+    measure: Callable[[float], dict[str, Any]],
+    errors: tuple[type[Exception], ...],
+) -> int:
     """The body of a measuring worker's main(): as root, `measure(deadline)`, then its JSON written to
     `output` whatever happened (status "ok", "interrupted" -> 130, or the error -> 1).  SIGTERM (a
     timeout, the parent giving up) unwinds like Ctrl-C, so namespaces, servers and programs go away."""
@@ -122,6 +128,7 @@ def tool_version(cmd: Sequence[str]) -> str:
 
 
 # -- who is attached to kfree_skb ---------------------------------------------
+
 
 @dataclass(frozen=True)
 class TracingPrograms:

@@ -34,17 +34,21 @@ def _startup(r: dict[str, Any], lines: list[str]) -> None:
         lines.append(f"  {label:<40}{med:>10}{mx:>10}   {tgt} {verdict}".rstrip())
     if r.get("discarded"):
         worst = max(d["cpu_pressure_ms"] for d in r["discarded"])
-        lines.append(f"  {len(r['discarded'])} start(s) run again: other tasks kept a CPU busy during them"
-                     f" (PSI cpu pressure >= {r['max_pressure_ms']:.0f} ms, up to {worst:.0f} ms)")
+        lines.append(
+            f"  {len(r['discarded'])} start(s) run again: other tasks kept a CPU busy during them"
+            f" (PSI cpu pressure >= {r['max_pressure_ms']:.0f} ms, up to {worst:.0f} ms)"
+        )
     pressured = [x for x in r["runs"] if (x.get("cpu_pressure_ms") or 0) >= r.get("max_pressure_ms", 1e9)]
     if pressured:
         lines.append(f"  {len(pressured)} start(s) kept although under CPU pressure (redo limit reached)")
     if r["runs"]:
         lines.append(f"  agent logged: {r['runs'][0]['serving_line']}")
         lines.append(f"  hops attached: {', '.join(r['runs'][0].get('hops', {})) or '?'}")
-    lines.append(f"  all /readyz 200: {'yes' if r['all_ready'] else 'NO'};"
-                 f" kfree_skb program seen by bpftool at the log line: {'yes' if r['all_seen_by_bpftool'] else 'NO'};"
-                 f" all exited 0 on SIGTERM: {'yes' if r['all_exit_0'] else 'NO'}")
+    lines.append(
+        f"  all /readyz 200: {'yes' if r['all_ready'] else 'NO'};"
+        f" kfree_skb program seen by bpftool at the log line: {'yes' if r['all_seen_by_bpftool'] else 'NO'};"
+        f" all exited 0 on SIGTERM: {'yes' if r['all_exit_0'] else 'NO'}"
+    )
 
 
 def _memory(m: dict[str, Any], lines: list[str]) -> None:
@@ -59,21 +63,31 @@ def _memory(m: dict[str, Any], lines: list[str]) -> None:
     for label, kb, check in rows:
         tgt = f"   < {target:.0f} MB {_verdict(kb / 1024 < target)}" if check else ""
         lines.append(f"  {label:<40}{kb / 1024:>7.1f} MB{tgt}")
-    lines.append(f"  scrape latency median {m['scrape_ms']['median']:.1f} ms, max {m['scrape_ms']['max']:.1f} ms;"
-                 f" /metrics body {m['metrics_bytes']} bytes")
+    lines.append(
+        f"  scrape latency median {m['scrape_ms']['median']:.1f} ms, max {m['scrape_ms']['max']:.1f} ms;"
+        f" /metrics body {m['metrics_bytes']} bytes"
+    )
 
 
 def _scrape(r: dict[str, Any], lines: list[str]) -> None:
     lat = r["latency_ms"]
-    lines.append(f"Scrape storm: {r['scrapers']} concurrent scrapers, one GET /metrics per connection,"
-                 f" {r['seconds']:g} s, default config")
+    lines.append(
+        f"Scrape storm: {r['scrapers']} concurrent scrapers, one GET /metrics per connection,"
+        f" {r['seconds']:g} s, default config"
+    )
     overflows = "?" if r["listen_overflows"] is None else f"{r['listen_overflows']:,}"
-    lines.append(f"  scrapes {r['scrapes']:,} ({r['scrapes_per_second']:,.1f}/s), errors {r['errors']:,},"
-                 f" listen queue overflows {overflows}")
-    lines.append(f"  latency p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms,"
-                 f" max {lat['max']:.1f} ms   target p99 < {r['p99_target_ms']:.0f} ms {_verdict(r['p99_ok'])}")
-    lines.append(f"  agent CPU {r['agent_cpu_ms_per_scrape']:.3f} ms per scrape ({r['agent_cpu_percent']:.1f}% of one"
-                 f" core during the storm); /metrics body {r['metrics_bytes']:,} bytes")
+    lines.append(
+        f"  scrapes {r['scrapes']:,} ({r['scrapes_per_second']:,.1f}/s), errors {r['errors']:,},"
+        f" listen queue overflows {overflows}"
+    )
+    lines.append(
+        f"  latency p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms,"
+        f" max {lat['max']:.1f} ms   target p99 < {r['p99_target_ms']:.0f} ms {_verdict(r['p99_ok'])}"
+    )
+    lines.append(
+        f"  agent CPU {r['agent_cpu_ms_per_scrape']:.3f} ms per scrape ({r['agent_cpu_percent']:.1f}% of one"
+        f" core during the storm); /metrics body {r['metrics_bytes']:,} bytes"
+    )
     for err in r.get("first_errors", [])[:3]:
         lines.append(f"  error: {err}")
 
@@ -90,16 +104,22 @@ def _error_line(error: str | None) -> str:
 
 def _throughput(t: dict[str, Any], lines: list[str]) -> None:
     done = t.get("rounds_done", 0)
-    lines.append(f"Throughput: UDP {PAYLOAD}-byte payload over veth, one iperf3 sender pinned to CPU {t['sender_cpu']},"
-                 f" {done} round(s) x {t['seconds_per_trial']:g} s, conditions interleaved")
+    lines.append(
+        f"Throughput: UDP {PAYLOAD}-byte payload over veth, one iperf3 sender pinned to CPU {t['sender_cpu']},"
+        f" {done} round(s) x {t['seconds_per_trial']:g} s, conditions interleaved"
+    )
     if t.get("truncated"):
         lines.append(f"  NOTE: {t['truncated']}")
     lines.append(f"  agent = default config, attaches {', '.join(t.get('agent_default_hops', [])) or '?'}")
     if "agent-drops" in t.get("conditions", []):
-        lines.append("  agent-drops = kfree_skb only (probes.exclude: every other hop; one_in, drop_one_in 0):"
-                     " the always-on drop counting alone")
-    lines.append(f"  {'workload':<9}{'condition':<12}{'n':>3}{'median pkt/s':>14}{'min':>12}{'max':>12}"
-                 f"{'vs baseline':>13}{'per-round ratio':>20}   target")
+        lines.append(
+            "  agent-drops = kfree_skb only (probes.exclude: every other hop; one_in, drop_one_in 0):"
+            " the always-on drop counting alone"
+        )
+    lines.append(
+        f"  {'workload':<9}{'condition':<12}{'n':>3}{'median pkt/s':>14}{'min':>12}{'max':>12}"
+        f"{'vs baseline':>13}{'per-round ratio':>20}   target"
+    )
     for workload, conds in t["summary"].items():
         for name, c in conds.items():
             s = c["pps"]
@@ -118,13 +138,16 @@ def _throughput(t: dict[str, Any], lines: list[str]) -> None:
                 flag = f"  [{c['trials_disturbed']} still disturbed after {MAX_RETRIES} retries: not in n]"
             else:
                 flag = ""
-            lines.append(f"  {workload:<9}{name:<12}{c['trials_used']:>3}"
-                         f"{s['median']:>14,.0f}{s['min']:>12,.0f}{s['max']:>12,.0f}"
-                         f"{_pct(r) if name != 'baseline' else '':>13}{spread:>20}   {target}{flag}".rstrip())
+            lines.append(
+                f"  {workload:<9}{name:<12}{c['trials_used']:>3}"
+                f"{s['median']:>14,.0f}{s['min']:>12,.0f}{s['max']:>12,.0f}"
+                f"{_pct(r) if name != 'baseline' else '':>13}{spread:>20}   {target}{flag}".rstrip()
+            )
         base = conds.get("baseline", {}).get("pps")
         if base:
-            lines.append(f"  {'':<24}baseline spread (max-min)/median: "
-                         f"{(base['max'] - base['min']) / base['median'] * 100:.1f}%")
+            lines.append(
+                f"  {'':<24}baseline spread (max-min)/median: {(base['max'] - base['min']) / base['median'] * 100:.1f}%"
+            )
     rerun = t.get("discarded_trials", [])
     if rerun:
         lines.append(f"  {len(rerun)} disturbed trial(s) were run again and not counted:")
@@ -139,19 +162,27 @@ def _throughput(t: dict[str, Any], lines: list[str]) -> None:
             continue
         share = a["drop_agent_netfilter_drop"] / a["drop_iptables_dropped"] * 100
         other = f"; other reasons {a['drop_agent_other_reasons']}" if a["drop_agent_other_reasons"] else ""
-        lines.append(f"  sanity, {name}, drop workload: iperf3 sent {a['drop_iperf3_sent']:,}, iptables dropped"
-                     f" {a['drop_iptables_dropped']:,}, agent counted NETFILTER_DROP"
-                     f" {a['drop_agent_netfilter_drop']:,.0f} ({share:.2f}% of iptables){other}")
-        lines.append(f"  sanity, {name}, deliver workload: receiver lost {a['deliver_receiver_lost']:,},"
-                     f" agent counted {a['deliver_agent_counted'] or 'nothing'}")
+        lines.append(
+            f"  sanity, {name}, drop workload: iperf3 sent {a['drop_iperf3_sent']:,}, iptables dropped"
+            f" {a['drop_iptables_dropped']:,}, agent counted NETFILTER_DROP"
+            f" {a['drop_agent_netfilter_drop']:,.0f} ({share:.2f}% of iptables){other}"
+        )
+        lines.append(
+            f"  sanity, {name}, deliver workload: receiver lost {a['deliver_receiver_lost']:,},"
+            f" agent counted {a['deliver_agent_counted'] or 'nothing'}"
+        )
     dl = san.get("deliver_receiver_lost")
     if dl and dl["iperf3_sent"]:
-        lines.append(f"  sanity, deliver workload, kept trials: receiver lost {dl['lost']:,} of {dl['iperf3_sent']:,}"
-                     f" ({dl['lost'] / dl['iperf3_sent'] * 100:.3f}%)")
+        lines.append(
+            f"  sanity, deliver workload, kept trials: receiver lost {dl['lost']:,} of {dl['iperf3_sent']:,}"
+            f" ({dl['lost'] / dl['iperf3_sent'] * 100:.3f}%)"
+        )
     if "bpftrace" in san:
         b = san["bpftrace"]
-        lines.append(f"  sanity, bpftrace: counted {b['counted']:,} kfree_skb events machine-wide while it ran; in its"
-                     f" trials iptables dropped {b['iptables_dropped']:,} and the receiver lost {b['receiver_lost']:,}")
+        lines.append(
+            f"  sanity, bpftrace: counted {b['counted']:,} kfree_skb events machine-wide while it ran; in its"
+            f" trials iptables dropped {b['iptables_dropped']:,} and the receiver lost {b['receiver_lost']:,}"
+        )
     used = t.get("bpftrace_used")
     for a in t.get("bpftrace_attempts", []):
         mark = "attached" if a["attached"] else f"FAILED: {_error_line(a['error'])}"
@@ -167,65 +198,94 @@ def _rate(s: dict[str, Any] | None) -> str:
 def _paths(p: dict[str, Any], lines: list[str]) -> None:
     py = p.get("python")
     if py:
-        lines.append(f"Packet paths, Python side on one core (in process, no kernel): {py['paths_per_run']:,} synthetic"
-                     f" paths of {py['hops_per_path']} hops ({py['spans_per_path']} spans each), {py['repeats']}"
-                     " interleaved repeat(s)")
+        lines.append(
+            f"Packet paths, Python side on one core (in process, no kernel): {py['paths_per_run']:,} synthetic"
+            f" paths of {py['hops_per_path']} hops ({py['spans_per_path']} spans each), {py['repeats']}"
+            " interleaved repeat(s)"
+        )
         lines.append(f"  {'stage':<32}{'unit':<7}{'median/s':>10} {'min':>10} {'max':>10}   {'spans/s (median)':>16}")
         for name, c in py["cases"].items():
             sp = c.get("spans_per_second")
-            lines.append(f"  {name:<32}{c['unit']:<7}{_rate(c['per_second'])}   "
-                         f"{'' if not sp else format(sp['median'], ',.0f'):>16}".rstrip())
+            lines.append(
+                f"  {name:<32}{c['unit']:<7}{_rate(c['per_second'])}   "
+                f"{'' if not sp else format(sp['median'], ',.0f'):>16}".rstrip()
+            )
         e = py["export_pipeline"]
-        lines.append(f"  export pipeline (closed port): {e['ended']:,} spans ended, exported {e['exported']:,},"
-                     f" dropped {e['dropped']}")
+        lines.append(
+            f"  export pipeline (closed port): {e['ended']:,} spans ended, exported {e['exported']:,},"
+            f" dropped {e['dropped']}"
+        )
     o = p.get("overhead")
     if o:
         lines.append("")
-        lines.append(f"Packet paths overhead: UDP {PAYLOAD}-byte payload delivered over veth,"
-                     f" {o['rounds_done']} round(s) x {o['seconds_per_trial']:g} s, conditions interleaved")
-        lines.append("  agent-drops = drop counting only (one_in, drop_one_in 0); agent-default = no config (paths on,"
-                     " 1 s windows every 10 s, no exporter); agent-default-export = the same exporting spans")
-        lines.append(f"  agent-paths = continuous, 1 in {o['one_in']}, exporting"
-                     f" ({', '.join(o['hops'].get('agent-paths', [])) or '?'})")
-        lines.append(f"  {'condition':<20}{'n':>3}{'median pkt/s':>14}{'min':>12}{'max':>12}{'vs baseline':>13}"
-                     f"{'per-round ratio':>20}   target")
+        lines.append(
+            f"Packet paths overhead: UDP {PAYLOAD}-byte payload delivered over veth,"
+            f" {o['rounds_done']} round(s) x {o['seconds_per_trial']:g} s, conditions interleaved"
+        )
+        lines.append(
+            "  agent-drops = drop counting only (one_in, drop_one_in 0); agent-default = no config (paths on,"
+            " 1 s windows every 10 s, no exporter); agent-default-export = the same exporting spans"
+        )
+        lines.append(
+            f"  agent-paths = continuous, 1 in {o['one_in']}, exporting"
+            f" ({', '.join(o['hops'].get('agent-paths', [])) or '?'})"
+        )
+        lines.append(
+            f"  {'condition':<20}{'n':>3}{'median pkt/s':>14}{'min':>12}{'max':>12}{'vs baseline':>13}"
+            f"{'per-round ratio':>20}   target"
+        )
         for name, c in o["summary"].items():
             s = c["pps"]
             if not s:
                 continue
             r, pr = c["ratio_of_medians"], c["paired_ratio"]
             spread = "" if name == "baseline" else (f"{_pct(pr['min'])}..{_pct(pr['max'])}" if pr else "n/a")
-            target = (f">= {_pct(1 - o['target_loss'])} {_verdict(r >= 1 - o['target_loss'])}"
-                      if name.startswith("agent-default") and r is not None else "")
+            target = (
+                f">= {_pct(1 - o['target_loss'])} {_verdict(r >= 1 - o['target_loss'])}"
+                if name.startswith("agent-default") and r is not None
+                else ""
+            )
             flag = f"  [{c['trials_disturbed']} disturbed]" if c["trials_disturbed"] else ""
-            lines.append(f"  {name:<24}{c['trials_used']:>3}"
-                         f"{s['median']:>14,.0f}{s['min']:>12,.0f}{s['max']:>12,.0f}"
-                         f"{_pct(r) if name != 'baseline' else '':>13}{spread:>20}   {target}{flag}".rstrip())
+            lines.append(
+                f"  {name:<24}{c['trials_used']:>3}"
+                f"{s['median']:>14,.0f}{s['min']:>12,.0f}{s['max']:>12,.0f}"
+                f"{_pct(r) if name != 'baseline' else '':>13}{spread:>20}   {target}{flag}".rstrip()
+            )
         base = o["summary"].get("baseline", {}).get("pps")
         if base:
             spread_b = (base["max"] - base["min"]) / base["median"] * 100
             lines.append(f"  baseline spread (max-min)/median: {spread_b:.1f}%")
-        lines.append("  agent-paths-kernel = agent-paths with the agent process stopped (SIGSTOP) during the trial:"
-                     " its BPF programs only")
+        lines.append(
+            "  agent-paths-kernel = agent-paths with the agent process stopped (SIGSTOP) during the trial:"
+            " its BPF programs only"
+        )
         for name in ("agent-default", "agent-default-export", "agent-paths", "agent-paths-kernel"):
             a = o["summary"].get(name, {})
             if not a.get("packets_sent"):
                 continue
-            lines.append(f"  {name}: iperf3 sent {a['packets_sent']:,}, paths started {a['paths_started']:,.0f}"
-                         f" (1 in {a['packets_sent'] / max(a['paths_started'], 1):,.0f}), events lost"
-                         f" {a['events_lost']:,.0f}, refused (budget) {a['paths_refused']:,.0f}; receiver lost"
-                         f" {a['receiver_lost']:,}; agent CPU {a['agent_cpu_seconds']:.2f} s")
+            lines.append(
+                f"  {name}: iperf3 sent {a['packets_sent']:,}, paths started {a['paths_started']:,.0f}"
+                f" (1 in {a['packets_sent'] / max(a['paths_started'], 1):,.0f}), events lost"
+                f" {a['events_lost']:,.0f}, refused (budget) {a['paths_refused']:,.0f}; receiver lost"
+                f" {a['receiver_lost']:,}; agent CPU {a['agent_cpu_seconds']:.2f} s"
+            )
     ld = p.get("load")
     if ld and ld["trials"]:
         lines.append("")
-        lines.append(f"Agent under path load: one_in 1, UDP {PAYLOAD}-byte payload at fixed rates,"
-                     f" {ld['seconds_per_trial']:g} s each, {ld['rounds_done']} round(s)")
-        lines.append(f"  {'run':<14}{'rnd':>4}{'sent pkt/s':>11}{'CPU %':>7}{'RSS MB':>8}{'started':>10}"
-                     f"{'finished':>10}{'refused':>10}{'ev. lost':>10}{'spans dropped':>15}")
+        lines.append(
+            f"Agent under path load: one_in 1, UDP {PAYLOAD}-byte payload at fixed rates,"
+            f" {ld['seconds_per_trial']:g} s each, {ld['rounds_done']} round(s)"
+        )
+        lines.append(
+            f"  {'run':<14}{'rnd':>4}{'sent pkt/s':>11}{'CPU %':>7}{'RSS MB':>8}{'started':>10}"
+            f"{'finished':>10}{'refused':>10}{'ev. lost':>10}{'spans dropped':>15}"
+        )
         for t in ld["trials"]:
-            lines.append(f"  {t['label']:<14}{t['round']:>4}{t['pps']:>11,.0f}{t['cpu_percent']:>7.1f}"
-                         f"{t['rss_mb']:>8.1f}{t['paths_started']:>10,.0f}{t['paths_finished']:>10,.0f}"
-                         f"{t['paths_refused']:>10,.0f}{t['events_lost']:>10,.0f}{t['spans_dropped']:>15,.0f}")
+            lines.append(
+                f"  {t['label']:<14}{t['round']:>4}{t['pps']:>11,.0f}{t['cpu_percent']:>7.1f}"
+                f"{t['rss_mb']:>8.1f}{t['paths_started']:>10,.0f}{t['paths_finished']:>10,.0f}"
+                f"{t['paths_refused']:>10,.0f}{t['events_lost']:>10,.0f}{t['spans_dropped']:>15,.0f}"
+            )
         lines.append("  started/finished/refused/lost: deltas over the trial; started should equal sent x seconds")
 
 
@@ -233,13 +293,17 @@ def _hops_kernel(label: str, r: dict[str, Any], lines: list[str]) -> None:
     if r.get("status") != "ok" and "end_to_end" not in r:
         lines.append(f"Attach families per hop, {label}: {r.get('status', '?')}")
         return
-    lines.append(f"Attach families per hop, {label}: kernel {r['kernel']}, {r.get('rounds_done', 0)} round(s) x"
-                 f" {r['seconds_per_trial']:g} s, UDP {r['payload_bytes']}-byte payload dropped by iptables,"
-                 " sender on CPU 0" + (f"; {r['guest']}" if r.get("guest") else ""))
+    lines.append(
+        f"Attach families per hop, {label}: kernel {r['kernel']}, {r.get('rounds_done', 0)} round(s) x"
+        f" {r['seconds_per_trial']:g} s, UDP {r['payload_bytes']}-byte payload dropped by iptables,"
+        " sender on CPU 0" + (f"; {r['guest']}" if r.get("guest") else "")
+    )
     if r.get("truncated"):
         lines.append(f"  {r['truncated']}")
-    lines.append(f"  {'variant':<26}{'n':>3}{'median pkt/s':>14}{'vs none':>9}{'per-round':>17}"
-                 f"{'+ns/pkt':>9}{'ns/run':>8}{'-empty':>8}{'runs/pkt':>9}")
+    lines.append(
+        f"  {'variant':<26}{'n':>3}{'median pkt/s':>14}{'vs none':>9}{'per-round':>17}"
+        f"{'+ns/pkt':>9}{'ns/run':>8}{'-empty':>8}{'runs/pkt':>9}"
+    )
     e2e, prog = r["end_to_end"], r.get("in_program", {})
     from bench.hopcost import net_of_empty  # local: report.py is imported by every bench
 
@@ -269,17 +333,26 @@ def _hops_kernel(label: str, r: dict[str, Any], lines: list[str]) -> None:
     for flavor, whys in by_flavor.items():  # one line per flavor: the same refusal for every hop
         lines.append(f"  {flavor}: not attached here ({len(whys)} variant(s)): {whys[0][:110]}")
     for hop in r.get("hops", {}):
-        flavors = {fl: e2e[n]["added_ns"]["median"] for fl in ("tp_btf", "raw_tp", "tracepoint")
-                   if (n := f"{hop}/{fl}/empty") in e2e and e2e[n]["added_ns"]}
+        flavors = {
+            fl: e2e[n]["added_ns"]["median"]
+            for fl in ("tp_btf", "raw_tp", "tracepoint")
+            if (n := f"{hop}/{fl}/empty") in e2e and e2e[n]["added_ns"]
+        }
         if len(flavors) > 1 and flavors.get("tp_btf"):
-            lines.append(f"  {hop:<6}tracepoint flavors, empty, +ns/pkt: " + ", ".join(
-                f"{fl} {ns:.0f} ({ns / flavors['tp_btf']:.2f}x)" for fl, ns in flavors.items()))
+            lines.append(
+                f"  {hop:<6}tracepoint flavors, empty, +ns/pkt: "
+                + ", ".join(f"{fl} {ns:.0f} ({ns / flavors['tp_btf']:.2f}x)" for fl, ns in flavors.items())
+            )
     for c in r.get("comparisons", []):
         ratios = c.get("ratio_to_tracepoint", {})
-        costs = ", ".join(f"{f} {ns:.0f} ns" + (f" ({ratios[f]:.2f}x)" if f in ratios and len(ratios) > 1 else "")
-                          for f, ns in sorted(c["added_ns"].items(), key=lambda kv: kv[1]))
-        verdict = f"cheapest {c['cheapest']}; agent picks {c['agent_choice'] or '-'}" \
-                  f" (candidates: {', '.join(c['agent_candidates']) or 'none'})"
+        costs = ", ".join(
+            f"{f} {ns:.0f} ns" + (f" ({ratios[f]:.2f}x)" if f in ratios and len(ratios) > 1 else "")
+            for f, ns in sorted(c["added_ns"].items(), key=lambda kv: kv[1])
+        )
+        verdict = (
+            f"cheapest {c['cheapest']}; agent picks {c['agent_choice'] or '-'}"
+            f" (candidates: {', '.join(c['agent_candidates']) or 'none'})"
+        )
         if c.get("cheaper_than_choice_every_round") is not None:
             verdict += f"; cheaper in every round: {'yes' if c['cheaper_than_choice_every_round'] else 'no'}"
         lines.append(f"  {c['hop']:<6}{c['body']:<11} +ns/pkt: {costs or '-'} -> {verdict}")
@@ -301,18 +374,32 @@ def _attach(a: dict[str, Any], lines: list[str]) -> None:
 def render(results: dict[str, Any]) -> str:
     env = results["environment"]
     load = f"{' '.join(env['loadavg_start'])} -> {' '.join(env.get('loadavg_end', []))}"
-    lines = [f"pktpath benchmarks -- {env['date_utc']}, kernel {env['kernel']},"
-             f" {env['cpus']} CPUs ({env['cpu_model']}), {env['pktpath']}, load avg {load}"]
+    lines = [
+        f"pktpath benchmarks -- {env['date_utc']}, kernel {env['kernel']},"
+        f" {env['cpus']} CPUs ({env['cpu_model']}), {env['pktpath']}, load avg {load}"
+    ]
     src = results.get("source") or {}
     if src:
-        state = "not a git checkout" if src.get("commit") is None else (
-            f"commit {src['commit']}" + (" + UNCOMMITTED CHANGES (dirty)" if src.get("dirty") else ""))
+        state = (
+            "not a git checkout"
+            if src.get("commit") is None
+            else (f"commit {src['commit']}" + (" + UNCOMMITTED CHANGES (dirty)" if src.get("dirty") else ""))
+        )
         lines.append(f"measured: {state}" + (f"; agent {src['pktpath_from']}" if src.get("pktpath_from") else ""))
     if env.get("tracing_programs_at_start"):
-        lines.append(f"NOTE: {env['tracing_programs_at_start']} other BPF tracing program(s) were attached at start"
-                     " (someone else's agent or tracer): numbers may be noisy")
-    for key, fn in (("startup", _startup), ("memory", _memory), ("scrape", _scrape), ("throughput", _throughput),
-                    ("paths", _paths), ("hops", _hops), ("attach", _attach)):
+        lines.append(
+            f"NOTE: {env['tracing_programs_at_start']} other BPF tracing program(s) were attached at start"
+            " (someone else's agent or tracer): numbers may be noisy"
+        )
+    for key, fn in (
+        ("startup", _startup),
+        ("memory", _memory),
+        ("scrape", _scrape),
+        ("throughput", _throughput),
+        ("paths", _paths),
+        ("hops", _hops),
+        ("attach", _attach),
+    ):
         if key in results:
             lines.append("")
             fn(results[key], lines)

@@ -79,8 +79,10 @@ def measure_startup(runs: int, binary: str, deadline: float) -> dict[str, Any]:
         "runs": records,
         "discarded": discarded,
         "max_pressure_ms": MAX_PRESSURE_MS,
-        "summary": {key: summarize(col(key)) for key in
-                    ("spawn_to_log_line_ms", "agent_reported_ms", "spawn_to_serving_ms", "sigterm_to_exit_ms")},
+        "summary": {
+            key: summarize(col(key))
+            for key in ("spawn_to_log_line_ms", "agent_reported_ms", "spawn_to_serving_ms", "sigterm_to_exit_ms")
+        },
         "all_ready": all(r["readyz_200"] for r in records),
         "all_exit_0": all(r["exit_code"] == 0 for r in records),
         "all_seen_by_bpftool": all(r["kfree_skb_attached_per_bpftool"] is not False for r in records),

@@ -74,23 +74,27 @@ BPFTRACE_PROGRAM = "tracepoint:skb:kfree_skb { @[args.reason] = count(); }"
 BPFTRACE_PROGRAM_ARROW = "tracepoint:skb:kfree_skb { @[args->reason] = count(); }"
 # bpftrace finds tracepoints through tracefs.  Where tracefs is not mounted (this machine), it is
 # mounted in a private mount namespace for bpftrace alone, so the host's mounts stay as they were.
-_PRIVATE_TRACEFS = ("mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; "
-                    'exec bpftrace -e "$0"')
+_PRIVATE_TRACEFS = (
+    'mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; exec bpftrace -e "$0"'
+)
 _BPFTRACE_NOISE = "couldn't set RLIMIT_MEMLOCK"  # harmless: kernels >= 5.11 charge BPF memory to memcg
 _MAP_LINE = re.compile(r"^@\[(-?\d+)\]:\s*(\d+)", re.M)
 
 
 # -- bpftrace --------------------------------------------------------------
 
+
 class Bpftrace:
     def __init__(self, program: str, private_tracefs: bool) -> None:
         self.program = program
         self.private_tracefs = private_tracefs
-        cmd = (["unshare", "-m", "sh", "-c", _PRIVATE_TRACEFS, program] if private_tracefs
-               else ["bpftrace", "-e", program])
+        cmd = (
+            ["unshare", "-m", "sh", "-c", _PRIVATE_TRACEFS, program] if private_tracefs else ["bpftrace", "-e", program]
+        )
         # unshare and sh both exec, so this pid is bpftrace's own (bpftool perf list shows it).
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         self.counts: dict[int, int] = {}
         self.stderr = ""
         self._stopped = False
@@ -138,8 +142,11 @@ def probe_bpftrace() -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     variants: list[dict[str, Any]] = [
         {"program": BPFTRACE_PROGRAM, "private_tracefs": False, "note": "the issue's command as written"},
         {"program": BPFTRACE_PROGRAM, "private_tracefs": True, "note": "tracefs mounted (private mount ns)"},
-        {"program": BPFTRACE_PROGRAM_ARROW, "private_tracefs": True,
-         "note": "tracefs mounted (private mount ns), args->reason syntax"},
+        {
+            "program": BPFTRACE_PROGRAM_ARROW,
+            "private_tracefs": True,
+            "note": "tracefs mounted (private mount ns), args->reason syntax",
+        },
     ]
     for v in variants:
         try:
@@ -157,13 +164,18 @@ def probe_bpftrace() -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
 
 # -- the receiver and the sender -------------------------------------------
 
+
 class IperfServer:
     def __init__(self, pair: NetPair, port: int, cpu: int | None) -> None:
         self.pair, self.port = pair, port
         affinity = ["-A", str(cpu)] if cpu is not None else []
-        self.proc = subprocess.Popen(in_netns(pair.rx_ns, "iperf3", "-s", "-p", str(port), *affinity),
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            in_netns(pair.rx_ns, "iperf3", "-s", "-p", str(port), *affinity),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         if not wait_until(self._listening, 10, interval=0.05):
             self.stop()
             raise BenchError(f"iperf3 server on port {port} did not start")
@@ -198,8 +210,24 @@ def run_iperf(cmd: list[str], seconds: float, what: str) -> dict[str, Any]:
 
 
 def iperf_trial(pair: NetPair, workload: str, seconds: float, window: str | None) -> dict[str, Any]:
-    cmd = in_netns(pair.tx_ns, "iperf3", "-c", pair.rx_ip, "-p", str(PORTS[workload]), "-u",
-                   "-l", str(PAYLOAD), "-b", "0", "-t", f"{seconds:g}", "-A", str(SENDER_CPU), "-J")
+    cmd = in_netns(
+        pair.tx_ns,
+        "iperf3",
+        "-c",
+        pair.rx_ip,
+        "-p",
+        str(PORTS[workload]),
+        "-u",
+        "-l",
+        str(PAYLOAD),
+        "-b",
+        "0",
+        "-t",
+        f"{seconds:g}",
+        "-A",
+        str(SENDER_CPU),
+        "-J",
+    )
     if window:
         cmd += ["-w", window]
     doc = run_iperf(cmd, seconds, workload)
@@ -236,9 +264,11 @@ def receive_window() -> str:
 
 # -- one condition ----------------------------------------------------------
 
+
 @contextmanager
-def condition(name: str, binary: str, exclude: list[str], bt_variant: dict[str, Any] | None,
-              info: dict[str, Any]) -> Iterator[AgentRun | None]:
+def condition(
+    name: str, binary: str, exclude: list[str], bt_variant: dict[str, Any] | None, info: dict[str, Any]
+) -> Iterator[AgentRun | None]:
     """Bring up what a condition needs (nothing, an agent, bpftrace) and take it down after.
     `info` receives what was learned: pids, the agent's hops, bpftrace's per-reason counts."""
     if name == "baseline":
@@ -246,8 +276,11 @@ def condition(name: str, binary: str, exclude: list[str], bt_variant: dict[str, 
     elif name in AGENT_CONDITIONS:
         # agent-drops: the drop counter alone, as before paths were on by default (no path hook,
         # no drop capture): what issue 10 holds within a point of its earlier figure.
-        extra = (f"probes:\n  exclude: [{', '.join(exclude)}]\nsampling:\n  one_in: 0\n  drop_one_in: 0\n"
-                 if name == "agent-drops" else "")
+        extra = (
+            f"probes:\n  exclude: [{', '.join(exclude)}]\nsampling:\n  one_in: 0\n  drop_one_in: 0\n"
+            if name == "agent-drops"
+            else ""
+        )
         with AgentRun(binary, extra_yaml=extra) as agent:
             agent.start_ready()
             info["agent_pid"] = agent.pid
@@ -304,15 +337,23 @@ def agent_hops(binary: str) -> list[str]:
 
 # -- the whole measurement --------------------------------------------------
 
-def measure_throughput(rounds: int, seconds: float, deadline: float, log: Callable[[str], None],
-                       binary: str) -> dict[str, Any]:
+
+def measure_throughput(
+    rounds: int, seconds: float, deadline: float, log: Callable[[str], None], binary: str
+) -> dict[str, Any]:
     """`rounds` interleaved rounds of every condition x workload; stops early (and says so) if the
     next round would end after `deadline` (a time.monotonic() value)."""
     cpus = os.cpu_count() or 1
     result: dict[str, Any] = {
-        "payload_bytes": PAYLOAD, "seconds_per_trial": seconds, "rounds_planned": rounds,
-        "sender_cpu": SENDER_CPU, "receiver_cpu": RECEIVER_CPU if cpus > 1 else None,
-        "workloads": list(WORKLOADS), "trials": [], "discarded_trials": [], "condition_runs": [],
+        "payload_bytes": PAYLOAD,
+        "seconds_per_trial": seconds,
+        "rounds_planned": rounds,
+        "sender_cpu": SENDER_CPU,
+        "receiver_cpu": RECEIVER_CPU if cpus > 1 else None,
+        "workloads": list(WORKLOADS),
+        "trials": [],
+        "discarded_trials": [],
+        "condition_runs": [],
     }
     hops = agent_hops(binary)
     result["agent_default_hops"] = hops
@@ -324,18 +365,41 @@ def measure_throughput(rounds: int, seconds: float, deadline: float, log: Callab
     bt_variant, attempts = probe_bpftrace()
     result["bpftrace_attempts"] = attempts
     result["bpftrace_used"] = bt_variant
-    conditions = [c for c in CONDITIONS
-                  if not (c == "bpftrace" and bt_variant is None) and not (c == "agent-drops" and not exclude)]
+    conditions = [
+        c
+        for c in CONDITIONS
+        if not (c == "bpftrace" and bt_variant is None) and not (c == "agent-drops" and not exclude)
+    ]
     result["conditions"] = conditions
     window = receive_window()
     result["deliver_receive_window"] = window
 
     with ExitStack() as stack:
         pair = stack.enter_context(NetPair())
-        result["topology"] = {"tx_ns": pair.tx_ns, "rx_ns": pair.rx_ns, "tx_ip": pair.tx_ip, "rx_ip": pair.rx_ip,
-                              "interfaces": sorted(pair.interfaces)}
-        pair.exec(pair.rx_ns, "iptables", "-w", "-A", "INPUT", "-p", "udp", "--dport", str(PORTS["drop"]),
-                  "-m", "length", "--length", str(PAYLOAD + IP_UDP_HEADERS), "-j", "DROP")
+        result["topology"] = {
+            "tx_ns": pair.tx_ns,
+            "rx_ns": pair.rx_ns,
+            "tx_ip": pair.tx_ip,
+            "rx_ip": pair.rx_ip,
+            "interfaces": sorted(pair.interfaces),
+        }
+        pair.exec(
+            pair.rx_ns,
+            "iptables",
+            "-w",
+            "-A",
+            "INPUT",
+            "-p",
+            "udp",
+            "--dport",
+            str(PORTS["drop"]),
+            "-m",
+            "length",
+            "--length",
+            str(PAYLOAD + IP_UDP_HEADERS),
+            "-j",
+            "DROP",
+        )
         for workload in WORKLOADS:
             server = IperfServer(pair, PORTS[workload], RECEIVER_CPU if cpus > 1 else None)
             stack.callback(server.stop)
@@ -357,10 +421,15 @@ def measure_throughput(rounds: int, seconds: float, deadline: float, log: Callab
                             t = _trial(pair, agent, info, rnd, name, workload, seconds, window)
                             t["attempt"] = attempt
                             t["disturbed"] = disturbed(t)
-                            log(f"  round {rnd} {name:<11} {workload:<7} {t['pps']:>12,.0f} pkt/s"
-                                + (f"  (disturbed: {t['disturbed']})" if t["disturbed"] else ""))
-                            if (t["disturbed"] is None or attempt > MAX_RETRIES
-                                    or time.monotonic() + seconds + 5 > deadline):
+                            log(
+                                f"  round {rnd} {name:<11} {workload:<7} {t['pps']:>12,.0f} pkt/s"
+                                + (f"  (disturbed: {t['disturbed']})" if t["disturbed"] else "")
+                            )
+                            if (
+                                t["disturbed"] is None
+                                or attempt > MAX_RETRIES
+                                or time.monotonic() + seconds + 5 > deadline
+                            ):
                                 break
                             result["discarded_trials"].append(t)
                             if t.get("foreign_tracing_programs"):
@@ -386,8 +455,16 @@ def disturbed(t: dict[str, Any]) -> str | None:
     return None
 
 
-def _trial(pair: NetPair, agent: AgentRun | None, info: dict[str, Any], rnd: int, name: str, workload: str,
-           seconds: float, window: str) -> dict[str, Any]:
+def _trial(
+    pair: NetPair,
+    agent: AgentRun | None,
+    info: dict[str, Any],
+    rnd: int,
+    name: str,
+    workload: str,
+    seconds: float,
+    window: str,
+) -> dict[str, Any]:
     foreign_before = _foreign(info)
     before_drops = agent.drops(pair.interfaces) if agent else {}
     before_ipt = iptables_dropped(pair) if workload == "drop" else 0
@@ -399,10 +476,11 @@ def _trial(pair: NetPair, agent: AgentRun | None, info: dict[str, Any], rnd: int
         # Counting is synchronous (in the softirq of each drop), so by the time iperf3 returns
         # every drop of this trial is in the map.
         after = agent.drops(pair.interfaces)
-        trial["agent_counted"] = {r: v - before_drops.get(r, 0.0) for r, v in after.items()
-                                  if v - before_drops.get(r, 0.0) > 0}
+        trial["agent_counted"] = {
+            r: v - before_drops.get(r, 0.0) for r, v in after.items() if v - before_drops.get(r, 0.0) > 0
+        }
     foreign_after = _foreign(info)
-    trial["foreign_tracing_programs"] = (None if foreign_before is None else max(foreign_before, foreign_after or 0))
+    trial["foreign_tracing_programs"] = None if foreign_before is None else max(foreign_before, foreign_after or 0)
     return trial
 
 
@@ -426,8 +504,10 @@ def summarize_trials(trials: list[dict[str, Any]], conditions: list[str]) -> dic
                 "trials_used": len(rows),
                 # No undisturbed trial in this cell or its baseline: the numbers are shown, but
                 # they describe a busy machine and no verdict is drawn from them.
-                "all_disturbed": all(t.get("disturbed") for t in rows) or all(
-                    t.get("disturbed") for t in trials if t["workload"] == workload and t["condition"] == "baseline"),
+                "all_disturbed": all(t.get("disturbed") for t in rows)
+                or all(
+                    t.get("disturbed") for t in trials if t["workload"] == workload and t["condition"] == "baseline"
+                ),
                 "trials_disturbed": sum(1 for t in all_rows if t.get("disturbed")),
             }
         out[workload] = per_cond
@@ -445,8 +525,10 @@ def sanity(result: dict[str, Any]) -> dict[str, Any]:
     trials = result["trials"]
     out: dict[str, Any] = {}
     deliver_all = [t for t in trials if t["workload"] == "deliver"]
-    out["deliver_receiver_lost"] = {"iperf3_sent": sum(t["sent_packets"] for t in deliver_all),
-                                    "lost": sum(t["lost_packets"] for t in deliver_all)}
+    out["deliver_receiver_lost"] = {
+        "iperf3_sent": sum(t["sent_packets"] for t in deliver_all),
+        "lost": sum(t["lost_packets"] for t in deliver_all),
+    }
     for name in AGENT_CONDITIONS:
         drop = [t for t in trials if t["workload"] == "drop" and t["condition"] == name]
         deliver = [t for t in trials if t["workload"] == "deliver" and t["condition"] == name]
@@ -456,8 +538,9 @@ def sanity(result: dict[str, Any]) -> dict[str, Any]:
             "drop_iperf3_sent": sum(t["sent_packets"] for t in drop),
             "drop_iptables_dropped": sum(t.get("iptables_dropped", 0) for t in drop),
             "drop_agent_netfilter_drop": sum(t.get("agent_counted", {}).get("NETFILTER_DROP", 0.0) for t in drop),
-            "drop_agent_other_reasons": _merge([{r: v for r, v in t.get("agent_counted", {}).items()
-                                                 if r != "NETFILTER_DROP"} for t in drop]),
+            "drop_agent_other_reasons": _merge(
+                [{r: v for r, v in t.get("agent_counted", {}).items() if r != "NETFILTER_DROP"} for t in drop]
+            ),
             "deliver_receiver_lost": sum(t["lost_packets"] for t in deliver),
             "deliver_agent_counted": _merge([t.get("agent_counted", {}) for t in deliver]),
         }

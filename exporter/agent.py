@@ -94,8 +94,15 @@ class Agent:
             # collector reads drop reasons from it.  Without BTF the engine says why.
             btf = libbpf.Btf.parse(self.host.vmlinux_btf) if self.host.has_btf() else None
             # Logged the moment it happens (the other hops load after it): start-up's one promise.
-            engine = start_engine(self.cfg, self.host, follows, btf, first_attached=lambda at: log.info(
-                "first probe attached %.1f ms after start", (at - started_at) * 1000))
+            engine = start_engine(
+                self.cfg,
+                self.host,
+                follows,
+                btf,
+                first_attached=lambda at: log.info(
+                    "first probe attached %.1f ms after start", (at - started_at) * 1000
+                ),
+            )
         except BaseException:
             listener.close()
             raise
@@ -128,10 +135,15 @@ class Agent:
             if btf is not None:
                 btf.close()
             release_free_heap()
-            log.info("serving metrics on http://%s:%d/metrics (%d of %d hops attached; packet paths %s; spans %s)",
-                     self.cfg.metrics.host, server.port, len(report.attached), len(report.hops),
-                     self._paths_summary() if paths else "off",
-                     "exported" if self.tracing is not None else "not exported (no traces exporter or endpoint)")
+            log.info(
+                "serving metrics on http://%s:%d/metrics (%d of %d hops attached; packet paths %s; spans %s)",
+                self.cfg.metrics.host,
+                server.port,
+                len(report.attached),
+                len(report.hops),
+                self._paths_summary() if paths else "off",
+                "exported" if self.tracing is not None else "not exported (no traces exporter or endpoint)",
+            )
             self._loop(ModuleWatch(report))
             log.info("stopping")
         finally:
@@ -175,8 +187,12 @@ class Agent:
         stale = [c for c in counts if c.netns in gone]
         if stale:
             retired = drops.forget(stale)
-            log.info("removed %d drop counter(s) of %d expired pod namespace(s), %d fast-path slot(s) retired",
-                     len(stale), len(gone), retired)
+            log.info(
+                "removed %d drop counter(s) of %d expired pod namespace(s), %d fast-path slot(s) retired",
+                len(stale),
+                len(gone),
+                retired,
+            )
         return len(stale)
 
     def stop(self) -> None:
@@ -192,8 +208,12 @@ class Agent:
             if new.sampling.continuous != self.cfg.sampling.continuous:
                 # Windows or not decides which hooks stay attached: that is the start's to set up.
                 log.warning("reload: sampling.continuous takes effect at the next restart")
-                new = Config(**{**new.__dict__, "sampling": dataclasses.replace(
-                    new.sampling, continuous=self.cfg.sampling.continuous)})
+                new = Config(
+                    **{
+                        **new.__dict__,
+                        "sampling": dataclasses.replace(new.sampling, continuous=self.cfg.sampling.continuous),
+                    }
+                )
             if (new.sampling.one_in > 0) != (self.cfg.sampling.one_in > 0):
                 # Whether the path hops are loaded at all was decided at start.
                 log.warning("reload: turning sampling.one_in from or to 0 takes effect at the next restart")
@@ -216,8 +236,9 @@ class Agent:
         from exporter.traces.choice import endpoint_address
 
         reads_pod_api = self.pods is not None and isinstance(self.pods.source, ApiPodSource)
-        return own_traffic.endpoints_for(cfg.metrics.host, self.own_port, endpoint_address(cfg.traces, os.environ),
-                                         os.environ, reads_pod_api)
+        return own_traffic.endpoints_for(
+            cfg.metrics.host, self.own_port, endpoint_address(cfg.traces, os.environ), os.environ, reads_pod_api
+        )
 
     def _install_signals(self) -> None:
         def on_stop(signum: int, _frame: FrameType | None) -> None:
@@ -237,8 +258,10 @@ class Agent:
             return f"on for drops only (1 in {s.drop_one_in} captured; one_in is 0)"
         if s.continuous:
             return f"on, continuously 1 in {s.one_in}"
-        return (f"on, in a {s.window_seconds} s window every {s.window_period_seconds} s, "
-                f"1 in {s.one_in}{' or more (adaptive)' if s.adaptive else ''}")
+        return (
+            f"on, in a {s.window_seconds} s window every {s.window_period_seconds} s, "
+            f"1 in {s.one_in}{' or more (adaptive)' if s.adaptive else ''}"
+        )
 
     def _build_tracing(self) -> Tracing | None:
         from exporter.traces.export import build_tracing
@@ -258,12 +281,21 @@ class Agent:
 
         assert self.kernel is not None
         kernel = self.kernel
-        drops, stats, tracked, verdicts = (kernel.drop_counters(), kernel.stats(), kernel.tracked(),
-                                           kernel.verdict_counters())
+        drops, stats, tracked, verdicts = (
+            kernel.drop_counters(),
+            kernel.stats(),
+            kernel.tracked(),
+            kernel.verdict_counters(),
+        )
 
         def read() -> KernelReadings:
-            return KernelReadings(drops=drops.read(), stats=stats.read(), tracked_live=tracked.live(),
-                                  tracked_reaped=tracked.reaped, verdicts=verdicts.read())
+            return KernelReadings(
+                drops=drops.read(),
+                stats=stats.read(),
+                tracked_live=tracked.live(),
+                tracked_reaped=tracked.reaped,
+                verdicts=verdicts.read(),
+            )
 
         reasons = kernel.drop_reasons()
         registry = CollectorRegistry()
@@ -271,6 +303,7 @@ class Agent:
         tracing = self.tracing
         if self.control is not None and self.control.settings is not None and self.control.settings.enabled:
             if tracing is not None:
+
                 def finished(path: Path) -> None:  # the pipeline thread, per finished path
                     assert path_metrics is not None
                     path_metrics.observe(path, tracing.span_builder.emit(path))
@@ -304,18 +337,20 @@ class Agent:
 
             registry.register(WindowMetrics(windows.counters))
 
-        registry.register(PktpathCollector(
-            read=read,
-            reasons=reasons,
-            interfaces=InterfaceResolver(proc_root=self.host.proc_root),
-            probes=kernel.probes,
-            build=BuildInfo(__version__, self.host.kernel_release(), f"libbpf-core/{libbpf.version()}"),
-            exemplar=path_metrics.exemplar if path_metrics else (lambda _labels: None),
-            sampling=weights,
-            spans=(lambda: (tracing.exported, dict(tracing.dropped))) if tracing else None,
-            pods=self.pods,
-            route_results=kernel.route_results(reasons),
-        ))
+        registry.register(
+            PktpathCollector(
+                read=read,
+                reasons=reasons,
+                interfaces=InterfaceResolver(proc_root=self.host.proc_root),
+                probes=kernel.probes,
+                build=BuildInfo(__version__, self.host.kernel_release(), f"libbpf-core/{libbpf.version()}"),
+                exemplar=path_metrics.exemplar if path_metrics else (lambda _labels: None),
+                sampling=weights,
+                spans=(lambda: (tracing.exported, dict(tracing.dropped))) if tracing else None,
+                pods=self.pods,
+                route_results=kernel.route_results(reasons),
+            )
+        )
         ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes
         server = MetricsServer(listener, registry, ready=lambda: bool(kernel.report.attached))
         server.start()

@@ -36,8 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the agent: count drops, serve /metrics")
     run.add_argument("-c", "--config", metavar="FILE", help="YAML config (default: built-in defaults)")
 
-    check = sub.add_parser("check", help="report what this kernel supports and which hops would attach "
-                           "(exit 0 when drop counting works here)")
+    check = sub.add_parser(
+        "check",
+        help="report what this kernel supports and which hops would attach (exit 0 when drop counting works here)",
+    )
     check.add_argument("-c", "--config", metavar="FILE", help="YAML config whose probes: section to apply")
     check.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -50,11 +52,14 @@ def _parser() -> argparse.ArgumentParser:
     trace.add_argument("--src", metavar="CIDR", help="source network (default: any)")
     trace.add_argument("--dst", metavar="CIDR", help="destination network (default: any)")
     trace.add_argument("--max-pkt", metavar="N", default="512", help="stop after N packets (1~2048, default 512)")
-    trace.add_argument("--max-duration", metavar="S", default="5",
-                       help="stop after S seconds (1~60, default 5)")
+    trace.add_argument("--max-duration", metavar="S", default="5", help="stop after S seconds (1~60, default 5)")
     trace.add_argument("--json", action="store_true", help="one JSON object per packet per line")
-    trace.add_argument("--probe-mode", default="auto", choices=("auto", "fentry", "kprobe", "tracepoint"),
-                       help="how probes attach, as config probes.mode (default: auto)")
+    trace.add_argument(
+        "--probe-mode",
+        default="auto",
+        choices=("auto", "fentry", "kprobe", "tracepoint"),
+        help="how probes attach, as config probes.mode (default: auto)",
+    )
     return p
 
 
@@ -76,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "trace":
             from exporter.interactive.oneshot import run_trace
 
-            return run_trace(args.src, args.dst, args.max_pkt, args.max_duration, args.json,
-                             _kernel_opener(args.probe_mode))
+            return run_trace(
+                args.src, args.dst, args.max_pkt, args.max_duration, args.json, _kernel_opener(args.probe_mode)
+            )
     except PktpathError as exc:
         print(f"pktpath: {exc}", file=sys.stderr)
         return exc.exit_status
@@ -106,6 +112,7 @@ def _validate(path: str) -> int:
 
 def _kernel_opener(probe_mode: str) -> Callable[[], TraceKernel]:
     """Loads and attaches every hop in `probe_mode`, for `pktpath shell` and `pktpath trace`."""
+
     def open_kernel() -> TraceKernel:
         from exporter.kernel.facade import KernelSide
         from exporter.loader.engine import EngineOptions
@@ -171,15 +178,19 @@ def _kernel_features(host: Any) -> dict[str, str]:
         reasons = btf.enum("skb_drop_reason") is not None
         features = {
             "drop_reasons": "yes" if reasons else "no (before 5.17: no enum skb_drop_reason)",
-            "drop_locations": "not needed (the kernel names reasons)" if reasons else
-            "yes: drops carry `location`, the function that freed the packet, and a reason where it "
+            "drop_locations": "not needed (the kernel names reasons)"
+            if reasons
+            else "yes: drops carry `location`, the function that freed the packet, and a reason where it "
             "decides one (docs/kernels.md)",
-            "bpf_rdonly_cast": "yes" if btf.has_func("bpf_rdonly_cast") else
-            "no (6.2+): packet headers are read with bpf_probe_read_kernel",
-            "fexit_return_value": "yes" if "BPF_FUNC_get_func_ret" in helpers else
-            "no (bpf_get_func_ret is 5.17+): verdict hooks (fexit) fall back to kretprobes",
-            "sk_data_ready_tracepoint": "yes" if btf.has_typedef("btf_trace_sk_data_ready") else
-            "no (6.13+): paths of delivered datagrams end at the reader's copy",
+            "bpf_rdonly_cast": "yes"
+            if btf.has_func("bpf_rdonly_cast")
+            else "no (6.2+): packet headers are read with bpf_probe_read_kernel",
+            "fexit_return_value": "yes"
+            if "BPF_FUNC_get_func_ret" in helpers
+            else "no (bpf_get_func_ret is 5.17+): verdict hooks (fexit) fall back to kretprobes",
+            "sk_data_ready_tracepoint": "yes"
+            if btf.has_typedef("btf_trace_sk_data_ready")
+            else "no (6.13+): paths of delivered datagrams end at the reader's copy",
         }
     return features
 

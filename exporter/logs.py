@@ -35,8 +35,12 @@ class RateLimit(logging.Filter):
     not to those of its children (opentelemetry.exporter.otlp...), which reach the handler as they are.
     """
 
-    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic,
-                 prefixes: tuple[str, ...] = ("opentelemetry",)) -> None:
+    def __init__(
+        self,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        prefixes: tuple[str, ...] = ("opentelemetry",),
+    ) -> None:
         super().__init__()
         self.interval = interval
         self._clock = clock

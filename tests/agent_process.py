@@ -37,14 +37,21 @@ Labels = frozenset[tuple[str, str]]
 
 
 class AgentProcess:
-    def __init__(self, config_path: Path, port: int, argv: list[str] | None = None,
-                 env: dict[str, str] | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        port: int,
+        argv: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+    ) -> None:
         """`pktpath run -c config_path`, or `argv` (the same agent under setpriv, say)."""
         self.port = port
         self.log_path = log_path or config_path.with_suffix(".log")
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(argv or [pktpath_bin(), "run", "-c", str(config_path)],
-                                     stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            argv or [pktpath_bin(), "run", "-c", str(config_path)], stdout=self._log, stderr=subprocess.STDOUT, env=env
+        )
 
     @classmethod
     def start(cls, tmp: Path, extra_yaml: str = "", ready_timeout: float | None = None) -> AgentProcess:

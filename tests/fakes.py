@@ -62,8 +62,13 @@ class FakeMap:
         self.data[bytes(key)] = b"".join(v.ljust(stride, b"\0") for v in per_cpu)
 
 
-def struct_map(name: str, key: type[ctypes.Structure] | int, value: type[ctypes.Structure] | int,
-               max_entries: int, percpu: bool = False) -> FakeMap:
+def struct_map(
+    name: str,
+    key: type[ctypes.Structure] | int,
+    value: type[ctypes.Structure] | int,
+    max_entries: int,
+    percpu: bool = False,
+) -> FakeMap:
     def size(t: type[ctypes.Structure] | int) -> int:
         return t if isinstance(t, int) else ctypes.sizeof(t)
 
@@ -102,23 +107,31 @@ class FakeKernel:
             "path_generation": struct_map("path_generation", 4, 4, 1),
             "filter_src": struct_map("filter_src", abi.LpmKey, 1, abi.FILTER_GENERATIONS * abi.MAX_FILTER_CIDRS),
             "filter_dst": struct_map("filter_dst", abi.LpmKey, 1, abi.FILTER_GENERATIONS * abi.MAX_FILTER_CIDRS),
-            "filter_ifaces": struct_map("filter_ifaces", abi.IfaceKey, 1,
-                                        abi.FILTER_GENERATIONS * abi.MAX_FILTER_IFACES),
+            "filter_ifaces": struct_map(
+                "filter_ifaces", abi.IfaceKey, 1, abi.FILTER_GENERATIONS * abi.MAX_FILTER_IFACES
+            ),
             "own_endpoints": struct_map("own_endpoints", abi.OwnEndpoint, 1, 64),
             "nf_verdicts": struct_map("nf_verdicts", abi.NfVerdictKey, 8, 64, percpu=True),
             "rp_filter_checks": struct_map("rp_filter_checks", abi.RpFilterKey, 8, 64, percpu=True),
             "route_lookups": struct_map("route_lookups", abi.RouteKey, 8, 64, percpu=True),
         }
-        self.reasons = reasons or DropReasons([("SKB_DROP_REASON_NOT_SPECIFIED", 2),
-                                               ("SKB_DROP_REASON_NETFILTER_DROP", 12)])
+        self.reasons = reasons or DropReasons(
+            [("SKB_DROP_REASON_NOT_SPECIFIED", 2), ("SKB_DROP_REASON_NETFILTER_DROP", 12)]
+        )
         self._probes = probes or [ProbeState("kfree_skb", "tracepoint", True)]
         self.events: list[bytes] = []  # records the next poll delivers
         self.rings: list[FakeRing] = []
         self.closed = False
         m = self.maps
-        self._control = PathControl(FilterMaps(config=m["path_config"], generation=m["path_generation"],
-                                               src=m["filter_src"], dst=m["filter_dst"],
-                                               interfaces=m["filter_ifaces"]))
+        self._control = PathControl(
+            FilterMaps(
+                config=m["path_config"],
+                generation=m["path_generation"],
+                src=m["filter_src"],
+                dst=m["filter_dst"],
+                interfaces=m["filter_ifaces"],
+            )
+        )
         self._tracked = TrackedReaper(m["tracked"], m["path_gate"])
 
     def drop_counters(self) -> DropCounterReader:
@@ -157,8 +170,9 @@ class FakeKernel:
         self.closed = True
 
 
-def hop_record(path_id: int, hop: str, ts_ns: int, *, header: dict[str, object] | None = None,
-               **fields: object) -> bytes:
+def hop_record(
+    path_id: int, hop: str, ts_ns: int, *, header: dict[str, object] | None = None, **fields: object
+) -> bytes:
     """One ring record (struct hop_event) as the kernel writes it; `header`: the first hop's snapshot."""
     from exporter.model import hops
 

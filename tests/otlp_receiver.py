@@ -181,8 +181,9 @@ class _HttpServer(http.server.ThreadingHTTPServer):
 class OtlpReceiver:
     """Collects the spans exported to it over gRPC and OTLP/HTTP (protobuf), thread-safely."""
 
-    def __init__(self, mode: str = "ok", *, grpc_enabled: bool = True, http_enabled: bool = True,
-                 count_only: bool = False) -> None:
+    def __init__(
+        self, mode: str = "ok", *, grpc_enabled: bool = True, http_enabled: bool = True, count_only: bool = False
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode {mode!r} is not one of {MODES}")
         self.mode = mode

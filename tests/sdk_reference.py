@@ -72,9 +72,15 @@ class PacketIdGenerator(IdGenerator):
 class SdkSpanBuilder:
     """Paths -> SDK spans, exactly as pktpath built them before the fast encoder (without its error counting)."""
 
-    def __init__(self, tracer_provider: TracerProvider, ids: PacketIdGenerator, *,
-                 clock_offset_ns: Callable[[], int], flow_links: int = 4096,
-                 pod_of: Callable[[int], PodRef | None] | None = None) -> None:
+    def __init__(
+        self,
+        tracer_provider: TracerProvider,
+        ids: PacketIdGenerator,
+        *,
+        clock_offset_ns: Callable[[], int],
+        flow_links: int = 4096,
+        pod_of: Callable[[int], PodRef | None] | None = None,
+    ) -> None:
         self._ids = ids
         self._tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME, __version__)
         self._clock_offset_ns = clock_offset_ns
@@ -134,14 +140,21 @@ class SdkSpanBuilder:
 class SdkReference:
     """The old pipeline up to the bytes: SDK spans in memory, then the official OTLP encoder."""
 
-    def __init__(self, resource: Mapping[str, Any], *, clock_offset_ns: Callable[[], int], flow_links: int = 4096,
-                 pod_of: Callable[[int], PodRef | None] | None = None) -> None:
+    def __init__(
+        self,
+        resource: Mapping[str, Any],
+        *,
+        clock_offset_ns: Callable[[], int],
+        flow_links: int = 4096,
+        pod_of: Callable[[int], PodRef | None] | None = None,
+    ) -> None:
         self.exporter = InMemorySpanExporter()
         ids = PacketIdGenerator()
         self.provider = TracerProvider(resource=Resource(dict(resource)), id_generator=ids, shutdown_on_exit=False)
         self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.builder = SdkSpanBuilder(self.provider, ids, clock_offset_ns=clock_offset_ns, flow_links=flow_links,
-                                      pod_of=pod_of)
+        self.builder = SdkSpanBuilder(
+            self.provider, ids, clock_offset_ns=clock_offset_ns, flow_links=flow_links, pod_of=pod_of
+        )
 
     def request(self, paths: Sequence[Path]) -> bytes:
         """ExportTraceServiceRequest bytes for ``paths``, as the official exporters would have sent them."""

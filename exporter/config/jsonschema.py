@@ -55,7 +55,7 @@ def config_schema() -> dict[str, Any]:
     return {
         "type": "object",
         "description": "The agent's config file (docs/configuration.md), generated from exporter/config/schema.py "
-                       "by scripts/gen-chart-schema. pktpath validates it again at start-up, with every rule.",
+        "by scripts/gen-chart-schema. pktpath validates it again at start-up, with every rule.",
         "additionalProperties": False,
         "properties": {
             section.name: {

@@ -73,8 +73,11 @@ def load_config(path: str | None, env: Mapping[str, str] | None = None) -> Confi
     except OSError as exc:
         raise ConfigError(_one_line(f"{path}: cannot read config: {exc.strerror or exc}")) from exc
     if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(_one_line(f"{path}: cannot read config: larger than {MAX_CONFIG_BYTES} bytes (1 MiB), "
-                                    "the limit for a config file"))
+        raise ConfigError(
+            _one_line(
+                f"{path}: cannot read config: larger than {MAX_CONFIG_BYTES} bytes (1 MiB), the limit for a config file"
+            )
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -123,8 +126,9 @@ def _compose(text: str, source: str) -> Node | None:
     except _TooDeep as exc:
         deep = exc.problem_mark
         assert deep is not None
-        raise ConfigError(f"{source}:{deep.line + 1}:{deep.column + 1}: {exc.problem} "
-                          "(a pktpath config needs 3)") from exc
+        raise ConfigError(
+            f"{source}:{deep.line + 1}:{deep.column + 1}: {exc.problem} (a pktpath config needs 3)"
+        ) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
@@ -280,8 +284,9 @@ class _Walker:
             raise self.fail(node, path, f"expected a list, got {describe(node)}")
         if key.max_items is not None and len(node.value) > key.max_items:
             # Before the items are checked: 20,000 CIDRs fail at once, not after parsing each.
-            raise self.fail(node, path, f"{len(node.value)} entries, more than the {key.max_items} "
-                                        f"{key.capacity_of} holds")
+            raise self.fail(
+                node, path, f"{len(node.value)} entries, more than the {key.max_items} {key.capacity_of} holds"
+            )
         return tuple(self.scalar(key, item, f"{path}[{index}]") for index, item in enumerate(node.value))
 
     def scalar(self, key: Key, node: Node, path: str) -> object:

@@ -150,11 +150,24 @@ SECTIONS: tuple[Section, ...] = (
         "Which packets the path tracer follows (drop counters always count everything). Empty list = any.",
         FilterConfig,
         (
-            Key("src", _STR, "Source CIDRs (IPv4 or IPv6); a bare address means /32 or /128. At most "
-                f"{abi.MAX_FILTER_CIDRS}.", many=True, check=values.check_network, max_items=abi.MAX_FILTER_CIDRS,
-                capacity_of="the kernel's filter_src map"),
-            Key("dst", _STR, f"Destination CIDRs, as for src. At most {abi.MAX_FILTER_CIDRS}.", many=True,
-                check=values.check_network, max_items=abi.MAX_FILTER_CIDRS, capacity_of="the kernel's filter_dst map"),
+            Key(
+                "src",
+                _STR,
+                f"Source CIDRs (IPv4 or IPv6); a bare address means /32 or /128. At most {abi.MAX_FILTER_CIDRS}.",
+                many=True,
+                check=values.check_network,
+                max_items=abi.MAX_FILTER_CIDRS,
+                capacity_of="the kernel's filter_src map",
+            ),
+            Key(
+                "dst",
+                _STR,
+                f"Destination CIDRs, as for src. At most {abi.MAX_FILTER_CIDRS}.",
+                many=True,
+                check=values.check_network,
+                max_items=abi.MAX_FILTER_CIDRS,
+                capacity_of="the kernel's filter_dst map",
+            ),
             Key(
                 "protocols",
                 (Kind.STRING, Kind.INTEGER),
@@ -192,34 +205,78 @@ SECTIONS: tuple[Section, ...] = (
         "Which packets are followed hop by hop, and how many. The first hop decides, in the kernel.",
         SamplingConfig,
         (
-            Key("continuous", _BOOL, "Keep the path hooks attached all the time and sample 1 in one_in "
-                "(for debugging: every packet then pays the hooks' dispatch). false: sampling windows."),
-            Key("window_period_seconds", _INT, "A sampling window opens at every multiple of this many "
+            Key(
+                "continuous",
+                _BOOL,
+                "Keep the path hooks attached all the time and sample 1 in one_in "
+                "(for debugging: every packet then pays the hooks' dispatch). false: sampling windows.",
+            ),
+            Key(
+                "window_period_seconds",
+                _INT,
+                "A sampling window opens at every multiple of this many "
                 "seconds of the wall clock (2..3600), so agents on different nodes open theirs together.",
-                check=values.IntRange(2, 3600)),
-            Key("window_seconds", _INT, "How long each window samples (1..3599, shorter than the period). "
+                check=values.IntRange(2, 3600),
+            ),
+            Key(
+                "window_seconds",
+                _INT,
+                "How long each window samples (1..3599, shorter than the period). "
                 "The path hooks are attached only around it; a path in flight at its end is followed to its "
-                "end.", check=values.IntRange(1, 3599)),
-            Key("adaptive", _BOOL, "Inside windows, raise N above one_in so that a window's paths fill its "
-                "budget (max_paths_per_second x window_seconds) and no more; false: always 1 in one_in."),
-            Key("one_in", _INT, "Follow 1 in N matching packets (1 = every one, 0 = none); decided by a "
+                "end.",
+                check=values.IntRange(1, 3599),
+            ),
+            Key(
+                "adaptive",
+                _BOOL,
+                "Inside windows, raise N above one_in so that a window's paths fill its "
+                "budget (max_paths_per_second x window_seconds) and no more; false: always 1 in one_in.",
+            ),
+            Key(
+                "one_in",
+                _INT,
+                "Follow 1 in N matching packets (1 = every one, 0 = none); decided by a "
                 "hash of the packet's identity, so every hop and every node agrees. With adaptive windows, "
-                "the smallest N used.", check=values.IntRange(0, values.MAX_ONE_IN)),
-            Key("drop_one_in", _INT, "Also keep 1 in N dropped packets nobody was following, as a one-hop "
+                "the smallest N used.",
+                check=values.IntRange(0, values.MAX_ONE_IN),
+            ),
+            Key(
+                "drop_one_in",
+                _INT,
+                "Also keep 1 in N dropped packets nobody was following, as a one-hop "
                 "path (0 = off). Costs nothing for packets that are not dropped.",
-                check=values.IntRange(0, values.MAX_ONE_IN)),
-            Key("max_paths_per_second", _INT, "Budget of new sampled paths per second for the whole "
+                check=values.IntRange(0, values.MAX_ONE_IN),
+            ),
+            Key(
+                "max_paths_per_second",
+                _INT,
+                "Budget of new sampled paths per second for the whole "
                 "host, enforced in the kernel (0 = unlimited). Keeps the agent's CPU bounded whatever the "
-                "traffic.", check=values.IntRange(0, 10_000_000)),
-            Key("max_drop_paths_per_second", _INT, "Budget of new drop-captured paths per second for "
+                "traffic.",
+                check=values.IntRange(0, 10_000_000),
+            ),
+            Key(
+                "max_drop_paths_per_second",
+                _INT,
+                "Budget of new drop-captured paths per second for "
                 "the whole host, separate from the one above so that neither a drop storm nor heavy sampled "
-                "traffic starves the other (0 = unlimited).", check=values.IntRange(0, 10_000_000)),
-            Key("max_tracked", _INT, "Packets followed at once (size of the kernel's map of tracked packets, "
+                "traffic starves the other (0 = unlimited).",
+                check=values.IntRange(0, 10_000_000),
+            ),
+            Key(
+                "max_tracked",
+                _INT,
+                "Packets followed at once (size of the kernel's map of tracked packets, "
                 "64..1048576); a packet refused because it is full counts in pktpath_tracking_lost_total.",
-                check=values.IntRange(64, 1048576)),
-            Key("ring_buffer_kb", _INT, "Size of the kernel-to-agent event ring, KiB (power of two, "
+                check=values.IntRange(64, 1048576),
+            ),
+            Key(
+                "ring_buffer_kb",
+                _INT,
+                "Size of the kernel-to-agent event ring, KiB (power of two, "
                 "4..262144). A full ring loses events, counted in pktpath_events_lost_total.",
-                check=values.check_ring_kb),
+                check=values.check_ring_kb,
+            ),
         ),
         values.build_sampling,
     ),
@@ -228,18 +285,43 @@ SECTIONS: tuple[Section, ...] = (
         "Pod names for drops and spans, on Kubernetes nodes (the agent runs with hostPID).",
         KubernetesConfig,
         (
-            Key("pod_labels", _BOOL, "Add namespace and pod labels to pktpath_drops_total and "
-                "pktpath_drop_bytes_total, and k8s.* attributes to spans."),
-            Key("node_name", _STR, "This node's name, for the API server's pod list; null = the "
-                "NODE_NAME environment variable (set it from the downward API)."),
-            Key("pods_file", _STR, 'JSON file listing this node\'s pods ({"pods": [{"uid", "namespace", '
-                '"name"}]}) instead of asking the API server; null = the in-cluster API.'),
-            Key("refresh_seconds", _INT, "How often the pod list and the namespace map are refreshed "
-                "(1..3600).", check=values.IntRange(1, 3600)),
-            Key("max_pods", _INT, "Most pods given their own label value (1..100000); beyond it "
-                'pod="other" (a cardinality guard).', check=values.IntRange(1, 100000)),
-            Key("expire_seconds", _INT, "How long a deleted pod's series stay after it is gone "
-                "(0..86400); then its namespace's counters are removed.", check=values.IntRange(0, 86400)),
+            Key(
+                "pod_labels",
+                _BOOL,
+                "Add namespace and pod labels to pktpath_drops_total and "
+                "pktpath_drop_bytes_total, and k8s.* attributes to spans.",
+            ),
+            Key(
+                "node_name",
+                _STR,
+                "This node's name, for the API server's pod list; null = the "
+                "NODE_NAME environment variable (set it from the downward API).",
+            ),
+            Key(
+                "pods_file",
+                _STR,
+                'JSON file listing this node\'s pods ({"pods": [{"uid", "namespace", '
+                '"name"}]}) instead of asking the API server; null = the in-cluster API.',
+            ),
+            Key(
+                "refresh_seconds",
+                _INT,
+                "How often the pod list and the namespace map are refreshed (1..3600).",
+                check=values.IntRange(1, 3600),
+            ),
+            Key(
+                "max_pods",
+                _INT,
+                'Most pods given their own label value (1..100000); beyond it pod="other" (a cardinality guard).',
+                check=values.IntRange(1, 100000),
+            ),
+            Key(
+                "expire_seconds",
+                _INT,
+                "How long a deleted pod's series stay after it is gone "
+                "(0..86400); then its namespace's counters are removed.",
+                check=values.IntRange(0, 86400),
+            ),
         ),
         _builder(KubernetesConfig),
     ),
@@ -248,8 +330,12 @@ SECTIONS: tuple[Section, ...] = (
         "pktpath's own log output (stderr).",
         LoggingConfig,
         (
-            Key("level", _STR, "Least severe level logged: debug, info, warn or error.",
-                check=values.OneOf(values.LOG_LEVELS)),
+            Key(
+                "level",
+                _STR,
+                "Least severe level logged: debug, info, warn or error.",
+                check=values.OneOf(values.LOG_LEVELS),
+            ),
             Key("format", _STR, "text (human) or json (one object per line).", check=values.OneOf(values.LOG_FORMATS)),
         ),
         _builder(LoggingConfig),

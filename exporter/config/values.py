@@ -49,8 +49,7 @@ class OneOf:
 
     def __call__(self, value: Any) -> object:
         if value not in self.choices:
-            raise BadValueError(f"{quote(value)} is not one of {', '.join(self.choices)}"
-                                f"{suggest(value, self.choices)}")
+            raise BadValueError(f"{quote(value)} is not one of {', '.join(self.choices)}{suggest(value, self.choices)}")
         return value
 
 
@@ -76,10 +75,9 @@ class PowerOfTwo:
         return value
 
     def values(self) -> list[int]:
-        return [1 << n for n in range(self.low.bit_length() - 1, self.high.bit_length()) if
-                self.low <= 1 << n <= self.high]
-
-
+        return [
+            1 << n for n in range(self.low.bit_length() - 1, self.high.bit_length()) if self.low <= 1 << n <= self.high
+        ]
 
 
 # --- metrics.listen --------------------------------------------------------------------------
@@ -92,6 +90,8 @@ MAX_PORT = 65535
 def _to_int(digits: str) -> int:
     """int() of a digit string, capped: Python refuses very long ones, and any of those is out of range anyway."""
     return int(digits) if len(digits) <= 9 else 10**9
+
+
 _LISTEN_EXAMPLE = '(e.g. "0.0.0.0:9977" or "[::1]:9977")'
 
 
@@ -141,9 +141,9 @@ def split_listen(value: str) -> tuple[str, int]:
         raise BadValueError(f"{quote(value)} is not host:port {_LISTEN_EXAMPLE}")
     port = _parse_port(port_text, value, 0)
     if not host:
-        raise BadValueError(f"missing host in {quote(value)} (use \"0.0.0.0:{port_text}\" for all interfaces)")
+        raise BadValueError(f'missing host in {quote(value)} (use "0.0.0.0:{port_text}" for all interfaces)')
     if ":" in host:
-        raise BadValueError(f"an IPv6 address needs brackets: write \"[{host}]:{port_text}\" instead of {quote(value)}")
+        raise BadValueError(f'an IPv6 address needs brackets: write "[{host}]:{port_text}" instead of {quote(value)}')
     _check_hostname(host, value)
     return host, port
 
@@ -174,8 +174,9 @@ def check_hop(value: Any) -> object:
 # --- filter ----------------------------------------------------------------------------------
 
 # The protocols filter.protocols takes by name (exporter/model/vocabulary.py).
-PROTOCOLS: dict[str, int] = {name: number for number, name in vocabulary.IP_PROTOCOLS.items()
-                             if name in vocabulary.FILTER_PROTOCOLS}
+PROTOCOLS: dict[str, int] = {
+    name: number for number, name in vocabulary.IP_PROTOCOLS.items() if name in vocabulary.FILTER_PROTOCOLS
+}
 
 _PORT_RANGE = re.compile(r"([0-9]+)-([0-9]+)")
 # The kernel's dev_valid_name(): IFNAMSIZ is 16 including the NUL.

@@ -63,9 +63,21 @@ def read_drop_counts(drop_map: MapHandle, slots: Iterable[tuple[bytes, int, int]
             v = DropValue.from_buffer_copy(cpu_raw)
             packets += v.packets
             nbytes += v.bytes
-        out.append(DropCount(key.ifname.decode(errors="replace"), key.reason, key.ifindex, key.netns,
-                             key.l3_proto, key.l4_proto, packets, nbytes, kraw,
-                             truncated=bool(key.flags & DROP_KEY_TRUNCATED), location=key.location))
+        out.append(
+            DropCount(
+                key.ifname.decode(errors="replace"),
+                key.reason,
+                key.ifindex,
+                key.netns,
+                key.l3_proto,
+                key.l4_proto,
+                packets,
+                nbytes,
+                kraw,
+                truncated=bool(key.flags & DROP_KEY_TRUNCATED),
+                location=key.location,
+            )
+        )
     return out
 
 
@@ -96,15 +108,21 @@ class DropSlots:
             self._retired = []
         claimed = SLOT_STATES["SLOT_CLAIMED"]
         with memoryview(self._mem)[: self._size] as view:
-            return [(key, packets, nbytes) for key, packets, nbytes, state in self._LAYOUT.iter_unpack(view)
-                    if state == claimed]
+            return [
+                (key, packets, nbytes)
+                for key, packets, nbytes, state in self._LAYOUT.iter_unpack(view)
+                if state == claimed
+            ]
 
     def retire(self, keys: set[bytes]) -> int:
         """Take back the slots owned by these keys; how many there were."""
         size = self._LAYOUT.size
         with memoryview(self._mem)[: self._size] as view:
-            owned = [i for i, (key, _p, _b, state) in enumerate(self._LAYOUT.iter_unpack(view))
-                     if state == SLOT_STATES["SLOT_CLAIMED"] and key in keys]
+            owned = [
+                i
+                for i, (key, _p, _b, state) in enumerate(self._LAYOUT.iter_unpack(view))
+                if state == SLOT_STATES["SLOT_CLAIMED"] and key in keys
+            ]
         with self._lock:
             for index in owned:
                 self._set_state(index, SLOT_STATES["SLOT_RETIRED"])

@@ -93,22 +93,34 @@ class Site:
     why: str
 
 
-SITES: dict[str, Site] = {s.function: s for s in (
-    Site("nf_hook_slow", lambda _ev: "NETFILTER_DROP",
-         "net/netfilter/core.c: its one kfree_skb is the NF_DROP verdict of a hook's rules (iptables, "
-         "nftables, conntrack); 6.1+ frees the packet there with NETFILTER_DROP. NF_QUEUE failures are "
-         "freed in nf_queue(), a function of their own."),
-    Site("ip_error", _ip_error,
-         "net/ipv4/route.c: the input of every error route ip_route_input_slow() makes (no route, "
-         "forwarding off, blackhole, unreachable, prohibit); its one kfree_skb. 6.1+ names IP_INNOROUTES "
-         "for dst.error ENETUNREACH, IP_INADDRERRORS for EHOSTUNREACH when the receiving device does "
-         "not forward, NOT_SPECIFIED otherwise: the evidence carries both facts."),
-    Site("ip_rcv_finish_core", _ip_rcv_finish_core,
-         "net/ipv4/ip_input.c: one kfree_skb (label drop) for a failed route lookup (rp_filter -EXDEV, "
-         "martian -EINVAL, -ENOBUFS), bad IP options and unicast in L2 multicast. Only -EXDEV is "
-         "IP_RPFILTER (6.1+: \"if (err == -EXDEV) drop_reason = SKB_DROP_REASON_IP_RPFILTER\"); it is "
-         "known when the fib_validate_source hook saw this packet fail (needs fentry or kprobes)."),
-)}
+SITES: dict[str, Site] = {
+    s.function: s
+    for s in (
+        Site(
+            "nf_hook_slow",
+            lambda _ev: "NETFILTER_DROP",
+            "net/netfilter/core.c: its one kfree_skb is the NF_DROP verdict of a hook's rules (iptables, "
+            "nftables, conntrack); 6.1+ frees the packet there with NETFILTER_DROP. NF_QUEUE failures are "
+            "freed in nf_queue(), a function of their own.",
+        ),
+        Site(
+            "ip_error",
+            _ip_error,
+            "net/ipv4/route.c: the input of every error route ip_route_input_slow() makes (no route, "
+            "forwarding off, blackhole, unreachable, prohibit); its one kfree_skb. 6.1+ names IP_INNOROUTES "
+            "for dst.error ENETUNREACH, IP_INADDRERRORS for EHOSTUNREACH when the receiving device does "
+            "not forward, NOT_SPECIFIED otherwise: the evidence carries both facts.",
+        ),
+        Site(
+            "ip_rcv_finish_core",
+            _ip_rcv_finish_core,
+            "net/ipv4/ip_input.c: one kfree_skb (label drop) for a failed route lookup (rp_filter -EXDEV, "
+            "martian -EINVAL, -ENOBUFS), bad IP options and unicast in L2 multicast. Only -EXDEV is "
+            'IP_RPFILTER (6.1+: "if (err == -EXDEV) drop_reason = SKB_DROP_REASON_IP_RPFILTER"); it is '
+            "known when the fib_validate_source hook saw this packet fail (needs fentry or kprobes).",
+        ),
+    )
+}
 
 
 class DropLocations:
@@ -141,8 +153,10 @@ class DropLocations:
             symbol = self.symbols.function(address)
             if not symbol and self.symbols.hidden and not self._warned_hidden:
                 self._warned_hidden = True
-                log.warning("/proc/kallsyms hides kernel addresses (kptr_restrict, or not root): "
-                            "drop locations read %r", UNRESOLVED)
+                log.warning(
+                    "/proc/kallsyms hides kernel addresses (kptr_restrict, or not root): drop locations read %r",
+                    UNRESOLVED,
+                )
             if len(self._functions) >= _ADDRESS_CACHE:
                 self._functions.clear()
             name = function_label(symbol) if symbol else ""

@@ -38,18 +38,22 @@ Enum = list[tuple[str, int]]
 def reason_label(enumerator: str) -> str:
     """SKB_DROP_REASON_NO_SOCKET -> NO_SOCKET; SKB_CONSUMED -> CONSUMED; others unchanged."""
     if enumerator.startswith(_PREFIX):
-        return enumerator[len(_PREFIX):]
+        return enumerator[len(_PREFIX) :]
     if enumerator.startswith("SKB_"):
-        return enumerator[len("SKB_"):]
+        return enumerator[len("SKB_") :]
     return enumerator
 
 
 class DropReasons:
     """Decode raw reason values as the tracepoint reports them."""
 
-    def __init__(self, core: Enum | None, subsystems: Enum | None = None,
-                 module_enums: Callable[[], Iterable[Enum]] | None = None,
-                 locations: DropLocations | None = None) -> None:
+    def __init__(
+        self,
+        core: Enum | None,
+        subsystems: Enum | None = None,
+        module_enums: Callable[[], Iterable[Enum]] | None = None,
+        locations: DropLocations | None = None,
+    ) -> None:
         # core None: the kernel predates drop reasons (< 5.17): drops are told apart by where they
         # happened instead (`locations`, drop_locations.py), with a reason where that decides one.
         self.kernel_has_reasons = core is not None
@@ -62,7 +66,7 @@ class DropReasons:
         self._subsys: dict[int, str] = {}
         for name, value in subsystems or ():
             if name.startswith(_SUBSYS_PREFIX) and not name.endswith("_NUM"):
-                self._subsys[value] = name[len(_SUBSYS_PREFIX):]
+                self._subsys[value] = name[len(_SUBSYS_PREFIX) :]
         self._module_enums = module_enums
         self._modules_scanned = False
 

@@ -22,8 +22,16 @@ from exporter.model.path import FibLookup, Hop, HopEvent, PacketHeader, SampledB
 
 EVENT_SIZE = ctypes.sizeof(abi.HopEventRaw)
 
-_CODES: dict[Any, str] = {ctypes.c_uint64: "Q", ctypes.c_int64: "q", ctypes.c_uint32: "I", ctypes.c_int32: "i",
-                          ctypes.c_uint16: "H", ctypes.c_int16: "h", ctypes.c_uint8: "B", ctypes.c_int8: "b"}
+_CODES: dict[Any, str] = {
+    ctypes.c_uint64: "Q",
+    ctypes.c_int64: "q",
+    ctypes.c_uint32: "I",
+    ctypes.c_int32: "i",
+    ctypes.c_uint16: "H",
+    ctypes.c_int16: "h",
+    ctypes.c_uint8: "B",
+    ctypes.c_int8: "b",
+}
 
 
 def _layout(struct_type: Any, prefix: str = "", base: int = 0) -> list[tuple[int, int, str, str]]:
@@ -55,11 +63,37 @@ def _unpacker(struct_type: Any) -> tuple[struct.Struct, dict[str, int]]:
 
 _RAW, _F = _unpacker(abi.HopEventRaw)
 _PATH_ID, _HOP, _TS, _CPU, _IFINDEX, _IFNAME, _NETNS, _LEN, _VERDICT, _REASON, _TABLE, _OUT_IFNAME = (
-    _F[n] for n in ("path_id", "hop", "ts_ns", "cpu", "ifindex", "ifname", "netns", "len", "verdict", "reason",
-                    "table", "out_ifname"))
+    _F[n]
+    for n in (
+        "path_id",
+        "hop",
+        "ts_ns",
+        "cpu",
+        "ifindex",
+        "ifname",
+        "netns",
+        "len",
+        "verdict",
+        "reason",
+        "table",
+        "out_ifname",
+    )
+)
 _FIB_FAMILY, _FIB_SADDR, _FIB_DADDR, _LOCATION, _NF_FAMILY, _NF_HOOK, _PHASE, _ROUTE_ERROR, _FLAGS, _DETAIL = (
-    _F[n] for n in ("fib_family", "fib_saddr", "fib_daddr", "location", "nf_family", "nf_hook", "phase",
-                    "route_error", "flags", "detail"))
+    _F[n]
+    for n in (
+        "fib_family",
+        "fib_saddr",
+        "fib_daddr",
+        "location",
+        "nf_family",
+        "nf_hook",
+        "phase",
+        "route_error",
+        "flags",
+        "detail",
+    )
+)
 _H = {name.removeprefix("hdr."): i for name, i in _F.items() if name.startswith("hdr.")}
 _NAME_CACHE_LIMIT = 1024
 
@@ -90,13 +124,26 @@ def _header(v: tuple[Any, ...], i: dict[str, int]) -> PacketHeader:
     family, flags = v[i["family"]], v[i["flags"]]
     if flags & abi.HDR_TRUNCATED:
         # Only the family and the bytes present are known: the kernel read nothing past the end.
-        return PacketHeader(family=family, src="", dst="", protocol=0, length=v[i["ip_len"]], truncated=True,
-                            no_transport=True)
+        return PacketHeader(
+            family=family, src="", dst="", protocol=0, length=v[i["ip_len"]], truncated=True, no_transport=True
+        )
     return PacketHeader(
-        family=family, src=_addr(family, v[i["saddr"]]), dst=_addr(family, v[i["daddr"]]), protocol=v[i["protocol"]],
-        sport=v[i["sport"]], dport=v[i["dport"]], tos=v[i["tos"]], ttl=v[i["ttl"]], length=v[i["ip_len"]],
-        ip_id=v[i["ip_id"]], tcp_flags=v[i["tcp_flags"]], tcp_seq=v[i["tcp_seq"]], icmp_type=v[i["icmp_type"]],
-        icmp_code=v[i["icmp_code"]], extra=v[i["extra"]], no_transport=bool(flags & abi.HDR_NO_L4),
+        family=family,
+        src=_addr(family, v[i["saddr"]]),
+        dst=_addr(family, v[i["daddr"]]),
+        protocol=v[i["protocol"]],
+        sport=v[i["sport"]],
+        dport=v[i["dport"]],
+        tos=v[i["tos"]],
+        ttl=v[i["ttl"]],
+        length=v[i["ip_len"]],
+        ip_id=v[i["ip_id"]],
+        tcp_flags=v[i["tcp_flags"]],
+        tcp_seq=v[i["tcp_seq"]],
+        icmp_type=v[i["icmp_type"]],
+        icmp_code=v[i["icmp_code"]],
+        extra=v[i["extra"]],
+        no_transport=bool(flags & abi.HDR_NO_L4),
     )
 
 

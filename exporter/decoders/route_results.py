@@ -15,14 +15,27 @@ from exporter.decoders.drop_reasons import DropReasons
 # An error route's errno (net/ipv4/route.c ip_route_input_slow, no_route: rth->dst.error = -err):
 # the fib lookup's own error, or EHOSTUNREACH for a router with forwarding off, which before 6.13
 # the kernel does not tell apart from an `unreachable` route.
-_ROUTE_ERRORS = {errno.ENETUNREACH: "no_route", errno.EINVAL: "blackhole", errno.EHOSTUNREACH: "unreachable",
-                 errno.EACCES: "prohibit"}
+_ROUTE_ERRORS = {
+    errno.ENETUNREACH: "no_route",
+    errno.EINVAL: "blackhole",
+    errno.EHOSTUNREACH: "unreachable",
+    errno.EACCES: "prohibit",
+}
 # The same result, whichever convention the kernel reports it in.
-_ERRNO_RESULTS = {errno.ENETUNREACH: "no_route", errno.EHOSTUNREACH: "forwarding_disabled",
-                  errno.EXDEV: "rp_filter", errno.EINVAL: "martian"}
-_REASON_RESULTS = {"IP_INNOROUTES": "no_route", "IP_INADDRERRORS": "forwarding_disabled",
-                   "IP_RPFILTER": "rp_filter", "IP_INVALID_SOURCE": "martian", "IP_INVALID_DEST": "martian",
-                   "IP_LOCALNET": "martian"}
+_ERRNO_RESULTS = {
+    errno.ENETUNREACH: "no_route",
+    errno.EHOSTUNREACH: "forwarding_disabled",
+    errno.EXDEV: "rp_filter",
+    errno.EINVAL: "martian",
+}
+_REASON_RESULTS = {
+    "IP_INNOROUTES": "no_route",
+    "IP_INADDRERRORS": "forwarding_disabled",
+    "IP_RPFILTER": "rp_filter",
+    "IP_INVALID_SOURCE": "martian",
+    "IP_INVALID_DEST": "martian",
+    "IP_LOCALNET": "martian",
+}
 
 
 class _FuncReturns(Protocol):

@@ -100,7 +100,7 @@ class KernelSymbols:
         return self._names[i], addr - addrs[i]
 
     def lookup(self, addr: int) -> str:
-        """"nft_do_chain+0x3c2", or "" when unknown."""
+        """ "nft_do_chain+0x3c2", or "" when unknown."""
         found = self._find(addr)
         return f"{found[0]}+{found[1]:#x}" if found else ""
 

@@ -12,8 +12,14 @@ from exporter.interactive.session import MAX_DURATION_RANGE, MAX_PKT_RANGE, Trac
 from exporter.interactive.shell import UsageError, parse_cidr, parse_int, quiet_loader
 
 
-def run_trace(src: str | None, dst: str | None, max_pkt: str, max_duration: str, as_json: bool,
-              open_kernel: Callable[[], TraceKernel]) -> int:
+def run_trace(
+    src: str | None,
+    dst: str | None,
+    max_pkt: str,
+    max_duration: str,
+    as_json: bool,
+    open_kernel: Callable[[], TraceKernel],
+) -> int:
     session = TraceSession(open_kernel)
     quiet_loader()
     try:
@@ -39,13 +45,14 @@ def run_trace(src: str | None, dst: str | None, max_pkt: str, max_duration: str,
         paths = session.result.paths
         for n, path in enumerate(paths, 1):
             if as_json:
-                print(json.dumps(render.path_json(n, path, modes, session.shell_context())),
-                      flush=True)
+                print(json.dumps(render.path_json(n, path, modes, session.shell_context())), flush=True)
             else:
                 print(render.render_path(n, path, modes, session.shell_context()), flush=True)
         if not as_json:
-            print(f"The number of packets we traced is: {len(paths)} (ended by {session.result.ended_by})",
-                  file=sys.stderr)
+            print(
+                f"The number of packets we traced is: {len(paths)} (ended by {session.result.ended_by})",
+                file=sys.stderr,
+            )
     finally:
         session.close()
     return 0

@@ -32,10 +32,11 @@ def header_line(path: Path) -> str:
     if h is None:
         return "(no header: the packet's first hop was not seen)"
     if h.truncated:
-        return (f"IPv{h.family} header cut short: the packet holds {h.length} byte(s) from its network header "
-                "(nothing past its end is shown)")
-    text = (f"{h.src}->{h.dst}, tos:{h.tos:#x}, ttl:{h.ttl}, protocol:{protocol_text(h.protocol)}, "
-            f"total_len:{h.length}")
+        return (
+            f"IPv{h.family} header cut short: the packet holds {h.length} byte(s) from its network header "
+            "(nothing past its end is shown)"
+        )
+    text = f"{h.src}->{h.dst}, tos:{h.tos:#x}, ttl:{h.ttl}, protocol:{protocol_text(h.protocol)}, total_len:{h.length}"
     if h.no_transport:
         return text + ", no transport header (cut short, or not the first fragment)"
     if h.protocol in names.PORT_PROTOCOLS:
@@ -96,9 +97,16 @@ def path_json(number: int, path: Path, modes: dict[str, str], ctx: ShellContext)
         "sampled_by": path.sampled_by.value,
         "duration_ns": path.duration_ns,
         "hops": [
-            {"index": i, "hop": ev.hop.value, "mode": modes.get(ev.hop.value, "tracepoint"),
-             "interface": ev.ifname or None, "netns": ev.netns, "ts_ns": ev.ts_ns, "cpu": ev.cpu,
-             "detail": hop_line(path, i, ctx)}
+            {
+                "index": i,
+                "hop": ev.hop.value,
+                "mode": modes.get(ev.hop.value, "tracepoint"),
+                "interface": ev.ifname or None,
+                "netns": ev.netns,
+                "ts_ns": ev.ts_ns,
+                "cpu": ev.cpu,
+                "detail": hop_line(path, i, ctx),
+            }
             for i, ev in enumerate(path.hops)
         ],
     }

@@ -132,10 +132,14 @@ class TraceSession:
         """`new_paths` False: follow the packets already tracked to their end, start no more."""
         p = self.params
         return PathSettings(
-            enabled=enabled, one_in=int(new_paths), drop_one_in=int(new_paths),
+            enabled=enabled,
+            one_in=int(new_paths),
+            drop_one_in=int(new_paths),
             # The kernel's budget bounds a flood; max_pkt is enforced exactly here.
-            max_paths_per_second=max(p.max_pkt * 4, 1000), max_drop_paths_per_second=max(p.max_pkt * 4, 1000),
-            src=(p.src,) if p.src is not None else (), dst=(p.dst,) if p.dst is not None else (),
+            max_paths_per_second=max(p.max_pkt * 4, 1000),
+            max_drop_paths_per_second=max(p.max_pkt * 4, 1000),
+            src=(p.src,) if p.src is not None else (),
+            dst=(p.dst,) if p.dst is not None else (),
         )
 
     def set_src(self, net: Network | None) -> None:
@@ -162,9 +166,13 @@ class TraceSession:
         self._started_count = 0
         self._stop_requested.clear()
         self._ended.clear()
-        self._pipeline = build_pipeline(self._kernel, self._reasons, [self._collect],
-                                        assembler_options={"idle_timeout_ns": IDLE_NS},
-                                        on_first_hop=self._first_hop)
+        self._pipeline = build_pipeline(
+            self._kernel,
+            self._reasons,
+            [self._collect],
+            assembler_options={"idle_timeout_ns": IDLE_NS},
+            on_first_hop=self._first_hop,
+        )
         self._pipeline.start()
         self._control.apply(self.settings(enabled=True))
         self._supervisor = threading.Thread(target=self._supervise, name="pktpath-trace", daemon=True)

@@ -41,8 +41,20 @@ Commands:
   wait              wait until the tracing ends
 """
 
-COMMANDS = ("clear", "debug", "dst", "exit", "help", "max_duration", "max_pkt", "restart", "show", "src",
-            "start", "wait")
+COMMANDS = (
+    "clear",
+    "debug",
+    "dst",
+    "exit",
+    "help",
+    "max_duration",
+    "max_pkt",
+    "restart",
+    "show",
+    "src",
+    "start",
+    "wait",
+)
 
 
 class UsageError(Exception):

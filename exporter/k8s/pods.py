@@ -104,8 +104,10 @@ class ApiPodSource:
         query = urllib.parse.urlencode({"fieldSelector": f"spec.nodeName={self.node}"})
         with open(self.TOKEN) as f:
             token = f.read().strip()
-        req = urllib.request.Request(f"{self.base}/api/v1/pods?{query}",
-                                     headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
+        req = urllib.request.Request(
+            f"{self.base}/api/v1/pods?{query}",
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+        )
         ctx = ssl.create_default_context(cafile=self.CA)
         with urllib.request.urlopen(req, timeout=self.timeout, context=ctx) as resp:
             doc = json.load(resp)
@@ -225,8 +227,11 @@ class PodResolver:
         self.denied = denied
         if denied and not self._warned_denied:
             self._warned_denied = True
-            log.warning("cannot read the network namespace of %d pod process(es): permission denied "
-                        "(the agent needs CAP_SYS_PTRACE for pod labels)", denied)
+            log.warning(
+                "cannot read the network namespace of %d pod process(es): permission denied "
+                "(the agent needs CAP_SYS_PTRACE for pod labels)",
+                denied,
+            )
         return found
 
 
@@ -240,11 +245,20 @@ def resolver_from_config(cfg: KubernetesConfig, proc_root: str, env: Mapping[str
     elif env.get("KUBERNETES_SERVICE_HOST"):
         node = cfg.node_name or env.get("NODE_NAME")
         if not node:
-            raise ConfigError("kubernetes.node_name: not set, and neither is NODE_NAME (set it from the downward "
-                              "API: fieldRef spec.nodeName)")
+            raise ConfigError(
+                "kubernetes.node_name: not set, and neither is NODE_NAME (set it from the downward "
+                "API: fieldRef spec.nodeName)"
+            )
         source = ApiPodSource(node)
     else:
-        raise ConfigError("kubernetes.pod_labels: needs kubernetes.pods_file, or the in-cluster API "
-                          "(KUBERNETES_SERVICE_HOST is not set: not running in a pod?)")
-    return PodResolver(source, proc_root=proc_root, refresh_seconds=cfg.refresh_seconds, max_pods=cfg.max_pods,
-                       expire_seconds=cfg.expire_seconds)
+        raise ConfigError(
+            "kubernetes.pod_labels: needs kubernetes.pods_file, or the in-cluster API "
+            "(KUBERNETES_SERVICE_HOST is not set: not running in a pod?)"
+        )
+    return PodResolver(
+        source,
+        proc_root=proc_root,
+        refresh_seconds=cfg.refresh_seconds,
+        max_pods=cfg.max_pods,
+        expire_seconds=cfg.expire_seconds,
+    )

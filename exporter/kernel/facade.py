@@ -66,8 +66,11 @@ class KernelSide:
 
     def probes(self) -> list[ProbeState]:
         """Every attach candidate of every loader hop, and whether it is the one attached."""
-        return [ProbeState(status.hop, family, status.attached == family)
-                for status in self.report.hops.values() for family in status.families]
+        return [
+            ProbeState(status.hop, family, status.attached == family)
+            for status in self.report.hops.values()
+            for family in status.families
+        ]
 
     # -- counters (read at scrape time) ------------------------------------
 
@@ -80,8 +83,9 @@ class KernelSide:
         return KernelStats(self.engine.map("stats"))
 
     def verdict_counters(self) -> VerdictReader:
-        return VerdictReader(self.engine.map("nf_verdicts"), self.engine.map("rp_filter_checks"),
-                             self.engine.map("route_lookups"))
+        return VerdictReader(
+            self.engine.map("nf_verdicts"), self.engine.map("rp_filter_checks"), self.engine.map("route_lookups")
+        )
 
     # -- packet paths ------------------------------------------------------
 
@@ -106,8 +110,9 @@ class KernelSide:
 
     def windows(self) -> KernelWindow:
         """The kernel half of sampling windows: the path hooks as one switch, and `path_window`."""
-        return KernelWindow(PathHooks(self.engine, self._attach_lock), self.engine.map("path_window"),
-                            self.stats(), self.tracked())
+        return KernelWindow(
+            PathHooks(self.engine, self._attach_lock), self.engine.map("path_window"), self.stats(), self.tracked()
+        )
 
     def event_ring(self, consume: EventConsumer) -> EventRing:
         return libbpf.RingBuffer(self.engine.map("events"), consume)
@@ -154,8 +159,9 @@ class PathHooks:
             return len(self._engine.detach_hops(PATH_ONLY_PROGRAMS, parallel=True))
 
 
-def drop_reasons_from_btf(btf: libbpf.Btf, module_btf_dir: str = "/sys/kernel/btf",
-                          base: Callable[[], libbpf.Btf] | None = None) -> DropReasons:
+def drop_reasons_from_btf(
+    btf: libbpf.Btf, module_btf_dir: str = "/sys/kernel/btf", base: Callable[[], libbpf.Btf] | None = None
+) -> DropReasons:
     """Drop reason names from the kernel's BTF; subsystem reasons (openvswitch, mac80211) from
     their module's BTF, read on demand, the first time a subsystem reason is seen.  `base`: the
     kernel BTF the modules' split BTF builds on, asked for then (default: `btf`, kept open).  Before
@@ -184,5 +190,10 @@ def drop_reasons_from_btf(btf: libbpf.Btf, module_btf_dir: str = "/sys/kernel/bt
 def filter_maps(map_of: Callable[[str], libbpf.Map]) -> FilterMaps:
     """The maps PathControl writes, in any object built from exporter/bpf's headers (the agent's, or
     the per-hop cost bench's)."""
-    return FilterMaps(config=map_of("path_config"), generation=map_of("path_generation"), src=map_of("filter_src"),
-                      dst=map_of("filter_dst"), interfaces=map_of("filter_ifaces"))
+    return FilterMaps(
+        config=map_of("path_config"),
+        generation=map_of("path_generation"),
+        src=map_of("filter_src"),
+        dst=map_of("filter_dst"),
+        interfaces=map_of("filter_ifaces"),
+    )

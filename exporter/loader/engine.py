@@ -36,8 +36,10 @@ log = logging.getLogger(__name__)
 #   libbpf: prog 'x__fentry': failed to find kernel BTF type ID of 'ip_rcv': -3
 #   libbpf: prog 'x__kretprobe': relo #1: failed to relocate: -22   (CO-RE: e.g. a type found twice
 #                                                                    in module BTFs, "ambiguity")
-_REFUSED = re.compile(r"prog '([^']+)': (?:BPF program load failed|failed to load|failed to find kernel BTF"
-                      r"|relo #\d+: failed to relocate)")
+_REFUSED = re.compile(
+    r"prog '([^']+)': (?:BPF program load failed|failed to load|failed to find kernel BTF"
+    r"|relo #\d+: failed to relocate)"
+)
 _MAX_LOAD_ATTEMPTS = 32
 # Hook targets that live in a module when not built in (the hop table's `modules`): checked
 # before the load (Engine._missing_target).  A function missing here is still found by the load.
@@ -51,8 +53,10 @@ _BY_CONFIG = ("excluded", "not allowed")  # how reasons that are the user's choi
 # in what `pktpath check` says when a kernel lacks one (include/uapi/linux/bpf.h: enum bpf_func_id).
 NEWER_HELPERS = {184: ("bpf_get_func_ret", "5.17")}
 # Verifier log lines that trace its walk rather than state its objection.
-_VERIFIER_NOISE = re.compile(r"^(\d+: |mark_precise|from \d+ to|; |\(|func#|Live regs|processed |stack depth"
-                             r"|verification time|libbpf:|-- )")
+_VERIFIER_NOISE = re.compile(
+    r"^(\d+: |mark_precise|from \d+ to|; |\(|func#|Live regs|processed |stack depth"
+    r"|verification time|libbpf:|-- )"
+)
 
 
 def relocation_complaint(log_lines: list[str], prog: str) -> str:
@@ -65,8 +69,9 @@ def relocation_complaint(log_lines: list[str], prog: str) -> str:
 def verifier_complaint(log_lines: list[str]) -> str:
     """The verifier's own sentence ("R1 invalid mem access ..."), found as the last
     line before its summary that is not part of the instruction trace."""
-    end = next((i for i, ln in enumerate(log_lines) if ln.startswith(("verification time", "processed "))),
-               len(log_lines))
+    end = next(
+        (i for i, ln in enumerate(log_lines) if ln.startswith(("verification time", "processed "))), len(log_lines)
+    )
     for line in reversed(log_lines[:end]):
         text = line.strip()
         if text and not _VERIFIER_NOISE.match(text):
@@ -80,8 +85,14 @@ def _disable_partners(specs: dict[str, ProgramSpec], disabled: dict[str, str]) -
     for name, spec in specs.items():
         if name in disabled:
             continue
-        why = next((disabled[o.name] for o in specs.values()
-                    if o.hop == spec.hop and o.family == spec.family and o.name in disabled), None)
+        why = next(
+            (
+                disabled[o.name]
+                for o in specs.values()
+                if o.hop == spec.hop and o.family == spec.family and o.name in disabled
+            ),
+            None,
+        )
         if why is not None:
             disabled[name] = why
 
@@ -120,11 +131,16 @@ class EngineOptions:
             if not cfg.drops.enabled and not cfg.sampling.drop_one_in:
                 exclude[DROP_HOP] = "drops.enabled is false and no packet is followed or captured"
         exclude.update(dict.fromkeys(cfg.probes.exclude, "probes.exclude"))
-        return cls(mode=cfg.probes.mode, exclude=exclude, map_sizes={
-            "drop_counts": cfg.drops.max_series,
-            "tracked": cfg.sampling.max_tracked,
-            "events": cfg.sampling.ring_buffer_kb * 1024,
-        }, per_cpu_block_maps=("drop_slots",))
+        return cls(
+            mode=cfg.probes.mode,
+            exclude=exclude,
+            map_sizes={
+                "drop_counts": cfg.drops.max_series,
+                "tracked": cfg.sampling.max_tracked,
+                "events": cfg.sampling.ring_buffer_kb * 1024,
+            },
+            per_cpu_block_maps=("drop_slots",),
+        )
 
 
 @dataclass
@@ -157,8 +173,13 @@ class HopTiming:
 class Engine:
     """One loaded BPF object and its links. Not thread-safe; owned by the agent."""
 
-    def __init__(self, options: EngineOptions | None = None, object_path: str | None = None,
-                 host: Host | None = None, kernel_btf: libbpf.Btf | None = None) -> None:
+    def __init__(
+        self,
+        options: EngineOptions | None = None,
+        object_path: str | None = None,
+        host: Host | None = None,
+        kernel_btf: libbpf.Btf | None = None,
+    ) -> None:
         """`kernel_btf`: the running kernel's BTF if the caller has it parsed already
         (it stays the caller's); else the engine parses it when needed and frees it."""
         self.options = options or EngineOptions()
@@ -180,8 +201,9 @@ class Engine:
 
     # -- lifecycle ---------------------------------------------------------
 
-    def start(self, verify: Callable[[libbpf.Btf], None] | None = None,
-              first_attached: Callable[[float], None] | None = None) -> AttachReport:
+    def start(
+        self, verify: Callable[[libbpf.Btf], None] | None = None, first_attached: Callable[[float], None] | None = None
+    ) -> AttachReport:
         """Load and attach. `verify(object BTF)` runs between load and attach, so an
         ABI mismatch stops start-up before any probe fires.  `first_attached(monotonic time)` is
         called the moment the first probe is attached, before the second load."""
@@ -278,10 +300,18 @@ class Engine:
         if self._obj is None or self.report is None:
             return []
         allowed = allowed_families(self.options.mode)
-        retry = [s for s in self.report.hops.values()
-                 if not s.attached and s.hop not in self.options.exclude and s.hop not in self._detached]
-        wanted = {spec.name for s in retry for family, specs in s.families.items()
-                  if family in allowed and family not in self._refused_families for spec in specs}
+        retry = [
+            s
+            for s in self.report.hops.values()
+            if not s.attached and s.hop not in self.options.exclude and s.hop not in self._detached
+        ]
+        wanted = {
+            spec.name
+            for s in retry
+            for family, specs in s.families.items()
+            if family in allowed and family not in self._refused_families
+            for spec in specs
+        }
         if not wanted:
             return []
         try:
@@ -415,8 +445,16 @@ class Engine:
                 for link in links:
                     link.destroy()
                 error = f"attach failed: {os.strerror(exc.errno)}"
-            timings.append(HopTiming(hop, family, len(self._hop_programs[hop]), time.perf_counter() - wall,
-                                     time.thread_time() - cpu, error))
+            timings.append(
+                HopTiming(
+                    hop,
+                    family,
+                    len(self._hop_programs[hop]),
+                    time.perf_counter() - wall,
+                    time.thread_time() - cpu,
+                    error,
+                )
+            )
             if error:
                 status.problems[family] = error
                 continue
@@ -463,8 +501,9 @@ class Engine:
         missing = sorted(h for h in prog.helper_calls() if h >= end)
         if not missing:
             return ""
-        names = ", ".join(f"{NEWER_HELPERS[h][0]} ({NEWER_HELPERS[h][1]}+)" if h in NEWER_HELPERS else f"#{h}"
-                          for h in missing)
+        names = ", ".join(
+            f"{NEWER_HELPERS[h][0]} ({NEWER_HELPERS[h][1]}+)" if h in NEWER_HELPERS else f"#{h}" for h in missing
+        )
         return f"needs BPF helper {names}, which this kernel lacks"
 
     def kernel_constants(self) -> dict[str, int]:
@@ -528,8 +567,10 @@ class Engine:
             return f"module {module} has no BTF (module BTF is 5.11+): fentry needs its function's BTF"
         lacking = [t for t in MODULE_TYPES.get(spec.target, ()) if not btf.has_struct(t)]
         if lacking:
-            return (f"module {module} has no BTF (module BTF is 5.11+), and the kernel's lacks struct "
-                    f"{', struct '.join(lacking)}, which this hook reads")
+            return (
+                f"module {module} has no BTF (module BTF is 5.11+), and the kernel's lacks struct "
+                f"{', struct '.join(lacking)}, which this hook reads"
+            )
         return ""
 
     def _precheck_families(self) -> dict[str, str]:
@@ -598,8 +639,9 @@ class Engine:
         return obj, specs
 
     @staticmethod
-    def _refused_program(exc: libbpf.LibbpfError, specs: dict[str, ProgramSpec],
-                         disabled: dict[str, str]) -> str | None:
+    def _refused_program(
+        exc: libbpf.LibbpfError, specs: dict[str, ProgramSpec], disabled: dict[str, str]
+    ) -> str | None:
         """Turn off the program libbpf says the kernel refused; None if none is named."""
         name = next((m.group(1) for line in exc.log if (m := _REFUSED.search(line))), None)
         if name is None or name not in specs or name in disabled:
@@ -640,8 +682,13 @@ class Engine:
         for why, names in by_cause.items():
             # Left out on purpose (config, or path hops while paths are off) is not a problem.
             chosen = all(part.split(": ", 1)[-1].startswith(_BY_CONFIG) for part in why.split("; "))
-            log.log(logging.DEBUG if chosen else logging.WARNING, "%d hop(s) not attached (%s): %s",
-                    len(names), why, ", ".join(names))
+            log.log(
+                logging.DEBUG if chosen else logging.WARNING,
+                "%d hop(s) not attached (%s): %s",
+                len(names),
+                why,
+                ", ".join(names),
+            )
 
     def _attach_all(self, obj: libbpf.BpfObject, hops: dict[str, HopStatus], disabled: dict[str, str]) -> None:
         progs = {p.name: p for p in obj.programs}
@@ -674,9 +721,13 @@ class Engine:
                     self._first_attached(first_at)
 
 
-
-def start_engine(cfg: Config, host: Host, paths: bool, kernel_btf: libbpf.Btf | None = None,
-                 first_attached: Callable[[float], None] | None = None) -> Engine:
+def start_engine(
+    cfg: Config,
+    host: Host,
+    paths: bool,
+    kernel_btf: libbpf.Btf | None = None,
+    first_attached: Callable[[float], None] | None = None,
+) -> Engine:
     """The agent's engine, loaded and attached, its ABI checked; KernelError under probes.strict when
     a hop did not attach."""
     from exporter.model import abi

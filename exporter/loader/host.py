@@ -62,9 +62,14 @@ class Host:
 
     def has_kprobes(self) -> bool:
         """A kprobe PMU (4.17+), or the legacy tracefs kprobe_events libbpf falls back to."""
-        return any(os.path.exists(os.path.join(self.sys_root, p)) for p in (
-            "bus/event_source/devices/kprobe/type", "kernel/tracing/kprobe_events",
-            "kernel/debug/tracing/kprobe_events"))
+        return any(
+            os.path.exists(os.path.join(self.sys_root, p))
+            for p in (
+                "bus/event_source/devices/kprobe/type",
+                "kernel/tracing/kprobe_events",
+                "kernel/debug/tracing/kprobe_events",
+            )
+        )
 
     def effective_caps(self) -> int:
         try:

@@ -34,8 +34,9 @@ BTF_KIND_DATASEC = 15
 BTF_KIND_ENUM64 = 19
 # Modifiers a pointer's target may hide behind.
 _BTF_KIND_VOLATILE, _BTF_KIND_CONST, _BTF_KIND_RESTRICT, _BTF_KIND_TYPE_TAG = 9, 10, 11, 18
-_BTF_MODIFIERS = frozenset((BTF_KIND_TYPEDEF, _BTF_KIND_VOLATILE, _BTF_KIND_CONST, _BTF_KIND_RESTRICT,
-                            _BTF_KIND_TYPE_TAG))
+_BTF_MODIFIERS = frozenset(
+    (BTF_KIND_TYPEDEF, _BTF_KIND_VOLATILE, _BTF_KIND_CONST, _BTF_KIND_RESTRICT, _BTF_KIND_TYPE_TAG)
+)
 
 # A call to a helper function: BPF_JMP | BPF_CALL with src_reg 0 (1 is a subprogram, 2 a kfunc).
 _BPF_CALL = 0x85
@@ -44,9 +45,7 @@ _BPF_CALL = 0x85
 BPF_MAP_TYPE_PERCPU_HASH = 5
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_LRU_PERCPU_HASH = 10
-PERCPU_MAP_TYPES = frozenset(
-    {BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH}
-)
+PERCPU_MAP_TYPES = frozenset({BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH})
 
 _LIBBPF_SONAME = "libbpf.so.1"
 _LIBBPF_INFO = 1  # enum libbpf_print_level: WARN=0, INFO=1, DEBUG=2
@@ -81,8 +80,14 @@ class _BtfMember(ctypes.Structure):
 class _KprobeMultiOpts(ctypes.Structure):
     # struct bpf_kprobe_multi_opts { size_t sz; const char **syms; const unsigned long *addrs;
     #                                const __u64 *cookies; size_t cnt; bool retprobe; size_t :0; }
-    _fields_ = [("sz", ctypes.c_size_t), ("syms", ctypes.POINTER(ctypes.c_char_p)), ("addrs", ctypes.c_void_p),
-                ("cookies", ctypes.c_void_p), ("cnt", ctypes.c_size_t), ("retprobe", ctypes.c_bool)]
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("syms", ctypes.POINTER(ctypes.c_char_p)),
+        ("addrs", ctypes.c_void_p),
+        ("cookies", ctypes.c_void_p),
+        ("cnt", ctypes.c_size_t),
+        ("retprobe", ctypes.c_bool),
+    ]
 
 
 class _BtfParam(ctypes.Structure):
@@ -478,8 +483,9 @@ class Map:
         size = self.value_size * self.max_entries
         page = mmap.PAGESIZE
         try:
-            return mmap.mmap(self.fd, (size + page - 1) // page * page, mmap.MAP_SHARED,
-                             mmap.PROT_READ | mmap.PROT_WRITE)
+            return mmap.mmap(
+                self.fd, (size + page - 1) // page * page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+            )
         except OSError as exc:
             raise LibbpfError(f"map {self.name}: mmap", -(exc.errno or errno.EINVAL)) from exc
 

@@ -130,8 +130,9 @@ class PktpathCollector(Collector):
         f.build.add_metric([self._build.version, self._build.kernel, self._build.engine], 1.0)
         # Without packet paths the sampling weights and span counters mean nothing: left out, not
         # served empty (README's metric table says which families need paths).
-        absent = ([f.sampling] if weights is None else []) + \
-            ([f.spans_exported, f.spans_dropped] if self._spans is None else [])
+        absent = ([f.sampling] if weights is None else []) + (
+            [f.spans_exported, f.spans_dropped] if self._spans is None else []
+        )
         yield from (family for family in f.all() if not any(family is a for a in absent))
 
     def _verdicts(self, f: _Families, v: VerdictCounts) -> None:
@@ -180,8 +181,11 @@ class PktpathCollector(Collector):
         locations = self._reasons.locations
         series: dict[tuple[str, ...], tuple[int, int]] = {}
         for c in counts:
-            labels: tuple[str, ...] = (self._reasons.at(c.reason, c.location), c.ifname or names[(c.netns, c.ifindex)],
-                                       protocol_label(c.l3_proto, c.l4_proto, c.truncated))
+            labels: tuple[str, ...] = (
+                self._reasons.at(c.reason, c.location),
+                c.ifname or names[(c.netns, c.ifindex)],
+                protocol_label(c.l3_proto, c.l4_proto, c.truncated),
+            )
             if locations is not None:
                 labels += (locations.label(c.location),)
             if self._pods is not None:
@@ -197,67 +201,122 @@ class _Families:
     def __init__(self, pod_labels: bool = False, location: bool = False) -> None:
         labels = DROP_LABELS + ([LOCATION_LABEL] if location else []) + (POD_LABELS if pod_labels else [])
         self.drops = CounterMetricFamily(
-            "pktpath_drops", "Packets the kernel dropped, by drop reason, interface and L4 protocol "
-            "(every drop, unsampled).", labels=labels)
+            "pktpath_drops",
+            "Packets the kernel dropped, by drop reason, interface and L4 protocol (every drop, unsampled).",
+            labels=labels,
+        )
         self.drop_bytes = CounterMetricFamily(
-            "pktpath_drop_bytes", "Bytes of the packets the kernel dropped (skb->len at the drop), by drop "
-            "reason, interface and protocol.", labels=labels)
+            "pktpath_drop_bytes",
+            "Bytes of the packets the kernel dropped (skb->len at the drop), by drop reason, interface and protocol.",
+            labels=labels,
+        )
         self.attached = GaugeMetricFamily(
-            "pktpath_probe_attached", "1 if the hop's probe is attached in this attach type, 0 for every "
-            "candidate that is not.", labels=["probe", "attach_type"])
+            "pktpath_probe_attached",
+            "1 if the hop's probe is attached in this attach type, 0 for every candidate that is not.",
+            labels=["probe", "attach_type"],
+        )
         self.events_lost = CounterMetricFamily(
-            "pktpath_events_lost", "Events the kernel could not put into a ring buffer (ring full).",
-            labels=["ring"])
+            "pktpath_events_lost", "Events the kernel could not put into a ring buffer (ring full).", labels=["ring"]
+        )
         self.map_full = CounterMetricFamily(
-            "pktpath_map_full", "Kernel updates lost because a map was full; for drop_counts each one is a "
-            "dropped packet counted in no series (raise drops.max_series).", labels=["map"])
+            "pktpath_map_full",
+            "Kernel updates lost because a map was full; for drop_counts each one is a "
+            "dropped packet counted in no series (raise drops.max_series).",
+            labels=["map"],
+        )
         self.started = CounterMetricFamily(
-            "pktpath_paths_started", "Packets the kernel started following, by what chose them: the 1-in-N "
-            "rate sample or drop capture.", labels=["sampled_by"])
+            "pktpath_paths_started",
+            "Packets the kernel started following, by what chose them: the 1-in-N rate sample or drop capture.",
+            labels=["sampled_by"],
+        )
         self.refused = CounterMetricFamily(
-            "pktpath_paths_refused", "Path starts refused because a budget was spent: budget = "
+            "pktpath_paths_refused",
+            "Path starts refused because a budget was spent: budget = "
             "sampling.max_paths_per_second (sampled packets), drop_budget = max_drop_paths_per_second (drop "
             "captures). A packet refused at each of its entry hops (e.g. a pod's transmit and the host's "
             "receive) counts once per hop; a drop capture is refused before the filter looks at it.",
-            labels=["reason"])
+            labels=["reason"],
+        )
         self.sampling = GaugeMetricFamily(
-            "pktpath_sampling_one_in", "Effective sampling weight: each path started this way stands for N "
-            "packets (0: off).", labels=["sampled_by"])
+            "pktpath_sampling_one_in",
+            "Effective sampling weight: each path started this way stands for N packets (0: off).",
+            labels=["sampled_by"],
+        )
         self.tracked = GaugeMetricFamily("pktpath_tracked_packets", "Packets being followed in the kernel now.")
         self.tracking_lost = CounterMetricFamily(
-            "pktpath_tracking_lost", "Followed packets whose tracking ended early: expired (no hop "
+            "pktpath_tracking_lost",
+            "Followed packets whose tracking ended early: expired (no hop "
             "ended it within 250 ms: freed where no hop sees it), insert_failed (tracked map full), "
-            "stale_pointer (an skb pointer reused by a new packet).", labels=["reason"])
+            "stale_pointer (an skb pointer reused by a new packet).",
+            labels=["reason"],
+        )
         self.nf_verdicts = CounterMetricFamily(
             "pktpath_netfilter_verdicts",
             "Netfilter verdicts of nftables chains (nft_do_chain) and iptables-legacy tables (ipt_do_table), "
             "every packet: family, hook, table, verdict. Needs fentry or kprobes (absent on tracepoint-only kernels).",
-            labels=["family", "hook", "table", "verdict"])
+            labels=["family", "hook", "table", "verdict"],
+        )
         self.rp_filter = CounterMetricFamily(
-            "pktpath_rp_filter_checks", "Source validation (fib_validate_source, rp_filter) results by receiving "
-            "interface, every packet that is routed. Needs fentry or kprobes.", labels=["result", "interface"])
+            "pktpath_rp_filter_checks",
+            "Source validation (fib_validate_source, rp_filter) results by receiving "
+            "interface, every packet that is routed. Needs fentry or kprobes.",
+            labels=["result", "interface"],
+        )
         self.route_lookups = CounterMetricFamily(
-            "pktpath_route_lookups", "Input route lookups (ip_route_input_noref) by result: found, no_route, "
-            "forwarding_disabled, rp_filter, martian ... Needs fentry or kprobes.", labels=["result"])
+            "pktpath_route_lookups",
+            "Input route lookups (ip_route_input_noref) by result: found, no_route, "
+            "forwarding_disabled, rp_filter, martian ... Needs fentry or kprobes.",
+            labels=["result"],
+        )
         self.probe_errors = CounterMetricFamily(
-            "pktpath_probe_errors", "Hop data lost inside the kernel side, by cause.", labels=["reason"])
+            "pktpath_probe_errors", "Hop data lost inside the kernel side, by cause.", labels=["reason"]
+        )
         self.spans_exported = CounterMetricFamily("pktpath_spans_exported", "Spans the OTLP exporter accepted.")
         self.spans_dropped = CounterMetricFamily(
-            "pktpath_spans_dropped", "Spans lost: queue_full (export slower than paths), export_failed "
-            "(endpoint down or refusing), shutdown (still queued when the agent stopped).", labels=["reason"])
-        self.location_overflow = CounterMetricFamily(
-            "pktpath_drop_location_overflow", "Functions that dropped packets after the drop location label "
-            "limit was reached: their drops are counted under location=\"other\" (kernels without drop "
-            "reasons only).") if location else None
+            "pktpath_spans_dropped",
+            "Spans lost: queue_full (export slower than paths), export_failed "
+            "(endpoint down or refusing), shutdown (still queued when the agent stopped).",
+            labels=["reason"],
+        )
+        self.location_overflow = (
+            CounterMetricFamily(
+                "pktpath_drop_location_overflow",
+                "Functions that dropped packets after the drop location label "
+                'limit was reached: their drops are counted under location="other" (kernels without drop '
+                "reasons only).",
+            )
+            if location
+            else None
+        )
         self.scrape_errors = CounterMetricFamily(
-            "pktpath_scrape_errors", "Scrapes that could not read the kernel maps.")
+            "pktpath_scrape_errors", "Scrapes that could not read the kernel maps."
+        )
         self.build = GaugeMetricFamily(
-            "pktpath_build_info", "pktpath version, running kernel and BPF engine.",
-            labels=["version", "kernel", "engine"])
+            "pktpath_build_info",
+            "pktpath version, running kernel and BPF engine.",
+            labels=["version", "kernel", "engine"],
+        )
 
     def all(self) -> tuple[Metric, ...]:
         optional = (self.location_overflow,) if self.location_overflow is not None else ()
-        return (self.drops, self.drop_bytes, self.attached, self.events_lost, self.map_full, self.started,
-                self.refused, self.sampling, self.tracked, self.tracking_lost, self.nf_verdicts, self.rp_filter,
-                self.route_lookups, self.probe_errors, self.spans_exported,
-                self.spans_dropped, *optional, self.scrape_errors, self.build)
+        return (
+            self.drops,
+            self.drop_bytes,
+            self.attached,
+            self.events_lost,
+            self.map_full,
+            self.started,
+            self.refused,
+            self.sampling,
+            self.tracked,
+            self.tracking_lost,
+            self.nf_verdicts,
+            self.rp_filter,
+            self.route_lookups,
+            self.probe_errors,
+            self.spans_exported,
+            self.spans_dropped,
+            *optional,
+            self.scrape_errors,
+            self.build,
+        )

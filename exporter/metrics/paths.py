@@ -53,8 +53,11 @@ def drop_labels(path: Path) -> DropLabels | None:
     if drop is None:
         return None
     l3 = ETH_P_IP if path.header.family == 4 else ETH_P_IPV6
-    return (path.drop_reason or "UNKNOWN", drop.ifname or "none",
-            protocol_label(l3, path.header.protocol, path.header.truncated))
+    return (
+        path.drop_reason or "UNKNOWN",
+        drop.ifname or "none",
+        protocol_label(l3, path.header.protocol, path.header.truncated),
+    )
 
 
 class PathMetrics(Collector):
@@ -85,13 +88,21 @@ class PathMetrics(Collector):
         return Exemplar({"trace_id": found[0]}, 1.0, found[1])
 
     def collect(self) -> Iterator[Metric]:
-        paths = CounterMetricFamily("pktpath_sampled_paths", "Sampled packet paths finished, by how they ended.",
-                                    labels=["outcome"])
-        hist = HistogramMetricFamily("pktpath_path_duration_seconds", "Time a sampled packet spent in this "
-                                     "host's stack, first to last hop, by outcome.", labels=["outcome"])
-        evicted = CounterMetricFamily("pktpath_paths_evicted", "Paths (or hops) the assembler ended or discarded "
-                                      "other than at a terminal hop: idle_timeout, capacity, late_hop, "
-                                      "too_many_hops, shutdown, internal_error.", labels=["reason"])
+        paths = CounterMetricFamily(
+            "pktpath_sampled_paths", "Sampled packet paths finished, by how they ended.", labels=["outcome"]
+        )
+        hist = HistogramMetricFamily(
+            "pktpath_path_duration_seconds",
+            "Time a sampled packet spent in this host's stack, first to last hop, by outcome.",
+            labels=["outcome"],
+        )
+        evicted = CounterMetricFamily(
+            "pktpath_paths_evicted",
+            "Paths (or hops) the assembler ended or discarded "
+            "other than at a terminal hop: idle_timeout, capacity, late_hop, "
+            "too_many_hops, shutdown, internal_error.",
+            labels=["reason"],
+        )
         with self._lock:
             for outcome in Outcome:
                 paths.add_metric([outcome.value], self._outcomes[outcome.value])

@@ -47,8 +47,12 @@ class Snapshot(Collector):
     another scrape is collecting wait for that collection instead of starting their own.
     """
 
-    def __init__(self, registry: CollectorRegistry, max_age: float = SNAPSHOT_MAX_AGE_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        max_age: float = SNAPSHOT_MAX_AGE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._registry = registry
         self._max_age = max_age
         self._clock = clock
@@ -171,8 +175,9 @@ class MetricsServer:
         self._httpd = _Server(listener)
         self._httpd.set_app(_app(registry, ready))
         # serve_forever() notices shutdown() only between polls: a short poll makes SIGTERM -> exit quick.
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="pktpath-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="pktpath-http", daemon=True
+        )
 
     @property
     def port(self) -> int:

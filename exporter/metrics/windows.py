@@ -17,15 +17,26 @@ from exporter.paths.windows import WindowCounters
 
 def _families() -> tuple[GaugeMetricFamily, CounterMetricFamily, SummaryMetricFamily]:
     return (
-        GaugeMetricFamily("pktpath_sampling_window_open", "1 while a sampling window is open (new paths may "
-                          "start), else 0. Path hooks are attached from shortly before it opens until the "
-                          "packets it chose have ended."),
-        CounterMetricFamily("pktpath_sampling_windows", "Sampling windows, by how they went: on_time, late "
-                            "(attaching overran the lead; opened shorter, weighted for it) or missed (no path "
-                            "hook could attach; that period has no rate-sampled paths).", labels=["outcome"]),
-        SummaryMetricFamily("pktpath_sampling_window_edge_seconds", "Time the agent's window thread spent "
-                            "attaching or detaching the path hooks, per edge (a function hook's detach waits "
-                            "for RCU grace periods).", labels=["edge"]),
+        GaugeMetricFamily(
+            "pktpath_sampling_window_open",
+            "1 while a sampling window is open (new paths may "
+            "start), else 0. Path hooks are attached from shortly before it opens until the "
+            "packets it chose have ended.",
+        ),
+        CounterMetricFamily(
+            "pktpath_sampling_windows",
+            "Sampling windows, by how they went: on_time, late "
+            "(attaching overran the lead; opened shorter, weighted for it) or missed (no path "
+            "hook could attach; that period has no rate-sampled paths).",
+            labels=["outcome"],
+        ),
+        SummaryMetricFamily(
+            "pktpath_sampling_window_edge_seconds",
+            "Time the agent's window thread spent "
+            "attaching or detaching the path hooks, per edge (a function hook's detach waits "
+            "for RCU grace periods).",
+            labels=["edge"],
+        ),
     )
 
 

@@ -34,8 +34,13 @@ class DropValue(ctypes.Structure):
 
 
 class DropSlot(ctypes.Structure):
-    _fields_ = [("key", DropKey), ("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64),
-                ("state", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
+    _fields_ = [
+        ("key", DropKey),
+        ("packets", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+        ("state", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+    ]
 
 
 # enum drop_slot_state
@@ -93,8 +98,13 @@ class HopEventRaw(ctypes.Structure):
 
 
 class NfVerdictKey(ctypes.Structure):
-    _fields_ = [("family", ctypes.c_uint8), ("hook", ctypes.c_uint8), ("verdict", ctypes.c_uint8),
-                ("_pad", ctypes.c_uint8), ("table", ctypes.c_char * 32)]
+    _fields_ = [
+        ("family", ctypes.c_uint8),
+        ("hook", ctypes.c_uint8),
+        ("verdict", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8),
+        ("table", ctypes.c_char * 32),
+    ]
 
 
 class RouteKey(ctypes.Structure):
@@ -102,8 +112,12 @@ class RouteKey(ctypes.Structure):
 
 
 class RpFilterKey(ctypes.Structure):
-    _fields_ = [("failed", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 3), ("ret", ctypes.c_int32),
-                ("ifname", ctypes.c_char * 16)]
+    _fields_ = [
+        ("failed", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 3),
+        ("ret", ctypes.c_int32),
+        ("ifname", ctypes.c_char * 16),
+    ]
 
 
 # Filter capacities (#defines of pktpath.h; tests/unit/model/test_abi.py checks them against the header and
@@ -140,9 +154,15 @@ class PathConfig(ctypes.Structure):
 class PathWindow(ctypes.Structure):
     """The one entry of `path_window`: the armed sampling window (sample_below 0: none)."""
 
-    _fields_ = [("sample_below", ctypes.c_uint64), ("open_ns", ctypes.c_uint64), ("close_ns", ctypes.c_uint64),
-                ("one_in", ctypes.c_uint32), ("number", ctypes.c_uint32), ("max_paths", ctypes.c_uint32),
-                ("_pad", ctypes.c_uint32)]
+    _fields_ = [
+        ("sample_below", ctypes.c_uint64),
+        ("open_ns", ctypes.c_uint64),
+        ("close_ns", ctypes.c_uint64),
+        ("one_in", ctypes.c_uint32),
+        ("number", ctypes.c_uint32),
+        ("max_paths", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+    ]
 
 
 # Budget windows are 2**BUDGET_WINDOW_SHIFT ns (pktpath.h).
@@ -152,16 +172,28 @@ BUDGET_WINDOW_SHIFT = 30
 class Track(ctypes.Structure):
     """Value of the `tracked` hash (key: the skb pointer, u64)."""
 
-    _fields_ = [("path_id", ctypes.c_uint64), ("ident", ctypes.c_uint64), ("flow", ctypes.c_uint64),
-                ("born_ns", ctypes.c_uint64), ("seen_ns", ctypes.c_uint64), ("netns", ctypes.c_uint32),
-                ("flags", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 3)]
+    _fields_ = [
+        ("path_id", ctypes.c_uint64),
+        ("ident", ctypes.c_uint64),
+        ("flow", ctypes.c_uint64),
+        ("born_ns", ctypes.c_uint64),
+        ("seen_ns", ctypes.c_uint64),
+        ("netns", ctypes.c_uint32),
+        ("flags", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 3),
+    ]
 
 
 class OwnEndpoint(ctypes.Structure):
     """Key of `own_endpoints`: one end of the agent's own connections (never followed)."""
 
-    _fields_ = [("netns", ctypes.c_uint32), ("family", ctypes.c_uint8), ("protocol", ctypes.c_uint8),
-                ("port", ctypes.c_uint16), ("addr", ctypes.c_uint8 * 16)]
+    _fields_ = [
+        ("netns", ctypes.c_uint32),
+        ("family", ctypes.c_uint8),
+        ("protocol", ctypes.c_uint8),
+        ("port", ctypes.c_uint16),
+        ("addr", ctypes.c_uint8 * 16),
+    ]
 
 
 # enum path_gate_slot
@@ -169,8 +201,12 @@ GATE_SLOTS = {"GATE_LIVE": 0, "GATE_REAPED": 1, "GATE__MAX": 2}
 
 
 class LpmKey(ctypes.Structure):
-    _fields_ = [("prefixlen", ctypes.c_uint32), ("generation", ctypes.c_uint8), ("addr", ctypes.c_uint8 * 16),
-                ("_pad", ctypes.c_uint8 * 3)]
+    _fields_ = [
+        ("prefixlen", ctypes.c_uint32),
+        ("generation", ctypes.c_uint8),
+        ("addr", ctypes.c_uint8 * 16),
+        ("_pad", ctypes.c_uint8 * 3),
+    ]
 
 
 class IfaceKey(ctypes.Structure):
@@ -210,14 +246,38 @@ STAT_SLOTS = len(STATS)
 # enum hop_id values (checked against BTF): numbered in the hop table's order.
 HOP_IDS = hops.HOP_IDS
 
-MIRRORS: tuple[type[ctypes.Structure], ...] = (DropKey, DropValue, DropSlot, PktHeader, HopEventRaw, PathConfig,
-                                               PathWindow, Track, OwnEndpoint, LpmKey, IfaceKey, NfVerdictKey,
-                                               RpFilterKey, RouteKey)
-_C_NAMES = {DropKey: "drop_key", DropValue: "drop_value", DropSlot: "drop_slot", PktHeader: "pkt_header",
-            HopEventRaw: "hop_event", PathConfig: "path_config",
-            PathWindow: "path_window", Track: "track", OwnEndpoint: "own_endpoint",
-            LpmKey: "lpm_key", IfaceKey: "iface_key", NfVerdictKey: "nf_verdict_key", RpFilterKey: "rp_filter_key",
-            RouteKey: "route_key"}
+MIRRORS: tuple[type[ctypes.Structure], ...] = (
+    DropKey,
+    DropValue,
+    DropSlot,
+    PktHeader,
+    HopEventRaw,
+    PathConfig,
+    PathWindow,
+    Track,
+    OwnEndpoint,
+    LpmKey,
+    IfaceKey,
+    NfVerdictKey,
+    RpFilterKey,
+    RouteKey,
+)
+_C_NAMES = {
+    DropKey: "drop_key",
+    DropValue: "drop_value",
+    DropSlot: "drop_slot",
+    PktHeader: "pkt_header",
+    HopEventRaw: "hop_event",
+    PathConfig: "path_config",
+    PathWindow: "path_window",
+    Track: "track",
+    OwnEndpoint: "own_endpoint",
+    LpmKey: "lpm_key",
+    IfaceKey: "iface_key",
+    NfVerdictKey: "nf_verdict_key",
+    RpFilterKey: "rp_filter_key",
+    RouteKey: "route_key",
+}
 
 
 class _StructSource(Protocol):
@@ -254,5 +314,6 @@ def check_against(btf: _StructSource) -> None:
         raise KernelError(f"ABI mismatch: enum path_gate_slot {gate} != abi.py GATE_SLOTS {GATE_SLOTS}")
     hop_enum = dict(btf.enum("hop_id") or [])
     if hop_enum != HOP_IDS:
-        raise KernelError(f"ABI mismatch: enum hop_id {hop_enum} != the hop table's HOP_IDS {dict(HOP_IDS)} "
-                          "(exporter/model/hops.py)")
+        raise KernelError(
+            f"ABI mismatch: enum hop_id {hop_enum} != the hop table's HOP_IDS {dict(HOP_IDS)} (exporter/model/hops.py)"
+        )

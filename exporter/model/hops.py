@@ -184,8 +184,10 @@ def _src_dst(path: Path) -> tuple[str, str]:
 
 
 def _nf_where(ev: HopEvent) -> str:
-    return (f"{names.NF_FAMILY_CONSTANTS.get(ev.nf_family, 'NFPROTO')}({ev.nf_family}), "
-            f"{names.NF_HOOK_CONSTANTS.get(ev.nf_hook, 'NF_INET')}({ev.nf_hook})")
+    return (
+        f"{names.NF_FAMILY_CONSTANTS.get(ev.nf_family, 'NFPROTO')}({ev.nf_family}), "
+        f"{names.NF_HOOK_CONSTANTS.get(ev.nf_hook, 'NF_INET')}({ev.nf_hook})"
+    )
 
 
 def _nf_hook_line(ev: HopEvent) -> str:
@@ -211,8 +213,7 @@ def _table_verdict_span(ev: HopEvent, iif: str) -> str:
 def _rp_filter_line(path: Path, index: int, _ctx: ShellContext) -> str:
     ev = path.hops[index]
     iif = ev.ifname or receiving_device(path, index)
-    return (f"rp_filter check: src({_src_dst(path)[0]}), iif({iif or 'unknown'}), "
-            f"{rp_filter_phrase(ev, iif)}")
+    return f"rp_filter check: src({_src_dst(path)[0]}), iif({iif or 'unknown'}), {rp_filter_phrase(ev, iif)}"
 
 
 def _rp_filter_span(ev: HopEvent, iif: str) -> str:
@@ -235,8 +236,10 @@ def _fib_line(path: Path, index: int, ctx: ShellContext) -> str:
     if ev.verdict == 0 and ev.out_ifname:
         text += f" -> {ev.out_ifname}"
     iif = receiving_device(path, index) or "unknown"
-    return (f"ip route lookup: dst({ev.fib_dst}), src({ev.fib_src or '0.0.0.0'}), iif({iif}), "
-            f"{text} (table {names.table_name(ev.table)})")
+    return (
+        f"ip route lookup: dst({ev.fib_dst}), src({ev.fib_src or '0.0.0.0'}), iif({iif}), "
+        f"{text} (table {names.table_name(ev.table)})"
+    )
 
 
 def _route_input_line(path: Path, index: int, ctx: ShellContext) -> str:
@@ -253,8 +256,13 @@ def _xmit_span(ev: HopEvent, iif: str) -> str:
 
 
 def _xmit_line(ev: HopEvent) -> str:
-    rc = ("NETDEV_TX_OK(0)" if ev.verdict == 0 else f"NETDEV_TX_BUSY({ev.verdict})" if ev.verdict == 16
-          else f"error({ev.verdict})")
+    rc = (
+        "NETDEV_TX_OK(0)"
+        if ev.verdict == 0
+        else f"NETDEV_TX_BUSY({ev.verdict})"
+        if ev.verdict == 16
+        else f"error({ev.verdict})"
+    )
     return f"transmitted by {_dev(ev)}, rc:{rc}"
 
 
@@ -279,56 +287,189 @@ _ENTRY, _LATER, _END = Role.ENTRY, Role.LATER, Role.TERMINAL
 
 # In the C enum hop_id's order (HOP_IDS numbers them from 1).
 TABLE: tuple[HopSpec, ...] = (
-    HopSpec(Hop.NETIF_RECEIVE, _T, _ENTRY, ("netif_receive_skb",), "a device handed the packet to the stack",
-            _with_dev, _line(lambda ev: f"received on {_dev(ev)} (netns {ev.netns}), len:{ev.length}")),
-    HopSpec(Hop.FIB_LOOKUP, _T, _LATER, ("fib_table_lookup", "fib6_table_lookup"),
-            "its route lookup, or rp_filter's reverse lookup (no skb: attributed to the CPU's packet)",
-            _fib_span, _fib_line),
-    HopSpec(Hop.DEV_QUEUE, _T, _ENTRY, ("net_dev_queue",), "queued for transmit on a device",
-            _with_dev, _line(lambda ev: f"queued for transmit on {_dev(ev)}, len:{ev.length}")),
-    HopSpec(Hop.DEV_XMIT, _T, _LATER, ("net_dev_xmit",), "handed to the device's driver", _xmit_span,
-            _line(_xmit_line)),
-    HopSpec(Hop.DELIVER, _T, _END, ("skb_copy_datagram_iovec",), "its payload copied to a local socket's reader",
-            _fixed("deliver to socket"), _line(lambda _ev: "delivered: payload copied to a local socket")),
-    HopSpec(Hop.CONSUME, _T, _END, ("consume_skb",), "freed after normal processing", _fixed("consume_skb"),
-            _consume_line),
-    HopSpec(Hop.DROP, _T, _END, ("kfree_skb",), "dropped, with the kernel's reason (and counted, every packet)",
-            lambda ev, _iif: f"DROPPED: {ev.reason or UNKNOWN_REASON}", _drop_line),
-    HopSpec(Hop.IP_RCV, _F, _ENTRY, ("ip_rcv", "ipv6_rcv"), "IPv4/IPv6 receive", _with_dev,
-            _line(lambda ev: f"IP receive on {_dev(ev)}, len:{ev.length}")),
-    HopSpec(Hop.NF_HOOK, _F, _LATER, ("nf_hook_slow",), "a netfilter hook: entry (in/out device), verdict",
-            _with_dev, _line(_nf_hook_line)),
-    HopSpec(Hop.NF_CHAIN, _F, _LATER, ("nft_do_chain",), "an nftables chain: table/chain, verdict",
-            _table_verdict_span, _line(_table_verdict_line), counter="pktpath_netfilter_verdicts_total",
-            modules={"nft_do_chain": "nf_tables"}),
-    HopSpec(Hop.RP_FILTER, _F, _LATER, ("fib_validate_source",), "rp_filter's verdict (the function's return)",
-            _rp_filter_span, _rp_filter_line, counter="pktpath_rp_filter_checks_total"),
-    HopSpec(Hop.ROUTE_INPUT, _F, _LATER, ("ip_route_input_noref",), "the input route lookup's result",
-            _with_dev, _route_input_line, counter="pktpath_route_lookups_total"),
-    HopSpec(Hop.IP_FORWARD, _F, _LATER, ("ip_forward", "ip6_forward"), "forwarding starts", _with_dev,
-            _line(lambda ev: f"forwarding (ip_forward), len:{ev.length}")),
-    HopSpec(Hop.LOCAL_DELIVER, _F, _LATER, ("ip_local_deliver",), "local delivery", _with_dev,
-            _line(lambda _ev: "local delivery (ip_local_deliver)")),
-    HopSpec(Hop.IP_OUTPUT, _F, _ENTRY, ("ip_output", "ip6_output"), "IP output (first hop of packets made here)",
-            _with_dev, _line(lambda ev: f"IP output, len:{ev.length}")),
-    HopSpec(Hop.IP_RCV_FINISH, _F, _LATER, ("ip_rcv_finish", "ip6_rcv_finish"),
-            "past PRE_ROUTING (inlined on Debian 6.1/6.12: seen only for reinjected packets, docs/kernels.md)",
-            _with_dev, _line(lambda ev: f"IP receive finish (past PRE_ROUTING) on {_dev(ev)}")),
-    HopSpec(Hop.IP_FORWARD_FINISH, _F, _LATER, ("ip_forward_finish",), "past the FORWARD hook (no IPv6 twin: inlined)",
-            _with_dev, _line(lambda ev: f"forward finish (past FORWARD), len:{ev.length}")),
-    HopSpec(Hop.IP_QUEUE_XMIT, _F, _LATER, ("ip_queue_xmit", "ip6_xmit"),
-            "a socket (TCP, SCTP) handed the segment to IP (reported at ip_output, with its own time)",
-            _with_dev, _line(lambda ev: f"socket queued the segment to IP (ip_queue_xmit), len:{ev.length}")),
-    HopSpec(Hop.IP_FINISH_OUTPUT, _F, _LATER, ("ip_finish_output", "ip6_finish_output"), "past the POST_ROUTING hook",
-            _with_dev, _line(lambda ev: f"IP finish output (past POST_ROUTING), len:{ev.length}")),
-    HopSpec(Hop.IPT_TABLE, _F, _LATER, ("ipt_do_table",),
-            "an iptables-legacy table: table/built-in chain, verdict", _table_verdict_span,
-            _line(_table_verdict_line), counter="pktpath_netfilter_verdicts_total",
-            modules={"ipt_do_table": "ip_tables"}),
-    HopSpec(Hop.SOCK_QUEUE, _T, _END, ("sk_data_ready",),
-            "queued to a local socket (6.13+; no skb: attributed to the CPU's packet)",
-            lambda ev, _iif: f"queued to socket (port {ev.verdict})",
-            _line(lambda ev: f"delivered: queued to a local socket (port {ev.verdict})")),
+    HopSpec(
+        Hop.NETIF_RECEIVE,
+        _T,
+        _ENTRY,
+        ("netif_receive_skb",),
+        "a device handed the packet to the stack",
+        _with_dev,
+        _line(lambda ev: f"received on {_dev(ev)} (netns {ev.netns}), len:{ev.length}"),
+    ),
+    HopSpec(
+        Hop.FIB_LOOKUP,
+        _T,
+        _LATER,
+        ("fib_table_lookup", "fib6_table_lookup"),
+        "its route lookup, or rp_filter's reverse lookup (no skb: attributed to the CPU's packet)",
+        _fib_span,
+        _fib_line,
+    ),
+    HopSpec(
+        Hop.DEV_QUEUE,
+        _T,
+        _ENTRY,
+        ("net_dev_queue",),
+        "queued for transmit on a device",
+        _with_dev,
+        _line(lambda ev: f"queued for transmit on {_dev(ev)}, len:{ev.length}"),
+    ),
+    HopSpec(
+        Hop.DEV_XMIT, _T, _LATER, ("net_dev_xmit",), "handed to the device's driver", _xmit_span, _line(_xmit_line)
+    ),
+    HopSpec(
+        Hop.DELIVER,
+        _T,
+        _END,
+        ("skb_copy_datagram_iovec",),
+        "its payload copied to a local socket's reader",
+        _fixed("deliver to socket"),
+        _line(lambda _ev: "delivered: payload copied to a local socket"),
+    ),
+    HopSpec(
+        Hop.CONSUME, _T, _END, ("consume_skb",), "freed after normal processing", _fixed("consume_skb"), _consume_line
+    ),
+    HopSpec(
+        Hop.DROP,
+        _T,
+        _END,
+        ("kfree_skb",),
+        "dropped, with the kernel's reason (and counted, every packet)",
+        lambda ev, _iif: f"DROPPED: {ev.reason or UNKNOWN_REASON}",
+        _drop_line,
+    ),
+    HopSpec(
+        Hop.IP_RCV,
+        _F,
+        _ENTRY,
+        ("ip_rcv", "ipv6_rcv"),
+        "IPv4/IPv6 receive",
+        _with_dev,
+        _line(lambda ev: f"IP receive on {_dev(ev)}, len:{ev.length}"),
+    ),
+    HopSpec(
+        Hop.NF_HOOK,
+        _F,
+        _LATER,
+        ("nf_hook_slow",),
+        "a netfilter hook: entry (in/out device), verdict",
+        _with_dev,
+        _line(_nf_hook_line),
+    ),
+    HopSpec(
+        Hop.NF_CHAIN,
+        _F,
+        _LATER,
+        ("nft_do_chain",),
+        "an nftables chain: table/chain, verdict",
+        _table_verdict_span,
+        _line(_table_verdict_line),
+        counter="pktpath_netfilter_verdicts_total",
+        modules={"nft_do_chain": "nf_tables"},
+    ),
+    HopSpec(
+        Hop.RP_FILTER,
+        _F,
+        _LATER,
+        ("fib_validate_source",),
+        "rp_filter's verdict (the function's return)",
+        _rp_filter_span,
+        _rp_filter_line,
+        counter="pktpath_rp_filter_checks_total",
+    ),
+    HopSpec(
+        Hop.ROUTE_INPUT,
+        _F,
+        _LATER,
+        ("ip_route_input_noref",),
+        "the input route lookup's result",
+        _with_dev,
+        _route_input_line,
+        counter="pktpath_route_lookups_total",
+    ),
+    HopSpec(
+        Hop.IP_FORWARD,
+        _F,
+        _LATER,
+        ("ip_forward", "ip6_forward"),
+        "forwarding starts",
+        _with_dev,
+        _line(lambda ev: f"forwarding (ip_forward), len:{ev.length}"),
+    ),
+    HopSpec(
+        Hop.LOCAL_DELIVER,
+        _F,
+        _LATER,
+        ("ip_local_deliver",),
+        "local delivery",
+        _with_dev,
+        _line(lambda _ev: "local delivery (ip_local_deliver)"),
+    ),
+    HopSpec(
+        Hop.IP_OUTPUT,
+        _F,
+        _ENTRY,
+        ("ip_output", "ip6_output"),
+        "IP output (first hop of packets made here)",
+        _with_dev,
+        _line(lambda ev: f"IP output, len:{ev.length}"),
+    ),
+    HopSpec(
+        Hop.IP_RCV_FINISH,
+        _F,
+        _LATER,
+        ("ip_rcv_finish", "ip6_rcv_finish"),
+        "past PRE_ROUTING (inlined on Debian 6.1/6.12: seen only for reinjected packets, docs/kernels.md)",
+        _with_dev,
+        _line(lambda ev: f"IP receive finish (past PRE_ROUTING) on {_dev(ev)}"),
+    ),
+    HopSpec(
+        Hop.IP_FORWARD_FINISH,
+        _F,
+        _LATER,
+        ("ip_forward_finish",),
+        "past the FORWARD hook (no IPv6 twin: inlined)",
+        _with_dev,
+        _line(lambda ev: f"forward finish (past FORWARD), len:{ev.length}"),
+    ),
+    HopSpec(
+        Hop.IP_QUEUE_XMIT,
+        _F,
+        _LATER,
+        ("ip_queue_xmit", "ip6_xmit"),
+        "a socket (TCP, SCTP) handed the segment to IP (reported at ip_output, with its own time)",
+        _with_dev,
+        _line(lambda ev: f"socket queued the segment to IP (ip_queue_xmit), len:{ev.length}"),
+    ),
+    HopSpec(
+        Hop.IP_FINISH_OUTPUT,
+        _F,
+        _LATER,
+        ("ip_finish_output", "ip6_finish_output"),
+        "past the POST_ROUTING hook",
+        _with_dev,
+        _line(lambda ev: f"IP finish output (past POST_ROUTING), len:{ev.length}"),
+    ),
+    HopSpec(
+        Hop.IPT_TABLE,
+        _F,
+        _LATER,
+        ("ipt_do_table",),
+        "an iptables-legacy table: table/built-in chain, verdict",
+        _table_verdict_span,
+        _line(_table_verdict_line),
+        counter="pktpath_netfilter_verdicts_total",
+        modules={"ipt_do_table": "ip_tables"},
+    ),
+    HopSpec(
+        Hop.SOCK_QUEUE,
+        _T,
+        _END,
+        ("sk_data_ready",),
+        "queued to a local socket (6.13+; no skb: attributed to the CPU's packet)",
+        lambda ev, _iif: f"queued to socket (port {ev.verdict})",
+        _line(lambda ev: f"delivered: queued to a local socket (port {ev.verdict})"),
+    ),
 )
 
 SPECS: Mapping[Hop, HopSpec] = {spec.hop: spec for spec in TABLE}
@@ -359,8 +500,10 @@ def shell_line(path: Path, index: int, ctx: ShellContext) -> str:
 def docs_table(candidates: Callable[[str], str]) -> str:
     """docs/architecture.md's hop table; `candidates(program)` describes a loader hop's attach
     candidates as the compiled object has them ("tp", "fentry, kprobe" ...)."""
-    rows = ["| event hop (span name) | loader hops: candidates, best first | kind | role | what it says |",
-            "|---|---|---|---|---|"]
+    rows = [
+        "| event hop (span name) | loader hops: candidates, best first | kind | role | what it says |",
+        "|---|---|---|---|---|",
+    ]
     for spec in TABLE:
         loaders = "; ".join(f"{p}: {candidates(p)}" for p in spec.programs)
         role = spec.role.value + (", counter" if spec.counter else "")

@@ -143,8 +143,16 @@ def title(name: str) -> str:
     return name.replace("-", " ").title()
 
 
-TCP_FLAGS = ((0x01, "FIN"), (0x02, "SYN"), (0x04, "RST"), (0x08, "PSH"), (0x10, "ACK"), (0x20, "URG"),
-             (0x40, "ECE"), (0x80, "CWR"))
+TCP_FLAGS = (
+    (0x01, "FIN"),
+    (0x02, "SYN"),
+    (0x04, "RST"),
+    (0x08, "PSH"),
+    (0x10, "ACK"),
+    (0x20, "URG"),
+    (0x40, "ECE"),
+    (0x80, "CWR"),
+)
 
 
 def tcp_flags_text(flags: int, none: str = "NONE") -> str:
@@ -186,10 +194,23 @@ def errno_text(ret: int) -> str:
 NF_FAMILIES = {0: "unspec", 1: "inet", 2: "ipv4", 3: "arp", 5: "netdev", 7: "bridge", 10: "ipv6"}
 NF_HOOKS = {0: "prerouting", 1: "input", 2: "forward", 3: "output", 4: "postrouting", 5: "ingress", 6: "egress"}
 NF_VERDICTS = {0: "drop", 1: "accept", 2: "stolen", 3: "queue", 4: "repeat", 5: "stop"}
-NF_FAMILY_CONSTANTS = {0: "NFPROTO_UNSPEC", 1: "NFPROTO_INET", 2: "NFPROTO_IPV4", 3: "NFPROTO_ARP",
-                       5: "NFPROTO_NETDEV", 7: "NFPROTO_BRIDGE", 10: "NFPROTO_IPV6"}
-NF_HOOK_CONSTANTS = {0: "NF_INET_PRE_ROUTING", 1: "NF_INET_LOCAL_IN", 2: "NF_INET_FORWARD",
-                     3: "NF_INET_LOCAL_OUT", 4: "NF_INET_POST_ROUTING", 5: "NF_INET_INGRESS"}
+NF_FAMILY_CONSTANTS = {
+    0: "NFPROTO_UNSPEC",
+    1: "NFPROTO_INET",
+    2: "NFPROTO_IPV4",
+    3: "NFPROTO_ARP",
+    5: "NFPROTO_NETDEV",
+    7: "NFPROTO_BRIDGE",
+    10: "NFPROTO_IPV6",
+}
+NF_HOOK_CONSTANTS = {
+    0: "NF_INET_PRE_ROUTING",
+    1: "NF_INET_LOCAL_IN",
+    2: "NF_INET_FORWARD",
+    3: "NF_INET_LOCAL_OUT",
+    4: "NF_INET_POST_ROUTING",
+    5: "NF_INET_INGRESS",
+}
 NF_VERDICT_CONSTANTS = {0: "NF_DROP", 1: "NF_ACCEPT", 2: "NF_STOLEN", 3: "NF_QUEUE", 4: "NF_REPEAT", 5: "NF_STOP"}
 # iptables' built-in chain of each hook.  A legacy (x_tables) table has no chain objects in the
 # kernel: ipt_do_table() walks the table's rules from the hook's entry point, which is that chain.

@@ -57,10 +57,19 @@ class PathSettings:
     def from_config(cls, cfg: Config, enabled: bool) -> PathSettings:
         """The config's filter and sampling sections, for the kernel."""
         f, s = cfg.filter, cfg.sampling
-        return cls(enabled=enabled, one_in=s.one_in, drop_one_in=s.drop_one_in,
-                   max_paths_per_second=s.max_paths_per_second,
-                   max_drop_paths_per_second=s.max_drop_paths_per_second, src=f.src, dst=f.dst,
-                   protocols=f.protocols, ports=f.ports, interfaces=f.interfaces, windowed=not s.continuous)
+        return cls(
+            enabled=enabled,
+            one_in=s.one_in,
+            drop_one_in=s.drop_one_in,
+            max_paths_per_second=s.max_paths_per_second,
+            max_drop_paths_per_second=s.max_drop_paths_per_second,
+            src=f.src,
+            dst=f.dst,
+            protocols=f.protocols,
+            ports=f.ports,
+            interfaces=f.interfaces,
+            windowed=not s.continuous,
+        )
 
 
 def lpm_key(net: Network, generation: int) -> bytes:

@@ -101,8 +101,9 @@ class OwnTraffic:
         return bytes(key)
 
 
-def endpoints_for(listen_host: str, metrics_port: int, collector: tuple[str, int] | None, env: Mapping[str, str],
-                  reads_pod_api: bool) -> list[Endpoint]:
+def endpoints_for(
+    listen_host: str, metrics_port: int, collector: tuple[str, int] | None, env: Mapping[str, str], reads_pod_api: bool
+) -> list[Endpoint]:
     """Where the agent's own connections end: its /metrics listener (the port it is bound to), its
     OTLP collector (host, port), and the Kubernetes API when pod labels are read from it."""
     endpoints = listener(listen_host, metrics_port)

@@ -48,20 +48,36 @@ class PathSource(Protocol):
     def tracked(self) -> TrackedReaper: ...
 
 
-def build_pipeline(kernel: PathSource, reasons: DropReasons, sinks: list[Callable[[Path], None]], *,
-                   assembler_options: dict[str, Any] | None = None,
-                   on_first_hop: Callable[[HopEvent], None] | None = None) -> PathPipeline:
+def build_pipeline(
+    kernel: PathSource,
+    reasons: DropReasons,
+    sinks: list[Callable[[Path], None]],
+    *,
+    assembler_options: dict[str, Any] | None = None,
+    on_first_hop: Callable[[HopEvent], None] | None = None,
+) -> PathPipeline:
     """The one way to wire events ring -> decoder -> assembler -> sinks, with the tracked-map reaper
     on the same thread: the agent, `pktpath shell`/`trace` and the benchmarks all build it here."""
-    return PathPipeline(kernel.event_ring, EventDecoder(reasons), sinks, assembler_options=assembler_options,
-                        on_first_hop=on_first_hop, reaper=kernel.tracked())
+    return PathPipeline(
+        kernel.event_ring,
+        EventDecoder(reasons),
+        sinks,
+        assembler_options=assembler_options,
+        on_first_hop=on_first_hop,
+        reaper=kernel.tracked(),
+    )
 
 
 class PathPipeline:
-    def __init__(self, open_ring: Callable[[EventConsumer], EventRing], decoder: EventDecoder,
-                 sinks: list[Callable[[Path], None]], assembler_options: dict[str, Any] | None = None,
-                 on_first_hop: Callable[[HopEvent], None] | None = None,
-                 reaper: TrackedReaper | None = None) -> None:
+    def __init__(
+        self,
+        open_ring: Callable[[EventConsumer], EventRing],
+        decoder: EventDecoder,
+        sinks: list[Callable[[Path], None]],
+        assembler_options: dict[str, Any] | None = None,
+        on_first_hop: Callable[[HopEvent], None] | None = None,
+        reaper: TrackedReaper | None = None,
+    ) -> None:
         self._decoder = decoder
         self._sinks = sinks
         self._on_first_hop = on_first_hop

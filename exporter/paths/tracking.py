@@ -28,8 +28,13 @@ _REAPED = GATE_SLOTS["GATE_REAPED"].to_bytes(4, "little")
 
 
 class TrackedReaper:
-    def __init__(self, tracked: MapHandle, gate: MapHandle, stale_ns: int = STALE_NS,
-                 clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
+    def __init__(
+        self,
+        tracked: MapHandle,
+        gate: MapHandle,
+        stale_ns: int = STALE_NS,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
         self._tracked = tracked
         self._gate = gate
         self._stale_ns = stale_ns

@@ -99,8 +99,13 @@ class WindowSettings:
     @classmethod
     def from_config(cls, cfg: Config) -> WindowSettings:
         s = cfg.sampling
-        return cls(period_s=s.window_period_seconds, length_s=s.window_seconds, adaptive=s.adaptive,
-                   one_in=s.one_in, budget_per_s=s.max_paths_per_second)
+        return cls(
+            period_s=s.window_period_seconds,
+            length_s=s.window_seconds,
+            adaptive=s.adaptive,
+            one_in=s.one_in,
+            budget_per_s=s.max_paths_per_second,
+        )
 
     @property
     def quota(self) -> int:
@@ -182,8 +187,14 @@ class KernelWindow:
         return self._hooks.detach()
 
     def arm(self, one_in: int, number: int, open_ns: int, close_ns: int, max_paths: int) -> None:
-        value = abi.PathWindow(sample_below=below(one_in), open_ns=open_ns, close_ns=close_ns, one_in=one_in,
-                               number=number, max_paths=max_paths)
+        value = abi.PathWindow(
+            sample_below=below(one_in),
+            open_ns=open_ns,
+            close_ns=close_ns,
+            one_in=one_in,
+            number=number,
+            max_paths=max_paths,
+        )
         self._window.update(_ZERO, bytes(value))
 
     def disarm(self, number: int) -> None:
@@ -232,9 +243,15 @@ class WindowCounters:
 class WindowController:
     """Opens and closes windows on time, on its own thread, until stop()."""
 
-    def __init__(self, settings: WindowSettings, kernel: WindowKernel, *,
-                 wall: Callable[[], float] = time.time, monotonic_ns: Callable[[], int] = time.monotonic_ns,
-                 wait: Callable[[float], bool] | None = None) -> None:
+    def __init__(
+        self,
+        settings: WindowSettings,
+        kernel: WindowKernel,
+        *,
+        wall: Callable[[], float] = time.time,
+        monotonic_ns: Callable[[], int] = time.monotonic_ns,
+        wait: Callable[[float], bool] | None = None,
+    ) -> None:
         """`wall`, `monotonic_ns`, `wait` (sleep up to that long, True once stopped): the clocks, for
         tests to drive."""
         self.settings = settings
@@ -314,8 +331,15 @@ class WindowController:
         self._kernel.disarm(number)
         started1, refused1 = self._kernel.rate_counts()
         started, refused = started1 - started0, refused1 - refused0
-        closed = ClosedWindow(number, sampled_from_ns, close_ns, one_in, started, refused,
-                              weight_of(one_in, s.period_s, close_ns - sampled_from_ns, started, refused))
+        closed = ClosedWindow(
+            number,
+            sampled_from_ns,
+            close_ns,
+            one_in,
+            started,
+            refused,
+            weight_of(one_in, s.period_s, close_ns - sampled_from_ns, started, refused),
+        )
         c.history.append(closed)
         c.weight = closed.weight
         c.one_in = adapt_one_in(one_in, started + refused, s)

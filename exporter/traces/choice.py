@@ -36,16 +36,20 @@ def exporter_choice(cfg: TracesConfig, env: Mapping[str, str]) -> str:
         return cfg.exporter
     value = env_value(env, OTEL_TRACES_EXPORTER)
     if value is None:
-        endpoint = cfg.endpoint or env_value(env, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) or \
-            env_value(env, OTEL_EXPORTER_OTLP_ENDPOINT)
+        endpoint = (
+            cfg.endpoint
+            or env_value(env, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
+            or env_value(env, OTEL_EXPORTER_OTLP_ENDPOINT)
+        )
         return "otlp" if endpoint else "none"
     names = [name.strip().lower() for name in value.split(",") if name.strip()]
     choices = ", ".join(TRACE_EXPORTERS)
     if not names:
         return "none"
     if len(set(names)) > 1:
-        raise ConfigError(f"{OTEL_TRACES_EXPORTER}: {quote(value)}: pktpath sends traces to one exporter "
-                          f"(one of {choices})")
+        raise ConfigError(
+            f"{OTEL_TRACES_EXPORTER}: {quote(value)}: pktpath sends traces to one exporter (one of {choices})"
+        )
     if names[0] not in TRACE_EXPORTERS:
         raise ConfigError(f"{OTEL_TRACES_EXPORTER}: {quote(value)} is not one of {choices}")
     return names[0]
@@ -86,8 +90,12 @@ def endpoint_address(cfg: TracesConfig, env: Mapping[str, str]) -> tuple[str, in
     the agent's own export connection out of its own packet paths."""
     if traces_enabled(cfg, env) is False or exporter_choice(cfg, env) != "otlp":
         return None
-    url = cfg.endpoint or env_value(env, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) or \
-        env_value(env, OTEL_EXPORTER_OTLP_ENDPOINT) or DEFAULT_ENDPOINTS[protocol_choice(cfg, env)]
+    url = (
+        cfg.endpoint
+        or env_value(env, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
+        or env_value(env, OTEL_EXPORTER_OTLP_ENDPOINT)
+        or DEFAULT_ENDPOINTS[protocol_choice(cfg, env)]
+    )
     if "://" not in url:
         url = "http://" + url  # gRPC endpoints may be given as host:port
     parts = urllib.parse.urlsplit(url)

@@ -245,8 +245,12 @@ class SpanEncoder:
                 raise
             # The traceback once; after that a bug would flood the log at the packet rate.
             first = not self.skipped["error"]
-            log.log(logging.ERROR if first else logging.DEBUG, "could not turn path %s into spans (counted in "
-                    "skipped['error'])", path.path_id, exc_info=first)
+            log.log(
+                logging.ERROR if first else logging.DEBUG,
+                "could not turn path %s into spans (counted in skipped['error'])",
+                path.path_id,
+                exc_info=first,
+            )
             self._skip("error")
             return ""
         return f"{trace_id:032x}"
@@ -358,8 +362,13 @@ class SpanEncoder:
             attributes = hop_attributes(hop, path)
             if pod_of is not None:
                 attributes |= self._k8s(hop.netns)
-            parts = [head, ids[index + 1], child_head, self._name(span_name(hop, received_on)),
-                     _KIND_AND_TIMES.pack(0x30, 1, 0x39, hop_start, 0x41, hop_end)]
+            parts = [
+                head,
+                ids[index + 1],
+                child_head,
+                self._name(span_name(hop, received_on)),
+                _KIND_AND_TIMES.pack(0x30, 1, 0x39, hop_start, 0x41, hop_end),
+            ]
             parts += self._encode_attributes(attributes)
             if hop.hop is Hop.DROP:
                 parts.append(_status(hop.reason or path.drop_reason or UNKNOWN_REASON))

@@ -45,8 +45,7 @@ from exporter.traces.choice import (
 )
 from exporter.traces.encode import INSTRUMENTATION_NAME, RequestFraming, Sampler, SpanEncoder
 
-__all__ = ["DEFAULT_PROTOCOL", "DEFAULT_SERVICE_NAME", "DROP_REASONS", "SHUTDOWN_TIMEOUT_S", "Tracing",
-           "build_tracing"]
+__all__ = ["DEFAULT_PROTOCOL", "DEFAULT_SERVICE_NAME", "DROP_REASONS", "SHUTDOWN_TIMEOUT_S", "Tracing", "build_tracing"]
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +85,22 @@ class HttpTransport:
     def __init__(self, exporter: Any) -> None:
         client = getattr(exporter, "_client", None)
         if not callable(getattr(client, "export", None)):
-            raise ConfigError("traces: this opentelemetry-exporter-otlp-proto-http has no OTLP HTTP client to send "
-                              "encoded spans through (pktpath needs version 1.45 or later)")
+            raise ConfigError(
+                "traces: this opentelemetry-exporter-otlp-proto-http has no OTLP HTTP client to send "
+                "encoded spans through (pktpath needs version 1.45 or later)"
+            )
         self._exporter = exporter
         self._client: Any = client
         self._max_request_size: int = getattr(exporter, "_max_request_size", 0)
 
     def send(self, request: bytes, spans: int) -> bool:
         if 0 < self._max_request_size < len(request):
-            log.warning("traces: dropping a batch of %d spans: %d bytes exceed the exporter's max_request_size "
-                        "(lower traces.max_export_batch_size)", spans, len(request))
+            log.warning(
+                "traces: dropping a batch of %d spans: %d bytes exceed the exporter's max_request_size "
+                "(lower traces.max_export_batch_size)",
+                spans,
+                len(request),
+            )
             return False
         return bool(self._client.export(request).success)
 
@@ -165,8 +170,11 @@ def _grpc_exporter(**kwargs: Any) -> Any:
         """TraceServiceStub whose request serializer is the identity: the request is already bytes."""
 
         def __init__(self, channel: Any) -> None:
-            self.Export = channel.unary_unary(_GRPC_EXPORT_METHOD, request_serializer=passthrough,
-                                              response_deserializer=ExportTraceServiceResponse.FromString)
+            self.Export = channel.unary_unary(
+                _GRPC_EXPORT_METHOD,
+                request_serializer=passthrough,
+                response_deserializer=ExportTraceServiceResponse.FromString,
+            )
 
     class BytesSpanExporter(OTLPSpanExporter):  # type: ignore[misc]
         def __init__(self, **kw: Any) -> None:
@@ -203,8 +211,12 @@ def readable_spans(request: bytes) -> list[Any]:
         return out
 
     def context(trace_id: bytes, span_id: bytes) -> SpanContext:
-        return SpanContext(int.from_bytes(trace_id, "big"), int.from_bytes(span_id, "big"), is_remote=False,
-                           trace_flags=TraceFlags(TraceFlags.SAMPLED))
+        return SpanContext(
+            int.from_bytes(trace_id, "big"),
+            int.from_bytes(span_id, "big"),
+            is_remote=False,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        )
 
     spans: list[Any] = []
     for resource_spans in ExportTraceServiceRequest.FromString(request).resource_spans:
@@ -213,20 +225,24 @@ def readable_spans(request: bytes) -> list[Any]:
             scope = InstrumentationScope(scope_spans.scope.name, scope_spans.scope.version or None)
             for span in scope_spans.spans:
                 status = Status(StatusCode(span.status.code), span.status.message or None)
-                spans.append(ReadableSpan(
-                    span.name,
-                    context=context(span.trace_id, span.span_id),
-                    parent=context(span.trace_id, span.parent_span_id) if span.parent_span_id else None,
-                    resource=resource,
-                    attributes=attributes(span.attributes),
-                    links=[Link(context(link.trace_id, link.span_id), attributes(link.attributes))
-                           for link in span.links],
-                    kind=SpanKind(max(0, span.kind - 1)),  # OTLP's SPAN_KIND_INTERNAL is 1, the API's INTERNAL 0
-                    status=status,
-                    start_time=span.start_time_unix_nano,
-                    end_time=span.end_time_unix_nano,
-                    instrumentation_scope=scope,
-                ))
+                spans.append(
+                    ReadableSpan(
+                        span.name,
+                        context=context(span.trace_id, span.span_id),
+                        parent=context(span.trace_id, span.parent_span_id) if span.parent_span_id else None,
+                        resource=resource,
+                        attributes=attributes(span.attributes),
+                        links=[
+                            Link(context(link.trace_id, link.span_id), attributes(link.attributes))
+                            for link in span.links
+                        ],
+                        kind=SpanKind(max(0, span.kind - 1)),  # OTLP's SPAN_KIND_INTERNAL is 1, the API's INTERNAL 0
+                        status=status,
+                        start_time=span.start_time_unix_nano,
+                        end_time=span.end_time_unix_nano,
+                        instrumentation_scope=scope,
+                    )
+                )
     return spans
 
 
@@ -239,8 +255,16 @@ class SpanQueue:
     A batch leaves when ``max_batch`` spans are waiting or its oldest path has waited ``delay_s``.
     """
 
-    def __init__(self, transport: Transport, framing: RequestFraming, *, max_queue_size: int, max_batch: int,
-                 delay_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        framing: RequestFraming,
+        *,
+        max_queue_size: int,
+        max_batch: int,
+        delay_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._transport = transport
         self._framing = framing
         self._capacity = max_queue_size
@@ -316,8 +340,11 @@ class SpanQueue:
                 ok = self._transport.send(self._framing.request(batch), count)
             except Exception:  # the batch is counted as failed; the thread must go on
                 # The traceback once: a bug here would otherwise log one per batch.
-                log.log(logging.DEBUG if self._raised else logging.ERROR, "traces: span export failed",
-                        exc_info=not self._raised)
+                log.log(
+                    logging.DEBUG if self._raised else logging.ERROR,
+                    "traces: span export failed",
+                    exc_info=not self._raised,
+                )
                 self._raised = True
             del batch
             with self._cond:
@@ -436,8 +463,15 @@ def _make_transport(kind: str, protocol: str, cfg: TracesConfig) -> Transport:
 class Tracing:
     """The running traces pipeline: hand Paths to ``span_builder``; read the counters; ``shutdown()`` at exit."""
 
-    def __init__(self, span_builder: SpanEncoder, queue: SpanQueue, resource: Mapping[str, Any], *,
-                 exporter_name: str, endpoint: str | None) -> None:
+    def __init__(
+        self,
+        span_builder: SpanEncoder,
+        queue: SpanQueue,
+        resource: Mapping[str, Any],
+        *,
+        exporter_name: str,
+        endpoint: str | None,
+    ) -> None:
         self.span_builder = span_builder
         self.resource = dict(resource)  # the resource attributes every span carries
         self.exporter_name = exporter_name  # "otlp/grpc", "otlp/http/protobuf" or "console"
@@ -476,8 +510,9 @@ class Tracing:
         return f"Tracing({self.exporter_name}, endpoint={self.endpoint or 'from OTEL_* / exporter default'})"
 
 
-def build_tracing(cfg: TracesConfig, env: Mapping[str, str] = os.environ,
-                  pod_of: Callable[[int], PodRef | None] | None = None) -> Tracing | None:
+def build_tracing(
+    cfg: TracesConfig, env: Mapping[str, str] = os.environ, pod_of: Callable[[int], PodRef | None] | None = None
+) -> Tracing | None:
     """Set up traces as ``cfg`` and the environment say; None when the exporter is "none".
 
     ``env`` decides what pktpath itself resolves: OTEL_SDK_DISABLED, OTEL_TRACES_EXPORTER,
@@ -496,14 +531,20 @@ def build_tracing(cfg: TracesConfig, env: Mapping[str, str] = os.environ,
     if kind == "none":
         return None
     if cfg.max_export_batch_size > cfg.max_queue_size:
-        raise ConfigError(f"traces.max_export_batch_size: {cfg.max_export_batch_size} is out of range "
-                          f"1..{cfg.max_queue_size} (it cannot exceed traces.max_queue_size)")
+        raise ConfigError(
+            f"traces.max_export_batch_size: {cfg.max_export_batch_size} is out of range "
+            f"1..{cfg.max_queue_size} (it cannot exceed traces.max_queue_size)"
+        )
     protocol = protocol_choice(cfg, env) if kind == "otlp" else ""
     transport = _make_transport(kind, protocol, cfg)
     resource = _resource(cfg, env)
-    queue = SpanQueue(transport, RequestFraming(resource, INSTRUMENTATION_NAME, __version__),
-                      max_queue_size=cfg.max_queue_size, max_batch=cfg.max_export_batch_size,
-                      delay_s=cfg.schedule_delay_ms / 1000)
+    queue = SpanQueue(
+        transport,
+        RequestFraming(resource, INSTRUMENTATION_NAME, __version__),
+        max_queue_size=cfg.max_queue_size,
+        max_batch=cfg.max_export_batch_size,
+        delay_s=cfg.schedule_delay_ms / 1000,
+    )
     encoder = SpanEncoder(queue.offer, pod_of=pod_of, sampler=_sampler_from_env())
     name = f"otlp/{protocol}" if kind == "otlp" else kind
     tracing = Tracing(encoder, queue, resource, exporter_name=name, endpoint=cfg.endpoint)

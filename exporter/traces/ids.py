@@ -16,8 +16,14 @@ import time
 
 from exporter.model.path import PacketHeader, Path
 
-__all__ = ["TRACE_ID_BUCKET_NS", "packet_trace_id", "random_trace_id", "span_ids", "trace_id_hex",
-           "wall_minus_monotonic_ns"]
+__all__ = [
+    "TRACE_ID_BUCKET_NS",
+    "packet_trace_id",
+    "random_trace_id",
+    "span_ids",
+    "trace_id_hex",
+    "wall_minus_monotonic_ns",
+]
 
 TRACE_ID_BUCKET_NS = 1_000_000_000
 

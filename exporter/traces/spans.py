@@ -24,8 +24,12 @@ __all__ = [
 ]
 
 
-IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMPV6 = (names.IPPROTO_ICMP, names.IPPROTO_TCP, names.IPPROTO_UDP,
-                                                          names.IPPROTO_ICMPV6)
+IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMPV6 = (
+    names.IPPROTO_ICMP,
+    names.IPPROTO_TCP,
+    names.IPPROTO_UDP,
+    names.IPPROTO_ICMPV6,
+)
 _UNKNOWN_REASON = hops.UNKNOWN_REASON
 
 FlowKey = tuple[int, str, str, int, int, int]
@@ -71,11 +75,16 @@ def drop_reason(path: Path) -> str:
 def root_attributes(path: Path, header: PacketHeader) -> dict[str, AttributeValue]:
     if header.truncated:
         # Nothing but the family and the bytes present is known, and nothing else is made up.
-        return {"network.type": "ipv6" if header.family == 6 else "ipv4", "pktpath.ip.protocol": names.TRUNCATED,
-                "pktpath.ip.truncated": True, "pktpath.ip.length": header.length,
-                "pktpath.outcome": path.outcome.value, "pktpath.sampled_by": path.sampled_by.value,
-                "pktpath.hop_count": len(path.hops),
-                **({"pktpath.drop_reason": drop_reason(path)} if path.outcome is Outcome.DROPPED else {})}
+        return {
+            "network.type": "ipv6" if header.family == 6 else "ipv4",
+            "pktpath.ip.protocol": names.TRUNCATED,
+            "pktpath.ip.truncated": True,
+            "pktpath.ip.length": header.length,
+            "pktpath.outcome": path.outcome.value,
+            "pktpath.sampled_by": path.sampled_by.value,
+            "pktpath.hop_count": len(path.hops),
+            **({"pktpath.drop_reason": drop_reason(path)} if path.outcome is Outcome.DROPPED else {}),
+        }
     attrs: dict[str, AttributeValue] = {
         "source.address": header.src,
         "destination.address": header.dst,

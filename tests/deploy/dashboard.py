@@ -35,8 +35,11 @@ class Query:
 
 
 def queries(dash: dict[str, Any]) -> list[Query]:
-    return [Query(p["title"], t["refId"], t["expr"], bool(t.get("exemplar")), bool(t.get("instant")))
-            for p in panels(dash) for t in p.get("targets", [])]
+    return [
+        Query(p["title"], t["refId"], t["expr"], bool(t.get("exemplar")), bool(t.get("instant")))
+        for p in panels(dash)
+        for t in p.get("targets", [])
+    ]
 
 
 # What Grafana substitutes. Multi-value variables set to "All" become their allValue (".*").
@@ -66,5 +69,8 @@ def substitute(expr: str, values: dict[str, str] | None = None) -> str:
 
 def variable_queries(dash: dict[str, Any]) -> dict[str, str]:
     """{variable: Grafana's label_values(...) query} of the query variables."""
-    return {v["name"]: v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
-            for v in dash["templating"]["list"] if v["type"] == "query"}
+    return {
+        v["name"]: v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
+        for v in dash["templating"]["list"]
+        if v["type"] == "query"
+    }

@@ -63,8 +63,9 @@ class Rendered:
         return yaml.safe_dump_all([d for d in self.docs if kinds is None or d["kind"] in kinds], sort_keys=False)
 
 
-def template(values: dict[str, Any] | None = None, release: str = "pktpath", namespace: str = "monitoring",
-             chart: Path = CHART) -> Rendered:
+def template(
+    values: dict[str, Any] | None = None, release: str = "pktpath", namespace: str = "monitoring", chart: Path = CHART
+) -> Rendered:
     """`helm template RELEASE CHART -n NAMESPACE` with the given values (schema-checked)."""
     try:
         with helm_python.Chart.load(str(chart)) as loaded:

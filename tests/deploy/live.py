@@ -47,6 +47,7 @@ def _setpriv_caps(caps: list[str]) -> str:
 
 def expand_kubernetes_refs(value: str, defined: Mapping[str, str]) -> str:
     """$(VAR) -> value of a variable defined earlier; $$ -> $; unknown references stay as they are."""
+
     def one(m: re.Match[str]) -> str:
         if m.group(0) == "$$":
             return "$"
@@ -68,10 +69,15 @@ def container_launch(container: dict[str, Any], config_path: Path, fields: Mappi
             raise AssertionError(f"cannot reproduce env {e} outside Kubernetes")
     sc = container["securityContext"]
     assert sc["runAsUser"] == 0 and sc["capabilities"]["drop"] == ["ALL"]
-    command = [pktpath_bin() if a == "pktpath" else str(config_path) if a == "/etc/pktpath/config.yaml" else a
-               for a in container["command"]]
-    setpriv = [require_tool("setpriv", "util-linux"), "--inh-caps=-all",
-               f"--bounding-set={_setpriv_caps(sc['capabilities']['add'])}"]
+    command = [
+        pktpath_bin() if a == "pktpath" else str(config_path) if a == "/etc/pktpath/config.yaml" else a
+        for a in container["command"]
+    ]
+    setpriv = [
+        require_tool("setpriv", "util-linux"),
+        "--inh-caps=-all",
+        f"--bounding-set={_setpriv_caps(sc['capabilities']['add'])}",
+    ]
     if sc["allowPrivilegeEscalation"] is False:
         setpriv.append("--no-new-privs")
     return Launch([*setpriv, "--", *command], env)
@@ -94,11 +100,19 @@ def unit_launch(unit_text: str, config_path: Path, uid: int = 65534) -> Launch:
     assert s["DynamicUser"] == "yes"
     ambient = s["AmbientCapabilities"].split()
     argv = s["ExecStart"].split()
-    argv = [pktpath_bin() if a.endswith("/bin/pktpath") else str(config_path) if a == "/etc/pktpath/config.yaml"
-            else a for a in argv]
-    setpriv = [require_tool("setpriv", "util-linux"), f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-               f"--inh-caps={_setpriv_caps(ambient)}", f"--ambient-caps={_setpriv_caps(ambient)}",
-               f"--bounding-set={_setpriv_caps(s['CapabilityBoundingSet'].split())}"]
+    argv = [
+        pktpath_bin() if a.endswith("/bin/pktpath") else str(config_path) if a == "/etc/pktpath/config.yaml" else a
+        for a in argv
+    ]
+    setpriv = [
+        require_tool("setpriv", "util-linux"),
+        f"--reuid={uid}",
+        f"--regid={uid}",
+        "--clear-groups",
+        f"--inh-caps={_setpriv_caps(ambient)}",
+        f"--ambient-caps={_setpriv_caps(ambient)}",
+        f"--bounding-set={_setpriv_caps(s['CapabilityBoundingSet'].split())}",
+    ]
     if s.get("NoNewPrivileges") == "yes":
         setpriv.append("--no-new-privs")
     return Launch([*setpriv, "--", *argv])
@@ -106,8 +120,19 @@ def unit_launch(unit_text: str, config_path: Path, uid: int = 65534) -> Launch:
 
 def uid_can_run_pktpath(uid: int) -> bool:
     """Whether `uid` can start the installed pktpath at all (read its script, import its package)."""
-    probe = subprocess.run([require_tool("setpriv", "util-linux"), f"--reuid={uid}", f"--regid={uid}",
-                            "--clear-groups", "--", pktpath_bin(), "--version"], capture_output=True, timeout=30)
+    probe = subprocess.run(
+        [
+            require_tool("setpriv", "util-linux"),
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "--",
+            pktpath_bin(),
+            "--version",
+        ],
+        capture_output=True,
+        timeout=30,
+    )
     return probe.returncode == 0
 
 
@@ -115,8 +140,9 @@ class LiveAgent(AgentProcess):
     """`pktpath run` started through a Launch (setpriv, capabilities, env), serving on 127.0.0.1:port."""
 
     def __init__(self, launch: Launch, port: int, log_path: Path) -> None:
-        super().__init__(log_path.with_suffix(".yaml"), port, argv=launch.argv, env={**os.environ, **launch.env},
-                         log_path=log_path)
+        super().__init__(
+            log_path.with_suffix(".yaml"), port, argv=launch.argv, env={**os.environ, **launch.env}, log_path=log_path
+        )
         self.wait_ready()
 
     def metrics(self) -> str:
@@ -152,15 +178,19 @@ class Prometheus:
         self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = workdir / "prometheus.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([
-            require_tool("prometheus", "prometheus"),
-            f"--config.file={self.config_path}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            # Exemplars (trace ids on drop counters) are only kept with this feature on.
-            "--enable-feature=exemplar-storage",
-            "--log.level=warn",
-        ], stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [
+                require_tool("prometheus", "prometheus"),
+                f"--config.file={self.config_path}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                # Exemplars (trace ids on drop counters) are only kept with this feature on.
+                "--enable-feature=exemplar-storage",
+                "--log.level=warn",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
@@ -231,8 +261,9 @@ class FakePod:
 
 
 @contextlib.contextmanager
-def kubelet_pod(lab: Lab, ns: str, workdir: Path, namespace: str = "shop", name: str = "checkout-7d9f"
-                ) -> Iterator[FakePod]:
+def kubelet_pod(
+    lab: Lab, ns: str, workdir: Path, namespace: str = "shop", name: str = "checkout-7d9f"
+) -> Iterator[FakePod]:
     """A process living in lab namespace `ns`, in the cgroup kubelet gives a pod's container
     (systemd driver naming), listed in a pods file: a pod as the agent's pod lookup sees one.
     It runs as root with every capability, like many real containers' processes: more than the

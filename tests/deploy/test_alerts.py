@@ -25,8 +25,9 @@ def alerts() -> list[dict[str, Any]]:
 
 
 def promtool(*args: str) -> str:
-    proc = subprocess.run([require_tool("promtool", "prometheus"), *args], capture_output=True, text=True,
-                          cwd=RULES.parent)
+    proc = subprocess.run(
+        [require_tool("promtool", "prometheus"), *args], capture_output=True, text=True, cwd=RULES.parent
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     return out

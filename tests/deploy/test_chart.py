@@ -29,13 +29,21 @@ CUSTOM: dict[str, Any] = {
         "metrics": {"listen": "[::]:9100"},
         "drops": {"max_series": 1048576},
         "probes": {"exclude": ["consume_skb"]},
-        "filter": {"src": ["10.0.0.0/8"], "ports": [53, "8000-8080"], "protocols": ["tcp", 132],
-                   "interfaces": ["eth0"]},
+        "filter": {
+            "src": ["10.0.0.0/8"],
+            "ports": [53, "8000-8080"],
+            "protocols": ["tcp", 132],
+            "interfaces": ["eth0"],
+        },
         "sampling": {"one_in": 2147483647, "max_tracked": 1048576, "ring_buffer_kb": 4096},
         "kubernetes": {"pod_labels": True, "max_pods": 100000, "expire_seconds": 0},
         "logging": {"level": "debug", "format": "text"},
-        "traces": {"exporter": "otlp", "endpoint": "http://${NODE_IP}:4317", "protocol": "grpc",
-                   "service_name": "pktpath-${NODE_NAME}"},
+        "traces": {
+            "exporter": "otlp",
+            "endpoint": "http://${NODE_IP}:4317",
+            "protocol": "grpc",
+            "service_name": "pktpath-${NODE_NAME}",
+        },
     },
     "otel": {
         "tracesExporter": "otlp",
@@ -52,12 +60,26 @@ CUSTOM: dict[str, Any] = {
     "seccompProfile": {"type": "Localhost", "localhostProfile": "profiles/pktpath.json"},
     "appArmorProfile": {"type": "Unconfined"},
     "resources": {"requests": {"cpu": "100m", "memory": "200Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
-    "probes": {"liveness": {"periodSeconds": 7}, "readiness": {"failureThreshold": 9},
-               "startup": {"failureThreshold": 11}},
+    "probes": {
+        "liveness": {"periodSeconds": 7},
+        "readiness": {"failureThreshold": 9},
+        "startup": {"failureThreshold": 11},
+    },
     "tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}],
     "nodeSelector": {"kubernetes.io/os": "linux", "net.example/pktpath": "yes"},
-    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64", "arm64"]}]}]}}},
+    "affinity": {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64", "arm64"]}
+                        ]
+                    }
+                ]
+            }
+        }
+    },
     "priorityClassName": "system-node-critical",
     "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "20%"}},
     "terminationGracePeriodSeconds": 45,
@@ -65,12 +87,20 @@ CUSTOM: dict[str, Any] = {
     "podLabels": {"team": "network"},
     "serviceAccount": {"create": True, "name": "pktpath-agent", "annotations": {"example.com/sa": "yes"}},
     "service": {"headless": True, "port": 9100, "annotations": {"example.com/svc": "yes"}, "labels": {"tier": "obs"}},
-    "serviceMonitor": {"enabled": True, "namespace": "monitoring", "labels": {"release": "kube-prometheus-stack"},
-                       "interval": "15s", "scrapeTimeout": "5s",
-                       "relabelings": [{"targetLabel": "cluster", "replacement": "edge-1"}],
-                       "metricRelabelings": [{"sourceLabels": ["__name__"], "regex": "go_.*", "action": "drop"}]},
-    "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"},
-                       "runbookBaseURL": "https://git.example.com/net/pktpath/blob/v0.1.0/"},
+    "serviceMonitor": {
+        "enabled": True,
+        "namespace": "monitoring",
+        "labels": {"release": "kube-prometheus-stack"},
+        "interval": "15s",
+        "scrapeTimeout": "5s",
+        "relabelings": [{"targetLabel": "cluster", "replacement": "edge-1"}],
+        "metricRelabelings": [{"sourceLabels": ["__name__"], "regex": "go_.*", "action": "drop"}],
+    },
+    "prometheusRule": {
+        "enabled": True,
+        "labels": {"release": "kube-prometheus-stack"},
+        "runbookBaseURL": "https://git.example.com/net/pktpath/blob/v0.1.0/",
+    },
     "grafanaDashboard": {"enabled": True, "namespace": "grafana", "annotations": {"grafana_folder": "Network"}},
 }
 
@@ -120,8 +150,17 @@ def test_default_renders_the_core_objects_only(default: Rendered) -> None:
 
 def test_custom_renders_the_optional_objects(custom: Rendered) -> None:
     kinds = sorted(d["kind"] for d in custom.docs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "ConfigMap", "DaemonSet", "PrometheusRule",
-                     "Service", "ServiceAccount", "ServiceMonitor"]
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "ConfigMap",
+        "DaemonSet",
+        "PrometheusRule",
+        "Service",
+        "ServiceAccount",
+        "ServiceMonitor",
+    ]
 
 
 # --- Kubernetes API schemas ------------------------------------------------------------------------
@@ -160,43 +199,142 @@ def test_strict_validation_rejects_an_unknown_field(tmp_path: Path, default: Ren
 
 # The CRDs' own schemas are not in kubernetes-validate; these check the structure the chart
 # relies on (field names and types of monitoring.coreos.com/v1 that are used here).
-RELABEL = {"type": "object", "additionalProperties": False, "properties": {
-    "sourceLabels": {"type": "array", "items": {"type": "string", "pattern": "^[a-zA-Z_][a-zA-Z0-9_]*$"}},
-    "separator": {"type": "string"}, "targetLabel": {"type": "string"}, "regex": {"type": "string"},
-    "modulus": {"type": "integer"}, "replacement": {"type": "string"},
-    "action": {"enum": ["replace", "keep", "drop", "hashmod", "labelmap", "labeldrop", "labelkeep",
-                        "lowercase", "uppercase", "keepequal", "dropequal"]}}}
-DURATION = {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?"
-                                         "(([0-9]+)s)?(([0-9]+)ms)?)$"}
-METADATA = {"type": "object", "required": ["name", "namespace"], "properties": {
-    "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
-    "namespace": {"type": "string"}, "labels": {"type": "object", "additionalProperties": {"type": "string"}}}}
+RELABEL = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "sourceLabels": {"type": "array", "items": {"type": "string", "pattern": "^[a-zA-Z_][a-zA-Z0-9_]*$"}},
+        "separator": {"type": "string"},
+        "targetLabel": {"type": "string"},
+        "regex": {"type": "string"},
+        "modulus": {"type": "integer"},
+        "replacement": {"type": "string"},
+        "action": {
+            "enum": [
+                "replace",
+                "keep",
+                "drop",
+                "hashmod",
+                "labelmap",
+                "labeldrop",
+                "labelkeep",
+                "lowercase",
+                "uppercase",
+                "keepequal",
+                "dropequal",
+            ]
+        },
+    },
+}
+DURATION = {
+    "type": "string",
+    "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
+}
+METADATA = {
+    "type": "object",
+    "required": ["name", "namespace"],
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+        "namespace": {"type": "string"},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
 OBJECT = ["apiVersion", "kind", "metadata", "spec"]
-SERVICE_MONITOR = {"type": "object", "additionalProperties": False, "required": OBJECT, "properties": {
-    "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "ServiceMonitor"}, "metadata": METADATA,
-    "spec": {"type": "object", "additionalProperties": False, "required": ["selector", "endpoints"], "properties": {
-        "jobLabel": {"type": "string"},
-        "namespaceSelector": {"type": "object", "additionalProperties": False, "properties": {
-            "any": {"type": "boolean"}, "matchNames": {"type": "array", "items": {"type": "string"}}}},
-        "selector": {"type": "object", "additionalProperties": False, "properties": {
-            "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}}},
-        "endpoints": {"type": "array", "minItems": 1, "items": {
-            "type": "object", "additionalProperties": False, "properties": {
-                "port": {"type": "string"}, "path": {"type": "string"}, "scheme": {"enum": ["http", "https"]},
-                "interval": DURATION, "scrapeTimeout": DURATION, "honorLabels": {"type": "boolean"},
-                "relabelings": {"type": "array", "items": RELABEL},
-                "metricRelabelings": {"type": "array", "items": RELABEL}}}}}}}}
-PROMETHEUS_RULE = {"type": "object", "additionalProperties": False, "required": OBJECT, "properties": {
-    "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "PrometheusRule"}, "metadata": METADATA,
-    "spec": {"type": "object", "additionalProperties": False, "required": ["groups"], "properties": {
-        "groups": {"type": "array", "minItems": 1, "items": {
-            "type": "object", "additionalProperties": False, "required": ["name", "rules"], "properties": {
-                "name": {"type": "string"}, "interval": DURATION,
-                "rules": {"type": "array", "minItems": 1, "items": {
-                    "type": "object", "additionalProperties": False, "required": ["alert", "expr"], "properties": {
-                        "alert": {"type": "string"}, "expr": {"type": "string"}, "for": DURATION,
-                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                        "annotations": {"type": "object", "additionalProperties": {"type": "string"}}}}}}}}}}}}
+SERVICE_MONITOR = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": OBJECT,
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "ServiceMonitor"},
+        "metadata": METADATA,
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["selector", "endpoints"],
+            "properties": {
+                "jobLabel": {"type": "string"},
+                "namespaceSelector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "any": {"type": "boolean"},
+                        "matchNames": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+                "selector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}},
+                },
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "scheme": {"enum": ["http", "https"]},
+                            "interval": DURATION,
+                            "scrapeTimeout": DURATION,
+                            "honorLabels": {"type": "boolean"},
+                            "relabelings": {"type": "array", "items": RELABEL},
+                            "metricRelabelings": {"type": "array", "items": RELABEL},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+PROMETHEUS_RULE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": OBJECT,
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": METADATA,
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "interval": DURATION,
+                            "rules": {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["alert", "expr"],
+                                    "properties": {
+                                        "alert": {"type": "string"},
+                                        "expr": {"type": "string"},
+                                        "for": DURATION,
+                                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                                        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                }
+            },
+        },
+    },
+}
 
 
 def test_service_monitor_structure(custom: Rendered) -> None:
@@ -227,8 +365,11 @@ def test_prometheus_rule_is_alerts_yaml(tmp_path: Path, custom: Rendered) -> Non
     rule = custom.one("PrometheusRule")
     jsonschema.validate(rule, PROMETHEUS_RULE)
     source = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yaml").read_text())
-    expected = json.loads(json.dumps(source).replace(
-        "runbook_url\": \"docs/", "runbook_url\": \"https://git.example.com/net/pktpath/blob/v0.1.0/docs/"))
+    expected = json.loads(
+        json.dumps(source).replace(
+            'runbook_url": "docs/', 'runbook_url": "https://git.example.com/net/pktpath/blob/v0.1.0/docs/'
+        )
+    )
     assert rule["spec"] == expected
     # Prometheus' own check of the rule file the operator will generate from it.
     rules_file = tmp_path / "rule.yaml"
@@ -240,8 +381,9 @@ def test_prometheus_rule_is_alerts_yaml(tmp_path: Path, custom: Rendered) -> Non
 
 def test_prometheus_rule_follows_the_job_name() -> None:
     """The ServiceMonitor names the job after the chart; `up` rules must select that name."""
-    r = template({"nameOverride": "dropwatch", "serviceMonitor": {"enabled": True},
-                  "prometheusRule": {"enabled": True}})
+    r = template(
+        {"nameOverride": "dropwatch", "serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}
+    )
     exprs = [rule["expr"] for g in r.one("PrometheusRule")["spec"]["groups"] for rule in g["rules"]]
     up_rules = [e for e in exprs if "up{" in e]
     assert up_rules and all('job="dropwatch"' in e for e in up_rules)
@@ -259,8 +401,10 @@ def test_dashboard_configmap_is_the_dashboard(custom: Rendered) -> None:
 
 
 def test_chart_files_are_links_to_the_single_copies() -> None:
-    for name, target in (("alerts.yaml", DEPLOY / "prometheus" / "alerts.yaml"),
-                         ("pktpath.json", DEPLOY / "grafana" / "pktpath.json")):
+    for name, target in (
+        ("alerts.yaml", DEPLOY / "prometheus" / "alerts.yaml"),
+        ("pktpath.json", DEPLOY / "grafana" / "pktpath.json"),
+    ):
         link = CHART / "files" / name
         assert link.is_symlink() and link.resolve() == target.resolve()
         assert not Path(os.readlink(link)).is_absolute()  # valid in any checkout
@@ -287,12 +431,24 @@ def test_default_security_context_is_least_privilege(default: Rendered) -> None:
 def test_capability_switches(custom: Rendered) -> None:
     # legacyKernel, pod labels (SYS_PTRACE) and extra, each capability once.
     assert container(custom)["securityContext"]["capabilities"]["add"] == [
-        "BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_RESOURCE", "SYS_PTRACE", "SYSLOG"]
+        "BPF",
+        "PERFMON",
+        "NET_ADMIN",
+        "SYS_ADMIN",
+        "SYS_RESOURCE",
+        "SYS_PTRACE",
+        "SYSLOG",
+    ]
     minimal = template({"capabilities": {"netnsInterfaceNames": False}})
     assert container(minimal)["securityContext"]["capabilities"]["add"] == ["BPF", "PERFMON", "NET_ADMIN"]
     pods = template({"config": {"kubernetes": {"pod_labels": True}}})
     assert container(pods)["securityContext"]["capabilities"]["add"] == [
-        "BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"]
+        "BPF",
+        "PERFMON",
+        "NET_ADMIN",
+        "SYS_ADMIN",
+        "SYS_PTRACE",
+    ]
 
 
 def test_host_mounts_are_read_only_and_minimal(default: Rendered) -> None:
@@ -384,8 +540,9 @@ def test_rbac_is_read_only_pods() -> None:
     binding = r.one("ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     sa = r.one("ServiceAccount")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
-                                    "namespace": "monitoring"}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "monitoring"}
+    ]
     pod = r.one("DaemonSet")["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
     assert pod["automountServiceAccountToken"] is True
@@ -457,26 +614,29 @@ def test_config_change_rolls_the_pods(default: Rendered) -> None:
 # --- values.schema.json ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("values", "complaint"), [
-    ({"imagee": {}}, "imagee"),
-    ({"config": {"metrics": {"lisen": "0.0.0.0:1"}}}, "lisen"),
-    ({"config": {"drops": {"max_series": 8}}}, "max_series"),
-    ({"config": {"drops": {"max_series": "4096"}}}, "max_series"),
-    ({"config": {"sampling": {"ring_buffer_kb": 1000}}}, "ring_buffer_kb"),
-    ({"config": {"logging": {"level": "verbose"}}}, "level"),
-    ({"config": {"metrics": {"listen": "9977"}}}, "listen"),
-    ({"config": {"tracez": {}}}, "tracez"),
-    ({"otel": {"protocol": "http/json"}}, "protocol"),
-    ({"otel": {"endpoint": "collector:4317"}}, "endpoint"),
-    ({"capabilities": {"extra": ["CAP_SYS_PTRACE"]}}, "extra"),
-    ({"capabilities": {"privileged": True}}, "privileged"),
-    ({"config": {"kubernetes": {"max_pods": 0}}}, "max_pods"),
-    ({"config": {"kubernetes": {"pod_label": True}}}, "pod_label"),
-    ({"seccompProfile": {"type": "Localhost"}}, "localhostProfile"),
-    ({"service": {"port": 0}}, "port"),
-    ({"serviceMonitor": {"interval": "30 seconds"}}, "interval"),
-    ({"image": {"digest": "latest"}}, "digest"),
-])
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"imagee": {}}, "imagee"),
+        ({"config": {"metrics": {"lisen": "0.0.0.0:1"}}}, "lisen"),
+        ({"config": {"drops": {"max_series": 8}}}, "max_series"),
+        ({"config": {"drops": {"max_series": "4096"}}}, "max_series"),
+        ({"config": {"sampling": {"ring_buffer_kb": 1000}}}, "ring_buffer_kb"),
+        ({"config": {"logging": {"level": "verbose"}}}, "level"),
+        ({"config": {"metrics": {"listen": "9977"}}}, "listen"),
+        ({"config": {"tracez": {}}}, "tracez"),
+        ({"otel": {"protocol": "http/json"}}, "protocol"),
+        ({"otel": {"endpoint": "collector:4317"}}, "endpoint"),
+        ({"capabilities": {"extra": ["CAP_SYS_PTRACE"]}}, "extra"),
+        ({"capabilities": {"privileged": True}}, "privileged"),
+        ({"config": {"kubernetes": {"max_pods": 0}}}, "max_pods"),
+        ({"config": {"kubernetes": {"pod_label": True}}}, "pod_label"),
+        ({"seccompProfile": {"type": "Localhost"}}, "localhostProfile"),
+        ({"service": {"port": 0}}, "port"),
+        ({"serviceMonitor": {"interval": "30 seconds"}}, "interval"),
+        ({"image": {"digest": "latest"}}, "digest"),
+    ],
+)
 def test_schema_rejects_bad_values(values: dict[str, Any], complaint: str) -> None:
     with pytest.raises(HelmError, match=complaint):
         template(values)

@@ -72,8 +72,9 @@ def rendered_config(stdout: str) -> dict[str, Any]:
 
 
 def test_committed_schema_is_the_generated_one() -> None:
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "gen-chart-schema"), "--check"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gen-chart-schema"), "--check"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["config"]["properties"]
     assert {f"{sec}.{key}" for sec, s in schema.items() for key in s["properties"]} == set(DOCUMENTED)
@@ -93,8 +94,11 @@ def test_the_issue_command_passes() -> None:
 def test_helm_template_sets_each_key(key: str) -> None:
     value = EXAMPLES[key]
     # --set for a scalar, as a user types it; --set-json for a list (--set's {a,b} has no quoting).
-    flag = ["--set-json", f"config.{key}={json.dumps(value)}"] if isinstance(value, list) else \
-        ["--set", f"config.{key}={json.dumps(value) if isinstance(value, bool) else value}"]
+    flag = (
+        ["--set-json", f"config.{key}={json.dumps(value)}"]
+        if isinstance(value, list)
+        else ["--set", f"config.{key}={json.dumps(value) if isinstance(value, bool) else value}"]
+    )
     proc = helm("template", "pktpath", str(CHART), *flag)
     assert proc.returncode == 0, proc.stderr
     section, name = key.split(".")
@@ -114,17 +118,19 @@ def test_every_key_at_once_renders_a_config_the_agent_accepts(tmp_path: Path) ->
     assert rendered == config
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(rendered))
-    agent = subprocess.run([pktpath_bin(), "validate", str(path)], capture_output=True, text=True,
-                           env=dict(os.environ))
+    agent = subprocess.run([pktpath_bin(), "validate", str(path)], capture_output=True, text=True, env=dict(os.environ))
     assert agent.returncode == 0, agent.stderr
 
 
-@pytest.mark.parametrize(("flag", "complaint"), [
-    ("config.sampling.max_drop_paths_per_second=-1", "max_drop_paths_per_second"),
-    ("config.sampling.max_drop_path_per_second=50", "max_drop_path_per_second"),
-    ("config.sampling.ring_buffer_kb=1000", "ring_buffer_kb"),
-    ("config.probes.mode=fastest", "mode"),
-])
+@pytest.mark.parametrize(
+    ("flag", "complaint"),
+    [
+        ("config.sampling.max_drop_paths_per_second=-1", "max_drop_paths_per_second"),
+        ("config.sampling.max_drop_path_per_second=50", "max_drop_path_per_second"),
+        ("config.sampling.ring_buffer_kb=1000", "ring_buffer_kb"),
+        ("config.probes.mode=fastest", "mode"),
+    ],
+)
 def test_helm_refuses_what_the_agent_refuses(flag: str, complaint: str) -> None:
     proc = helm("template", "pktpath", str(CHART), "--set", flag)
     assert proc.returncode != 0

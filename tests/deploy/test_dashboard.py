@@ -45,13 +45,22 @@ def test_data_sources_are_variables(dash: dict[str, Any]) -> None:
 
 
 def test_drop_panels_show_exemplars_linked_to_the_trace_source(dash: dict[str, Any]) -> None:
-    drop_panels = [p for p in panels(dash) if p["type"] == "timeseries"
-                   and any("pktpath_drops_total" in t["expr"] for t in p["targets"])]
+    drop_panels = [
+        p
+        for p in panels(dash)
+        if p["type"] == "timeseries" and any("pktpath_drops_total" in t["expr"] for t in p["targets"])
+    ]
     assert len(drop_panels) >= 3
     for p in drop_panels:
         assert all(t.get("exemplar") for t in p["targets"]), p["title"]
-        links = [link for o in p["fieldConfig"]["overrides"] if o["matcher"]["options"] == "trace_id"
-                 for prop in o["properties"] if prop["id"] == "links" for link in prop["value"]]
+        links = [
+            link
+            for o in p["fieldConfig"]["overrides"]
+            if o["matcher"]["options"] == "trace_id"
+            for prop in o["properties"]
+            if prop["id"] == "links"
+            for link in prop["value"]
+        ]
         assert links and all("${trace_ds}" in link["url"] and "${__value.raw}" in link["url"] for link in links)
 
 
@@ -65,9 +74,17 @@ def test_required_views(dash: dict[str, Any]) -> None:
     assert has(r"sum by \(interface\) \(rate\(pktpath_drops_total")
     assert has(r"sum by \(namespace, pod, reason\) \(rate\(pktpath_drops_total")  # pod labels: a later release
     assert has(r"histogram_quantile\(0\.99, sum by \(le, outcome\) \(rate\(pktpath_path_duration_seconds_bucket")
-    for metric in ("pktpath_netfilter_verdicts_total", "pktpath_rp_filter_checks_total", "pktpath_route_lookups_total",
-                   "pktpath_probe_attached", "pktpath_events_lost_total", "pktpath_map_full_total",
-                   "pktpath_spans_dropped_total", "process_cpu_seconds_total", "process_resident_memory_bytes"):
+    for metric in (
+        "pktpath_netfilter_verdicts_total",
+        "pktpath_rp_filter_checks_total",
+        "pktpath_route_lookups_total",
+        "pktpath_probe_attached",
+        "pktpath_events_lost_total",
+        "pktpath_map_full_total",
+        "pktpath_spans_dropped_total",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+    ):
         assert has(re.escape(metric)), metric
 
 
@@ -75,14 +92,20 @@ def test_every_query_is_valid_promql(tmp_path: Path, dash: dict[str, Any]) -> No
     """promtool parses each query (variables substituted) as a recording rule's expression."""
     exprs = [substitute(q.expr) for q in queries(dash)]
     # label_values(metric{...}, label): Grafana's function; its selector must parse too.
-    exprs += [substitute(re.fullmatch(r"label_values\((.+), \w+\)", q).group(1))  # type: ignore[union-attr]
-              for q in variable_queries(dash).values()]
-    rules = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(exprs)]}]}
+    exprs += [
+        substitute(re.fullmatch(r"label_values\((.+), \w+\)", q).group(1))  # type: ignore[union-attr]
+        for q in variable_queries(dash).values()
+    ]
+    rules = {
+        "groups": [
+            {"name": "dashboard", "rules": [{"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(exprs)]}
+        ]
+    }
     path = tmp_path / "queries.yaml"
     path.write_text(yaml.safe_dump(rules))
-    proc = subprocess.run([require_tool("promtool", "prometheus"), "check", "rules", str(path)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [require_tool("promtool", "prometheus"), "check", "rules", str(path)], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -90,4 +113,4 @@ def test_substitution_knows_every_variable(dash: dict[str, Any]) -> None:
     for q in queries(dash):
         assert "$" not in substitute(q.expr)
     with pytest.raises(KeyError):
-        substitute("rate(x{a=~\"$unknown\"}[1m])")
+        substitute('rate(x{a=~"$unknown"}[1m])')

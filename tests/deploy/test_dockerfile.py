@@ -64,17 +64,25 @@ def test_apt_packages_are_the_makefiles() -> None:
     assert build_pkgs == makefile_var("APT_BUILD")
     assert runtime_pkgs == {"libbpf1"} and runtime_pkgs <= makefile_var("APT_RUN")
     # Installed by `make deps` under these very names: they exist in this Debian release.
-    proc = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${Status}\\n", *sorted(build_pkgs | runtime_pkgs)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Package} ${Status}\\n", *sorted(build_pkgs | runtime_pkgs)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0 and proc.stdout.count("install ok installed") == len(build_pkgs | runtime_pkgs), (
-        proc.stdout + proc.stderr)
+        proc.stdout + proc.stderr
+    )
 
 
 def test_build_stage_builds_the_wheel_into_a_venv() -> None:
     build, _ = stages()
     script = " ".join(a for w, a in build if w == "RUN")
-    for step in ("python -m venv /opt/pktpath", "pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .",
-                 "pip install --no-cache-dir /wheels/pktpath-*.whl", "/opt/pktpath/bin/pktpath --version"):
+    for step in (
+        "python -m venv /opt/pktpath",
+        "pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .",
+        "pip install --no-cache-dir /wheels/pktpath-*.whl",
+        "/opt/pktpath/bin/pktpath --version",
+    ):
         assert step in script, step
 
 

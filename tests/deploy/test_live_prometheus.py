@@ -38,8 +38,13 @@ pytestmark = pytest.mark.kernel
 
 NODE = "lab-node"
 # The downward-API fields of the DaemonSet's environment, as this "node" would fill them.
-FIELDS = {"spec.nodeName": NODE, "status.hostIP": "127.0.0.1", "metadata.name": "pktpath-lab",
-          "metadata.namespace": "monitoring", "status.podIP": "127.0.0.1"}
+FIELDS = {
+    "spec.nodeName": NODE,
+    "status.hostIP": "127.0.0.1",
+    "metadata.name": "pktpath-lab",
+    "metadata.namespace": "monitoring",
+    "status.podIP": "127.0.0.1",
+}
 WARMUP = {"NETFILTER_DROP": 20, "IP_RPFILTER": 10, "IP_INNOROUTES": 10}
 TOTAL = {"NETFILTER_DROP": 2500, "IP_RPFILTER": 100, "IP_INNOROUTES": 100}
 NETFILTER_PORT, RPF_PORT, NOROUTE_PORT = 7101, 7102, 7103
@@ -60,8 +65,11 @@ class Live:
     @property
     def interfaces(self) -> dict[str, str]:
         """Drop reason -> the lab interface it is counted on."""
-        return {"NETFILTER_DROP": self.lab.if_server, "IP_RPFILTER": self.lab.if_router_client,
-                "IP_INNOROUTES": self.lab.if_router_client}
+        return {
+            "NETFILTER_DROP": self.lab.if_server,
+            "IP_RPFILTER": self.lab.if_router_client,
+            "IP_INNOROUTES": self.lab.if_router_client,
+        }
 
     def lab_selector(self) -> str:
         return f'interface=~"{self.lab.if_server}|{self.lab.if_router_client}"'
@@ -81,30 +89,39 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         # A pod in the server's namespace: NETFILTER drops there belong to it.
         pod = stack.enter_context(kubelet_pod(lab, lab.server, tmp))
         port, closed_port = free_port(), free_port()  # nothing listens on closed_port: exports fail
-        rendered = template({
-            "config": {
-                "metrics": {"listen": f"127.0.0.1:{port}"},
-                # Fewer, quicker paths than the defaults: enough for exemplars and the latency
-                # histogram without filling the ring buffer in a 2500-packet burst.
-                "sampling": {"drop_one_in": 10, "max_paths_per_second": 200},
-                "traces": {"schedule_delay_ms": 200, "export_timeout_ms": 500},
-                # The pods file stands in for the API server.
-                "kubernetes": {"pod_labels": True, "pods_file": str(pod.pods_file), "refresh_seconds": 1},
-            },
-            "otel": {"tracesExporter": "otlp", "endpoint": f"http://127.0.0.1:{closed_port}",
-                     "protocol": "http/protobuf"},
-        })
+        rendered = template(
+            {
+                "config": {
+                    "metrics": {"listen": f"127.0.0.1:{port}"},
+                    # Fewer, quicker paths than the defaults: enough for exemplars and the latency
+                    # histogram without filling the ring buffer in a 2500-packet burst.
+                    "sampling": {"drop_one_in": 10, "max_paths_per_second": 200},
+                    "traces": {"schedule_delay_ms": 200, "export_timeout_ms": 500},
+                    # The pods file stands in for the API server.
+                    "kubernetes": {"pod_labels": True, "pods_file": str(pod.pods_file), "refresh_seconds": 1},
+                },
+                "otel": {
+                    "tracesExporter": "otlp",
+                    "endpoint": f"http://127.0.0.1:{closed_port}",
+                    "protocol": "http/protobuf",
+                },
+            }
+        )
         config = tmp / "config.yaml"
         config.write_text(next(c for c in rendered.of_kind("ConfigMap"))["data"]["config.yaml"])
         container = rendered.one("DaemonSet")["spec"]["template"]["spec"]["containers"][0]
         launch = container_launch(container, config, FIELDS)
         instance = f"127.0.0.1:{port}"
         # Prometheus first: its first scrapes see every counter at its start value.
-        prom = Prometheus(tmp / "prometheus", {
-            "job_name": "pktpath",
-            # The label the chart's ServiceMonitor adds from the pod's node.
-            "static_configs": [{"targets": [instance], "labels": {"node": NODE}}],
-        }, [DEPLOY / "prometheus" / "alerts.yaml"])
+        prom = Prometheus(
+            tmp / "prometheus",
+            {
+                "job_name": "pktpath",
+                # The label the chart's ServiceMonitor adds from the pod's node.
+                "static_configs": [{"targets": [instance], "labels": {"node": NODE}}],
+            },
+            [DEPLOY / "prometheus" / "alerts.yaml"],
+        )
         stack.callback(prom.stop)
         agent = LiveAgent(launch, port, tmp / "agent.log")
 
@@ -127,8 +144,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         prom.wait_for("the first round's series", lambda: set(lab_counts()) >= set(WARMUP))
         send_round(lab, {k: TOTAL[k] - WARMUP[k] for k in TOTAL}, spoofed)
         prom.wait_for(f"totals {TOTAL} in Prometheus", lambda: lab_counts() == TOTAL)
-        prom.wait_for("a failed span export", lambda: bool(prom.query(
-            'pktpath_spans_dropped_total{reason="export_failed"} > 0')))
+        prom.wait_for(
+            "a failed span export", lambda: bool(prom.query('pktpath_spans_dropped_total{reason="export_failed"} > 0'))
+        )
         yield live
 
 
@@ -142,26 +160,34 @@ def labels_of(result: list[dict[str, Any]]) -> list[dict[str, str]]:
 def test_prometheus_has_the_exact_drop_counts(live: Live) -> None:
     for reason, total in TOTAL.items():
         got = live.prom.values(
-            f'pktpath_drops_total{{interface="{live.interfaces[reason]}", reason="{reason}", protocol="udp"}}')
+            f'pktpath_drops_total{{interface="{live.interfaces[reason]}", reason="{reason}", protocol="udp"}}'
+        )
         assert list(got.values()) == [total], (reason, got)
         (labels,) = got
         assert dict(labels)["job"] == "pktpath" and dict(labels)["node"] == NODE
     # Pod labels: the server namespace's drops are the pod's, the router's belong to no pod.
     netfilter = live.prom.query(f'pktpath_drops_total{{interface="{live.lab.if_server}", reason="NETFILTER_DROP"}}')
     assert [(r["metric"].get("namespace"), r["metric"].get("pod")) for r in netfilter] == [
-        (live.pod.namespace, live.pod.name)]
+        (live.pod.namespace, live.pod.name)
+    ]
     rpf = live.prom.query(f'pktpath_drops_total{{interface="{live.lab.if_router_client}", reason="IP_RPFILTER"}}')
     assert [("namespace" in r["metric"], "pod" in r["metric"]) for r in rpf] == [(False, False)]
     assert live.prom.values('sum by (job, instance, node) (up{job="pktpath"})') == {
-        frozenset({"job": "pktpath", "instance": live.instance, "node": NODE}.items()): 1.0}
+        frozenset({"job": "pktpath", "instance": live.instance, "node": NODE}.items()): 1.0
+    }
 
 
 def test_drop_counters_carry_trace_exemplars(live: Live) -> None:
     now = time.time()
-    data = live.prom.api("query_exemplars", query=f'pktpath_drops_total{{interface="{live.lab.if_server}"}}',
-                         start=str(now - 300), end=str(now))
-    exemplars = [e for series in data if series["seriesLabels"]["reason"] == "NETFILTER_DROP"
-                 for e in series["exemplars"]]
+    data = live.prom.api(
+        "query_exemplars",
+        query=f'pktpath_drops_total{{interface="{live.lab.if_server}"}}',
+        start=str(now - 300),
+        end=str(now),
+    )
+    exemplars = [
+        e for series in data if series["seriesLabels"]["reason"] == "NETFILTER_DROP" for e in series["exemplars"]
+    ]
     assert exemplars, data
     assert all(re.fullmatch(r"[0-9a-f]{32}", e["labels"]["trace_id"]) for e in exemplars)
 
@@ -200,21 +226,25 @@ def test_drop_panels_show_the_lab_drops(live: Live) -> None:
         assert by_reason.get(reason, 0) > 0, (reason, by_reason)
     # The interface variable set to the lab's two interfaces: exactly those two, both dropping.
     lab_ifs = f"{live.lab.if_server}|{live.lab.if_router_client}"
-    by_if = {r["metric"]["interface"]: float(r["value"][1])
-             for r in panel_result(live, "Drops by interface", interface=lab_ifs)}
+    by_if = {
+        r["metric"]["interface"]: float(r["value"][1])
+        for r in panel_result(live, "Drops by interface", interface=lab_ifs)
+    }
     assert set(by_if) == {live.lab.if_server, live.lab.if_router_client} and min(by_if.values()) > 0
     # The reason variable narrows too.
     only_rpf = panel_result(live, "Drops by reason", reason="IP_RPFILTER")
     assert [r["metric"]["reason"] for r in only_rpf] == ["IP_RPFILTER"]
     top = panel_result(live, "Top drop series in the time range", interface=lab_ifs)
     assert {(r["metric"]["interface"], r["metric"]["reason"]) for r in top} >= {
-        (live.interfaces[reason], reason) for reason in TOTAL}
+        (live.interfaces[reason], reason) for reason in TOTAL
+    }
 
 
 def test_pod_panel_shows_the_pod(live: Live) -> None:
     rows = panel_result(live, "Drops by pod")
     assert {(r["metric"]["namespace"], r["metric"]["pod"], r["metric"]["reason"]) for r in rows} >= {
-        (live.pod.namespace, live.pod.name, "NETFILTER_DROP")}
+        (live.pod.namespace, live.pod.name, "NETFILTER_DROP")
+    }
     assert all(r["metric"]["pod"] for r in rows)  # host drops (no pod) are not a pod
 
 
@@ -263,14 +293,20 @@ def test_every_alert_expression_gives_the_expected_result(live: Live) -> None:
     assert {**ours, "interface": live.lab.if_server} in results.pop("PktpathNetfilterDropsHigh")
     assert {**ours, "interface": live.lab.if_router_client} in results.pop("PktpathRPFilterDrops")
     assert {**ours, "interface": live.lab.if_router_client, "reason": "IP_INNOROUTES"} in results.pop(
-        "PktpathRouteMisses")
+        "PktpathRouteMisses"
+    )
     assert {**ours, "reason": "export_failed"} in results.pop("PktpathSpansDropped")
     # Ring-buffer losses are not what this test provokes, but the rule must agree with the agent.
     lost = live.agent.sample("pktpath_events_lost_total", ring="events")
     assert bool(results.pop("PktpathEventsLost")) == (lost > 0)
     # A healthy agent: the rest are quiet.
-    for name in ("PktpathAgentDown", "PktpathAgentsAbsent", "PktpathDropProbeNotAttached", "PktpathMapFull",
-                 "PktpathScrapeErrors"):
+    for name in (
+        "PktpathAgentDown",
+        "PktpathAgentsAbsent",
+        "PktpathDropProbeNotAttached",
+        "PktpathMapFull",
+        "PktpathScrapeErrors",
+    ):
         assert results.pop(name) == [], name
     assert not results, f"alerts this test does not check: {sorted(results)}"
 
@@ -284,12 +320,18 @@ def test_prometheus_evaluates_the_rules_and_the_drop_alerts_are_pending(live: Li
 
     live.prom.wait_for("every rule evaluated", lambda: all(r["health"] != "unknown" for r in rules()))
     assert {r["name"]: (r["health"], r.get("lastError", "")) for r in rules() if r["health"] != "ok"} == {}
-    wanted = {("PktpathNetfilterDropsHigh", live.lab.if_server), ("PktpathRPFilterDrops", live.lab.if_router_client),
-              ("PktpathRouteMisses", live.lab.if_router_client)}
+    wanted = {
+        ("PktpathNetfilterDropsHigh", live.lab.if_server),
+        ("PktpathRPFilterDrops", live.lab.if_router_client),
+        ("PktpathRouteMisses", live.lab.if_router_client),
+    }
 
     def pending() -> set[tuple[str, str]]:
-        return {(a["labels"]["alertname"], a["labels"].get("interface", "")) for a in live.prom.api("alerts")["alerts"]
-                if a["state"] == "pending"}
+        return {
+            (a["labels"]["alertname"], a["labels"].get("interface", ""))
+            for a in live.prom.api("alerts")["alerts"]
+            if a["state"] == "pending"
+        }
 
     live.prom.wait_for(f"pending alerts {wanted}", lambda: wanted <= pending())
     assert not [a for a in live.prom.api("alerts")["alerts"] if a["state"] == "firing"]

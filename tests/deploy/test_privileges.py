@@ -24,9 +24,13 @@ from tests.kernel.lab import Lab
 pytestmark = pytest.mark.kernel
 
 N = 40
-FIELDS = {"spec.nodeName": "lab-node", "status.hostIP": "127.0.0.1", "metadata.name": "pktpath-lab",
-          "metadata.namespace": "monitoring", "status.podIP": "127.0.0.1"}
-
+FIELDS = {
+    "spec.nodeName": "lab-node",
+    "status.hostIP": "127.0.0.1",
+    "metadata.name": "pktpath-lab",
+    "metadata.namespace": "monitoring",
+    "status.podIP": "127.0.0.1",
+}
 
 
 def drop_in_server(lab: Lab, port: int, count: int = N) -> None:
@@ -37,9 +41,14 @@ def drop_in_server(lab: Lab, port: int, count: int = N) -> None:
 def chart_agent(tmp: Path, pod: FakePod, without: str = "") -> LiveAgent:
     """The chart's container with pod labels on, optionally minus one added capability."""
     port = free_port()
-    rendered = template({"config": {"metrics": {"listen": f"127.0.0.1:{port}"},
-                                    "kubernetes": {"pod_labels": True, "pods_file": str(pod.pods_file),
-                                                   "refresh_seconds": 1}}})
+    rendered = template(
+        {
+            "config": {
+                "metrics": {"listen": f"127.0.0.1:{port}"},
+                "kubernetes": {"pod_labels": True, "pods_file": str(pod.pods_file), "refresh_seconds": 1},
+            }
+        }
+    )
     container: dict[str, Any] = rendered.one("DaemonSet")["spec"]["template"]["spec"]["containers"][0]
     add = container["securityContext"]["capabilities"]["add"]
     assert "SYS_PTRACE" in add
@@ -55,8 +64,12 @@ def pod_of_drops(agent: LiveAgent, lab: Lab) -> tuple[str, str]:
     assert wait_until(lambda: agent.sample("pktpath_drops_total", **labels) == N), agent.metrics()
     from prometheus_client.parser import text_string_to_metric_families
 
-    found = [s.labels for f in text_string_to_metric_families(agent.metrics()) for s in f.samples
-             if s.name == "pktpath_drops_total" and all(s.labels.get(k) == v for k, v in labels.items())]
+    found = [
+        s.labels
+        for f in text_string_to_metric_families(agent.metrics())
+        for s in f.samples
+        if s.name == "pktpath_drops_total" and all(s.labels.get(k) == v for k, v in labels.items())
+    ]
     assert len(found) == 1, found
     return found[0].get("namespace", ""), found[0].get("pod", "")
 

@@ -19,8 +19,9 @@ def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
     exist: the copy verified points at this checkout's pktpath instead."""
     unit = tmp_path / "pktpath.service"
     unit.write_text(UNIT.read_text().replace("/opt/pktpath/bin/pktpath", pktpath_bin()))
-    proc = subprocess.run([require_tool("systemd-analyze", "systemd"), "verify", str(unit)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [require_tool("systemd-analyze", "systemd"), "verify", str(unit)], capture_output=True, text=True
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert str(unit) not in out and "pktpath.service" not in out, out
@@ -29,10 +30,12 @@ def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
 def test_verify_would_notice_a_mistake(tmp_path: Path) -> None:
     """Control for the test above: a misspelled directive shows up in the output."""
     unit = tmp_path / "pktpath.service"
-    unit.write_text(UNIT.read_text().replace("/opt/pktpath/bin/pktpath", pktpath_bin())
-                    .replace("ProtectHome=", "ProtectHomes="))
-    proc = subprocess.run([require_tool("systemd-analyze", "systemd"), "verify", str(unit)],
-                          capture_output=True, text=True)
+    unit.write_text(
+        UNIT.read_text().replace("/opt/pktpath/bin/pktpath", pktpath_bin()).replace("ProtectHome=", "ProtectHomes=")
+    )
+    proc = subprocess.run(
+        [require_tool("systemd-analyze", "systemd"), "verify", str(unit)], capture_output=True, text=True
+    )
     assert "ProtectHomes" in proc.stdout + proc.stderr
 
 
@@ -41,10 +44,18 @@ def test_hardening() -> None:
     caps = s["CapabilityBoundingSet"].split()
     assert caps == s["AmbientCapabilities"].split() == ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN", "CAP_SYS_ADMIN"]
     expected = {
-        "DynamicUser": "yes", "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
-        "PrivateTmp": "yes", "ProtectKernelModules": "yes", "ProtectKernelTunables": "yes",
-        "RestrictNamespaces": "net", "Restart": "on-failure", "RestartPreventExitStatus": "2",
-        "ExecReload": "/bin/kill -HUP $MAINPID", "LimitMEMLOCK": "infinity",
+        "DynamicUser": "yes",
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "ProtectKernelModules": "yes",
+        "ProtectKernelTunables": "yes",
+        "RestrictNamespaces": "net",
+        "Restart": "on-failure",
+        "RestartPreventExitStatus": "2",
+        "ExecReload": "/bin/kill -HUP $MAINPID",
+        "LimitMEMLOCK": "infinity",
     }
     assert {k: s.get(k) for k in expected} == expected
     assert set(s["ReadOnlyPaths"].split()) >= {"/sys/kernel/btf", "-/run/netns", "/etc/pktpath"}

@@ -24,4 +24,3 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     yield proc
     status = proc.stop()
     assert status == 0, proc.log()
-

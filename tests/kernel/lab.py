@@ -143,16 +143,46 @@ class Lab:
             self.sysctl(ns, "net.ipv6.conf.all.disable_ipv6", int(not ipv6))
             self.sysctl(ns, "net.ipv6.conf.default.disable_ipv6", int(not ipv6))
             self.ip(ns, "link", "set", "lo", "up")
-        sh("ip", "link", "add", self.if_client, "netns", self.client, "type", "veth",
-           "peer", "name", self.if_router_client, "netns", self.router)
-        sh("ip", "link", "add", self.if_router_server, "netns", self.router, "type", "veth",
-           "peer", "name", self.if_server, "netns", self.server)
+        sh(
+            "ip",
+            "link",
+            "add",
+            self.if_client,
+            "netns",
+            self.client,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            self.if_router_client,
+            "netns",
+            self.router,
+        )
+        sh(
+            "ip",
+            "link",
+            "add",
+            self.if_router_server,
+            "netns",
+            self.router,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            self.if_server,
+            "netns",
+            self.server,
+        )
         self.ip(self.client, "addr", "add", f"{self.client_ip}/24", "dev", self.if_client)
         self.ip(self.router, "addr", "add", f"{self.router_client_ip}/24", "dev", self.if_router_client)
         self.ip(self.router, "addr", "add", f"{self.router_server_ip}/24", "dev", self.if_router_server)
         self.ip(self.server, "addr", "add", f"{self.server_ip}/24", "dev", self.if_server)
-        for ns, dev in ((self.client, self.if_client), (self.router, self.if_router_client),
-                        (self.router, self.if_router_server), (self.server, self.if_server)):
+        for ns, dev in (
+            (self.client, self.if_client),
+            (self.router, self.if_router_client),
+            (self.router, self.if_router_server),
+            (self.server, self.if_server),
+        ):
             self.ip(ns, "link", "set", dev, "up")
         self.ip(self.client, "route", "add", "default", "via", self.router_client_ip)
         self.ip(self.server, "route", "add", "default", "via", self.router_server_ip)
@@ -167,10 +197,12 @@ class Lab:
 
     def _build_ipv6(self, forwarding: bool) -> None:
         # nodad: usable at once, not tentative for a second of duplicate address detection.
-        for ns, dev, addr in ((self.client, self.if_client, self.client_ip6),
-                              (self.router, self.if_router_client, self.router_client_ip6),
-                              (self.router, self.if_router_server, self.router_server_ip6),
-                              (self.server, self.if_server, self.server_ip6)):
+        for ns, dev, addr in (
+            (self.client, self.if_client, self.client_ip6),
+            (self.router, self.if_router_client, self.router_client_ip6),
+            (self.router, self.if_router_server, self.router_server_ip6),
+            (self.server, self.if_server, self.server_ip6),
+        ):
             self.ip(ns, "-6", "addr", "add", f"{addr}/64", "dev", dev, "nodad")
         self.ip(self.client, "-6", "route", "add", "default", "via", self.router_client_ip6)
         self.ip(self.server, "-6", "route", "add", "default", "via", self.router_server_ip6)
@@ -198,8 +230,13 @@ class Lab:
 
     # -- helpers -----------------------------------------------------------
 
-    def exec(self, ns: str, *cmd: str, check: bool = True, input: str | None = None  # noqa: A002
-             ) -> subprocess.CompletedProcess[str]:
+    def exec(
+        self,
+        ns: str,
+        *cmd: str,
+        check: bool = True,
+        input: str | None = None,  # noqa: A002
+    ) -> subprocess.CompletedProcess[str]:
         return sh("ip", "netns", "exec", ns, *cmd, check=check, input=input)
 
     def ip(self, ns: str, *args: str) -> None:
@@ -214,8 +251,9 @@ class Lab:
     def ping(self, ns: str, dst: str, count: int = 1, check: bool = True) -> None:
         self.exec(ns, "ping", "-q", "-n", "-c", str(count), "-i", "0.01", "-W", "1", dst, check=check)
 
-    def send_udp(self, ns: str, dst: str, port: int, count: int, size: int = 100, src: str = "",
-                 cpu: int | None = None) -> None:
+    def send_udp(
+        self, ns: str, dst: str, port: int, count: int, size: int = 100, src: str = "", cpu: int | None = None
+    ) -> None:
         """Send `count` UDP datagrams of `size` payload bytes from namespace `ns` (pinned to `cpu`)."""
         pin = ("taskset", "-c", str(cpu)) if cpu is not None else ()
         self.exec(ns, *pin, sys.executable, "-c", _SENDER, dst, str(port), str(count), str(size), src)

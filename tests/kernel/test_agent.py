@@ -40,7 +40,7 @@ def test_health_and_exposition_formats(agent: AgentProcess) -> None:
     assert body.endswith("# EOF\n")
     assert 'pktpath_probe_attached{attach_type="tracepoint",probe="kfree_skb"} 1.0' in body
     samples = agent.scrape()
-    (labels, value), = samples["pktpath_build_info"].items()
+    ((labels, value),) = samples["pktpath_build_info"].items()
     assert dict(labels)["engine"].startswith("libbpf-core/")
     assert value == 1
 
@@ -63,8 +63,12 @@ def test_check_reports_modes_and_hops() -> None:
 
 def test_missing_privilege_is_one_line(tmp_path: Path) -> None:
     # Root with an empty capability bounding set: the same uid, no CAP_BPF/CAP_SYS_ADMIN.
-    proc = subprocess.run(["setpriv", "--bounding-set=-all", "--inh-caps=-all", pktpath_bin(), "run"],
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        ["setpriv", "--bounding-set=-all", "--inh-caps=-all", pktpath_bin(), "run"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 1
     assert proc.stderr.startswith("pktpath: permission denied: loading BPF programs needs root")
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
@@ -78,14 +82,19 @@ def test_full_map_loses_no_drop_silently(tmp_path: Path) -> None:
             full_before = agent.value("pktpath_map_full_total", map="drop_counts")
             # One packet each of 40 IP protocols the server has no handler for:
             # 40 distinct series (IP_NOPROTO, ip-140 .. ip-179), far more than fit.
-            sender = ("import socket\nfor p in range(140, 180):\n"
-                      " s = socket.socket(socket.AF_INET, socket.SOCK_RAW, p)\n"
-                      f" s.sendto(b'x' * 20, ('{lab.server_ip}', 0))\n")
+            sender = (
+                "import socket\nfor p in range(140, 180):\n"
+                " s = socket.socket(socket.AF_INET, socket.SOCK_RAW, p)\n"
+                f" s.sendto(b'x' * 20, ('{lab.server_ip}', 0))\n"
+            )
             lab.exec(lab.client, sys.executable, "-c", sender)
 
             def ours() -> dict[str, float]:
-                return {dict(k)["protocol"]: v for k, v in agent.scrape().get("pktpath_drops_total", {}).items()
-                        if dict(k)["interface"] == lab.if_server and dict(k)["reason"] == "IP_NOPROTO"}
+                return {
+                    dict(k)["protocol"]: v
+                    for k, v in agent.scrape().get("pktpath_drops_total", {}).items()
+                    if dict(k)["interface"] == lab.if_server and dict(k)["reason"] == "IP_NOPROTO"
+                }
 
             def accounted() -> float:
                 return sum(ours().values()) + agent.value("pktpath_map_full_total", map="drop_counts") - full_before

@@ -78,6 +78,7 @@ def test_iptables_drop_is_netfilter_drop(agent: AgentProcess, lab: Lab) -> None:
 
 def agent_map(agent: AgentProcess, name: str) -> list[dict[str, Any]]:
     """Every entry of one of the agent's maps, as bpftool dumps it (raw bytes and, with BTF, decoded)."""
+
     def bpftool(*args: str) -> list[dict[str, Any]]:
         out = subprocess.run(["bpftool", *args, "--json"], check=True, capture_output=True, text=True).stdout
         dumped: list[dict[str, Any]] = json.loads(out)
@@ -93,7 +94,7 @@ def slot_index(key: bytes, with_location: bool) -> int:
     """drops.bpf.h slot_index(), over the raw 40-byte drop_key (the location word, the third,
     only on kernels without drop reasons)."""
     mask = (1 << 64) - 1
-    w = [int.from_bytes(key[i:i + 8], "little") for i in range(0, 40, 8)]
+    w = [int.from_bytes(key[i : i + 8], "little") for i in range(0, 40, 8)]
     x = w[0] ^ w[1] ^ (w[3] * 0x9E3779B97F4A7C15 & mask) ^ (w[4] * 0xC2B2AE3D27D4EB4F & mask)
     if with_location:
         x ^= w[2] * 0x165667B19E3779F9 & mask
@@ -110,12 +111,18 @@ def test_repeated_drops_are_counted_in_the_fast_path(agent: AgentProcess, lab: L
     lab.send_udp(lab.client, lab.server_ip, 7008, N, PAYLOAD, cpu=0)
     assert_exact(agent, N, NETFILTER, lab.if_server)
 
-    (ours,) = [e for e in agent_map(agent, "drop_counts") if e["formatted"]["key"]["ifname"] == lab.if_server
-               and e["formatted"]["key"]["l4_proto"] == 17]
+    (ours,) = [
+        e
+        for e in agent_map(agent, "drop_counts")
+        if e["formatted"]["key"]["ifname"] == lab.if_server and e["formatted"]["key"]["l4_proto"] == 17
+    ]
     key = bytes(int(b, 16) for b in ours["key"])
     in_hash = sum(cpu["value"]["packets"] for cpu in ours["formatted"]["values"])
-    slot = next(e["formatted"]["value"] for e in agent_map(agent, "drop_slots")
-                if e["formatted"]["key"] == slot_index(key, not kernel_has_reasons()))  # CPU 0's block comes first
+    slot = next(
+        e["formatted"]["value"]
+        for e in agent_map(agent, "drop_slots")
+        if e["formatted"]["key"] == slot_index(key, not kernel_has_reasons())
+    )  # CPU 0's block comes first
     assert slot["state"] == 1, "the key's slot on CPU 0 was never claimed"
     if slot["key"]["ifname"] == lab.if_server:
         assert (in_hash, slot["packets"], slot["bytes"]) == (1, N - 1, (N - 1) * IP_UDP_LEN)
@@ -124,11 +131,14 @@ def test_repeated_drops_are_counted_in_the_fast_path(agent: AgentProcess, lab: L
 
 
 def test_nftables_drop_is_netfilter_drop(agent: AgentProcess, lab: Lab) -> None:
-    lab.nft(lab.router, """
+    lab.nft(
+        lab.router,
+        """
         table inet pktpath_test {
             chain pass_through { type filter hook forward priority 0; udp dport 7002 drop; }
         }
-    """)
+    """,
+    )
     lab.send_udp(lab.client, lab.server_ip, 7002, N, PAYLOAD)
     assert_exact(agent, N, NETFILTER, lab.if_router_client)
 
@@ -172,14 +182,24 @@ def test_delivered_packets_are_not_counted(agent: AgentProcess, lab: Lab) -> Non
     lab's warm-up pings is freed by ping_rcv with NO_SOCKET after the raw
     socket took its copy -- a real kernel accounting quirk, not a lost packet.)"""
 
-    listener = subprocess.Popen(["ip", "netns", "exec", lab.server, sys.executable, "-c",
-                                 "import socket,sys\n"
-                                 "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
-                                 f"s.bind(('{lab.server_ip}',7007))\n"
-                                 "print('ready',flush=True)\n"
-                                 f"n=0\nwhile n<{N}:\n s.recv(2048); n+=1\n"
-                                 "print(n,flush=True)\n"],
-                                stdout=subprocess.PIPE, text=True)
+    listener = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            lab.server,
+            sys.executable,
+            "-c",
+            "import socket,sys\n"
+            "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+            f"s.bind(('{lab.server_ip}',7007))\n"
+            "print('ready',flush=True)\n"
+            f"n=0\nwhile n<{N}:\n s.recv(2048); n+=1\n"
+            "print(n,flush=True)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert listener.stdout is not None
         assert listener.stdout.readline().strip() == "ready"
@@ -189,7 +209,10 @@ def test_delivered_packets_are_not_counted(agent: AgentProcess, lab: Lab) -> Non
         listener.kill()
         listener.wait()
     samples = agent.scrape().get("pktpath_drops_total", {})
-    ours = {k: v for k, v in samples.items()
-            if dict(k)["protocol"] == "udp"
-            and dict(k)["interface"] in (lab.if_client, lab.if_router_client, lab.if_router_server, lab.if_server)}
+    ours = {
+        k: v
+        for k, v in samples.items()
+        if dict(k)["protocol"] == "udp"
+        and dict(k)["interface"] in (lab.if_client, lab.if_router_client, lab.if_router_server, lab.if_server)
+    }
     assert ours == {}

@@ -32,7 +32,7 @@ PATHS_ONLY = "Only while packet paths are on"
 def readme_table() -> dict[str, frozenset[str]]:
     """{metric name or 'process_*': label names} from the first table under '## Metrics'."""
     text = README.read_text()
-    section = text[text.index("\n## Metrics\n"):]
+    section = text[text.index("\n## Metrics\n") :]
     rows = [ln for ln in section.splitlines()[2:] if ln.startswith("|")]
     table: dict[str, frozenset[str]] = {}
     previous: frozenset[str] = frozenset()
@@ -78,9 +78,14 @@ def synthetic() -> dict[str, set[str]]:
     verdicts = VerdictCounts(netfilter=[(2, 1, "filter", 0, 3)], rp_filter=[(True, "eth0", 2)], route=[(0, 0, 5)])
     reasons = DropReasons([("SKB_DROP_REASON_NO_SOCKET", 3)])
     collector = PktpathCollector(
-        lambda: KernelReadings([DropCount("eth0", 3, 2, 1, 0x0800, 17, 1, 60)], stats, 1, 1, verdicts), reasons,
-        InterfaceResolver(lister=lambda _path: {}), list, BuildInfo("1", "6.18", "libbpf-core/v1"),
-        sampling=lambda: SamplingWeights(1000, 1), spans=lambda: (1, {"queue_full": 1}))
+        lambda: KernelReadings([DropCount("eth0", 3, 2, 1, 0x0800, 17, 1, 60)], stats, 1, 1, verdicts),
+        reasons,
+        InterfaceResolver(lister=lambda _path: {}),
+        list,
+        BuildInfo("1", "6.18", "libbpf-core/v1"),
+        sampling=lambda: SamplingWeights(1000, 1),
+        spans=lambda: (1, {"queue_full": 1}),
+    )
     registry = CollectorRegistry()
     registry.register(collector)
     registry.register(PathMetrics(evicted=lambda: {"capacity": 1}))
@@ -128,8 +133,11 @@ def served_by(tmp_path: Path, config: str = "") -> dict[str, set[str]]:
 
 def test_readme_table_is_what_an_agent_with_paths_windows_and_spans_serves(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    agent = AgentProcess.start(tmp_path, f"traces:\n  endpoint: {dead}\n  export_timeout_ms: 200\n"
-                                         "sampling:\n  window_period_seconds: 2\n  window_seconds: 1\n")
+    agent = AgentProcess.start(
+        tmp_path,
+        f"traces:\n  endpoint: {dead}\n  export_timeout_ms: 200\n"
+        "sampling:\n  window_period_seconds: 2\n  window_seconds: 1\n",
+    )
     try:
         assert wait_until(lambda: followed_and_dropped(agent), 10), agent.log()
         served = exposed(agent.scrape_text())

@@ -36,10 +36,13 @@ def test_stopping_with_a_black_holed_collector_is_bounded(protocol: str, tmp_pat
     port = 41000 + os.getpid() % 1000
     with BlackHole() as hole:
         # Default batching and timeouts (export_timeout_ms 10 s): only the endpoint is set.
-        agent = AgentProcess.start(tmp_path, f"traces:\n  exporter: otlp\n  protocol: {protocol}\n"
-                                             f"  endpoint: \"{hole.endpoint}\"\n"
-                                             "sampling:\n  continuous: true\n  one_in: 1\n  drop_one_in: 0\n"
-                                             f"filter:\n  src: [127.0.0.2/32]\n  protocols: [udp]\n  ports: [{port}]\n")
+        agent = AgentProcess.start(
+            tmp_path,
+            f"traces:\n  exporter: otlp\n  protocol: {protocol}\n"
+            f'  endpoint: "{hole.endpoint}"\n'
+            "sampling:\n  continuous: true\n  one_in: 1\n  drop_one_in: 0\n"
+            f"filter:\n  src: [127.0.0.2/32]\n  protocols: [udp]\n  ports: [{port}]\n",
+        )
         try:
             send_udp(port, 50)
             # The first batch leaves after schedule_delay_ms (1 s) and hangs in the black hole ...

@@ -37,8 +37,9 @@ def start_agent(tmp: Path, receiver: OtlpReceiver, extra: str = "") -> AgentProc
 
 
 def roots(receiver: OtlpReceiver, **attrs: object) -> list[ReceivedSpan]:
-    return [s for s in receiver.spans if not s.parent_span_id
-            and all(s.attributes.get(k) == v for k, v in attrs.items())]
+    return [
+        s for s in receiver.spans if not s.parent_span_id and all(s.attributes.get(k) == v for k, v in attrs.items())
+    ]
 
 
 def children(receiver: OtlpReceiver, root: ReceivedSpan) -> list[ReceivedSpan]:
@@ -48,14 +49,18 @@ def children(receiver: OtlpReceiver, root: ReceivedSpan) -> list[ReceivedSpan]:
 
 def refused_connects(lab: Lab, ns: str, dst: str, port: int, count: int) -> None:
     """`count` TCP connection attempts, each from its own source port, each refused with a reset."""
-    lab.exec(ns, sys.executable, "-c",
-             "import socket, sys, time\n"
-             f"for _ in range({count}):\n"
-             "    s = socket.socket()\n"
-             "    s.settimeout(2)\n"
-             f"    assert s.connect_ex(('{dst}', {port})) == 111, 'not refused'\n"
-             "    s.close()\n"
-             "    time.sleep(0.01)\n")
+    lab.exec(
+        ns,
+        sys.executable,
+        "-c",
+        "import socket, sys, time\n"
+        f"for _ in range({count}):\n"
+        "    s = socket.socket()\n"
+        "    s.settimeout(2)\n"
+        f"    assert s.connect_ex(('{dst}', {port})) == 111, 'not refused'\n"
+        "    s.close()\n"
+        "    time.sleep(0.01)\n",
+    )
 
 
 @pytest.mark.parametrize("where", ["closed_port", "nft_reject_in_forward"])
@@ -65,8 +70,11 @@ def test_n_resets_give_n_paths(tmp_path: Path, receiver: OtlpReceiver, lab: Lab,
     still be its own path: told apart by its ports, not merged into the last one."""
     port = 7161 if where == "closed_port" else 7162
     if where == "nft_reject_in_forward":
-        lab.nft(lab.router, "table inet t {\n  chain forward_chain {\n    type filter hook forward priority 0;\n"
-                            f"    tcp dport {port} reject with tcp reset\n  }}\n}}\n")
+        lab.nft(
+            lab.router,
+            "table inet t {\n  chain forward_chain {\n    type filter hook forward priority 0;\n"
+            f"    tcp dport {port} reject with tcp reset\n  }}\n}}\n",
+        )
     agent = start_agent(tmp_path, receiver, f"filter:\n  dst: [{lab.client_ip}/32]\n  protocols: [tcp]\n")
     try:
         refused_connects(lab, lab.client, lab.server_ip, port, N)
@@ -89,27 +97,34 @@ def test_n_resets_give_n_paths(tmp_path: Path, receiver: OtlpReceiver, lab: Lab,
         assert agent.stop() == 0, agent.log()
 
 
-def test_runt_and_truncated_frames_show_only_their_own_bytes(tmp_path: Path, receiver: OtlpReceiver,
-                                                            lab: Lab) -> None:
+def test_runt_and_truncated_frames_show_only_their_own_bytes(tmp_path: Path, receiver: OtlpReceiver, lab: Lab) -> None:
     """Frames whose IPv4/IPv6 header is cut short, sent while loopback traffic fills the kernel's
     buffers with other packets' headers: each is counted and traced as truncated, with one
     protocol label and no addresses, never with bytes from past its end."""
     dst_mac = bytes.fromhex(lab.mac(lab.router, lab.if_router_client).replace(":", ""))
     src_mac = bytes.fromhex(lab.mac(lab.client, lab.if_client).replace(":", ""))
     eth4, eth6 = dst_mac + src_mac + b"\x08\x00", dst_mac + src_mac + b"\x86\xdd"
-    frames = ([eth4] * N                                     # Ethernet header only
-              + [eth4 + bytes.fromhex("45000054abcd4000")] * N  # 8 of the IPv4 header's 20 bytes
-              + [eth6 + bytes(20)] * N)                      # 20 of the IPv6 header's 40
+    frames = (
+        [eth4] * N  # Ethernet header only
+        + [eth4 + bytes.fromhex("45000054abcd4000")] * N  # 8 of the IPv4 header's 20 bytes
+        + [eth6 + bytes(20)] * N
+    )  # 20 of the IPv6 header's 40
     agent = start_agent(tmp_path, receiver, f"filter:\n  interfaces: [{lab.if_router_client}]\n")
-    noise = subprocess.Popen([sys.executable, "-c",
-                              "import socket, time\n"
-                              "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-                              "end = time.monotonic() + 4\n"
-                              "while time.monotonic() < end: s.sendto(b'L' * 200, ('127.0.0.1', 9))\n"])
+    noise = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import socket, time\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "end = time.monotonic() + 4\n"
+            "while time.monotonic() < end: s.sendto(b'L' * 200, ('127.0.0.1', 9))\n",
+        ]
+    )
     try:
         time.sleep(0.3)
         lab.send_frames(lab.client, lab.if_client, frames)
         noise.wait()
+
         def drops() -> dict[str, float]:  # by protocol, summed over reasons (IP_INHDR, IPV6DISABLED)
             out: dict[str, float] = {}
             for lbl, v in _series(agent, "pktpath_drops_total", interface=lab.if_router_client).items():
@@ -121,14 +136,20 @@ def test_runt_and_truncated_frames_show_only_their_own_bytes(tmp_path: Path, rec
         assert wait_until(lambda: len(roots(receiver, **{"pktpath.ip.truncated": True})) >= len(frames), 10)
         traced = roots(receiver, **{"pktpath.ip.truncated": True})
         assert len(traced) == len(frames)
-        assert {r.name for r in traced} == {"IPv4 header cut short (0 bytes)", "IPv4 header cut short (8 bytes)",
-                                            "IPv6 header cut short (20 bytes)"}
+        assert {r.name for r in traced} == {
+            "IPv4 header cut short (0 bytes)",
+            "IPv4 header cut short (8 bytes)",
+            "IPv6 header cut short (20 bytes)",
+        }
         for root in traced:
             assert "source.address" not in root.attributes and "destination.address" not in root.attributes
             assert root.attributes["pktpath.ip.protocol"] == "truncated"
         # Nothing anywhere shows the loopback traffic that shared the buffers.
-        assert not [s for s in receiver.spans if "127.0.0.1" in (s.attributes.get("source.address"),
-                                                                 s.attributes.get("destination.address"))]
+        assert not [
+            s
+            for s in receiver.spans
+            if "127.0.0.1" in (s.attributes.get("source.address"), s.attributes.get("destination.address"))
+        ]
     finally:
         noise.kill()
         noise.wait()
@@ -162,26 +183,48 @@ def test_a_drop_shows_only_its_own_route_lookups(tmp_path: Path, receiver: OtlpR
         # A closed UDP port at the server: ICMP port unreachable.
         lab.send_udp(lab.client, lab.server_ip, 7172, 1)
         # Without policy rules the local table's routes live in main's trie (fib_trie's merged tables).
-        cases.append((7172, [f"fib lookup (table main, found -> {lab.if_router_server})",
-                             f"fib lookup (table main, found -> {lab.if_server})"]))
+        cases.append(
+            (
+                7172,
+                [
+                    f"fib lookup (table main, found -> {lab.if_router_server})",
+                    f"fib lookup (table main, found -> {lab.if_server})",
+                ],
+            )
+        )
         # TTL 1 at the router: ICMP time exceeded.
-        lab.exec(lab.client, sys.executable, "-c",
-                 "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-                 "s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 1)\n"
-                 f"s.sendto(b'x' * 20, ('{lab.server_ip}', 7173))\n")
+        lab.exec(
+            lab.client,
+            sys.executable,
+            "-c",
+            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 1)\n"
+            f"s.sendto(b'x' * 20, ('{lab.server_ip}', 7173))\n",
+        )
         cases.append((7173, [f"fib lookup (table main, found -> {lab.if_router_server})"]))
         # Don't fragment, too big for the router's egress: ICMP fragmentation needed.
-        lab.exec(lab.client, sys.executable, "-c",
-                 "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-                 "s.setsockopt(socket.IPPROTO_IP, 10, 2)\n"  # IP_MTU_DISCOVER = IP_PMTUDISC_DO
-                 f"s.sendto(b'x' * 1200, ('{lab.server_ip}', 7174))\n")
+        lab.exec(
+            lab.client,
+            sys.executable,
+            "-c",
+            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "s.setsockopt(socket.IPPROTO_IP, 10, 2)\n"  # IP_MTU_DISCOVER = IP_PMTUDISC_DO
+            f"s.sendto(b'x' * 1200, ('{lab.server_ip}', 7174))\n",
+        )
         cases.append((7174, [f"fib lookup (table main, found -> {lab.if_router_server})"]))
         # A SYN to a closed TCP port: answered with a reset.
         refused_connects(lab, lab.client, lab.server_ip, 7175, 1)
-        cases.append((7175, [f"fib lookup (table main, found -> {lab.if_router_server})",
-                             f"fib lookup (table main, found -> {lab.if_server})"]))
+        cases.append(
+            (
+                7175,
+                [
+                    f"fib lookup (table main, found -> {lab.if_router_server})",
+                    f"fib lookup (table main, found -> {lab.if_server})",
+                ],
+            )
+        )
         for port, expected in cases:
-            (_, spans), = traces_to(receiver, port).items()
+            ((_, spans),) = traces_to(receiver, port).items()
             assert fib_hops(spans) == expected, (port, hop_names(spans))
             assert spans[0].attributes["pktpath.outcome"] == "dropped", (port, hop_names(spans))
     finally:
@@ -198,7 +241,7 @@ def test_route_types_are_named(tmp_path: Path, receiver: OtlpReceiver, lab: Lab,
     agent = start_agent(tmp_path, receiver, "filter:\n  dst: [198.19.0.0/16]\n")
     try:
         lab.send_udp(lab.client, f"198.19.{lab.subnet_server}.7", port, 1)
-        (_, spans), = traces_to(receiver, port).items()
+        ((_, spans),) = traces_to(receiver, port).items()
         assert fib_hops(spans) == [f"fib lookup (table main, {kind})"], hop_names(spans)
         lookup = next(s for s in spans if s.name.startswith("fib lookup"))
         assert lookup.attributes["pktpath.fib.result"] == kind
@@ -216,23 +259,27 @@ def test_rp_filter_is_named_in_spans(tmp_path: Path, receiver: OtlpReceiver, lab
     agent = start_agent(tmp_path, receiver, "filter:\n  dst: [198.18.0.0/15]\n")
     try:
         lab.send_udp(lab.client, lab.server_ip, 7185, 1, src=spoofed)
-        (_, spans), = traces_to(receiver, 7185).items()
-        assert fib_hops(spans) == [f"fib lookup (table main, found -> {lab.if_router_server})",
-                                   "rp_filter check: FAIL (no route back to the source, table main)"], \
-            hop_names(spans)
+        ((_, spans),) = traces_to(receiver, 7185).items()
+        assert fib_hops(spans) == [
+            f"fib lookup (table main, found -> {lab.if_router_server})",
+            "rp_filter check: FAIL (no route back to the source, table main)",
+        ], hop_names(spans)
         assert hop_names(spans)[-1] == "DROPPED: IP_RPFILTER"
     finally:
         assert agent.stop() == 0, agent.log()
 
 
-
 def test_ipv6_no_route_path_has_its_lookup(tmp_path: Path, receiver: OtlpReceiver, lab6: Lab) -> None:
     agent = start_agent(tmp_path, receiver, "filter:\n  dst: [2001:db8::/32]\n  protocols: [udp]\n")
     try:
-        lab6.exec(lab6.client, sys.executable, "-c",
-                  "import socket\ns = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
-                  "s.sendto(b'x' * 20, ('2001:db8:ffff::9', 7186))\n")
-        (_, spans), = traces_to(receiver, 7186).items()
+        lab6.exec(
+            lab6.client,
+            sys.executable,
+            "-c",
+            "import socket\ns = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
+            "s.sendto(b'x' * 20, ('2001:db8:ffff::9', 7186))\n",
+        )
+        ((_, spans),) = traces_to(receiver, 7186).items()
         lookups = fib_hops(spans)
         assert lookups and lookups[-1] == "fib lookup (table main, no route)", hop_names(spans)
         assert hop_names(spans)[-1] == "DROPPED: IP_INNOROUTES", hop_names(spans)
@@ -243,16 +290,23 @@ def test_ipv6_no_route_path_has_its_lookup(tmp_path: Path, receiver: OtlpReceive
 def _ipv6_udp(src: str, dst: str, sport: int, dport: int, ext: bytes, first_next: int, payload: bytes) -> bytes:
     udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0)
     # Checksum over the pseudo-header (RFC 8200 8.1): UDP over IPv6 requires one.
-    pseudo = socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst) + \
-        struct.pack("!I3xB", len(udp) + len(payload), 17)
+    pseudo = (
+        socket.inet_pton(socket.AF_INET6, src)
+        + socket.inet_pton(socket.AF_INET6, dst)
+        + struct.pack("!I3xB", len(udp) + len(payload), 17)
+    )
     data = pseudo + udp + payload
     total = sum(struct.unpack(f"!{len(data) // 2}H", data + b"\0" * (len(data) % 2)))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     udp = udp[:6] + struct.pack("!H", ~total & 0xFFFF or 0xFFFF)
     body = ext + udp + payload
-    return struct.pack("!IHBB", 6 << 28, len(body), first_next, 64) + \
-        socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst) + body
+    return (
+        struct.pack("!IHBB", 6 << 28, len(body), first_next, 64)
+        + socket.inet_pton(socket.AF_INET6, src)
+        + socket.inet_pton(socket.AF_INET6, dst)
+        + body
+    )
 
 
 # Each extension header, 8 bytes, whose next header is UDP (17).
@@ -265,8 +319,9 @@ EXTENSION_HEADERS = {
 
 
 @pytest.mark.parametrize("ext", list(EXTENSION_HEADERS))
-def test_udp_behind_an_ipv6_extension_header_keeps_its_ports(tmp_path: Path, receiver: OtlpReceiver,
-                                                            lab6: Lab, ext: str) -> None:
+def test_udp_behind_an_ipv6_extension_header_keeps_its_ports(
+    tmp_path: Path, receiver: OtlpReceiver, lab6: Lab, ext: str
+) -> None:
     port = 7190 + list(EXTENSION_HEADERS).index(ext)
     first, header = EXTENSION_HEADERS[ext]
     agent = start_agent(tmp_path, receiver, f"filter:\n  protocols: [udp]\n  ports: [{port}]\n")
@@ -274,8 +329,10 @@ def test_udp_behind_an_ipv6_extension_header_keeps_its_ports(tmp_path: Path, rec
         dst_mac = bytes.fromhex(lab6.mac(lab6.router, lab6.if_router_client).replace(":", ""))
         src_mac = bytes.fromhex(lab6.mac(lab6.client, lab6.if_client).replace(":", ""))
         # Payloads differ, so the three are three packets (and three traces), not one sent thrice.
-        packets = [_ipv6_udp(lab6.client_ip6, lab6.server_ip6, 40000 + port, port, header, first,
-                             f"{i} datagram".encode()) for i in range(3)]
+        packets = [
+            _ipv6_udp(lab6.client_ip6, lab6.server_ip6, 40000 + port, port, header, first, f"{i} datagram".encode())
+            for i in range(3)
+        ]
         lab6.send_frames(lab6.client, lab6.if_client, [dst_mac + src_mac + b"\x86\xdd" + p for p in packets])
         traces = traces_to(receiver, port, count=3)
         assert len(traces) == 3
@@ -285,8 +342,10 @@ def test_udp_behind_an_ipv6_extension_header_keeps_its_ports(tmp_path: Path, rec
             assert (root.attributes["source.port"], root.attributes["destination.port"]) == (40000 + port, port)
             assert root.name == f"UDP [{lab6.client_ip6}]:{40000 + port} -> [{lab6.server_ip6}]:{port}"
         # Nobody listens: the server drops each, and the counters call them udp too.
-        assert agent.wait_value("pktpath_drops_total", 3, interface=lab6.if_server, protocol="udp",
-                                reason="NO_SOCKET") == 3
+        assert (
+            agent.wait_value("pktpath_drops_total", 3, interface=lab6.if_server, protocol="udp", reason="NO_SOCKET")
+            == 3
+        )
     finally:
         assert agent.stop() == 0, agent.log()
 
@@ -296,9 +355,11 @@ def test_the_agent_never_follows_its_own_connections(tmp_path: Path, receiver: O
     scrapes of its /metrics included.  It follows neither, and a scrape adds no drop."""
     # Loopback, where the agent's own connections run, and the lab's router for a control: on a
     # shared machine other people's traffic elsewhere must not spend the budget.
-    agent = AgentProcess.start(tmp_path, traces_yaml(receiver.grpc_endpoint).replace(
-        "max_paths_per_second: 0", "max_paths_per_second: 5000")
-        + f"filter:\n  interfaces: [lo, {lab.if_router_client}]\n  protocols: [tcp, udp]\n")
+    agent = AgentProcess.start(
+        tmp_path,
+        traces_yaml(receiver.grpc_endpoint).replace("max_paths_per_second: 0", "max_paths_per_second: 5000")
+        + f"filter:\n  interfaces: [lo, {lab.if_router_client}]\n  protocols: [tcp, udp]\n",
+    )
     try:
         for _ in range(20):
             agent.scrape_text()
@@ -310,9 +371,12 @@ def test_the_agent_never_follows_its_own_connections(tmp_path: Path, receiver: O
         traces_to(receiver, 7199)
         time.sleep(1.5)  # several export batches
         grpc_port = int(receiver.grpc_endpoint.rsplit(":", 1)[1])
-        own = [(s.name, s.attributes.get("pktpath.sampled_by"), hop_names(children(receiver, s)))
-               for s in receiver.spans if not s.parent_span_id
-               and {s.attributes.get("source.port"), s.attributes.get("destination.port")} & {grpc_port, agent.port}]
+        own = [
+            (s.name, s.attributes.get("pktpath.sampled_by"), hop_names(children(receiver, s)))
+            for s in receiver.spans
+            if not s.parent_span_id
+            and {s.attributes.get("source.port"), s.attributes.get("destination.port")} & {grpc_port, agent.port}
+        ]
         assert own == []
         assert _series(agent, "pktpath_drops_total", interface="lo", reason="QUEUE_PURGE") == {}
     finally:

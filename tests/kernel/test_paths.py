@@ -56,9 +56,11 @@ def path_agent(tmp_path_factory: pytest.TempPathFactory, receiver: OtlpReceiver)
     assert agent.stop() == 0, agent.log()
 
 
-def traces_to(receiver: OtlpReceiver, dport: int, count: int = 1, timeout: float = 10.0
-              ) -> dict[str, list[ReceivedSpan]]:
+def traces_to(
+    receiver: OtlpReceiver, dport: int, count: int = 1, timeout: float = 10.0
+) -> dict[str, list[ReceivedSpan]]:
     """{trace id: spans ordered by start} of the packets sent to `dport`, once `count` roots arrived."""
+
     def roots() -> list[ReceivedSpan]:
         return [s for s in receiver.spans if not s.parent_span_id and s.attributes.get("destination.port") == dport]
 
@@ -86,17 +88,30 @@ def assert_in_order(names: list[str], expected: list[str]) -> None:
 
 def udp_listener(lab: Lab, port: int, count: int, cpu: int = 0) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", lab.server, "taskset", "-c", str(cpu), sys.executable, "-c",
-         "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
-         f"s.bind(('{lab.server_ip}',{port}))\nprint('ready',flush=True)\n"
-         f"for _ in range({count}): s.recv(2048)\nprint('done',flush=True)\n"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            "ip",
+            "netns",
+            "exec",
+            lab.server,
+            "taskset",
+            "-c",
+            str(cpu),
+            sys.executable,
+            "-c",
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+            f"s.bind(('{lab.server_ip}',{port}))\nprint('ready',flush=True)\n"
+            f"for _ in range({count}): s.recv(2048)\nprint('done',flush=True)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     return proc
 
 
-def test_forwarded_and_delivered_packet_is_one_trace(path_agent: AgentProcess, receiver: OtlpReceiver,
-                                                     lab: Lab) -> None:
+def test_forwarded_and_delivered_packet_is_one_trace(
+    path_agent: AgentProcess, receiver: OtlpReceiver, lab: Lab
+) -> None:
     # Sender and reader on one CPU: the reader then frees the datagram on the CPU that
     # allocated it, directly.  On another CPU the free is deferred to skb_defer_free_flush(),
     # which does fire consume_skb, and the path would end "consumed" instead.
@@ -107,7 +122,7 @@ def test_forwarded_and_delivered_packet_is_one_trace(path_agent: AgentProcess, r
     finally:
         listener.kill()
         listener.wait()
-    (_trace_id, spans), = traces_to(receiver, 7101).items()
+    ((_trace_id, spans),) = traces_to(receiver, 7101).items()
     root = spans[0]
     assert root.name == f"UDP {lab.client_ip}:{root.attributes['source.port']} -> {lab.server_ip}:7101"
     assert root.attributes["source.address"] == lab.client_ip
@@ -137,8 +152,9 @@ def test_forwarded_and_delivered_packet_is_one_trace(path_agent: AgentProcess, r
     assert all(s.start_ns >= root.start_ns and s.end_ns <= root.end_ns for s in spans)
 
 
-def test_packets_freed_where_no_hop_sees_them_stop_being_tracked(tmp_path: Path, receiver: OtlpReceiver,
-                                                                 lab: Lab) -> None:
+def test_packets_freed_where_no_hop_sees_them_stop_being_tracked(
+    tmp_path: Path, receiver: OtlpReceiver, lab: Lab
+) -> None:
     """A TCP exchange, every packet followed.  Data segments end where they are
     queued to the socket, but pure ACKs are freed where no hop sees them, so no hop
     ends their tracking: each such entry goes when its skb pointer comes back as
@@ -146,19 +162,35 @@ def test_packets_freed_where_no_hop_sees_them_stop_being_tracked(tmp_path: Path,
     Either way the kernel's count of followed packets -- the gate that lets every
     hop skip the tracked-map lookup -- must return to zero, or every packet on the
     host would pay that lookup."""
-    agent = AgentProcess.start(tmp_path, traces_yaml(receiver.grpc_endpoint, drop_one_in=0)
-                               + f"filter:\n  dst: [{lab.server_ip}/32, {lab.client_ip}/32]\n  protocols: [tcp]\n")
+    agent = AgentProcess.start(
+        tmp_path,
+        traces_yaml(receiver.grpc_endpoint, drop_one_in=0)
+        + f"filter:\n  dst: [{lab.server_ip}/32, {lab.client_ip}/32]\n  protocols: [tcp]\n",
+    )
     try:
         server = subprocess.Popen(
-            ["ip", "netns", "exec", lab.server, sys.executable, "-c",
-             "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-             f"s.bind(('{lab.server_ip}',7160))\ns.listen()\nprint('ready',flush=True)\n"
-             "c,_=s.accept()\nn=0\nwhile (b:=c.recv(65536)): n+=len(b)\nprint(n,flush=True)\n"],
-            stdout=subprocess.PIPE, text=True)
+            [
+                "ip",
+                "netns",
+                "exec",
+                lab.server,
+                sys.executable,
+                "-c",
+                "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+                f"s.bind(('{lab.server_ip}',7160))\ns.listen()\nprint('ready',flush=True)\n"
+                "c,_=s.accept()\nn=0\nwhile (b:=c.recv(65536)): n+=len(b)\nprint(n,flush=True)\n",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        lab.exec(lab.client, sys.executable, "-c",
-                 f"import socket\nc=socket.create_connection(('{lab.server_ip}',7160))\n"
-                 "for _ in range(50): c.sendall(b'x'*1000)\nc.close()\n")
+        lab.exec(
+            lab.client,
+            sys.executable,
+            "-c",
+            f"import socket\nc=socket.create_connection(('{lab.server_ip}',7160))\n"
+            "for _ in range(50): c.sendall(b'x'*1000)\nc.close()\n",
+        )
         assert server.stdout.readline().strip() == "50000"
         server.wait()
         assert agent.wait_value("pktpath_paths_started_total", 20, sampled_by="rate") >= 20
@@ -170,7 +202,7 @@ def test_packets_freed_where_no_hop_sees_them_stop_being_tracked(tmp_path: Path,
 
 
 def dropped_trace(receiver: OtlpReceiver, port: int) -> tuple[ReceivedSpan, list[ReceivedSpan]]:
-    (_, spans), = traces_to(receiver, port).items()
+    ((_, spans),) = traces_to(receiver, port).items()
     return spans[0], spans
 
 
@@ -189,8 +221,10 @@ def test_iptables_drop_trace_and_exemplar(path_agent: AgentProcess, receiver: Ot
     lab.send_udp(lab.client, lab.server_ip, 7102, 1)
     root, spans = dropped_trace(receiver, 7102)
     assert_dropped(root, spans, "NETFILTER_DROP", lab.if_server)
-    assert_in_order(hop_names(spans), [f"net_dev_xmit({lab.if_client})", f"netif_receive_skb({lab.if_server})",
-                                       "DROPPED: NETFILTER_DROP"])
+    assert_in_order(
+        hop_names(spans),
+        [f"net_dev_xmit({lab.if_client})", f"netif_receive_skb({lab.if_server})", "DROPPED: NETFILTER_DROP"],
+    )
     # The drop counter's series carries this trace as its exemplar (OpenMetrics only).
     prefix = f'pktpath_drops_total{{interface="{lab.if_server}",protocol="udp",reason="NETFILTER_DROP"}} 1.0 # '
     line = next(ln for ln in path_agent.scrape_text(openmetrics=True).splitlines() if ln.startswith(prefix))
@@ -212,8 +246,10 @@ def test_route_miss_drop_trace(path_agent: AgentProcess, receiver: OtlpReceiver,
     lab.send_udp(lab.client, "198.19.255.1", 7104, 1)
     root, spans = dropped_trace(receiver, 7104)
     assert_dropped(root, spans, "IP_INNOROUTES", lab.if_router_client)
-    assert_in_order(hop_names(spans), [f"netif_receive_skb({lab.if_router_client})",
-                                       "fib lookup (table main, no route)", "DROPPED: IP_INNOROUTES"])
+    assert_in_order(
+        hop_names(spans),
+        [f"netif_receive_skb({lab.if_router_client})", "fib lookup (table main, no route)", "DROPPED: IP_INNOROUTES"],
+    )
 
 
 def test_filter_excludes_what_it_should(path_agent: AgentProcess, receiver: OtlpReceiver, lab: Lab) -> None:
@@ -232,8 +268,10 @@ def test_sampling_one_in_n_is_binomial(tmp_path: Path, lab: Lab) -> None:
 
 
 def _sample_and_count(tmp_path: Path, receiver: OtlpReceiver, lab: Lab) -> None:
-    agent = AgentProcess.start(tmp_path, traces_yaml(receiver.grpc_endpoint, one_in=10, drop_one_in=0)
-                               + FILTER.replace("7100-7199", "7150-7150"))
+    agent = AgentProcess.start(
+        tmp_path,
+        traces_yaml(receiver.grpc_endpoint, one_in=10, drop_one_in=0) + FILTER.replace("7100-7199", "7150-7150"),
+    )
     try:
         before = agent.value("pktpath_paths_started_total", sampled_by="rate")
         lab.send_udp(lab.client, lab.server_ip, 7150, 1000)  # payloads differ: a counter in the first bytes
@@ -249,8 +287,9 @@ def _sample_and_count(tmp_path: Path, receiver: OtlpReceiver, lab: Lab) -> None:
         assert agent.stop() == 0
 
 
-def test_two_agents_put_the_same_packet_in_one_trace(tmp_path: Path, path_agent: AgentProcess,
-                                                     receiver: OtlpReceiver, lab: Lab) -> None:
+def test_two_agents_put_the_same_packet_in_one_trace(
+    tmp_path: Path, path_agent: AgentProcess, receiver: OtlpReceiver, lab: Lab
+) -> None:
     """A second agent exporting over HTTP/protobuf computes the same trace id for the same packet."""
     other = AgentProcess.start(tmp_path, traces_yaml(receiver.http_endpoint, protocol="http/protobuf") + FILTER)
     try:
@@ -270,8 +309,9 @@ def wait_roots(receiver: OtlpReceiver, dport: int, count: int) -> list[ReceivedS
     return roots()
 
 
-def test_sighup_applies_filter_live_and_keeps_config_when_invalid(tmp_path: Path, receiver: OtlpReceiver,
-                                                                   lab: Lab) -> None:
+def test_sighup_applies_filter_live_and_keeps_config_when_invalid(
+    tmp_path: Path, receiver: OtlpReceiver, lab: Lab
+) -> None:
     agent = AgentProcess.start(tmp_path, traces_yaml(receiver.grpc_endpoint) + FILTER)
     cfg = next(tmp_path.glob("agent-*.yaml"))
     try:
@@ -297,14 +337,17 @@ def test_sighup_applies_filter_live_and_keeps_config_when_invalid(tmp_path: Path
 
 def test_endpoint_down_keeps_counting_and_counts_lost_spans(tmp_path: Path, lab: Lab) -> None:
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    agent = AgentProcess.start(tmp_path, traces_yaml(dead).replace("schedule_delay_ms: 100",
-                                                                   "schedule_delay_ms: 100\n  export_timeout_ms: 500")
-                               + FILTER)
+    agent = AgentProcess.start(
+        tmp_path,
+        traces_yaml(dead).replace("schedule_delay_ms: 100", "schedule_delay_ms: 100\n  export_timeout_ms: 500")
+        + FILTER,
+    )
     try:
         lab.exec(lab.server, "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7108", "-j", "DROP")
         lab.send_udp(lab.client, lab.server_ip, 7108, 30)
-        seen = agent.wait_value("pktpath_drops_total", 30, reason="NETFILTER_DROP", interface=lab.if_server,
-                                protocol="udp")
+        seen = agent.wait_value(
+            "pktpath_drops_total", 30, reason="NETFILTER_DROP", interface=lab.if_server, protocol="udp"
+        )
         assert seen == 30
         assert wait_until(lambda: agent.value("pktpath_spans_dropped_total", reason="export_failed") > 0, 15)
         assert agent.value("pktpath_spans_exported_total") == 0

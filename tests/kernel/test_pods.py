@@ -37,23 +37,40 @@ def pod_process(lab: Lab) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         slice_dir.rmdir()
 
 
-def test_drops_carry_the_pod_and_end_when_it_is_gone(tmp_path: Path, lab: Lab,
-                                                     pod_process: tuple[str, subprocess.Popen[bytes]]) -> None:
+def test_drops_carry_the_pod_and_end_when_it_is_gone(
+    tmp_path: Path, lab: Lab, pod_process: tuple[str, subprocess.Popen[bytes]]
+) -> None:
     uid, proc = pod_process
     pods = tmp_path / "pods.json"
     pods.write_text(json.dumps({"pods": [{"uid": uid, "namespace": "shop", "name": "checkout-7d9f", "node": "n1"}]}))
-    agent = AgentProcess.start(tmp_path, f"kubernetes:\n  pod_labels: true\n  pods_file: {pods}\n"
-                                         "  refresh_seconds: 1\n  expire_seconds: 2\n")
+    agent = AgentProcess.start(
+        tmp_path, f"kubernetes:\n  pod_labels: true\n  pods_file: {pods}\n  refresh_seconds: 1\n  expire_seconds: 2\n"
+    )
     try:
         lab.exec(lab.server, "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7401", "-j", "DROP")
         lab.send_udp(lab.client, lab.server_ip, 7401, 25)
-        labels = {"reason": "NETFILTER_DROP", "interface": lab.if_server, "protocol": "udp",
-                  "namespace": "shop", "pod": "checkout-7d9f"}
+        labels = {
+            "reason": "NETFILTER_DROP",
+            "interface": lab.if_server,
+            "protocol": "udp",
+            "namespace": "shop",
+            "pod": "checkout-7d9f",
+        }
         assert agent.wait_value("pktpath_drops_total", 25, 5.0, **labels) == 25
         # Drops in the router's namespace belong to no pod.
         lab.send_udp(lab.client, "198.19.255.1", 7402, 5)
-        assert agent.wait_value("pktpath_drops_total", 5, reason="IP_INNOROUTES", interface=lab.if_router_client,
-                                protocol="udp", namespace="", pod="") == 5
+        assert (
+            agent.wait_value(
+                "pktpath_drops_total",
+                5,
+                reason="IP_INNOROUTES",
+                interface=lab.if_router_client,
+                protocol="udp",
+                namespace="",
+                pod="",
+            )
+            == 5
+        )
 
         # The pod goes away: its process ends and it leaves the pod list.
         proc.kill()

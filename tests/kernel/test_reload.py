@@ -85,8 +85,9 @@ def start(tmp_path: Path, receiver: OtlpReceiver, lab: Lab) -> tuple[AgentProces
     return agent, next(tmp_path.glob("agent-*.yaml"))
 
 
-def test_reloads_refused_by_validation_keep_the_running_filter(tmp_path: Path, receiver: OtlpReceiver,
-                                                               lab: Lab) -> None:
+def test_reloads_refused_by_validation_keep_the_running_filter(
+    tmp_path: Path, receiver: OtlpReceiver, lab: Lab
+) -> None:
     """Files that pass no check at all (nesting, size), and one whose filter does not fit the kernel:
     the last one, before capacities were checked up front, deleted the old trie keys and then failed
     half-way through writing the new ones."""
@@ -128,16 +129,18 @@ def map_ids_of(pid: int) -> set[int]:
 
 
 def agent_map_id(agent: AgentProcess, name: str) -> int:
-    maps = json.loads(subprocess.run(["bpftool", "map", "show", "-j"], capture_output=True, text=True,
-                                     check=True).stdout)
+    maps = json.loads(
+        subprocess.run(["bpftool", "map", "show", "-j"], capture_output=True, text=True, check=True).stdout
+    )
     ours = map_ids_of(agent.proc.pid)
     (found,) = [m["id"] for m in maps if m["id"] in ours and m.get("name") == name]
     return int(found)
 
 
 def dump_keys(map_id: int) -> list[bytes]:
-    out = subprocess.run(["bpftool", "map", "dump", "id", str(map_id), "-j"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["bpftool", "map", "dump", "id", str(map_id), "-j"], capture_output=True, text=True, check=True
+    ).stdout
     return [bytes(int(b, 16) for b in e["key"]) for e in json.loads(out)]
 
 
@@ -159,8 +162,9 @@ def hexbytes(raw: bytes) -> str:
     return " ".join(f"{b:02x}" for b in raw)
 
 
-def test_reload_the_kernel_refuses_half_way_keeps_the_running_filter(tmp_path: Path, receiver: OtlpReceiver,
-                                                                     lab: Lab) -> None:
+def test_reload_the_kernel_refuses_half_way_keeps_the_running_filter(
+    tmp_path: Path, receiver: OtlpReceiver, lab: Lab
+) -> None:
     agent, cfg = start(tmp_path, receiver, lab)
     head = cfg.read_text().split("traces:", 1)[0]
     try:
@@ -171,8 +175,9 @@ def test_reload_the_kernel_refuses_half_way_keeps_the_running_filter(tmp_path: P
         assert len(in_force) == 1  # the old filter's one CIDR
         # Leave room for exactly one more key.
         free = capacity - len(in_force) - 1
-        bpftool_batch(tmp_path, [f"map update id {dst} key hex {hexbytes(junk_key(i))} value hex 01"
-                                 for i in range(free)])
+        bpftool_batch(
+            tmp_path, [f"map update id {dst} key hex {hexbytes(junk_key(i))} value hex 01" for i in range(free)]
+        )
         assert len(dump_keys(dst)) == capacity - 1
 
         # Passes every check before the kernel: two CIDRs, well under 1024.  The first is written
@@ -205,8 +210,9 @@ def first_hop(receiver: OtlpReceiver, port: int) -> str:
     assert wait_until(lambda: len(roots_to(receiver, port)) == 1, 10), f"no trace to port {port}"
     (root,) = roots_to(receiver, port)
     time.sleep(0.3)  # the children come in the same batch; let a straggler land
-    children = sorted((s for s in receiver.spans if s.trace_id == root.trace_id and s.parent_span_id),
-                      key=lambda s: s.start_ns)
+    children = sorted(
+        (s for s in receiver.spans if s.trace_id == root.trace_id and s.parent_span_id), key=lambda s: s.start_ns
+    )
     return str(children[0].name)
 
 
@@ -214,9 +220,11 @@ def test_reloads_switch_source_and_interface_filters(tmp_path: Path, receiver: O
     """Source CIDRs and interface names live in the filter maps keyed by generation: each reload
     writes the other generation and switches, so consecutive reloads use both, and traffic shows
     which keys are in force."""
+
     def filt(src: str, interface: str) -> str:
         return config(receiver, [f"{lab.server_ip}/32"], "7420-7439").replace(
-            "  protocols: [udp]", f"  protocols: [udp]\n  src: [{src}]\n  interfaces: [{interface}]")
+            "  protocols: [udp]", f"  protocols: [udp]\n  src: [{src}]\n  interfaces: [{interface}]"
+        )
 
     agent = AgentProcess.start(tmp_path, filt(f"{lab.client_ip}/32", lab.if_client))
     cfg = next(tmp_path.glob("agent-*.yaml"))

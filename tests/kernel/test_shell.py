@@ -18,8 +18,14 @@ PROMPT = ">>> "
 
 class Shell:
     def __init__(self) -> None:
-        self.child = pexpect.spawn(pktpath_bin(), ["shell"], encoding="utf-8", timeout=30, echo=False,
-                                   env={"HOME": "/tmp", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TERM": "dumb"})
+        self.child = pexpect.spawn(
+            pktpath_bin(),
+            ["shell"],
+            encoding="utf-8",
+            timeout=30,
+            echo=False,
+            env={"HOME": "/tmp", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TERM": "dumb"},
+        )
         self.child.expect(PROMPT)
         self.banner = self.child.before
 
@@ -55,9 +61,19 @@ def test_session_with_known_traffic(shell: Shell, lab: Lab) -> None:
 
     # 1: delivered; 2: dropped by iptables; 3: rp_filter failure; then dst changed live, 4: route miss.
     listener = subprocess.Popen(
-        ["ip", "netns", "exec", lab.server, sys.executable, "-c",
-         f"import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{lab.server_ip}',7201))\n"
-         "print('ready',flush=True)\ns.recv(2048)\n"], stdout=subprocess.PIPE, text=True)
+        [
+            "ip",
+            "netns",
+            "exec",
+            lab.server,
+            sys.executable,
+            "-c",
+            f"import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{lab.server_ip}',7201))\n"
+            "print('ready',flush=True)\ns.recv(2048)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
     lab.send_udp(lab.client, lab.server_ip, 7201, 1)
     listener.wait(timeout=10)
@@ -79,11 +95,15 @@ def test_session_with_known_traffic(shell: Shell, lab: Lab) -> None:
 
     delivered = shell.run("show 1")
     assert delivered.startswith(f"packet 1: UDP {lab.client_ip}:")
-    assert f"0,tracepoint net_dev_queue({lab.if_client}):\n    {lab.client_ip}->{lab.server_ip}, tos:0x0, " \
-           f"ttl:64, protocol:UDP(0x11), total_len:128" in delivered
+    assert (
+        f"0,tracepoint net_dev_queue({lab.if_client}):\n    {lab.client_ip}->{lab.server_ip}, tos:0x0, "
+        f"ttl:64, protocol:UDP(0x11), total_len:128" in delivered
+    )
     assert f"tracepoint netif_receive_skb({lab.if_router_client}):\n    received on {lab.if_router_client}" in delivered
-    assert f"ip route lookup: dst({lab.server_ip}), src({lab.client_ip}), iif({lab.if_router_client}), " \
-           f"found route -> {lab.if_router_server} (table main)" in delivered
+    assert (
+        f"ip route lookup: dst({lab.server_ip}), src({lab.client_ip}), iif({lab.if_router_client}), "
+        f"found route -> {lab.if_router_server} (table main)" in delivered
+    )
     assert "Dropped" not in delivered
 
     dropped = shell.run("show 2")
@@ -98,8 +118,12 @@ def test_session_with_known_traffic(shell: Shell, lab: Lab) -> None:
     assert "Dropped: IP_INNOROUTES at " in miss
 
     everything = shell.run("show")
-    assert [ln.split(":")[0] for ln in everything.splitlines() if ln.startswith("packet ")] == \
-        ["packet 1", "packet 2", "packet 3", "packet 4"]
+    assert [ln.split(":")[0] for ln in everything.splitlines() if ln.startswith("packet ")] == [
+        "packet 1",
+        "packet 2",
+        "packet 3",
+        "packet 4",
+    ]
     modes = shell.run("show config")
     assert "probe modes:\n    kfree_skb: tracepoint" in modes
 
@@ -161,9 +185,12 @@ def test_exit_detaches_everything(shell: Shell) -> None:
 
 def test_trace_json_one_packet_per_line(lab: Lab) -> None:
     lab.exec(lab.server, "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7220", "-j", "DROP")
-    proc = subprocess.Popen([pktpath_bin(), "trace", "--dst", f"{lab.server_ip}/32", "--max-pkt", "3",
-                             "--max-duration", "20", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [pktpath_bin(), "trace", "--dst", f"{lab.server_ip}/32", "--max-pkt", "3", "--max-duration", "20", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         # Ready once it says so on stderr (after attaching); then send.
         assert proc.stderr is not None and proc.stderr.readline().startswith("tracing up to 3 packets")
@@ -179,7 +206,8 @@ def test_trace_json_one_packet_per_line(lab: Lab) -> None:
         assert p["outcome"] == "dropped" and p["drop_reason"] == "NETFILTER_DROP"
         assert p["hops"][0]["hop"] == "net_dev_queue" and p["hops"][0]["interface"] == lab.if_client
         assert p["hops"][-1]["hop"] == "kfree_skb" and p["hops"][-1]["detail"].startswith(
-            "Dropped: NETFILTER_DROP at nft_do_chain+0x")
+            "Dropped: NETFILTER_DROP at nft_do_chain+0x"
+        )
 
 
 def test_trace_bad_argument_is_one_line_exit_2() -> None:

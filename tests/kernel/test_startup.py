@@ -45,8 +45,9 @@ def test_busy_metrics_port_is_one_line_and_nothing_attaches(tmp_path: Path, fami
 def test_address_not_on_this_host_is_one_line(tmp_path: Path) -> None:
     # 192.0.2.0/24 is TEST-NET-1 (RFC 5737): never an address of this machine.
     proc = run_agent(tmp_path, "192.0.2.1:9977")
-    assert_one_line_before_any_probe(proc, "metrics.listen: cannot listen on 192.0.2.1:9977: "
-                                           "Cannot assign requested address")
+    assert_one_line_before_any_probe(
+        proc, "metrics.listen: cannot listen on 192.0.2.1:9977: Cannot assign requested address"
+    )
 
 
 def test_the_drop_program_attaches_first_and_every_other_hop_after_it(tmp_path: Path) -> None:

@@ -39,10 +39,19 @@ def receiver() -> Iterator[OtlpReceiver]:
         yield r
 
 
-def windows_yaml(receiver: OtlpReceiver, *, one_in: int = 1, dst: str = "", ports: str = "", interfaces: str = "",
-                 service: str = "pktpath", budget: int = 0) -> str:
-    filt = "".join(f"  {key}: [{value}]\n" for key, value in (("dst", dst), ("ports", ports),
-                                                               ("interfaces", interfaces)) if value)
+def windows_yaml(
+    receiver: OtlpReceiver,
+    *,
+    one_in: int = 1,
+    dst: str = "",
+    ports: str = "",
+    interfaces: str = "",
+    service: str = "pktpath",
+    budget: int = 0,
+) -> str:
+    filt = "".join(
+        f"  {key}: [{value}]\n" for key, value in (("dst", dst), ("ports", ports), ("interfaces", interfaces)) if value
+    )
     return textwrap.dedent(f"""\
         traces:
           exporter: otlp
@@ -63,8 +72,10 @@ def windows_yaml(receiver: OtlpReceiver, *, one_in: int = 1, dst: str = "", port
 def first_window_opened(*agents: AgentProcess) -> None:
     """Wait until each agent has opened its first window: windows planned after that are all its."""
     for agent in agents:
-        assert wait_until(lambda: agent.value("pktpath_sampling_windows_total", outcome="on_time") >= 1,  # noqa: B023
-                          PERIOD + 2), agent.log()
+        assert wait_until(
+            lambda: agent.value("pktpath_sampling_windows_total", outcome="on_time") >= 1,  # noqa: B023
+            PERIOD + 2,
+        ), agent.log()
 
 
 def phase(wall: float) -> float:
@@ -105,7 +116,8 @@ def send_at(lab: Lab, plan: list[tuple[float, int, int]]) -> list[float]:
 
 
 def test_windows_open_on_the_clock_and_path_hooks_are_attached_only_around_them(
-        tmp_path: Path, receiver: OtlpReceiver) -> None:
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
     agent = AgentProcess.start(tmp_path, windows_yaml(receiver, dst="198.18.255.254/32"))
     pid = agent.proc.pid
     try:
@@ -123,8 +135,10 @@ def test_windows_open_on_the_clock_and_path_hooks_are_attached_only_around_them(
         slack = 0.1
         for before, after, attached, _ in samples:
             if attached:
-                allowed = [PERIOD - LEAD_S - slack <= phase(t) or phase(t) <= WINDOW + LINGER_S + slack
-                           for t in (before, after)]
+                allowed = [
+                    PERIOD - LEAD_S - slack <= phase(t) or phase(t) <= WINDOW + LINGER_S + slack
+                    for t in (before, after)
+                ]
                 assert any(allowed), f"a path hook attached at phase {phase(before):.3f}..{phase(after):.3f} s"
         # ... and really attached in every window, really detached in every gap.
         for k in range(math.ceil(samples[0][0] / PERIOD), math.floor(samples[-1][0] / PERIOD)):
@@ -155,22 +169,42 @@ def slow_client_link(lab: Lab) -> None:
     """A token bucket on the client's veth (10 kB/s, 1600-byte bucket): after 1600 bytes of burst, a
     datagram waits for the bytes queued before it (tbf, not netem: kernels built without
     CONFIG_NET_SCH_NETEM, like the CI's, have no netem qdisc)."""
-    lab.exec(lab.client, "tc", "qdisc", "replace", "dev", lab.if_client, "root", "tbf", "rate", "80kbit",
-             "burst", "1600", "limit", "20000")
+    lab.exec(
+        lab.client,
+        "tc",
+        "qdisc",
+        "replace",
+        "dev",
+        lab.if_client,
+        "root",
+        "tbf",
+        "rate",
+        "80kbit",
+        "burst",
+        "1600",
+        "limit",
+        "20000",
+    )
 
 
-def filler_then_followed(close: float, lead: float, delay_s: float, filler_port: int, port: int
-                         ) -> list[tuple[float, int, int]]:
+def filler_then_followed(
+    close: float, lead: float, delay_s: float, filler_port: int, port: int
+) -> list[tuple[float, int, int]]:
     """Two 750-byte datagrams empty the bucket, one of `delay_s` seconds of bytes queues, then the
     followed datagram: sent `lead` seconds before `close`, it leaves the client after it."""
     at = close - lead
     queued = int(delay_s * 10_000)  # 10 kB/s
-    return [(at - 0.01, filler_port, 750), (at - 0.01, filler_port, 750), (at - 0.005, filler_port, queued),
-            (at, port, 64)]
+    return [
+        (at - 0.01, filler_port, 750),
+        (at - 0.01, filler_port, 750),
+        (at - 0.005, filler_port, queued),
+        (at, port, 64),
+    ]
 
 
 def test_a_packet_followed_when_the_window_closes_keeps_its_whole_path(
-        tmp_path: Path, receiver: OtlpReceiver, lab: Lab) -> None:
+    tmp_path: Path, receiver: OtlpReceiver, lab: Lab
+) -> None:
     port, filler = 7931, 7930
     slow_client_link(lab)
     agent = AgentProcess.start(tmp_path, windows_yaml(receiver, dst=f"{lab.server_ip}/32", ports=str(port)))
@@ -181,7 +215,7 @@ def test_a_packet_followed_when_the_window_closes_keeps_its_whole_path(
         sent = send_at(lab, filler_then_followed(close, 0.05, 0.12, filler, port))
         assert sent[-1] < close, "the followed datagram left the socket after the close: machine too slow"
         assert listener.stdout is not None and listener.stdout.readline().strip() == "done"
-        (_trace, spans), = traces_to(receiver, port).items()
+        ((_trace, spans),) = traces_to(receiver, port).items()
         names = hop_names(spans)
         assert spans[0].attributes["pktpath.outcome"] == "delivered", names
         assert names[0] == f"net_dev_queue({lab.if_client})" and names[-1] == f"queued to socket (port {port})"
@@ -196,7 +230,8 @@ def test_a_packet_followed_when_the_window_closes_keeps_its_whole_path(
 
 
 def test_a_packet_held_past_the_stale_age_ends_as_it_would_without_windows(
-        tmp_path: Path, receiver: OtlpReceiver, lab: Lab) -> None:
+    tmp_path: Path, receiver: OtlpReceiver, lab: Lab
+) -> None:
     """The linger waits until the reaper expired it (counted), then the hooks come off."""
     port, filler = 7933, 7932
     held = LINGER_S + 0.25  # queued longer than the stale age and one reap
@@ -225,12 +260,14 @@ def binomial_bounds(n: int, p: float, sigmas: float = 4.5) -> tuple[float, float
 
 
 def test_m_packets_over_k_windows_give_the_expected_paths_and_weight(
-        tmp_path: Path, receiver: OtlpReceiver, lab: Lab) -> None:
+    tmp_path: Path, receiver: OtlpReceiver, lab: Lab
+) -> None:
     """One in 4 by the hash, only while a window is open: of M packets sent evenly over K periods,
     those sent inside windows are sampled binomially, and paths x weight estimates M."""
     port, one_in, rate, periods = 7935, 4, 300, 4
-    agent = AgentProcess.start(tmp_path, windows_yaml(receiver, one_in=one_in, dst=f"{lab.server_ip}/32",
-                                                      ports=str(port)))
+    agent = AgentProcess.start(
+        tmp_path, windows_yaml(receiver, one_in=one_in, dst=f"{lab.server_ip}/32", ports=str(port))
+    )
     try:
         first_window_opened(agent)
         start = (math.floor(time.time() / PERIOD) + 1) * PERIOD + 0.001
@@ -242,36 +279,45 @@ def test_m_packets_over_k_windows_give_the_expected_paths_and_weight(
         # Packets within 20 ms of an edge may fall either side (the sender's clock read, the
         # window's store): they widen the bounds instead of being guessed.
         inside = sum(1 for t in sent if 0.02 <= phase(t) <= WINDOW - 0.02)
-        edge = sum(1 for t in sent if phase(t) < 0.02 or WINDOW - 0.02 < phase(t) < WINDOW + 0.02
-                   or phase(t) > PERIOD - 0.02)
+        edge = sum(
+            1 for t in sent if phase(t) < 0.02 or WINDOW - 0.02 < phase(t) < WINDOW + 0.02 or phase(t) > PERIOD - 0.02
+        )
         low, _ = binomial_bounds(inside, 1 / one_in)
         _, high = binomial_bounds(inside + edge, 1 / one_in)
         assert low <= started <= high, (started, inside, edge)
         # The published weight: N x period / the time the last window was really open (~1 s).
         assert one_in * PERIOD / (WINDOW + 0.05) <= weight <= one_in * PERIOD / WINDOW * 1.001, weight
         estimate = started * one_in * PERIOD / WINDOW
-        assert abs(estimate - len(sent)) <= one_in * PERIOD / WINDOW * (high - low) / 2 + len(sent) * 0.03, \
-            (estimate, len(sent))
+        assert abs(estimate - len(sent)) <= one_in * PERIOD / WINDOW * (high - low) / 2 + len(sent) * 0.03, (
+            estimate,
+            len(sent),
+        )
     finally:
         assert agent.stop() == 0, agent.log()
 
 
 def test_a_window_starts_at_most_its_budget_and_counts_the_rest(
-        tmp_path: Path, receiver: OtlpReceiver, lab: Lab) -> None:
+    tmp_path: Path, receiver: OtlpReceiver, lab: Lab
+) -> None:
     """max_paths_per_second holds inside a window: it may start budget x window paths (its quota,
     counted in the kernel per window), and every candidate past it is counted refused."""
     port, budget, per_window, windows = 7941, 30, 120, 3
     quota = budget * WINDOW
-    agent = AgentProcess.start(tmp_path, windows_yaml(receiver, dst=f"{lab.server_ip}/32", ports=str(port),
-                                                      interfaces=lab.if_server, budget=budget))
+    agent = AgentProcess.start(
+        tmp_path,
+        windows_yaml(receiver, dst=f"{lab.server_ip}/32", ports=str(port), interfaces=lab.if_server, budget=budget),
+    )
     try:
         first_window_opened(agent)
         started0 = agent.value("pktpath_paths_started_total", sampled_by="rate")
         refused0 = agent.value("pktpath_paths_refused_total", reason="budget")
         first = (math.floor(time.time() / PERIOD) + 1) * PERIOD
         # Every packet well inside a window (0.1 .. 0.9 s after its opening): each is a candidate.
-        plan = [(first + k * PERIOD + 0.1 + 0.8 * i / per_window, port, 64)
-                for k in range(windows) for i in range(per_window)]
+        plan = [
+            (first + k * PERIOD + 0.1 + 0.8 * i / per_window, port, 64)
+            for k in range(windows)
+            for i in range(per_window)
+        ]
         send_at(lab, plan)
         time.sleep(0.5)
         started = agent.value("pktpath_paths_started_total", sampled_by="rate") - started0
@@ -285,30 +331,43 @@ def test_a_window_starts_at_most_its_budget_and_counts_the_rest(
 
 
 def roots_of(receiver: OtlpReceiver, service: str, port: int) -> list[ReceivedSpan]:
-    return [s for s in receiver.spans if not s.parent_span_id and s.resource.get("service.name") == service
-            and s.attributes.get("destination.port") == port]
+    return [
+        s
+        for s in receiver.spans
+        if not s.parent_span_id
+        and s.resource.get("service.name") == service
+        and s.attributes.get("destination.port") == port
+    ]
 
 
 def test_two_agents_open_their_windows_together_and_their_traces_meet(
-        tmp_path: Path, receiver: OtlpReceiver, lab: Lab) -> None:
+    tmp_path: Path, receiver: OtlpReceiver, lab: Lab
+) -> None:
     """Two "nodes": the client's namespace (its veth transmits) and the server's (its veth receives),
     each watched by its own agent.  Packets sent steadily over three periods are followed by both in
     the same windows, under the same trace ids."""
     port, rate = 7937, 100
     dst, ports = f"{lab.server_ip}/32", str(port)
-    a = AgentProcess.start(tmp_path, windows_yaml(receiver, dst=dst, ports=ports, interfaces=lab.if_client,
-                                                  service="node-a"))
+    a = AgentProcess.start(
+        tmp_path, windows_yaml(receiver, dst=dst, ports=ports, interfaces=lab.if_client, service="node-a")
+    )
     try:
-        b = AgentProcess.start(tmp_path, windows_yaml(receiver, dst=dst, ports=ports, interfaces=lab.if_server,
-                                                      service="node-b"))
+        b = AgentProcess.start(
+            tmp_path, windows_yaml(receiver, dst=dst, ports=ports, interfaces=lab.if_server, service="node-b")
+        )
         try:
             first_window_opened(a, b)
             start = (math.floor(time.time() / PERIOD) + 1) * PERIOD + 0.5
             sent = send_at(lab, [(start + i / rate, port, 64) for i in range(3 * PERIOD * rate)])
             surely_in = sum(1 for t in sent if 0.02 <= phase(t) <= WINDOW - 0.02)
             maybe_in = sum(1 for t in sent if phase(t) <= WINDOW + 0.02 or phase(t) >= PERIOD - 0.02)
-            assert wait_until(lambda: len(roots_of(receiver, "node-a", port)) >= surely_in
-                              and len(roots_of(receiver, "node-b", port)) >= surely_in, 10)
+            assert wait_until(
+                lambda: (
+                    len(roots_of(receiver, "node-a", port)) >= surely_in
+                    and len(roots_of(receiver, "node-b", port)) >= surely_in
+                ),
+                10,
+            )
             time.sleep(0.5)
             ids_a = {s.trace_id for s in roots_of(receiver, "node-a", port)}
             ids_b = {s.trace_id for s in roots_of(receiver, "node-b", port)}
@@ -326,8 +385,7 @@ def test_two_agents_open_their_windows_together_and_their_traces_meet(
         assert a.stop() == 0, a.log()
 
 
-def test_paths_start_only_inside_windows_to_the_millisecond(
-        tmp_path: Path, receiver: OtlpReceiver, lab: Lab) -> None:
+def test_paths_start_only_inside_windows_to_the_millisecond(tmp_path: Path, receiver: OtlpReceiver, lab: Lab) -> None:
     """The kernel opens and closes a window by its own clock: every rate-sampled path's first hop is
     inside [k x period, k x period + window), none in a gap, none while the hooks are attached
     ahead of an opening."""

@@ -51,8 +51,9 @@ def test_a_gone_pods_counters_are_deleted_by_the_agent_loop(tmp_path: Path) -> N
     kernel = FakeKernel()
     drops = kernel.maps["drop_counts"]
     for netns in (7, 8):
-        drops.set_percpu(bytes(abi.DropKey(ifname=b"eth0", reason=12, netns=netns)),
-                         [bytes(abi.DropValue(packets=1, bytes=60))])
+        drops.set_percpu(
+            bytes(abi.DropKey(ifname=b"eth0", reason=12, netns=netns)), [bytes(abi.DropValue(packets=1, bytes=60))]
+        )
 
     class Pods:
         def expired(self, seen: set[int]) -> set[int]:

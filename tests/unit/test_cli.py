@@ -40,8 +40,11 @@ def test_run_with_bad_config_exits_2_before_touching_the_kernel(tmp_path: Path) 
 
 
 def test_missing_file() -> None:
-    assert_one_line_error(run("validate", "/nonexistent/pktpath.yaml"), 2,
-                          "pktpath: /nonexistent/pktpath.yaml: cannot read config: No such file or directory")
+    assert_one_line_error(
+        run("validate", "/nonexistent/pktpath.yaml"),
+        2,
+        "pktpath: /nonexistent/pktpath.yaml: cannot read config: No such file or directory",
+    )
 
 
 def test_unknown_command_is_one_line() -> None:

@@ -21,14 +21,26 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "exporter"
 LAYERS = {
-    "model": 0, "errors": 0, "kernel.api": 0, "__init__": 0, "bpf": 0,
+    "model": 0,
+    "errors": 0,
+    "kernel.api": 0,
+    "__init__": 0,
+    "bpf": 0,
     "config": 1,
-    "decoders": 2, "loader": 2, "k8s": 2,
+    "decoders": 2,
+    "loader": 2,
+    "k8s": 2,
     "paths": 3,
-    "metrics": 4, "traces": 4,
+    "metrics": 4,
+    "traces": 4,
     "interactive": 5,
-    "kernel.facade": 6, "logs": 6, "kernel": 6,
-    "agent": 7, "cli": 7, "doc_tables": 7, "__main__": 7,
+    "kernel.facade": 6,
+    "logs": 6,
+    "kernel": 6,
+    "agent": 7,
+    "cli": 7,
+    "doc_tables": 7,
+    "__main__": 7,
 }
 MIDDLE = ("decoders", "paths", "metrics", "traces", "interactive")
 
@@ -54,8 +66,10 @@ def imports() -> list[tuple[str, str]]:
                 names = [a.name for a in node.names if a.name.startswith("exporter")]
             for name in names:
                 target = name.removeprefix("exporter").lstrip(".")
-                if target and ((PACKAGE / Path(*target.split("."))).with_suffix(".py").exists()
-                               or (PACKAGE / Path(*target.split(".")) / "__init__.py").exists()):
+                if target and (
+                    (PACKAGE / Path(*target.split("."))).with_suffix(".py").exists()
+                    or (PACKAGE / Path(*target.split(".")) / "__init__.py").exists()
+                ):
                     edges.append((module, target))
     return edges
 
@@ -73,8 +87,11 @@ def test_every_import_points_down() -> None:
 
 
 def test_the_middle_never_touches_the_kernel_directly() -> None:
-    offending = [f"{src} -> {dst}" for src, dst in imports()
-                 if src.split(".")[0] in MIDDLE and (dst.startswith(("loader", "kernel.facade")) or dst == "kernel")]
+    offending = [
+        f"{src} -> {dst}"
+        for src, dst in imports()
+        if src.split(".")[0] in MIDDLE and (dst.startswith(("loader", "kernel.facade")) or dst == "kernel")
+    ]
     assert offending == []
 
 
@@ -86,7 +103,7 @@ def test_only_the_loader_and_the_facade_use_libbpf() -> None:
 def test_the_architecture_doc_lists_these_layers() -> None:
     """docs/architecture.md's folder table gives each folder the layer LAYERS gives it."""
     text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
-    section = text[text.index("## Folders are stages"):]
+    section = text[text.index("## Folders are stages") :]
     rows = [line for line in section.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert rows
     for row in rows:

@@ -69,14 +69,27 @@ def closed_port() -> int:
 def one_path(n: int) -> Path:
     header = PacketHeader(family=4, src="10.0.1.5", dst="10.0.2.9", protocol=17, sport=4242, dport=53, ip_id=n)
     now = time.monotonic_ns()
-    return Path(n, header, [HopEvent(n, Hop.NETIF_RECEIVE, now, ifname="eth0", header=header),
-                            HopEvent(n, Hop.DEV_XMIT, now + 1000, ifname="eth1")], Outcome.TRANSMITTED)
+    return Path(
+        n,
+        header,
+        [
+            HopEvent(n, Hop.NETIF_RECEIVE, now, ifname="eth0", header=header),
+            HopEvent(n, Hop.DEV_XMIT, now + 1000, ifname="eth1"),
+        ],
+        Outcome.TRANSMITTED,
+    )
 
 
 def exercise(protocol: str, endpoint: str, seconds: float, export_timeout_ms: int) -> int:
     """Paths exported for ``seconds``; returns how many batches failed (each is one path)."""
-    cfg = TracesConfig(exporter="otlp", protocol=protocol, endpoint=endpoint, schedule_delay_ms=20,
-                       max_export_batch_size=3, export_timeout_ms=export_timeout_ms)
+    cfg = TracesConfig(
+        exporter="otlp",
+        protocol=protocol,
+        endpoint=endpoint,
+        schedule_delay_ms=20,
+        max_export_batch_size=3,
+        export_timeout_ms=export_timeout_ms,
+    )
     tracing = build_tracing(cfg, {})
     assert tracing is not None
     try:

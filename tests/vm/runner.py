@@ -51,8 +51,19 @@ GUEST_MARK = "PKTPATH_VM_GUEST"
 IMAGE_CACHE = REPO / "tests" / "vm" / ".cache"
 # Top-level entries of the image's trees that the guest never imports (dev tools, the base
 # interpreter's own site-packages, Tk, the stdlib's tests): leaving them out halves the image.
-IMAGE_SKIP = {"site-packages", "test", "idlelib", "tkinter", "turtledemo", "ensurepip", "helm_python",
-              "kubernetes_validate", "mypy", "mypyc", "pip"}
+IMAGE_SKIP = {
+    "site-packages",
+    "test",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "ensurepip",
+    "helm_python",
+    "kubernetes_validate",
+    "mypy",
+    "mypyc",
+    "pip",
+}
 IMAGE_SKIP_ANYWHERE = {".cache", ".pytest_cache", ".mypy_cache", ".ruff_cache"}  # tests/vm/.cache: kernels, the image
 
 
@@ -111,8 +122,21 @@ def kernel_package(series_or_path: str) -> str:
 
 # The programs the guest tests run most (a lab alone runs about 30 of them), whose binaries and
 # libraries go into the image too.
-IMAGE_TOOLS = ("ip", "sysctl", "iptables", "iptables-legacy", "nft", "ping", "taskset", "timeout", "bpftool",
-               "modprobe", "sh", "tee", "cat")
+IMAGE_TOOLS = (
+    "ip",
+    "sysctl",
+    "iptables",
+    "iptables-legacy",
+    "nft",
+    "ping",
+    "taskset",
+    "timeout",
+    "bpftool",
+    "modprobe",
+    "sh",
+    "tee",
+    "cat",
+)
 
 
 def _libraries(binaries: Sequence[Path]) -> set[Path]:
@@ -134,13 +158,15 @@ def _image_trees() -> list[Path]:
     `python -c pass` takes 2.5 s there, about 1 s from the image."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     libpython = Path(sysconfig.get_config_var("LIBDIR") or "/nonexistent") / (
-        sysconfig.get_config_var("INSTSONAME") or "libpython-none")
+        sysconfig.get_config_var("INSTSONAME") or "libpython-none"
+    )
     trees = [stdlib, Path(sysconfig.get_paths()["purelib"]), REPO / "exporter", REPO / "tests"]
     tools = [Path(t).resolve() for t in map(shutil.which, IMAGE_TOOLS) if t]
     interpreter = Path(os.path.realpath(sys.executable))
     # Python's own extension modules (ssl, ctypes ...) and the venv's (grpc ...) load system libraries.
-    extensions = [so for tree in trees[:2] for so in tree.rglob("*.so")
-                  if not _skipped(so.relative_to(tree).parts[0], True)]
+    extensions = [
+        so for tree in trees[:2] for so in tree.rglob("*.so") if not _skipped(so.relative_to(tree).parts[0], True)
+    ]
     files = {libpython, interpreter, *tools, *_libraries([*tools, interpreter, *extensions])}
     xtables = Path("/usr/lib/x86_64-linux-gnu/xtables")  # iptables' match and target plugins
     return trees + ([xtables] if xtables.is_dir() else []) + sorted(f for f in files if f.is_file())
@@ -187,20 +213,42 @@ def guest_image(cache: Path = IMAGE_CACHE) -> Path | None:
             if tree.is_file():
                 shutil.copy2(tree, dest)
             else:
-                shutil.copytree(tree, dest, symlinks=True,
-                                ignore=lambda d, names, top=tree: [x for x in names if _skipped(x, Path(d) == top)])
+                shutil.copytree(
+                    tree,
+                    dest,
+                    symlinks=True,
+                    ignore=lambda d, names, top=tree: [x for x in names if _skipped(x, Path(d) == top)],
+                )
             binds.append(f"{n} {tree}")
         size = sum(f.stat().st_size for f in Path(staging).rglob("*") if f.is_file() and not f.is_symlink())
         files = sum(1 for _ in Path(staging).rglob("*"))
         tmp = cache / ".guest.img.new"
         tmp.unlink(missing_ok=True)
-        made = subprocess.run([mke2fs, "-q", "-t", "ext4", "-O", "^has_journal", "-N", str(files + 4096),
-                               "-d", staging, "-L", "pktpath", str(tmp), f"{size * 13 // 10 // 1024 + 65536}k"],
-                              capture_output=True, text=True)
+        made = subprocess.run(
+            [
+                mke2fs,
+                "-q",
+                "-t",
+                "ext4",
+                "-O",
+                "^has_journal",
+                "-N",
+                str(files + 4096),
+                "-d",
+                staging,
+                "-L",
+                "pktpath",
+                str(tmp),
+                f"{size * 13 // 10 // 1024 + 65536}k",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if made.returncode != 0:
             tmp.unlink(missing_ok=True)
-            print(f"runner: no guest image ({made.stderr.strip()}): the guest reads everything over 9p",
-                  file=sys.stderr)
+            print(
+                f"runner: no guest image ({made.stderr.strip()}): the guest reads everything over 9p", file=sys.stderr
+            )
             return None
         tmp.rename(image)
         manifest.write_text("\n".join(binds) + "\n")
@@ -211,9 +259,12 @@ def _image_mounts(image: Path | None) -> str:
     """Guest shell: mount the image (virtio disk vda) and bind its trees over their paths."""
     if image is None:
         return "# no guest image: everything is read over 9p\n"
-    binds = "".join(f"mount --bind /tmp/pktpath-image/{n} {shlex.quote(target)} || ok=0\n"
-                    for n, target in (line.split(" ", 1) for line in
-                                      (image.parent / "guest.img.binds").read_text().splitlines() if line))
+    binds = "".join(
+        f"mount --bind /tmp/pktpath-image/{n} {shlex.quote(target)} || ok=0\n"
+        for n, target in (
+            line.split(" ", 1) for line in (image.parent / "guest.img.binds").read_text().splitlines() if line
+        )
+    )
     return f"""# The repo, venv and standard library from a disk image (runner.guest_image): page-cached reads.
 ok=1
 modprobe -q -a virtio_blk ext4 || ok=0
@@ -226,8 +277,9 @@ else echo "guest: disk image not used: reading over 9p"; fi
 """
 
 
-def _guest_script(command: Sequence[str], results: Path, env: Mapping[str, str], deadline: float,
-                  image: Path | None = None) -> str:
+def _guest_script(
+    command: Sequence[str], results: Path, env: Mapping[str, str], deadline: float, image: Path | None = None
+) -> str:
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
     cmd = shlex.join(command)
     out = shlex.quote(str(results / "guest.log"))
@@ -261,10 +313,19 @@ def _vng() -> Path:
     return vng
 
 
-def run_in_kernel(series_or_path: str, command: Sequence[str], results: Path | None = None, *,
-                  timeout: float = 900.0, env: Mapping[str, str] | None = None, memory: str = "1G",
-                  cpus: int = 2, echo: bool = False, qemu_opts: str = "-accel tcg,tb-size=128",
-                  use_image: bool = True) -> GuestResult:
+def run_in_kernel(
+    series_or_path: str,
+    command: Sequence[str],
+    results: Path | None = None,
+    *,
+    timeout: float = 900.0,
+    env: Mapping[str, str] | None = None,
+    memory: str = "1G",
+    cpus: int = 2,
+    echo: bool = False,
+    qemu_opts: str = "-accel tcg,tb-size=128",
+    use_image: bool = True,
+) -> GuestResult:
     """Boot the kernel, run `command` (from the repo's directory, as root), return how it went.
 
     `results` is shared read-write with the guest at the same path; `timeout`
@@ -290,17 +351,26 @@ def run_in_kernel(series_or_path: str, command: Sequence[str], results: Path | N
     script.chmod(0o755)
 
     vng = _vng()
-    argv = [str(vng), "--run", str(kernel),
-            # KVM cannot run a stock kernel on this machine kind: software emulation.
-            "--disable-kvm",
-            # virtiofsd is not available; 9p is a module in these kernels, which
-            # virtme loads from the unpacked lib/modules beside the vmlinuz.
-            "--force-9p",
-            "-m", memory, "-p", str(cpus),
-            f"--qemu-opts={qemu_opts}",
-            f"--rwdir={results}",
-            "--user", "root",
-            "--exec", f"sh {shlex.quote(str(script))}"]
+    argv = [
+        str(vng),
+        "--run",
+        str(kernel),
+        # KVM cannot run a stock kernel on this machine kind: software emulation.
+        "--disable-kvm",
+        # virtiofsd is not available; 9p is a module in these kernels, which
+        # virtme loads from the unpacked lib/modules beside the vmlinuz.
+        "--force-9p",
+        "-m",
+        memory,
+        "-p",
+        str(cpus),
+        f"--qemu-opts={qemu_opts}",
+        f"--rwdir={results}",
+        "--user",
+        "root",
+        "--exec",
+        f"sh {shlex.quote(str(script))}",
+    ]
     # vng runs virtme-run and QEMU by name: the venv's bin must be on PATH.
     host_env = dict(os.environ, PATH=f"{vng.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}")
 
@@ -310,8 +380,15 @@ def run_in_kernel(series_or_path: str, command: Sequence[str], results: Path | N
     with open(results / "vng.log", "wb") as log:
         # A session of its own: vng, virtme-run and QEMU form one process group
         # that can be ended as a whole without touching anything else.
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=host_env, cwd=REPO, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=host_env,
+            cwd=REPO,
+            start_new_session=True,
+        )
         pump = threading.Thread(target=_pump, args=(proc, log, echo), daemon=True)
         pump.start()
         try:
@@ -327,8 +404,15 @@ def run_in_kernel(series_or_path: str, command: Sequence[str], results: Path | N
     status: int | None = None
     with contextlib.suppress(OSError, ValueError):  # no file, or cut short: the guest never finished
         status = int((results / "exit-status").read_text().strip())
-    return GuestResult(series=series, kernel=kernel, results=results, status=status, vng_status=vng_status,
-                       timed_out=timed_out, seconds=seconds)
+    return GuestResult(
+        series=series,
+        kernel=kernel,
+        results=results,
+        status=status,
+        vng_status=vng_status,
+        timed_out=timed_out,
+        seconds=seconds,
+    )
 
 
 def _pump(proc: subprocess.Popen[bytes], log: BinaryIO, echo: bool) -> None:
@@ -359,7 +443,8 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="run-in-kernel",
-        description="Boot a stock kernel under QEMU and run a command in it as root, from the repo's directory.")
+        description="Boot a stock kernel under QEMU and run a command in it as root, from the repo's directory.",
+    )
     parser.add_argument("kernel", help=f"a fetched series ({', '.join(SERIES)}) or a vmlinuz path")
     parser.add_argument("command", nargs="+", help="the command to run in the guest (put it after --)")
     parser.add_argument("--results", type=Path, help="directory shared back read-write (default: a new temp dir)")
@@ -374,8 +459,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mode:
         env["PKTPATH_TEST_PROBE_MODE"] = args.mode
     try:
-        result = run_in_kernel(args.kernel, args.command, args.results, timeout=args.timeout, env=env,
-                               memory=args.memory, cpus=args.cpus, echo=True)
+        result = run_in_kernel(
+            args.kernel,
+            args.command,
+            args.results,
+            timeout=args.timeout,
+            env=env,
+            memory=args.memory,
+            cpus=args.cpus,
+            echo=True,
+        )
     except VMError as e:
         print(f"run-in-kernel: {e}", file=sys.stderr)
         return 2

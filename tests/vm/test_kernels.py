@@ -101,34 +101,50 @@ def test_kernel_tests_pass_in_guest(series: str, mode: str, tmp_path: Path, kern
     results = tmp_path / "results"
     junit = results / "junit.xml"
     check = results / "check.json"
-    pytest_cmd = [str(VENV_BIN / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=10",
-                  # tmp_path of the guest tests (agent configs and logs) lands in
-                  # the shared results dir, for reading after a failure.
-                  f"--basetemp={results / 'pytest-tmp'}", f"--junitxml={junit}", "--rootdir", str(REPO),
-                  *MODE_TESTS.get(mode, GUEST_TESTS)]
+    pytest_cmd = [
+        str(VENV_BIN / "python"),
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--durations=10",
+        # tmp_path of the guest tests (agent configs and logs) lands in
+        # the shared results dir, for reading after a failure.
+        f"--basetemp={results / 'pytest-tmp'}",
+        f"--junitxml={junit}",
+        "--rootdir",
+        str(REPO),
+        *MODE_TESTS.get(mode, GUEST_TESTS),
+    ]
     # What the kernel supports comes first, in the same boot: it explains a
     # failure below and costs a few seconds.
     check_cfg = results / "check.yaml"
     results.mkdir(parents=True, exist_ok=True)
     check_cfg.write_text(f"probes:\n  mode: {mode}\n")
-    script = (f"pktpath check --json -c {shlex.quote(str(check_cfg))} >{shlex.quote(str(check))} 2>&1; "
-              f"exec {shlex.join(pytest_cmd)}")
-    result = run_in_kernel(series, ["sh", "-c", script], results, timeout=TIMEOUT,
-                           env={"PKTPATH_TEST_PROBE_MODE": mode})
+    script = (
+        f"pktpath check --json -c {shlex.quote(str(check_cfg))} >{shlex.quote(str(check))} 2>&1; "
+        f"exec {shlex.join(pytest_cmd)}"
+    )
+    result = run_in_kernel(
+        series, ["sh", "-c", script], results, timeout=TIMEOUT, env={"PKTPATH_TEST_PROBE_MODE": mode}
+    )
 
     where = f"{result.describe()} [{kernel_package(series)}, mode {mode}]"
     supports = summarize_check(check)
     report = read_junit(junit) if junit.exists() else None
-    outcome = (f"{len(report.passed)}/{report.tests} guest tests passed" if report else "no junit xml")
-    kernel_matrix.append(f"{series} {mode}: {outcome} in {result.seconds:.0f}s "
-                       f"({kernel_package(series)}); {supports}")
+    outcome = f"{len(report.passed)}/{report.tests} guest tests passed" if report else "no junit xml"
+    kernel_matrix.append(f"{series} {mode}: {outcome} in {result.seconds:.0f}s ({kernel_package(series)}); {supports}")
 
     if report is None:
         pytest.fail(f"{where}: the guest wrote no junit xml\n{supports}\n{_tail(result.log())}", pytrace=False)
     if report.failed:
         failures = "\n\n".join(f"--- {name}\n{text}" for name, text in report.failed.items())
-        pytest.fail(f"{where}: {len(report.failed)} of {report.tests} guest tests failed\n"
-                    f"{series} supports: {supports}\n\n{failures}", pytrace=False)
+        pytest.fail(
+            f"{where}: {len(report.failed)} of {report.tests} guest tests failed\n"
+            f"{series} supports: {supports}\n\n{failures}",
+            pytrace=False,
+        )
     if not report.tests or report.skipped:
         pytest.fail(f"{where}: guest ran {report.tests} tests, skipped {report.skipped}", pytrace=False)
     assert result.status == 0, f"{where}\n{_tail(result.log())}"

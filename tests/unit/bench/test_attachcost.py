@@ -62,8 +62,14 @@ def test_summarize_ops_per_hop_and_op_leaves_failed_calls_out() -> None:
 
 
 def test_window_cost_prices_both_edges_per_period() -> None:
-    c = window_cost(attach_cpu_ms=300.0, detach_cpu_ms=300.0, attach_wall_ms=350.0, detach_wall_ms=2200.0,
-                    period_s=60.0, window_s=5.0)
+    c = window_cost(
+        attach_cpu_ms=300.0,
+        detach_cpu_ms=300.0,
+        attach_wall_ms=350.0,
+        detach_wall_ms=2200.0,
+        period_s=60.0,
+        window_s=5.0,
+    )
     assert c["cpu_share_of_core"] == pytest.approx(0.6 / 60.0)
     assert c["blocked_share_of_window"] == pytest.approx(0.35 / 5.0)
     assert c["detach_wall_share_of_gap"] == pytest.approx(2.2 / 55.0)
@@ -91,11 +97,21 @@ def test_edge_disturbance_is_flood_cpu_per_edge() -> None:
 
 
 def test_scaling_rows_in_order_of_k_with_wall_per_hook() -> None:
-    rows = [{"k": k, "how": how, "wall_s": 0.15 * k if how == "serial" else 0.16, "cpu_s": 0.02 * k}
-            for k in (4, 1, 2) for how in ("serial", "parallel") for _ in range(3)]
+    rows = [
+        {"k": k, "how": how, "wall_s": 0.15 * k if how == "serial" else 0.16, "cpu_s": 0.02 * k}
+        for k in (4, 1, 2)
+        for how in ("serial", "parallel")
+        for _ in range(3)
+    ]
     out = scaling_rows(rows)
-    assert [(r["k"], r["how"]) for r in out] == [(1, "serial"), (1, "parallel"), (2, "serial"), (2, "parallel"),
-                                                 (4, "serial"), (4, "parallel")]
+    assert [(r["k"], r["how"]) for r in out] == [
+        (1, "serial"),
+        (1, "parallel"),
+        (2, "serial"),
+        (2, "parallel"),
+        (4, "serial"),
+        (4, "parallel"),
+    ]
     four = out[4]
     assert four["wall_ms"]["median"] == pytest.approx(600.0)
     assert four["wall_ms_per_hook"] == pytest.approx(150.0)
@@ -110,42 +126,89 @@ def test_table_from_raw_rows() -> None:
     """summarize() then render(): one kernel with a tracepoint and an fentry family, a window, a flood."""
     from bench.attach import render, summarize
 
-    per_hop = [{"hop": h, "family": f, "links": n, "op": op, "wall_s": w, "cpu_s": c, "rep": r}
-               for r in range(4) for h, f, n in (("net_dev_queue", "tracepoint", 1), ("ip_rcv", "fentry", 1))
-               for op, w, c in (("attach", 0.0002, 0.0002), ("detach", 0.15 if f == "fentry" else 0.0001, 0.0001))]
-    tp_group = [_edge("attach", 0.001, 0.001), _edge("detach", 0.001, 0.001),
-                _edge("detach-parallel", 0.004, 0.002, parallel=True), _edge("attach-after-detach", 0.015, 0.001)]
+    per_hop = [
+        {"hop": h, "family": f, "links": n, "op": op, "wall_s": w, "cpu_s": c, "rep": r}
+        for r in range(4)
+        for h, f, n in (("net_dev_queue", "tracepoint", 1), ("ip_rcv", "fentry", 1))
+        for op, w, c in (("attach", 0.0002, 0.0002), ("detach", 0.15 if f == "fentry" else 0.0001, 0.0001))
+    ]
+    tp_group = [
+        _edge("attach", 0.001, 0.001),
+        _edge("detach", 0.001, 0.001),
+        _edge("detach-parallel", 0.004, 0.002, parallel=True),
+        _edge("attach-after-detach", 0.015, 0.001),
+    ]
     window = [_edge("attach", 0.35, 0.35, real_s=0.26), _edge("detach", 2.1, 0.35, real_s=2.27)]
-    scaling = [{"op": "detach", "k": k, "how": how, "wall_s": 0.15 * k, "cpu_s": 0.02 * k, "rep": 0}
-               for k in (1, 2) for how in ("attach", "serial", "parallel")]
-    multi = {"functions": ["ip_rcv", "ip_output"],
-             "rows": [{"k": k, "how": how, "wall_s": 0.16 if how == "detach" else 0.02, "cpu_s": 0.02, "rep": 0}
-                      for k in (1, 2) for how in ("attach", "detach")]}
+    scaling = [
+        {"op": "detach", "k": k, "how": how, "wall_s": 0.15 * k, "cpu_s": 0.02 * k, "rep": 0}
+        for k in (1, 2)
+        for how in ("attach", "serial", "parallel")
+    ]
+    multi = {
+        "functions": ["ip_rcv", "ip_output"],
+        "rows": [
+            {"k": k, "how": how, "wall_s": 0.16 if how == "detach" else 0.02, "cpu_s": 0.02, "rep": 0}
+            for k in (1, 2)
+            for how in ("attach", "detach")
+        ],
+    }
     trial = {"seconds": 2.0, "ipis_cpu0": {"CAL": 10}}
     flood: dict[str, Any]
-    flood = {"payload_bytes": 64, "rounds": 1, "seconds_per_trial": 2.0, "fired": ["net_dev_queue"],
-             "unfired": ["consume_skb"],
-             "trials": [dict(trial, condition="none", pps=1_000_000.0),
-                        dict(trial, condition="attached", pps=960_000.0),
-                        dict(trial, condition="toggle-unfired", pps=990_000.0, ipis_cpu0={"CAL": 2010},
-                             toggler={"edges_per_s": 100.0, "cpu_share": 0.1, "fired_attached_share": 0.0}),
-                        dict(trial, condition="toggle-all", pps=970_000.0, ipis_cpu0={"CAL": 2010},
-                             toggler={"edges_per_s": 100.0, "cpu_share": 0.1, "fired_attached_share": 0.5})]}
+    flood = {
+        "payload_bytes": 64,
+        "rounds": 1,
+        "seconds_per_trial": 2.0,
+        "fired": ["net_dev_queue"],
+        "unfired": ["consume_skb"],
+        "trials": [
+            dict(trial, condition="none", pps=1_000_000.0),
+            dict(trial, condition="attached", pps=960_000.0),
+            dict(
+                trial,
+                condition="toggle-unfired",
+                pps=990_000.0,
+                ipis_cpu0={"CAL": 2010},
+                toggler={"edges_per_s": 100.0, "cpu_share": 0.1, "fired_attached_share": 0.0},
+            ),
+            dict(
+                trial,
+                condition="toggle-all",
+                pps=970_000.0,
+                ipis_cpu0={"CAL": 2010},
+                toggler={"edges_per_s": 100.0, "cpu_share": 0.1, "fired_attached_share": 0.5},
+            ),
+        ],
+    }
     from bench.attach import summarize_flood
 
     flood["summary"] = summarize_flood(flood["trials"])
     tp_hops = [r for r in per_hop if r["family"] == "tracepoint"]
-    result = {"kernel": "6.12.0", "libbpf": "v1.1", "reps": 4, "gap_ms": 50.0, "guest_clock": "instructions (-icount)",
-              "status": "ok", "flood": flood,
-              "modes": {"auto": {"always_on": ["kfree_skb"], "shared_with_others_at_start": [],
-                                 "families": {"tracepoint": {"hops": ["net_dev_queue"], "group": tp_group,
-                                                             "per_hop": tp_hops},
-                                              "fentry": {"hops": ["ip_rcv"], "scaling": scaling,
-                                                         "per_hop": [r for r in per_hop if r["family"] == "fentry"],
-                                                         "phases": {"per_hop": {"edges": 8, "seconds": 1.0,
-                                                                                "rcu_kthreads_ms_per_edge": 0.13}}}},
-                                 "window": {"hops": ["net_dev_queue", "ip_rcv"], "group": window},
-                                 "kprobe_multi": multi}}}
+    result = {
+        "kernel": "6.12.0",
+        "libbpf": "v1.1",
+        "reps": 4,
+        "gap_ms": 50.0,
+        "guest_clock": "instructions (-icount)",
+        "status": "ok",
+        "flood": flood,
+        "modes": {
+            "auto": {
+                "always_on": ["kfree_skb"],
+                "shared_with_others_at_start": [],
+                "families": {
+                    "tracepoint": {"hops": ["net_dev_queue"], "group": tp_group, "per_hop": tp_hops},
+                    "fentry": {
+                        "hops": ["ip_rcv"],
+                        "scaling": scaling,
+                        "per_hop": [r for r in per_hop if r["family"] == "fentry"],
+                        "phases": {"per_hop": {"edges": 8, "seconds": 1.0, "rcu_kthreads_ms_per_edge": 0.13}},
+                    },
+                },
+                "window": {"hops": ["net_dev_queue", "ip_rcv"], "group": window},
+                "kprobe_multi": multi,
+            }
+        },
+    }
     summarize(result)
     lines: list[str] = []
     render({"guest-6.12": result}, lines)

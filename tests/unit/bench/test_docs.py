@@ -98,11 +98,15 @@ def test_every_result_block_is_a_committed_run() -> None:
 @pytest.fixture
 def fake_repo(tmp_path: Path) -> Path:
     (tmp_path / "bench" / "results").mkdir(parents=True)
-    summary = {"source": {"commit": "abc1234", "dirty": False},
-               "printed": ["Start-up (3 starts)        median       max   target",
-                           "  spawn -> log 'first probe attached'  140.1 ms  149.4 ms   < 200 ms ok",
-                           "  SIGTERM -> exit                      114.0 ms  114.6 ms"],
-               "parts": {"startup": {"summary": {"max": 149.4}}}}
+    summary = {
+        "source": {"commit": "abc1234", "dirty": False},
+        "printed": [
+            "Start-up (3 starts)        median       max   target",
+            "  spawn -> log 'first probe attached'  140.1 ms  149.4 ms   < 200 ms ok",
+            "  SIGTERM -> exit                      114.0 ms  114.6 ms",
+        ],
+        "parts": {"startup": {"summary": {"max": 149.4}}},
+    }
     (tmp_path / "bench" / "results" / "abc1234-startup.json").write_text(json.dumps(summary))
     return tmp_path
 
@@ -113,8 +117,10 @@ def check(doc: str, repo: Path) -> list[str]:
 
 def test_a_verbatim_block_passes_and_edits_do_not(fake_repo: Path) -> None:
     marker = "<!-- bench: bench/results/abc1234-startup.json -->\n"
-    good = ("Start-up (3 starts)        median       max   target\n"
-            "  SIGTERM -> exit                      114.0 ms  114.6 ms\n")
+    good = (
+        "Start-up (3 starts)        median       max   target\n"
+        "  SIGTERM -> exit                      114.0 ms  114.6 ms\n"
+    )
     assert check(f"{marker}\n```text\n{good}```\n", fake_repo) == []
     edited = good.replace("114.6", "104.6")
     assert any("not the printed table" in p for p in check(f"{marker}```text\n{edited}```\n", fake_repo))
@@ -129,6 +135,8 @@ def test_a_dirty_run_cannot_be_quoted(fake_repo: Path) -> None:
     summary = json.loads(path.read_text())
     summary["source"]["dirty"] = True
     path.write_text(json.dumps(summary))
-    doc = ("<!-- bench: bench/results/abc1234-startup.json -->\n```text\n"
-           "  SIGTERM -> exit                      114.0 ms  114.6 ms\n```\n")
+    doc = (
+        "<!-- bench: bench/results/abc1234-startup.json -->\n```text\n"
+        "  SIGTERM -> exit                      114.0 ms  114.6 ms\n```\n"
+    )
     assert any("uncommitted changes" in p for p in check(doc, fake_repo))

@@ -64,8 +64,10 @@ def _t(rnd: int, variant: str, pps: float, disturbed: str | None = None) -> dict
 
 def test_end_to_end_pairs_each_trial_with_its_rounds_baseline() -> None:
     trials = [
-        _t(1, "none", 1_000_000), _t(1, "drop/fentry/empty", 800_000),
-        _t(2, "none", 500_000), _t(2, "drop/fentry/empty", 400_000),
+        _t(1, "none", 1_000_000),
+        _t(1, "drop/fentry/empty", 800_000),
+        _t(2, "none", 500_000),
+        _t(2, "drop/fentry/empty", 400_000),
         # round 3's baseline was disturbed and the round has no other: it is still used (all disturbed)
         _t(3, "drop/fentry/empty", 900_000, disturbed="sender got 50% of its CPU"),
     ]
@@ -78,8 +80,12 @@ def test_end_to_end_pairs_each_trial_with_its_rounds_baseline() -> None:
 
 
 def test_baseline_is_the_mean_of_the_rounds_baselines() -> None:
-    trials = [_t(1, "none", 1_000_000), _t(1, "none", 600_000), _t(1, "none", 10, disturbed="busy"),
-              _t(2, "none", 500_000)]
+    trials = [
+        _t(1, "none", 1_000_000),
+        _t(1, "none", 600_000),
+        _t(1, "none", 10, disturbed="busy"),
+        _t(2, "none", 500_000),
+    ]
     assert baseline_by_round(trials) == {1: 800_000, 2: 500_000}
 
 
@@ -140,8 +146,11 @@ def test_compare_families_tells_an_unoffered_twin_apart() -> None:
 
 
 def test_mark_contended_keeps_an_earlier_reason() -> None:
-    rows = [_t(1, "none", 1.0), _t(1, "rx/fentry/empty", 1.0, disturbed="sender got 50% of its CPU"),
-            _t(2, "none", 1.0)]
+    rows = [
+        _t(1, "none", 1.0),
+        _t(1, "rx/fentry/empty", 1.0, disturbed="sender got 50% of its CPU"),
+        _t(2, "none", 1.0),
+    ]
     assert mark_contended(rows, {(1, "none"), (1, "rx/fentry/empty")}, "shared") == 1
     assert [r["disturbed"] for r in rows] == ["shared", "sender got 50% of its CPU", None]
 

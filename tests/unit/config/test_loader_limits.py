@@ -122,19 +122,24 @@ def test_crlf_files_keep_their_line_numbers(tmp_path: Path) -> None:
 # --- kernel capacities: `validate` refuses what `run` could not load --------------------------------
 
 
-@pytest.mark.parametrize(("key", "items", "limit", "where"), [
-    ("ports", [str(1000 + i) for i in range(39)], 16, "the kernel's path_config.ports"),
-    ("src", [f"10.{i >> 8}.{i & 255}.0/24" for i in range(2000)], 1024, "the kernel's filter_src map"),
-    ("dst", [f"10.{i >> 8}.{i & 255}.0/24" for i in range(1025)], 1024, "the kernel's filter_dst map"),
-    ("interfaces", [f"veth{i}" for i in range(300)], 256, "the kernel's filter_ifaces map"),
-])
-def test_validate_refuses_more_than_the_kernel_holds(tmp_path: Path, key: str, items: list[str], limit: int,
-                                                     where: str) -> None:
+@pytest.mark.parametrize(
+    ("key", "items", "limit", "where"),
+    [
+        ("ports", [str(1000 + i) for i in range(39)], 16, "the kernel's path_config.ports"),
+        ("src", [f"10.{i >> 8}.{i & 255}.0/24" for i in range(2000)], 1024, "the kernel's filter_src map"),
+        ("dst", [f"10.{i >> 8}.{i & 255}.0/24" for i in range(1025)], 1024, "the kernel's filter_dst map"),
+        ("interfaces", [f"veth{i}" for i in range(300)], 256, "the kernel's filter_ifaces map"),
+    ],
+)
+def test_validate_refuses_more_than_the_kernel_holds(
+    tmp_path: Path, key: str, items: list[str], limit: int, where: str
+) -> None:
     path = tmp_path / "big-filter.yaml"
     path.write_text("sampling:\n  one_in: 10\nfilter:\n  " + key + ":\n" + "".join(f"    - {i}\n" for i in items))
     status, _out, err, _cpu = run_measured("validate", str(path))
-    assert_one_line(status, err, 2, f"pktpath: {path}:5: filter.{key}: {len(items)} entries, "
-                                    f"more than the {limit} {where} holds")
+    assert_one_line(
+        status, err, 2, f"pktpath: {path}:5: filter.{key}: {len(items)} entries, more than the {limit} {where} holds"
+    )
     path.write_text("filter:\n  " + key + ":\n" + "".join(f"    - {i}\n" for i in items[:limit]))
     status, _out, err, _cpu = run_measured("validate", str(path))
     assert status == 0, err

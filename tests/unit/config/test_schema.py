@@ -463,7 +463,7 @@ def test_bad_protocol() -> None:
     [
         ('"abcdefghijklmnop"', 'interface name "abcdefghijklmnop" is longer than 15 bytes'),
         ('"ethé12345678901"', 'interface name "eth\\u00e912345678901" is longer than 15 bytes'),
-        ("eth/0", 'interface name "eth/0" contains \'/\''),
+        ("eth/0", "interface name \"eth/0\" contains '/'"),
         ('"eth0:1"', "interface name \"eth0:1\" contains ':'"),
         ('"eth 0"', 'interface name "eth 0" contains whitespace'),
         ('""', "interface name is empty"),
@@ -525,9 +525,7 @@ def test_bad_traces_exporter() -> None:
     assert error("traces:\n  exporter: jaeger\n") == (
         'c.yaml:2: traces.exporter: "jaeger" is not one of otlp, console, none'
     )
-    assert error("traces:\n  exporter: false\n") == (
-        "c.yaml:2: traces.exporter: expected a string, got boolean false"
-    )
+    assert error("traces:\n  exporter: false\n") == ("c.yaml:2: traces.exporter: expected a string, got boolean false")
 
 
 @pytest.mark.parametrize(
@@ -596,9 +594,7 @@ def test_traces_service_name() -> None:
     assert parse("traces:\n  service_name: pktpath-edge\n").traces.service_name == "pktpath-edge"
     assert error('traces:\n  service_name: ""\n') == "c.yaml:2: traces.service_name: service name is empty"
     assert error('traces:\n  service_name: "  "\n') == "c.yaml:2: traces.service_name: service name is empty"
-    assert error("traces:\n  service_name: 7\n") == (
-        "c.yaml:2: traces.service_name: expected a string, got integer 7"
-    )
+    assert error("traces:\n  service_name: 7\n") == ("c.yaml:2: traces.service_name: expected a string, got integer 7")
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,10 @@ def claim(area: bytearray, index: int, k: bytes, packets: int, nbytes: int, stat
 
 
 def test_hash_and_slots_add_up_per_key() -> None:
-    drops, slots = struct_map("drop_counts", abi.DropKey, abi.DropValue, 8, percpu=True), \
-        struct_map("drop_slots", 4, abi.DropSlot, 8)
+    drops, slots = (
+        struct_map("drop_counts", abi.DropKey, abi.DropValue, 8, percpu=True),
+        struct_map("drop_slots", 4, abi.DropSlot, 8),
+    )
     a, b = key(b"eth0", 12, 1), key(b"eth1", 3, 1)
     drops.set_percpu(a, [value(1, 100), value(2, 200)])
     drops.set_percpu(b, [value(0, 0), value(5, 500)])
@@ -38,8 +40,10 @@ def test_hash_and_slots_add_up_per_key() -> None:
 
 
 def test_forgetting_a_series_deletes_it_and_retires_its_slots_over_two_reads() -> None:
-    drops, slots = struct_map("drop_counts", abi.DropKey, abi.DropValue, 8, percpu=True), \
-        struct_map("drop_slots", 4, abi.DropSlot, 8)
+    drops, slots = (
+        struct_map("drop_counts", abi.DropKey, abi.DropValue, 8, percpu=True),
+        struct_map("drop_slots", 4, abi.DropSlot, 8),
+    )
     a, b = key(b"eth0", 12, 1), key(b"eth1", 12, 2)
     drops.set_percpu(a, [value(1, 1)])
     drops.set_percpu(b, [value(1, 1)])

@@ -63,22 +63,26 @@ def test_call_sites_are_named_by_function(kallsyms: KernelSymbols) -> None:
     assert loc.label(0x1000) == "unknown"  # below every symbol
 
 
-@pytest.mark.parametrize(("address", "evidence", "reason"), [
-    (NF_HOOK_SLOW_DROP, 0, "NETFILTER_DROP"),
-    (IP_ERROR_DROP, errno.ENETUNREACH | FORWARDING, "IP_INNOROUTES"),
-    (IP_ERROR_DROP, errno.ENETUNREACH | NOT_FORWARDING, "IP_INNOROUTES"),
-    (IP_ERROR_DROP, errno.EHOSTUNREACH | NOT_FORWARDING, "IP_INADDRERRORS"),
-    (IP_ERROR_DROP, errno.EHOSTUNREACH | FORWARDING, "NOT_SPECIFIED"),  # an `unreachable` route
-    (IP_ERROR_DROP, errno.EINVAL | FORWARDING, "NOT_SPECIFIED"),  # blackhole
-    (IP_ERROR_DROP, errno.EACCES | FORWARDING, "NOT_SPECIFIED"),  # prohibit
-    (IP_ERROR_DROP, errno.ENETUNREACH, "NOT_SPECIFIED"),  # no in_device: "IP on this device is disabled"
-    (IP_ERROR_DROP, 0, "UNKNOWN"),  # no error route seen: nothing to decide on
-    (IP_RCV_FINISH_CORE_DROP, errno.EXDEV, "IP_RPFILTER"),
-    (IP_RCV_FINISH_CORE_DROP, 0, "UNKNOWN"),  # options, martians, L2 multicast: not told apart
-    (UDP_NO_SOCKET, 0, "UNKNOWN"),  # no socket and malformed datagrams share the function
-])
-def test_reasons_derived_from_call_site_and_evidence(kallsyms: KernelSymbols, address: int, evidence: int,
-                                                      reason: str) -> None:
+@pytest.mark.parametrize(
+    ("address", "evidence", "reason"),
+    [
+        (NF_HOOK_SLOW_DROP, 0, "NETFILTER_DROP"),
+        (IP_ERROR_DROP, errno.ENETUNREACH | FORWARDING, "IP_INNOROUTES"),
+        (IP_ERROR_DROP, errno.ENETUNREACH | NOT_FORWARDING, "IP_INNOROUTES"),
+        (IP_ERROR_DROP, errno.EHOSTUNREACH | NOT_FORWARDING, "IP_INADDRERRORS"),
+        (IP_ERROR_DROP, errno.EHOSTUNREACH | FORWARDING, "NOT_SPECIFIED"),  # an `unreachable` route
+        (IP_ERROR_DROP, errno.EINVAL | FORWARDING, "NOT_SPECIFIED"),  # blackhole
+        (IP_ERROR_DROP, errno.EACCES | FORWARDING, "NOT_SPECIFIED"),  # prohibit
+        (IP_ERROR_DROP, errno.ENETUNREACH, "NOT_SPECIFIED"),  # no in_device: "IP on this device is disabled"
+        (IP_ERROR_DROP, 0, "UNKNOWN"),  # no error route seen: nothing to decide on
+        (IP_RCV_FINISH_CORE_DROP, errno.EXDEV, "IP_RPFILTER"),
+        (IP_RCV_FINISH_CORE_DROP, 0, "UNKNOWN"),  # options, martians, L2 multicast: not told apart
+        (UDP_NO_SOCKET, 0, "UNKNOWN"),  # no socket and malformed datagrams share the function
+    ],
+)
+def test_reasons_derived_from_call_site_and_evidence(
+    kallsyms: KernelSymbols, address: int, evidence: int, reason: str
+) -> None:
     assert DropLocations(kallsyms).reason(address, evidence) == reason
 
 
@@ -110,7 +114,8 @@ def test_a_module_loaded_later_is_read_again(tmp_path: Path, kallsyms: KernelSym
 
 def test_hidden_kallsyms_give_unknown(tmp_path: Path) -> None:
     (tmp_path / "kallsyms").write_text(
-        "".join(f"0000000000000000 T {name}\n" for name in ("kfree_skb", "nf_hook_slow")))
+        "".join(f"0000000000000000 T {name}\n" for name in ("kfree_skb", "nf_hook_slow"))
+    )
     (tmp_path / "modules").write_text("")
     loc = DropLocations(KernelSymbols(str(tmp_path / "kallsyms"), str(tmp_path / "modules")))
     assert loc.label(NF_HOOK_SLOW_DROP) == "unknown"
@@ -129,25 +134,46 @@ def test_reasons_use_locations_only_where_the_kernel_names_none(kallsyms: Kernel
 def test_counters_carry_location_only_without_reasons(kallsyms: KernelSymbols) -> None:
     def collector(reasons: DropReasons, counts: list[DropCount]) -> CollectorRegistry:
         reg = CollectorRegistry()
-        reg.register(PktpathCollector(lambda: KernelReadings(counts), reasons, InterfaceResolver(lister=lambda _p: {}),
-                                      lambda: [], BuildInfo("v", "k", "e")))
+        reg.register(
+            PktpathCollector(
+                lambda: KernelReadings(counts),
+                reasons,
+                InterfaceResolver(lister=lambda _p: {}),
+                lambda: [],
+                BuildInfo("v", "k", "e"),
+            )
+        )
         return reg
 
     old = DropReasons(None, locations=DropLocations(kallsyms, limit=1))
-    reg = collector(old, [
-        DropCount("eth0", 0, 2, 1, 0x0800, 17, 5, 640, location=NF_HOOK_SLOW_DROP),
-        DropCount("eth0", 0, 2, 1, 0x0800, 17, 3, 300, location=NF_HOOK_SLOW_DROP + 0x10),  # another call site
-        DropCount("eth0", errno.EXDEV, 2, 1, 0x0800, 17, 2, 200, location=IP_RCV_FINISH_CORE_DROP),
-    ])
+    reg = collector(
+        old,
+        [
+            DropCount("eth0", 0, 2, 1, 0x0800, 17, 5, 640, location=NF_HOOK_SLOW_DROP),
+            DropCount("eth0", 0, 2, 1, 0x0800, 17, 3, 300, location=NF_HOOK_SLOW_DROP + 0x10),  # another call site
+            DropCount("eth0", errno.EXDEV, 2, 1, 0x0800, 17, 2, 200, location=IP_RCV_FINISH_CORE_DROP),
+        ],
+    )
     v = reg.get_sample_value
-    assert v("pktpath_drops_total", {"reason": "NETFILTER_DROP", "interface": "eth0", "protocol": "udp",
-                                     "location": "nf_hook_slow"}) == 8
-    assert v("pktpath_drops_total", {"reason": "IP_RPFILTER", "interface": "eth0", "protocol": "udp",
-                                     "location": "other"}) == 2
+    assert (
+        v(
+            "pktpath_drops_total",
+            {"reason": "NETFILTER_DROP", "interface": "eth0", "protocol": "udp", "location": "nf_hook_slow"},
+        )
+        == 8
+    )
+    assert (
+        v("pktpath_drops_total", {"reason": "IP_RPFILTER", "interface": "eth0", "protocol": "udp", "location": "other"})
+        == 2
+    )
     assert v("pktpath_drop_location_overflow_total") == 1
 
     new = DropReasons([("SKB_DROP_REASON_NETFILTER_DROP", 12)])
     reg = collector(new, [DropCount("eth0", 12, 2, 1, 0x0800, 17, 5, 640)])
-    assert reg.get_sample_value("pktpath_drops_total", {"reason": "NETFILTER_DROP", "interface": "eth0",
-                                                        "protocol": "udp"}) == 5
+    assert (
+        reg.get_sample_value(
+            "pktpath_drops_total", {"reason": "NETFILTER_DROP", "interface": "eth0", "protocol": "udp"}
+        )
+        == 5
+    )
     assert reg.get_sample_value("pktpath_drop_location_overflow_total") is None

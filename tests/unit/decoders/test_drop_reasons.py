@@ -75,9 +75,12 @@ def test_module_reasons_are_found_after_the_kernel_btf_was_freed(tmp_path: Path)
     modules = tmp_path / "btf"
     modules.mkdir()
     (modules / "vmlinux").write_bytes(b"")  # skipped by name, as in /sys/kernel/btf
-    (modules / "openvswitch").write_bytes(raw_btf(
-        [("ovs_drop_reason", BTF_KIND_ENUM, [("__OVS_DROP_REASON", base), ("OVS_DROP_LAST_ACTION", base + 1)])],
-        base_strings))
+    (modules / "openvswitch").write_bytes(
+        raw_btf(
+            [("ovs_drop_reason", BTF_KIND_ENUM, [("__OVS_DROP_REASON", base), ("OVS_DROP_LAST_ACTION", base + 1)])],
+            base_strings,
+        )
+    )
     parsed: list[Btf] = []
 
     def kernel_btf() -> Btf:
@@ -97,21 +100,40 @@ def test_module_reasons_are_found_after_the_kernel_btf_was_freed(tmp_path: Path)
 
 def test_hand_built_btf_with_subsystems_and_enum64(tmp_path: Path) -> None:
     blob = tmp_path / "btf.raw"
-    blob.write_bytes(raw_btf([
-        ("skb_drop_reason", BTF_KIND_ENUM, [("SKB_NOT_DROPPED_YET", 0), ("SKB_CONSUMED", 1),
-                                            ("SKB_DROP_REASON_NOT_SPECIFIED", 2), ("SKB_DROP_REASON_FOO", 3),
-                                            ("SKB_DROP_REASON_MAX", 4)]),
-        ("skb_drop_reason_subsys", BTF_KIND_ENUM, [("SKB_DROP_REASON_SUBSYS_CORE", 0),
-                                                   ("SKB_DROP_REASON_SUBSYS_OPENVSWITCH", 2),
-                                                   ("SKB_DROP_REASON_SUBSYS_NUM", 3)]),
-        ("big", BTF_KIND_ENUM64, [("HUGE", 1 << 40)]),
-    ]))
+    blob.write_bytes(
+        raw_btf(
+            [
+                (
+                    "skb_drop_reason",
+                    BTF_KIND_ENUM,
+                    [
+                        ("SKB_NOT_DROPPED_YET", 0),
+                        ("SKB_CONSUMED", 1),
+                        ("SKB_DROP_REASON_NOT_SPECIFIED", 2),
+                        ("SKB_DROP_REASON_FOO", 3),
+                        ("SKB_DROP_REASON_MAX", 4),
+                    ],
+                ),
+                (
+                    "skb_drop_reason_subsys",
+                    BTF_KIND_ENUM,
+                    [
+                        ("SKB_DROP_REASON_SUBSYS_CORE", 0),
+                        ("SKB_DROP_REASON_SUBSYS_OPENVSWITCH", 2),
+                        ("SKB_DROP_REASON_SUBSYS_NUM", 3),
+                    ],
+                ),
+                ("big", BTF_KIND_ENUM64, [("HUGE", 1 << 40)]),
+            ]
+        )
+    )
     with Btf.parse(str(blob)) as btf:
         assert btf.enum("big") == [("HUGE", 1 << 40)]
         assert btf.enum("absent") is None
         ovs_module = [[("__OVS_DROP_REASON", 0x20000), ("OVS_DROP_LAST_ACTION", 0x20001)]]
-        reasons = DropReasons(btf.enum("skb_drop_reason"), btf.enum("skb_drop_reason_subsys"),
-                              module_enums=lambda: ovs_module)
+        reasons = DropReasons(
+            btf.enum("skb_drop_reason"), btf.enum("skb_drop_reason_subsys"), module_enums=lambda: ovs_module
+        )
     assert reasons.name(3) == "FOO"
     assert reasons.name(4) == "UNKNOWN_4"  # the _MAX sentinel is not a reason
     assert reasons.name(0x20001) == "OVS_DROP_LAST_ACTION"  # found in the module's enum
@@ -126,8 +148,9 @@ def test_module_btf_is_read_once_and_only_when_needed() -> None:
         calls.append(1)
         return []
 
-    reasons = DropReasons([("SKB_DROP_REASON_NOT_SPECIFIED", 2)], [("SKB_DROP_REASON_SUBSYS_OPENVSWITCH", 2)],
-                          module_enums=modules)
+    reasons = DropReasons(
+        [("SKB_DROP_REASON_NOT_SPECIFIED", 2)], [("SKB_DROP_REASON_SUBSYS_OPENVSWITCH", 2)], module_enums=modules
+    )
     assert reasons.name(2) == "NOT_SPECIFIED"
     assert calls == []
     reasons.name(0x20001)

@@ -39,23 +39,52 @@ def expected(raw: bytes) -> HopEvent:
         if h.flags & abi.HDR_TRUNCATED:
             header = PacketHeader(h.family, "", "", 0, length=h.ip_len, truncated=True, no_transport=True)
         else:
-            header = PacketHeader(h.family, address(h.family, bytes(h.saddr)), address(h.family, bytes(h.daddr)),
-                                  h.protocol, h.sport, h.dport, h.tos, h.ttl, h.ip_len, h.ip_id, h.tcp_flags,
-                                  h.tcp_seq, h.icmp_type, h.icmp_code, h.extra,
-                                  no_transport=bool(h.flags & abi.HDR_NO_L4))
+            header = PacketHeader(
+                h.family,
+                address(h.family, bytes(h.saddr)),
+                address(h.family, bytes(h.daddr)),
+                h.protocol,
+                h.sport,
+                h.dport,
+                h.tos,
+                h.ttl,
+                h.ip_len,
+                h.ip_id,
+                h.tcp_flags,
+                h.tcp_seq,
+                h.icmp_type,
+                h.icmp_code,
+                h.extra,
+                no_transport=bool(h.flags & abi.HDR_NO_L4),
+            )
     fib = hop is Hop.FIB_LOOKUP
-    detail = raw[abi.HopEventRaw.detail.offset:abi.HopEventRaw.detail.offset + 32]
+    detail = raw[abi.HopEventRaw.detail.offset : abi.HopEventRaw.detail.offset + 32]
     return HopEvent(
-        path_id=ev.path_id, hop=hop, ts_ns=ev.ts_ns, cpu=ev.cpu, ifindex=ev.ifindex, ifname=text(ev.ifname),
-        netns=ev.netns, length=ev.len, verdict=ev.verdict, reason=REASONS.name(ev.reason) if hop is Hop.DROP else None,
-        table=ev.table, out_ifname=text(ev.out_ifname),
+        path_id=ev.path_id,
+        hop=hop,
+        ts_ns=ev.ts_ns,
+        cpu=ev.cpu,
+        ifindex=ev.ifindex,
+        ifname=text(ev.ifname),
+        netns=ev.netns,
+        length=ev.len,
+        verdict=ev.verdict,
+        reason=REASONS.name(ev.reason) if hop is Hop.DROP else None,
+        table=ev.table,
+        out_ifname=text(ev.out_ifname),
         fib_src=address(ev.fib_family, bytes(ev.fib_saddr)) if fib else "",
         fib_dst=address(ev.fib_family, bytes(ev.fib_daddr)) if fib else "",
         fib_lookup=FIB_LOOKUPS.get(ev.phase) if fib else None,
-        location=ev.location, nf_family=ev.nf_family, nf_hook=ev.nf_hook, phase=ev.phase, route_error=ev.route_error,
+        location=ev.location,
+        nf_family=ev.nf_family,
+        nf_hook=ev.nf_hook,
+        phase=ev.phase,
+        route_error=ev.route_error,
         nf_table=text(detail[:16]),
         nf_chain=text(detail[16:]) if hop is not Hop.IPT_TABLE else nf.builtin_chain(ev.nf_hook),
-        header=header, sampled_by=SampledBy.DROP if ev.flags & abi.EV_BY_DROP else SampledBy.RATE)
+        header=header,
+        sampled_by=SampledBy.DROP if ev.flags & abi.EV_BY_DROP else SampledBy.RATE,
+    )
 
 
 def random_record(rng: random.Random) -> bytes:
@@ -72,7 +101,7 @@ def random_record(rng: random.Random) -> bytes:
         raw.hdr.saddr[:12] = [0] * 10 + [0xFF, 0xFF]
     data = bytearray(bytes(raw))
     offset = abi.HopEventRaw.detail.offset
-    data[offset:offset + 32] = rng.choice(NAMES).ljust(16, b"\0") + rng.choice(NAMES).ljust(16, b"\0")
+    data[offset : offset + 32] = rng.choice(NAMES).ljust(16, b"\0") + rng.choice(NAMES).ljust(16, b"\0")
     return bytes(data)
 
 
@@ -85,9 +114,22 @@ def test_every_field_of_random_records() -> None:
 
 
 def test_a_forwarded_ipv4_first_hop() -> None:
-    raw = abi.HopEventRaw(path_id=7, ts_ns=123, hop=abi.HOP_IDS["HOP_FIB_LOOKUP"], cpu=1, ifindex=2, netns=9, len=84,
-                          verdict=-101, table=254, fib_family=4, flags=abi.EV_HEADER, ifname=b"eth0",
-                          out_ifname=b"eth1", phase=abi.FIB_RP_FILTER)
+    raw = abi.HopEventRaw(
+        path_id=7,
+        ts_ns=123,
+        hop=abi.HOP_IDS["HOP_FIB_LOOKUP"],
+        cpu=1,
+        ifindex=2,
+        netns=9,
+        len=84,
+        verdict=-101,
+        table=254,
+        fib_family=4,
+        flags=abi.EV_HEADER,
+        ifname=b"eth0",
+        out_ifname=b"eth1",
+        phase=abi.FIB_RP_FILTER,
+    )
     raw.fib_saddr[:4] = [10, 0, 1, 5]
     raw.fib_daddr[:4] = [10, 0, 2, 9]
     raw.hdr.family, raw.hdr.protocol, raw.hdr.sport, raw.hdr.dport = 4, 17, 4242, 53
@@ -95,7 +137,14 @@ def test_a_forwarded_ipv4_first_hop() -> None:
     raw.hdr.daddr[:4] = [10, 0, 2, 9]
     ev = EventDecoder(REASONS).decode(bytes(raw))
     assert (ev.path_id, ev.hop, ev.ts_ns, ev.verdict, ev.table, ev.ifname, ev.out_ifname) == (
-        7, Hop.FIB_LOOKUP, 123, -101, 254, "eth0", "eth1")
+        7,
+        Hop.FIB_LOOKUP,
+        123,
+        -101,
+        254,
+        "eth0",
+        "eth1",
+    )
     assert (ev.fib_src, ev.fib_dst, ev.fib_lookup) == ("10.0.1.5", "10.0.2.9", FibLookup.RP_FILTER)
     assert ev.header == PacketHeader(4, "10.0.1.5", "10.0.2.9", 17, sport=4242, dport=53)
 

@@ -13,8 +13,9 @@ from exporter.model.vocabulary import nf_family_name as family_name
 from exporter.model.vocabulary import nf_hook_name as hook_name
 from exporter.model.vocabulary import nf_verdict_name as verdict_name
 
-REASONS = DropReasons([("SKB_DROP_REASON_IP_INNOROUTES", 88), ("SKB_DROP_REASON_IP_RPFILTER", 16),
-                       ("SKB_DROP_REASON_PKT_TOO_SMALL", 9)])
+REASONS = DropReasons(
+    [("SKB_DROP_REASON_IP_INNOROUTES", 88), ("SKB_DROP_REASON_IP_RPFILTER", 16), ("SKB_DROP_REASON_PKT_TOO_SMALL", 9)]
+)
 
 
 def test_names() -> None:
@@ -50,23 +51,35 @@ def line(ev: HopEvent) -> str:
 
 
 def test_shell_lines_in_the_original_words() -> None:
-    assert line(HopEvent(1, Hop.NF_HOOK, 2, ifname="eth0", nf_family=2, nf_hook=0)) == \
-        "Will check NFPROTO_IPV4(2), NF_INET_PRE_ROUTING(0), In_intf:eth0, Out_intf:unknown"
-    assert line(HopEvent(1, Hop.NF_HOOK, 3, nf_family=2, nf_hook=1, phase=1, verdict=1)) == \
-        "NFPROTO_IPV4(2), NF_INET_LOCAL_IN(1), check done, PASS"
+    assert (
+        line(HopEvent(1, Hop.NF_HOOK, 2, ifname="eth0", nf_family=2, nf_hook=0))
+        == "Will check NFPROTO_IPV4(2), NF_INET_PRE_ROUTING(0), In_intf:eth0, Out_intf:unknown"
+    )
+    assert (
+        line(HopEvent(1, Hop.NF_HOOK, 3, nf_family=2, nf_hook=1, phase=1, verdict=1))
+        == "NFPROTO_IPV4(2), NF_INET_LOCAL_IN(1), check done, PASS"
+    )
     assert line(HopEvent(1, Hop.NF_HOOK, 3, nf_family=2, nf_hook=1, phase=1, verdict=-1)).endswith("DROP")
-    chain = HopEvent(1, Hop.NF_CHAIN, 4, nf_family=2, nf_hook=1, phase=1, verdict=1, nf_table="filter",
-                     nf_chain="INPUT")
+    chain = HopEvent(
+        1, Hop.NF_CHAIN, 4, nf_family=2, nf_hook=1, phase=1, verdict=1, nf_table="filter", nf_chain="INPUT"
+    )
     assert line(chain) == "filter/INPUT, NFPROTO_IPV4(2), NF_INET_LOCAL_IN(1), check done, NF_ACCEPT(1)"
-    legacy = HopEvent(1, Hop.IPT_TABLE, 4, nf_family=2, nf_hook=1, phase=1, verdict=0, nf_table="filter",
-                      nf_chain="INPUT")
+    legacy = HopEvent(
+        1, Hop.IPT_TABLE, 4, nf_family=2, nf_hook=1, phase=1, verdict=0, nf_table="filter", nf_chain="INPUT"
+    )
     assert line(legacy) == "filter/INPUT, NFPROTO_IPV4(2), NF_INET_LOCAL_IN(1), check done, NF_DROP(0)"
-    assert line(HopEvent(1, Hop.RP_FILTER, 5, ifname="eth0", verdict=0)) == \
-        "rp_filter check: src(10.0.0.1), iif(eth0), PASS"
-    assert line(HopEvent(1, Hop.RP_FILTER, 5, ifname="eth0", verdict=-errno.EXDEV)) == \
-        "rp_filter check: src(10.0.0.1), iif(eth0), FAIL (EXDEV(-18))"
-    assert line(HopEvent(1, Hop.ROUTE_INPUT, 6, ifname="eth0", verdict=-errno.ENETUNREACH)) == \
-        "ip route lookup: dst(10.0.1.2), src(10.0.0.1), iif(eth0), no route (no_route)"
+    assert (
+        line(HopEvent(1, Hop.RP_FILTER, 5, ifname="eth0", verdict=0))
+        == "rp_filter check: src(10.0.0.1), iif(eth0), PASS"
+    )
+    assert (
+        line(HopEvent(1, Hop.RP_FILTER, 5, ifname="eth0", verdict=-errno.EXDEV))
+        == "rp_filter check: src(10.0.0.1), iif(eth0), FAIL (EXDEV(-18))"
+    )
+    assert (
+        line(HopEvent(1, Hop.ROUTE_INPUT, 6, ifname="eth0", verdict=-errno.ENETUNREACH))
+        == "ip route lookup: dst(10.0.1.2), src(10.0.0.1), iif(eth0), no route (no_route)"
+    )
     assert line(HopEvent(1, Hop.ROUTE_INPUT, 6, ifname="eth0", verdict=0)).endswith("iif(eth0), found route")
 
 
@@ -92,8 +105,9 @@ def test_legacy_tables_are_named_after_the_hooks_builtin_chain() -> None:
     from exporter.decoders.events import EventDecoder
     from exporter.model import abi
 
-    raw = abi.HopEventRaw(hop=abi.HOP_IDS["HOP_IPT_TABLE"], nf_family=2, nf_hook=2, phase=1, verdict=0,
-                          detail=b"filter")
+    raw = abi.HopEventRaw(
+        hop=abi.HOP_IDS["HOP_IPT_TABLE"], nf_family=2, nf_hook=2, phase=1, verdict=0, detail=b"filter"
+    )
     ev = EventDecoder(REASONS).decode(bytes(raw)[: ctypes.sizeof(raw)])
     assert (ev.hop, ev.nf_table, ev.nf_chain) == (Hop.IPT_TABLE, "filter", "FORWARD")
     raw.nf_hook = 4

@@ -13,8 +13,14 @@ from tests.fakes import FakeKernel, feed, hop_record
 
 
 def record(path_id: int, ts: int) -> bytes:
-    header = {"family": 4, "protocol": 17, "saddr": socket.inet_aton("10.0.0.1"),
-              "daddr": socket.inet_aton("10.0.0.2"), "sport": 1, "dport": 53}
+    header = {
+        "family": 4,
+        "protocol": 17,
+        "saddr": socket.inet_aton("10.0.0.1"),
+        "daddr": socket.inet_aton("10.0.0.2"),
+        "sport": 1,
+        "dport": 53,
+    }
     return hop_record(path_id, "kfree_skb", ts, header=header, reason=12)
 
 
@@ -26,8 +32,13 @@ def active_config(kernel: FakeKernel) -> abi.PathConfig:
 
 
 def test_a_trace_follows_max_pkt_packets_then_stops_new_paths() -> None:
-    kernel = FakeKernel(probes=[ProbeState("kfree_skb", "tracepoint", True), ProbeState("ip_rcv", "fentry", False),
-                                ProbeState("ip_rcv", "kprobe", True)])
+    kernel = FakeKernel(
+        probes=[
+            ProbeState("kfree_skb", "tracepoint", True),
+            ProbeState("ip_rcv", "fentry", False),
+            ProbeState("ip_rcv", "kprobe", True),
+        ]
+    )
     opened: list[int] = []
 
     def open_kernel() -> FakeKernel:
@@ -55,8 +66,14 @@ def test_a_trace_follows_max_pkt_packets_then_stops_new_paths() -> None:
 
 
 def test_modes_name_the_family_each_hop_runs_in() -> None:
-    kernel = FakeKernel(probes=[ProbeState("kfree_skb", "tracepoint", True), ProbeState("ip_rcv", "fentry", False),
-                                ProbeState("ip_rcv", "kprobe", True), ProbeState("nft_do_chain", "fentry", False)])
+    kernel = FakeKernel(
+        probes=[
+            ProbeState("kfree_skb", "tracepoint", True),
+            ProbeState("ip_rcv", "fentry", False),
+            ProbeState("ip_rcv", "kprobe", True),
+            ProbeState("nft_do_chain", "fentry", False),
+        ]
+    )
     session = TraceSession(lambda: kernel)
     session.load()
     assert session.modes() == {"kfree_skb": "tracepoint", "ip_rcv": "kprobe", "nft_do_chain": "not attached"}

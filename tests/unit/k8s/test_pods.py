@@ -15,8 +15,10 @@ UID_B = "9f8e7d6c-1111-4b4b-9c9c-cba987654321"
 
 
 def test_uid_from_cgroup_systemd_and_cgroupfs_drivers() -> None:
-    systemd = ("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"
-               f"{UID_A.replace('-', '_')}.slice/cri-containerd-0123abcd.scope\n")
+    systemd = (
+        "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"
+        f"{UID_A.replace('-', '_')}.slice/cri-containerd-0123abcd.scope\n"
+    )
     assert pod_uid_from_cgroup(systemd) == UID_A
     assert pod_uid_from_cgroup(f"4:memory:/kubepods/besteffort/pod{UID_B}/0123abcd\n") == UID_B
     assert pod_uid_from_cgroup("0::/system.slice/sshd.service\n") is None
@@ -70,8 +72,12 @@ def test_namespaces_map_to_pods_and_host_to_nothing(tmp_path: Path) -> None:
 
 def test_cardinality_guard_names_at_most_max_pods(tmp_path: Path) -> None:
     ns = fake_proc(tmp_path, {10: pod_cgroup(UID_A), 20: pod_cgroup(UID_B)})
-    r = PodResolver(Pods({UID_A: PodRef("a", "pod-a", uid=UID_A), UID_B: PodRef("b", "pod-b", uid=UID_B)}),
-                    proc_root=str(tmp_path), max_pods=1, clock=Clock())
+    r = PodResolver(
+        Pods({UID_A: PodRef("a", "pod-a", uid=UID_A), UID_B: PodRef("b", "pod-b", uid=UID_B)}),
+        proc_root=str(tmp_path),
+        max_pods=1,
+        clock=Clock(),
+    )
     names = sorted([r.labels(ns[10])[1], r.labels(ns[20])[1]])
     assert OTHER in names and len(set(names) - {OTHER}) == 1
 

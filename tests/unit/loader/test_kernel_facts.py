@@ -44,8 +44,11 @@ def kernel_5_10(tmp_path: Path) -> Host:
     without BTF, xt_table in vmlinux's BTF but none of nf_tables' types."""
     sys_root, proc_root = tmp_path / "sys", tmp_path / "proc"
     (sys_root / "kernel/btf").mkdir(parents=True)
-    write_btf(sys_root / "kernel/btf/vmlinux", {"bpf_func_id": {"BPF_FUNC_unspec": 0, "__BPF_FUNC_MAX_ID": 156}},
-              structs=("xt_table", "nf_hook_state"))
+    write_btf(
+        sys_root / "kernel/btf/vmlinux",
+        {"bpf_func_id": {"BPF_FUNC_unspec": 0, "__BPF_FUNC_MAX_ID": 156}},
+        structs=("xt_table", "nf_hook_state"),
+    )
     for module in ("nf_tables", "ip_tables"):
         (sys_root / "module" / module).mkdir(parents=True)
     (proc_root / "sys/kernel").mkdir(parents=True)
@@ -60,11 +63,14 @@ def progs() -> Iterator[dict[str, libbpf.Program]]:
     obj.close()
 
 
-def test_programs_calling_a_missing_helper_are_named_before_the_load(kernel_5_10: Host,
-                                                                    progs: dict[str, libbpf.Program]) -> None:
+def test_programs_calling_a_missing_helper_are_named_before_the_load(
+    kernel_5_10: Host, progs: dict[str, libbpf.Program]
+) -> None:
     engine = Engine(EngineOptions(), host=kernel_5_10)
-    assert engine._missing_helper(progs["nf_hook_slow__fexit"]) == \
-        "needs BPF helper bpf_get_func_ret (5.17+), which this kernel lacks"
+    assert (
+        engine._missing_helper(progs["nf_hook_slow__fexit"])
+        == "needs BPF helper bpf_get_func_ret (5.17+), which this kernel lacks"
+    )
     assert engine._missing_helper(progs["fib_validate_source__fexit"]).startswith("needs BPF helper")
     # Every fexit reads its return value that way; nothing else needs a helper 5.10 lacks.
     refused = {name for name, prog in progs.items() if engine._missing_helper(prog)}
@@ -84,11 +90,14 @@ def test_module_hooks_without_module_btf(kernel_5_10: Host) -> None:
     nft_kprobe = parse_program("nft_do_chain__kprobe", "kprobe/nft_do_chain")
     ipt_kprobe = parse_program("ipt_do_table__kprobe", "kprobe/ipt_do_table")
     assert nft_fentry and nft_kprobe and ipt_kprobe
-    assert engine._missing_target(nft_fentry) == \
-        "module nf_tables has no BTF (module BTF is 5.11+): fentry needs its function's BTF"
+    assert (
+        engine._missing_target(nft_fentry)
+        == "module nf_tables has no BTF (module BTF is 5.11+): fentry needs its function's BTF"
+    )
     assert engine._missing_target(nft_kprobe) == (
         "module nf_tables has no BTF (module BTF is 5.11+), and the kernel's lacks struct nft_pktinfo, "
-        "struct nft_chain, struct nft_table, which this hook reads")
+        "struct nft_chain, struct nft_table, which this hook reads"
+    )
     assert engine._missing_target(ipt_kprobe) == ""  # struct xt_table is in vmlinux's BTF
     # Not loaded at all: attached when it is.
     (Path(kernel_5_10.sys_root) / "module/nf_tables").rmdir()

@@ -17,9 +17,15 @@ def test_parse_program() -> None:
 
 
 def test_group_orders_families_best_first_and_keeps_pairs() -> None:
-    specs = [parse_program(n, s) for n, s in [
-        ("ip_rcv__tp", "tp_btf/netif_receive_skb"), ("ip_rcv__kprobe", "kprobe/ip_rcv"),
-        ("ip_rcv__fentry", "fentry/ip_rcv"), ("ip_rcv__fexit", "fexit/ip_rcv")]]
+    specs = [
+        parse_program(n, s)
+        for n, s in [
+            ("ip_rcv__tp", "tp_btf/netif_receive_skb"),
+            ("ip_rcv__kprobe", "kprobe/ip_rcv"),
+            ("ip_rcv__fentry", "fentry/ip_rcv"),
+            ("ip_rcv__fexit", "fexit/ip_rcv"),
+        ]
+    ]
     hops = group_hops(s for s in specs if s)
     assert list(hops["ip_rcv"].families) == ["fentry", "kprobe", "tracepoint"]
     assert [s.name for s in hops["ip_rcv"].families["fentry"]] == ["ip_rcv__fentry", "ip_rcv__fexit"]
@@ -50,8 +56,11 @@ def test_status_dict_explains_every_candidate() -> None:
     st = hops["a"]
     st.attached = "tracepoint"
     st.problems["fentry"] = "fentry refused by this kernel: Operation not permitted"
-    assert st.as_dict() == {"hop": "a", "attached": "tracepoint", "candidates": {
-        "fentry": "fentry refused by this kernel: Operation not permitted", "tracepoint": "attached"}}
+    assert st.as_dict() == {
+        "hop": "a",
+        "attached": "tracepoint",
+        "candidates": {"fentry": "fentry refused by this kernel: Operation not permitted", "tracepoint": "attached"},
+    }
 
 
 def test_verifier_complaint_is_the_sentence_not_the_trace() -> None:

@@ -178,8 +178,7 @@ def get(port: int, path: str) -> tuple[int, str]:
 
 def test_routes() -> None:
     ready = [False]
-    server = MetricsServer(bind_listener("127.0.0.1", 0, "127.0.0.1:0"), CollectorRegistry(),
-                           ready=lambda: ready[0])
+    server = MetricsServer(bind_listener("127.0.0.1", 0, "127.0.0.1:0"), CollectorRegistry(), ready=lambda: ready[0])
     server.start()
     try:
         assert get(server.port, "/healthz") == (200, "ok\n")

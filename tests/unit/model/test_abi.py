@@ -33,8 +33,12 @@ def test_mirrors_match_object(object_btf: Btf) -> None:
 class _Doctored:
     """The real object BTF with some structs or enums replaced."""
 
-    def __init__(self, real: Btf, structs: dict[str, tuple[int, list[tuple[str, int]]] | None] | None = None,
-                 enums: dict[str, list[tuple[str, int]]] | None = None) -> None:
+    def __init__(
+        self,
+        real: Btf,
+        structs: dict[str, tuple[int, list[tuple[str, int]]] | None] | None = None,
+        enums: dict[str, list[tuple[str, int]]] | None = None,
+    ) -> None:
         self.real, self.structs, self.enums = real, structs or {}, enums or {}
 
     def struct_layout(self, name: str) -> tuple[int, list[tuple[str, int]]] | None:
@@ -67,8 +71,7 @@ def test_member_offset_mismatch_names_the_struct(object_btf: Btf) -> None:
 
 def test_stat_enum_mismatch_is_caught(object_btf: Btf) -> None:
     with pytest.raises(KernelError, match="enum pktpath_stat"):
-        abi.check_against(_Doctored(object_btf, enums={"pktpath_stat": [("STAT_DROP_MAP_FULL", 0),
-                                                                          ("STAT__MAX", 1)]}))
+        abi.check_against(_Doctored(object_btf, enums={"pktpath_stat": [("STAT_DROP_MAP_FULL", 0), ("STAT__MAX", 1)]}))
 
 
 def test_hop_enum_mismatch_is_caught(object_btf: Btf) -> None:
@@ -89,10 +92,27 @@ def test_defines_match_the_header() -> None:
 
     header = (OBJ.parent / "pktpath.h").read_text()
     defines = {m[1]: int(m[2], 0) for m in re.finditer(r"#define (\w+) (0x[0-9a-fA-F]+|\d+)", header)}
-    for name in ("EV_HEADER", "EV_BY_DROP", "FILTER_SRC", "FILTER_DST", "FILTER_PROTO", "FILTER_PORT",
-                 "FILTER_IFACE", "MAX_PORT_RANGES", "FILTER_GENERATIONS", "MAX_FILTER_CIDRS", "MAX_FILTER_IFACES",
-                 "DROP_KEY_TRUNCATED", "HDR_TRUNCATED", "HDR_NO_L4", "FIB_ROUTE", "FIB_RP_FILTER",
-                 "DROP_EVIDENCE_ERRNO", "DROP_EVIDENCE_IN_DEV", "DROP_EVIDENCE_FORWARDING"):
+    for name in (
+        "EV_HEADER",
+        "EV_BY_DROP",
+        "FILTER_SRC",
+        "FILTER_DST",
+        "FILTER_PROTO",
+        "FILTER_PORT",
+        "FILTER_IFACE",
+        "MAX_PORT_RANGES",
+        "FILTER_GENERATIONS",
+        "MAX_FILTER_CIDRS",
+        "MAX_FILTER_IFACES",
+        "DROP_KEY_TRUNCATED",
+        "HDR_TRUNCATED",
+        "HDR_NO_L4",
+        "FIB_ROUTE",
+        "FIB_RP_FILTER",
+        "DROP_EVIDENCE_ERRNO",
+        "DROP_EVIDENCE_IN_DEV",
+        "DROP_EVIDENCE_FORWARDING",
+    ):
         assert defines[name] == getattr(abi, name), name
 
 
@@ -108,8 +128,7 @@ def test_filter_capacities_match_the_compiled_maps() -> None:
         btf = obj.btf()
         assert sizes["filter_src"] == (abi.FILTER_GENERATIONS * abi.MAX_FILTER_CIDRS, ctypes.sizeof(abi.LpmKey))
         assert sizes["filter_dst"] == (abi.FILTER_GENERATIONS * abi.MAX_FILTER_CIDRS, ctypes.sizeof(abi.LpmKey))
-        assert sizes["filter_ifaces"] == (abi.FILTER_GENERATIONS * abi.MAX_FILTER_IFACES,
-                                          ctypes.sizeof(abi.IfaceKey))
+        assert sizes["filter_ifaces"] == (abi.FILTER_GENERATIONS * abi.MAX_FILTER_IFACES, ctypes.sizeof(abi.IfaceKey))
         assert sizes["path_config"][0] == abi.FILTER_GENERATIONS
         assert sizes["path_generation"] == (1, 4)
         port_range = ctypes.sizeof(abi.PortRange)
@@ -123,5 +142,9 @@ def test_config_limits_are_the_kernel_capacities() -> None:
     from exporter.config import SECTIONS
 
     limits = {f"{sec.name}.{key.name}": key.max_items for sec in SECTIONS for key in sec.keys if key.max_items}
-    assert limits == {"filter.src": abi.MAX_FILTER_CIDRS, "filter.dst": abi.MAX_FILTER_CIDRS,
-                      "filter.ports": abi.MAX_PORT_RANGES, "filter.interfaces": abi.MAX_FILTER_IFACES}
+    assert limits == {
+        "filter.src": abi.MAX_FILTER_CIDRS,
+        "filter.dst": abi.MAX_FILTER_CIDRS,
+        "filter.ports": abi.MAX_PORT_RANGES,
+        "filter.interfaces": abi.MAX_FILTER_IFACES,
+    }

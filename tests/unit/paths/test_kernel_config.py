@@ -16,7 +16,7 @@ from exporter.paths.kernel_config import PathSettings, below, build_config, ifac
 def test_below_makes_the_compare_a_one_in_n_test(one_in: int) -> None:
     # The kernel picks a uniform u32 x when x < below(N): probability below(N) / 2^32.
     p = below(one_in) / (1 << 32)
-    assert abs(p - 1 / one_in) < 2 ** -32
+    assert abs(p - 1 / one_in) < 2**-32
     assert p <= 1 / one_in  # never more than asked for
 
 
@@ -35,9 +35,18 @@ def test_per_window_scales_a_per_second_budget_to_the_kernel_window() -> None:
 
 
 def test_build_config_fills_thresholds_budgets_and_filters() -> None:
-    cfg = build_config(PathSettings(enabled=True, one_in=1000, drop_one_in=1, max_paths_per_second=1000,
-                                    max_drop_paths_per_second=0, dst=(ipaddress.ip_network("10.0.0.0/8"),),
-                                    protocols=(17,), ports=((53, 53),)))
+    cfg = build_config(
+        PathSettings(
+            enabled=True,
+            one_in=1000,
+            drop_one_in=1,
+            max_paths_per_second=1000,
+            max_drop_paths_per_second=0,
+            dst=(ipaddress.ip_network("10.0.0.0/8"),),
+            protocols=(17,),
+            ports=((53, 53),),
+        )
+    )
     assert (cfg.enabled, cfg.one_in, cfg.drop_one_in) == (1, 1000, 1)
     assert cfg.sample_below == (1 << 32) // 1000 and cfg.drop_sample_below == 1 << 32
     assert (cfg.max_paths, cfg.max_drop_paths) == (1074, 0)
@@ -56,9 +65,11 @@ def test_build_config_refuses_what_the_filter_maps_cannot_hold() -> None:
     base = PathSettings(enabled=True, one_in=1, drop_one_in=0, max_paths_per_second=0)
     nets = tuple(ipaddress.ip_network(f"10.{i >> 8}.{i & 255}.0/24") for i in range(abi.MAX_FILTER_CIDRS + 1))
     names = tuple(f"veth{i}" for i in range(abi.MAX_FILTER_IFACES + 1))
-    for field, value, message in (("src", nets, "filter.src: 1025 entries, more than the 1024 the kernel's filter_src"),
-                                  ("dst", nets, "filter.dst: 1025 entries, more than the 1024 the kernel's filter_dst"),
-                                  ("interfaces", names, "filter.interfaces: 257 entries, more than the 256")):
+    for field, value, message in (
+        ("src", nets, "filter.src: 1025 entries, more than the 1024 the kernel's filter_src"),
+        ("dst", nets, "filter.dst: 1025 entries, more than the 1024 the kernel's filter_dst"),
+        ("interfaces", names, "filter.interfaces: 257 entries, more than the 256"),
+    ):
         with pytest.raises(ConfigError) as caught:
             build_config(dataclasses.replace(base, **{field: value}))  # type: ignore[arg-type]
         assert str(caught.value).startswith(message)

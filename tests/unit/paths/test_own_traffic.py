@@ -22,14 +22,17 @@ def test_a_listener_on_every_address_is_a_wildcard() -> None:
 def test_names_resolve_to_every_address_and_literals_stay() -> None:
     def resolver(host: str, port: int, **_kw: object) -> list[tuple[object, ...]]:
         assert host == "collector.example"
-        return [(socket.AF_INET, 0, 0, "", ("10.0.0.7", port)),
-                (socket.AF_INET6, 0, 0, "", ("fd00::7%eth0", port, 0, 0)),
-                (socket.AF_INET, 0, 0, "", ("10.0.0.7", port))]
+        return [
+            (socket.AF_INET, 0, 0, "", ("10.0.0.7", port)),
+            (socket.AF_INET6, 0, 0, "", ("fd00::7%eth0", port, 0, 0)),
+            (socket.AF_INET, 0, 0, "", ("10.0.0.7", port)),
+        ]
 
     got = own_traffic.resolve("collector.example", 4318, resolver)
     assert got == [Endpoint(4, v4("10.0.0.7"), 4318), Endpoint(6, socket.inet_pton(socket.AF_INET6, "fd00::7"), 4318)]
     assert own_traffic.resolve("2001:db8::1", 4317) == [
-        Endpoint(6, socket.inet_pton(socket.AF_INET6, "2001:db8::1"), 4317)]
+        Endpoint(6, socket.inet_pton(socket.AF_INET6, "2001:db8::1"), 4317)
+    ]
 
 
 def test_a_name_that_does_not_resolve_gives_nothing() -> None:
@@ -40,6 +43,7 @@ def test_a_name_that_does_not_resolve_gives_nothing() -> None:
 
 
 def test_the_kubernetes_api_comes_from_the_service_variables() -> None:
-    assert own_traffic.kubernetes_api({"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}) == \
-        [Endpoint(4, v4("10.96.0.1"), 443)]
+    assert own_traffic.kubernetes_api({"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}) == [
+        Endpoint(4, v4("10.96.0.1"), 443)
+    ]
     assert own_traffic.kubernetes_api({}) == []

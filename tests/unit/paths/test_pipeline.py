@@ -24,11 +24,21 @@ def test_records_become_paths_in_every_sink_and_the_ring_closes_at_stop() -> Non
     got: list[Path] = []
     also: list[Path] = []
     firsts: list[HopEvent] = []
-    pipeline = build_pipeline(kernel, kernel.drop_reasons(), [got.append, also.append],
-                              assembler_options={"grace_ns": 0}, on_first_hop=firsts.append)
-    feed(kernel, [hop_record(7, "net_dev_queue", 100, header=HEADER, ifname=b"eth0"),
-                  hop_record(7, "netif_receive_skb", 200, ifname=b"eth1"),
-                  hop_record(7, "kfree_skb", 300, reason=12)])
+    pipeline = build_pipeline(
+        kernel,
+        kernel.drop_reasons(),
+        [got.append, also.append],
+        assembler_options={"grace_ns": 0},
+        on_first_hop=firsts.append,
+    )
+    feed(
+        kernel,
+        [
+            hop_record(7, "net_dev_queue", 100, header=HEADER, ifname=b"eth0"),
+            hop_record(7, "netif_receive_skb", 200, ifname=b"eth1"),
+            hop_record(7, "kfree_skb", 300, reason=12),
+        ],
+    )
     pipeline.start()
     try:
         wait_for(got, 1)

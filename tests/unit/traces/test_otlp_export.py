@@ -17,8 +17,9 @@ from exporter.traces.export import DROP_REASONS, Tracing, build_tracing, http_tr
 from exporter.traces.ids import packet_trace_id
 from tests.otlp_receiver import BlackHole, OtlpReceiver, ReceivedSpan
 
-HEADER = PacketHeader(family=4, src="10.0.1.5", dst="10.0.2.9", protocol=17, sport=4242, dport=53, ttl=64,
-                      length=84, ip_id=1)
+HEADER = PacketHeader(
+    family=4, src="10.0.1.5", dst="10.0.2.9", protocol=17, sport=4242, dport=53, ttl=64, length=84, ip_id=1
+)
 SPANS_PER_PATH = 4  # a root and three hops
 FAST = TracesConfig(exporter="otlp", schedule_delay_ms=10, export_timeout_ms=3000)
 
@@ -27,8 +28,10 @@ def path(n: int = 0, dropped: bool = False) -> Path:
     """A path of three hops, a distinct packet per ``n`` (its IP id)."""
     header = replace(HEADER, ip_id=n & 0xFFFF, sport=4242 + (n >> 16))
     now = time.monotonic_ns()
-    last = HopEvent(n, Hop.DROP, now + 2_000, ifname="eth0", reason="NETFILTER_DROP") if dropped else (
-        HopEvent(n, Hop.DEV_XMIT, now + 2_000, ifname="eth1")
+    last = (
+        HopEvent(n, Hop.DROP, now + 2_000, ifname="eth0", reason="NETFILTER_DROP")
+        if dropped
+        else (HopEvent(n, Hop.DEV_XMIT, now + 2_000, ifname="eth1"))
     )
     hops = [
         HopEvent(n, Hop.NETIF_RECEIVE, now, ifname="eth0", header=header),
@@ -96,9 +99,7 @@ def by_name(spans: list[ReceivedSpan]) -> dict[str, ReceivedSpan]:
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-def test_export_with_endpoint_from_config(
-    protocol: str, receiver: OtlpReceiver, start: Callable[..., Tracing]
-) -> None:
+def test_export_with_endpoint_from_config(protocol: str, receiver: OtlpReceiver, start: Callable[..., Tracing]) -> None:
     endpoint = receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint
     tracing = start(replace(FAST, protocol=protocol, endpoint=endpoint, service_name="node-a"))
     assert tracing.exporter_name == f"otlp/{protocol}"
@@ -129,8 +130,11 @@ def test_export_with_endpoint_from_config(
     ]
 
     children = by_name([s for s in spans if s.trace_id == trace_ids[1] and s.parent_span_id])
-    assert set(children) == {"netif_receive_skb(eth0)", "fib lookup (table main, found -> eth1)",
-                             "DROPPED: NETFILTER_DROP"}
+    assert set(children) == {
+        "netif_receive_skb(eth0)",
+        "fib lookup (table main, found -> eth1)",
+        "DROPPED: NETFILTER_DROP",
+    }
     assert all(c.parent_span_id == root.span_id for c in children.values())
     drop = children["DROPPED: NETFILTER_DROP"]
     assert drop.status_code == "ERROR" and drop.attributes["pktpath.drop_reason"] == "NETFILTER_DROP"
@@ -253,8 +257,16 @@ def test_full_queue_drops_and_counts(protocol: str, start: Callable[..., Tracing
 
 def test_shutdown_is_bounded_when_the_receiver_hangs(start: Callable[..., Tracing]) -> None:
     with OtlpReceiver(mode="hang", http_enabled=False) as rx:
-        tracing = start(replace(FAST, protocol="grpc", endpoint=rx.grpc_endpoint, max_queue_size=8,
-                                max_export_batch_size=2, export_timeout_ms=60000))
+        tracing = start(
+            replace(
+                FAST,
+                protocol="grpc",
+                endpoint=rx.grpc_endpoint,
+                max_queue_size=8,
+                max_export_batch_size=2,
+                export_timeout_ms=60000,
+            )
+        )
         for n in range(4):
             tracing.span_builder.emit(path(n))
         wait_until(lambda: rx.requests["grpc"] >= 1)  # one batch is stuck in the receiver
@@ -276,8 +288,9 @@ def test_shutdown_is_bounded_when_the_receiver_hangs(start: Callable[..., Tracin
 def test_shutdown_is_bounded_with_a_black_holed_endpoint(protocol: str, start: Callable[..., Tracing]) -> None:
     """A collector that accepts and never answers: shutdown() returns in its time, every span accounted."""
     with BlackHole() as hole:
-        tracing = start(replace(FAST, protocol=protocol, endpoint=hole.endpoint, max_export_batch_size=4,
-                                export_timeout_ms=60000))
+        tracing = start(
+            replace(FAST, protocol=protocol, endpoint=hole.endpoint, max_export_batch_size=4, export_timeout_ms=60000)
+        )
         for n in range(10):
             tracing.span_builder.emit(path(n))
         wait_until(lambda: hole.connections >= 1 and tracing.pending < 10 * SPANS_PER_PATH)  # one batch in export
@@ -297,8 +310,16 @@ def test_shutdown_is_bounded_with_a_black_holed_endpoint(protocol: str, start: C
 def test_a_path_is_queued_whole_or_not_at_all(start: Callable[..., Tracing]) -> None:
     with OtlpReceiver(mode="hang") as rx:
         # Room for 10 spans: two 4-span paths fit, the third does not, although 2 spans are free.
-        tracing = start(replace(FAST, protocol="grpc", endpoint=rx.grpc_endpoint, max_queue_size=10,
-                                max_export_batch_size=10, schedule_delay_ms=60000))
+        tracing = start(
+            replace(
+                FAST,
+                protocol="grpc",
+                endpoint=rx.grpc_endpoint,
+                max_queue_size=10,
+                max_export_batch_size=10,
+                schedule_delay_ms=60000,
+            )
+        )
         for n in range(3):
             tracing.span_builder.emit(path(n))
         assert (tracing.pending, tracing.dropped["queue_full"]) == (8, 4)
@@ -308,10 +329,14 @@ def test_a_path_is_queued_whole_or_not_at_all(start: Callable[..., Tracing]) -> 
         assert len({s.trace_id for s in rx.wait_for(8)}) == 2  # two whole traces, no partial third
 
 
-def test_batches_hold_at_most_max_export_batch_size_spans(receiver: OtlpReceiver,
-                                                          start: Callable[..., Tracing]) -> None:
-    tracing = start(replace(FAST, protocol="grpc", endpoint=receiver.grpc_endpoint, max_export_batch_size=10,
-                            schedule_delay_ms=60000))
+def test_batches_hold_at_most_max_export_batch_size_spans(
+    receiver: OtlpReceiver, start: Callable[..., Tracing]
+) -> None:
+    tracing = start(
+        replace(
+            FAST, protocol="grpc", endpoint=receiver.grpc_endpoint, max_export_batch_size=10, schedule_delay_ms=60000
+        )
+    )
     for n in range(7):  # 28 spans: 5 full-sized batches' worth of whole paths would need 10 per batch
         tracing.span_builder.emit(path(n))
     tracing.shutdown(5.0)
@@ -329,10 +354,23 @@ def test_schedule_delay_sends_a_partial_batch(receiver: OtlpReceiver, start: Cal
     assert receiver.batch_sizes == [SPANS_PER_PATH]
 
 
-@pytest.mark.parametrize(("sampler", "arg", "kept"), [("always_off", None, 0), ("parentbased_always_off", None, 0),
-                                                     ("traceidratio", "0.5", None), ("always_on", None, 40)])
-def test_otel_traces_sampler(sampler: str, arg: str | None, kept: int | None, receiver: OtlpReceiver,
-                             start: Callable[..., Tracing], monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("sampler", "arg", "kept"),
+    [
+        ("always_off", None, 0),
+        ("parentbased_always_off", None, 0),
+        ("traceidratio", "0.5", None),
+        ("always_on", None, 40),
+    ],
+)
+def test_otel_traces_sampler(
+    sampler: str,
+    arg: str | None,
+    kept: int | None,
+    receiver: OtlpReceiver,
+    start: Callable[..., Tracing],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
     if arg is not None:
         monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", arg)
@@ -389,8 +427,9 @@ def test_none(cfg: TracesConfig, env: dict[str, str]) -> None:
         (TracesConfig(), {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}),
     ],
 )
-def test_an_endpoint_alone_exports_over_otlp(start: Callable[..., Tracing], cfg: TracesConfig,
-                                             env: dict[str, str]) -> None:
+def test_an_endpoint_alone_exports_over_otlp(
+    start: Callable[..., Tracing], cfg: TracesConfig, env: dict[str, str]
+) -> None:
     """Paths are on by default and export nothing until an endpoint is set; setting one is enough."""
     assert start(cfg, env).exporter_name == "otlp/http/protobuf"
 

@@ -32,19 +32,59 @@ T0 = 7_000_000_000
 NETNS_HOST = 4026531840
 NETNS_POD = 4026532999
 PODS = {NETNS_POD: PodRef("shop", "checkout-7d9f", "node-1", "c0ffee-uid")}
-RESOURCE = {"service.name": "pktpath", "service.version": __version__, "host.name": "node-1",
-            "telemetry.sdk.language": "python", "k8s.node.name": "node-1"}
+RESOURCE = {
+    "service.name": "pktpath",
+    "service.version": __version__,
+    "host.name": "node-1",
+    "telemetry.sdk.language": "python",
+    "k8s.node.name": "node-1",
+}
 
-UDP4 = PacketHeader(family=4, src="10.0.1.5", dst="10.0.2.9", protocol=17, sport=4242, dport=53, tos=0x10, ttl=64,
-                    length=84, ip_id=0x1234, extra=0x0102030405060708)
-TCP4 = PacketHeader(family=4, src="198.18.0.2", dst="198.18.1.2", protocol=6, sport=51000, dport=8080, ttl=63,
-                    length=60, ip_id=77, tcp_flags=0x02, tcp_seq=4_000_000_001)
-TCP6 = PacketHeader(family=6, src="2001:db8::1", dst="2001:db8::2", protocol=6, sport=443, dport=51001, tos=0xB8,
-                    ttl=64, length=1280, tcp_flags=0x18, tcp_seq=17)
-ICMP6 = PacketHeader(family=6, src="2001:db8:1::5", dst="2001:db8:2::9", protocol=58, ttl=63, length=104,
-                     icmp_type=128, extra=0x00010002)
-ICMP4 = PacketHeader(family=4, src="198.18.0.2", dst="198.18.9.9", protocol=1, ttl=64, length=84, ip_id=9,
-                     icmp_type=8, icmp_code=0)
+UDP4 = PacketHeader(
+    family=4,
+    src="10.0.1.5",
+    dst="10.0.2.9",
+    protocol=17,
+    sport=4242,
+    dport=53,
+    tos=0x10,
+    ttl=64,
+    length=84,
+    ip_id=0x1234,
+    extra=0x0102030405060708,
+)
+TCP4 = PacketHeader(
+    family=4,
+    src="198.18.0.2",
+    dst="198.18.1.2",
+    protocol=6,
+    sport=51000,
+    dport=8080,
+    ttl=63,
+    length=60,
+    ip_id=77,
+    tcp_flags=0x02,
+    tcp_seq=4_000_000_001,
+)
+TCP6 = PacketHeader(
+    family=6,
+    src="2001:db8::1",
+    dst="2001:db8::2",
+    protocol=6,
+    sport=443,
+    dport=51001,
+    tos=0xB8,
+    ttl=64,
+    length=1280,
+    tcp_flags=0x18,
+    tcp_seq=17,
+)
+ICMP6 = PacketHeader(
+    family=6, src="2001:db8:1::5", dst="2001:db8:2::9", protocol=58, ttl=63, length=104, icmp_type=128, extra=0x00010002
+)
+ICMP4 = PacketHeader(
+    family=4, src="198.18.0.2", dst="198.18.9.9", protocol=1, ttl=64, length=84, ip_id=9, icmp_type=8, icmp_code=0
+)
 GRE4 = PacketHeader(family=4, src="198.18.0.2", dst="198.18.1.2", protocol=47, ttl=64, length=100, ip_id=1)
 
 
@@ -59,20 +99,69 @@ def forwarded_and_dropped() -> Path:
         hop(n, Hop.NETIF_RECEIVE, 0, cpu=1, ifindex=2, ifname="eth0", netns=NETNS_HOST, length=84, header=UDP4),
         hop(n, Hop.IP_RCV, 900, cpu=1, ifindex=2, ifname="eth0", netns=NETNS_HOST, length=84),
         hop(n, Hop.NF_HOOK, 1_500, cpu=1, ifindex=2, ifname="eth0", netns=NETNS_HOST, nf_family=2, nf_hook=0),
-        hop(n, Hop.NF_HOOK, 2_100, cpu=1, ifindex=2, ifname="eth0", netns=NETNS_HOST, nf_family=2, nf_hook=0,
-            phase=1, verdict=1),
+        hop(
+            n,
+            Hop.NF_HOOK,
+            2_100,
+            cpu=1,
+            ifindex=2,
+            ifname="eth0",
+            netns=NETNS_HOST,
+            nf_family=2,
+            nf_hook=0,
+            phase=1,
+            verdict=1,
+        ),
         hop(n, Hop.IP_RCV_FINISH, 2_600, cpu=1, ifindex=2, ifname="eth0", netns=NETNS_HOST, length=84),
         hop(n, Hop.ROUTE_INPUT, 3_000, cpu=1, ifindex=2, ifname="eth0", netns=NETNS_HOST),
-        hop(n, Hop.FIB_LOOKUP, 3_400, cpu=1, netns=NETNS_HOST, table=254, out_ifname="eth1", fib_src="10.0.1.5",
-            fib_dst="10.0.2.9"),
+        hop(
+            n,
+            Hop.FIB_LOOKUP,
+            3_400,
+            cpu=1,
+            netns=NETNS_HOST,
+            table=254,
+            out_ifname="eth1",
+            fib_src="10.0.1.5",
+            fib_dst="10.0.2.9",
+        ),
         hop(n, Hop.RP_FILTER, 3_900, cpu=1, ifindex=2, ifname="eth0", netns=NETNS_HOST),
         hop(n, Hop.IP_FORWARD, 4_700, cpu=1, ifindex=2, ifname="eth0", netns=NETNS_HOST, length=84),
-        hop(n, Hop.NF_CHAIN, 5_200, cpu=1, netns=NETNS_HOST, nf_table="fw", nf_chain="forward", nf_family=1,
-            nf_hook=2, verdict=0),
-        hop(n, Hop.IPT_TABLE, 5_300, cpu=1, netns=NETNS_HOST, nf_table="filter", nf_chain="FORWARD", nf_hook=2,
-            verdict=1),
-        hop(n, Hop.DROP, 5_900, cpu=1, ifindex=2, ifname="eth0", netns=NETNS_HOST, length=84,
-            reason="NETFILTER_DROP", location=0xFFFFFFFF81234567),
+        hop(
+            n,
+            Hop.NF_CHAIN,
+            5_200,
+            cpu=1,
+            netns=NETNS_HOST,
+            nf_table="fw",
+            nf_chain="forward",
+            nf_family=1,
+            nf_hook=2,
+            verdict=0,
+        ),
+        hop(
+            n,
+            Hop.IPT_TABLE,
+            5_300,
+            cpu=1,
+            netns=NETNS_HOST,
+            nf_table="filter",
+            nf_chain="FORWARD",
+            nf_hook=2,
+            verdict=1,
+        ),
+        hop(
+            n,
+            Hop.DROP,
+            5_900,
+            cpu=1,
+            ifindex=2,
+            ifname="eth0",
+            netns=NETNS_HOST,
+            length=84,
+            reason="NETFILTER_DROP",
+            location=0xFFFFFFFF81234567,
+        ),
     ]
     return Path(n, UDP4, hops, Outcome.DROPPED, drop_reason="NETFILTER_DROP")
 
@@ -81,8 +170,7 @@ def delivered_into_a_pod() -> Path:
     """TCP SYN into a pod's namespace, delivered to its socket: k8s attributes on the pod's hops."""
     n = 2
     hops = [
-        hop(n, Hop.NETIF_RECEIVE, 0, cpu=0, ifindex=5, ifname="veth1a2b", netns=NETNS_HOST, length=60,
-            header=TCP4),
+        hop(n, Hop.NETIF_RECEIVE, 0, cpu=0, ifindex=5, ifname="veth1a2b", netns=NETNS_HOST, length=60, header=TCP4),
         hop(n, Hop.NETIF_RECEIVE, 4_000, cpu=0, ifindex=3, ifname="eth0", netns=NETNS_POD, length=60),
         hop(n, Hop.LOCAL_DELIVER, 6_000, cpu=0, ifindex=3, ifname="eth0", netns=NETNS_POD, length=40),
         hop(n, Hop.SOCK_QUEUE, 9_000, cpu=0, netns=NETNS_POD, verdict=8080),
@@ -130,18 +218,29 @@ def icmp_no_route() -> Path:
 def drop_sampled() -> Path:
     """Kept because it was dropped: a one-hop path from the always-on drop program."""
     n = 6
-    hops = [hop(n, Hop.DROP, 0, cpu=0, ifindex=2, ifname="eth0", netns=NETNS_POD, length=84, header=TCP4,
-                reason="IP_RPFILTER", sampled_by=SampledBy.DROP)]
-    return Path(n, replace(TCP4, ip_id=78), hops, Outcome.DROPPED, drop_reason="IP_RPFILTER",
-                sampled_by=SampledBy.DROP)
+    hops = [
+        hop(
+            n,
+            Hop.DROP,
+            0,
+            cpu=0,
+            ifindex=2,
+            ifname="eth0",
+            netns=NETNS_POD,
+            length=84,
+            header=TCP4,
+            reason="IP_RPFILTER",
+            sampled_by=SampledBy.DROP,
+        )
+    ]
+    return Path(n, replace(TCP4, ip_id=78), hops, Outcome.DROPPED, drop_reason="IP_RPFILTER", sampled_by=SampledBy.DROP)
 
 
 def incomplete_gre_out_of_order() -> Path:
     """An unknown-to-the-names protocol, idle-ended, hops whose stamps go backwards (spans never end early)."""
     n = 7
     hops = [
-        hop(n, Hop.NETIF_RECEIVE, 5_000, cpu=0, ifindex=2, ifname="eth0", netns=NETNS_HOST, length=100,
-            header=GRE4),
+        hop(n, Hop.NETIF_RECEIVE, 5_000, cpu=0, ifindex=2, ifname="eth0", netns=NETNS_HOST, length=100, header=GRE4),
         hop(n, Hop.DEV_QUEUE, 3_000, cpu=1, ifindex=4, ifname="gre1", netns=NETNS_HOST, length=124),
     ]
     return Path(n, GRE4, hops, Outcome.INCOMPLETE)
@@ -175,15 +274,23 @@ def rp_filter_strict_drop() -> Path:
     """rp_filter's reverse lookup answers through another device than the packet came in on: the
     span names that device against the receiving one (the hop table's receiving_device), and the
     header has no transport part."""
-    header = PacketHeader(family=4, src="198.18.5.5", dst="198.18.1.2", protocol=17, ttl=64, length=24, ip_id=3,
-                          no_transport=True)
+    header = PacketHeader(
+        family=4, src="198.18.5.5", dst="198.18.1.2", protocol=17, ttl=64, length=24, ip_id=3, no_transport=True
+    )
     n = 10
     hops = [
         hop(n, Hop.NETIF_RECEIVE, 0, cpu=0, ifindex=2, ifname="eth0", netns=NETNS_HOST, length=24, header=header),
-        hop(n, Hop.FIB_LOOKUP, 900, cpu=0, netns=NETNS_HOST, table=254, out_ifname="eth1",
-            fib_lookup=FibLookup.ROUTE),
-        hop(n, Hop.FIB_LOOKUP, 1_400, cpu=0, netns=NETNS_HOST, table=254, out_ifname="eth2",
-            fib_lookup=FibLookup.RP_FILTER),
+        hop(n, Hop.FIB_LOOKUP, 900, cpu=0, netns=NETNS_HOST, table=254, out_ifname="eth1", fib_lookup=FibLookup.ROUTE),
+        hop(
+            n,
+            Hop.FIB_LOOKUP,
+            1_400,
+            cpu=0,
+            netns=NETNS_HOST,
+            table=254,
+            out_ifname="eth2",
+            fib_lookup=FibLookup.RP_FILTER,
+        ),
         hop(n, Hop.DROP, 2_000, cpu=0, ifindex=2, ifname="eth0", netns=NETNS_HOST, length=24, reason="IP_RPFILTER"),
     ]
     return Path(n, header, hops, Outcome.DROPPED, drop_reason="IP_RPFILTER")
@@ -193,15 +300,37 @@ def truncated_runt() -> Path:
     """A frame too short for its IP header: no identity, so a random trace id (both ways)."""
     header = PacketHeader(family=4, src="", dst="", protocol=0, length=10, truncated=True, no_transport=True)
     n = 11
-    hops = [hop(n, Hop.DROP, 0, cpu=0, ifindex=2, ifname="eth0", netns=NETNS_HOST, length=10, header=header,
-                reason="PKT_TOO_SMALL", sampled_by=SampledBy.DROP)]
+    hops = [
+        hop(
+            n,
+            Hop.DROP,
+            0,
+            cpu=0,
+            ifindex=2,
+            ifname="eth0",
+            netns=NETNS_HOST,
+            length=10,
+            header=header,
+            reason="PKT_TOO_SMALL",
+            sampled_by=SampledBy.DROP,
+        )
+    ]
     return Path(n, header, hops, Outcome.DROPPED, drop_reason="PKT_TOO_SMALL", sampled_by=SampledBy.DROP)
 
 
 def recorded_paths() -> list[Path]:
-    return [forwarded_and_dropped(), delivered_into_a_pod(), sent_over_ipv6(), icmpv6_forwarded(), icmp_no_route(),
-            drop_sampled(), incomplete_gre_out_of_order(), second_packet_of_the_udp_flow(), echo_reply_consumed(),
-            rp_filter_strict_drop()]
+    return [
+        forwarded_and_dropped(),
+        delivered_into_a_pod(),
+        sent_over_ipv6(),
+        icmpv6_forwarded(),
+        icmp_no_route(),
+        drop_sampled(),
+        incomplete_gre_out_of_order(),
+        second_packet_of_the_udp_flow(),
+        echo_reply_consumed(),
+        rp_filter_strict_drop(),
+    ]
 
 
 @pytest.fixture
@@ -213,8 +342,9 @@ def reference() -> Iterator[SdkReference]:
 
 def new_request(paths: list[Path]) -> bytes:
     chunks: list[bytes] = []
-    encoder = SpanEncoder(lambda data, _count: chunks.append(data), clock_offset_ns=lambda: OFFSET,
-                          pod_of=PODS.get, strict=True)
+    encoder = SpanEncoder(
+        lambda data, _count: chunks.append(data), clock_offset_ns=lambda: OFFSET, pod_of=PODS.get, strict=True
+    )
     for path in paths:
         assert encoder.emit(path)
     return RequestFraming(RESOURCE, INSTRUMENTATION_NAME, __version__).request(chunks)
@@ -295,12 +425,14 @@ def test_what_the_golden_comparison_sees(reference: SdkReference) -> None:
     """The comparison is not vacuous: the decoded spans carry what the paths hold."""
     new = canonical(new_request(recorded_paths()))
     spans = new.scope_spans[0].spans
-    first, second = sorted((s for s in spans if s.name == "UDP 10.0.1.5:4242 -> 10.0.2.9:53"),
-                           key=lambda s: s.start_time_unix_nano)
+    first, second = sorted(
+        (s for s in spans if s.name == "UDP 10.0.1.5:4242 -> 10.0.2.9:53"), key=lambda s: s.start_time_unix_nano
+    )
     assert not first.links
     assert [(link.trace_id, link.span_id) for link in second.links] == [(first.trace_id, first.span_id)]
     assert [(kv.key, kv.value.string_value) for kv in second.links[0].attributes] == [
-        ("pktpath.link", "previous packet of flow")]
+        ("pktpath.link", "previous packet of flow")
+    ]
     assert (second.status.code, second.status.message) == (2, "NO_SOCKET")
     assert (first.status.code, first.status.message) == (2, "NETFILTER_DROP")
     # Path 2: five hops in the pod's namespace (its first hop, on the host's veth, and so its root: none);
@@ -308,8 +440,10 @@ def test_what_the_golden_comparison_sees(reference: SdkReference) -> None:
     pod_spans = [s for s in spans if any(kv.key == "k8s.pod.name" for kv in s.attributes)]
     assert len(pod_spans) == 7
     rp_filter = [s.name for s in spans if s.name.startswith("rp_filter check")]
-    assert rp_filter == ["rp_filter check: PASS", "rp_filter check: FAIL in strict mode, PASS in loose "
-                         "(route back via eth2, not iif eth0, table main)"]
+    assert rp_filter == [
+        "rp_filter check: PASS",
+        "rp_filter check: FAIL in strict mode, PASS in loose (route back via eth2, not iif eth0, table main)",
+    ]
     assert all(s.flags == 0x100 for s in spans)
     assert {s.kind for s in spans} == {1}
 

@@ -24,18 +24,39 @@ from tests.otlp_receiver import ReceivedSpan, attributes, decode_request
 OFFSET = 1_700_000_000_000_000_000  # wall - monotonic, injected
 T0 = 5_000_000_000  # CLOCK_MONOTONIC ns of the first hop
 
-UDP = PacketHeader(family=4, src="10.0.1.5", dst="10.0.2.9", protocol=17, sport=4242, dport=53, tos=0x10, ttl=64,
-                   length=84, ip_id=0x1234)
-TCP6 = PacketHeader(family=6, src="2001:db8::1", dst="2001:db8::2", protocol=6, sport=51000, dport=443, ttl=63,
-                    length=80, tcp_flags=0x12, tcp_seq=123456789)
+UDP = PacketHeader(
+    family=4,
+    src="10.0.1.5",
+    dst="10.0.2.9",
+    protocol=17,
+    sport=4242,
+    dport=53,
+    tos=0x10,
+    ttl=64,
+    length=84,
+    ip_id=0x1234,
+)
+TCP6 = PacketHeader(
+    family=6,
+    src="2001:db8::1",
+    dst="2001:db8::2",
+    protocol=6,
+    sport=51000,
+    dport=443,
+    ttl=63,
+    length=80,
+    tcp_flags=0x12,
+    tcp_seq=123456789,
+)
 ICMP = PacketHeader(family=4, src="10.0.0.1", dst="10.0.0.2", protocol=1, ttl=64, length=84, ip_id=7, icmp_type=8)
 
 
 def forwarded(header: PacketHeader = UDP, path_id: int = 1, t0: int = T0) -> Path:
     """In on eth0, routed (table main) out of eth1: transmitted."""
     hops = [
-        HopEvent(path_id, Hop.NETIF_RECEIVE, t0, cpu=1, ifindex=2, ifname="eth0", netns=4026531840, length=84,
-                 header=header),
+        HopEvent(
+            path_id, Hop.NETIF_RECEIVE, t0, cpu=1, ifindex=2, ifname="eth0", netns=4026531840, length=84, header=header
+        ),
         HopEvent(path_id, Hop.FIB_LOOKUP, t0 + 1_000, cpu=1, netns=4026531840, table=254, out_ifname="eth1"),
         HopEvent(path_id, Hop.DEV_QUEUE, t0 + 3_000, cpu=1, ifindex=3, ifname="eth1", netns=4026531840, length=98),
         HopEvent(path_id, Hop.DEV_XMIT, t0 + 4_500, cpu=2, ifindex=3, ifname="eth1", netns=4026531840, length=98),
@@ -58,8 +79,9 @@ class Setup:
         self.chunks: list[tuple[bytes, int]] = []
         kwargs.setdefault("clock_offset_ns", lambda: OFFSET)
         kwargs.setdefault("strict", True)
-        self.encoder = SpanEncoder(lambda data, count: self.chunks.append((data, count)), flow_links=flow_links,
-                                   **kwargs)
+        self.encoder = SpanEncoder(
+            lambda data, count: self.chunks.append((data, count)), flow_links=flow_links, **kwargs
+        )
         self.framing = RequestFraming({"service.name": "test"}, "pktpath", __version__)
 
     def spans(self) -> list[ReceivedSpan]:
@@ -231,10 +253,14 @@ def test_drop_without_a_reason_says_unknown(setup: Setup) -> None:
         (HopEvent(1, Hop.FIB_LOOKUP, 0, table=100, verdict=-113), "fib lookup (table 100, unreachable)"),
         (HopEvent(1, Hop.FIB_LOOKUP, 0, table=254, verdict=-13), "fib lookup (table main, prohibit)"),
         # rp_filter's reverse lookup is named as rp_filter, in the shell's words.
-        (HopEvent(1, Hop.FIB_LOOKUP, 0, table=254, verdict=-11, fib_lookup=FibLookup.RP_FILTER),
-         "rp_filter check: FAIL (no route back to the source, table main)"),
-        (HopEvent(1, Hop.FIB_LOOKUP, 0, table=254, out_ifname="eth0", fib_lookup=FibLookup.RP_FILTER),
-         "rp_filter check: PASS (route back via eth0, table main)"),
+        (
+            HopEvent(1, Hop.FIB_LOOKUP, 0, table=254, verdict=-11, fib_lookup=FibLookup.RP_FILTER),
+            "rp_filter check: FAIL (no route back to the source, table main)",
+        ),
+        (
+            HopEvent(1, Hop.FIB_LOOKUP, 0, table=254, out_ifname="eth0", fib_lookup=FibLookup.RP_FILTER),
+            "rp_filter check: PASS (route back via eth0, table main)",
+        ),
         (HopEvent(1, Hop.RP_FILTER, 0, ifname="eth0", verdict=-18), "rp_filter check: FAIL (EXDEV(-18))"),
         (HopEvent(1, Hop.DEV_QUEUE, 0, ifname="eth1"), "net_dev_queue(eth1)"),
         (HopEvent(1, Hop.DEV_XMIT, 0, ifname="eth1"), "net_dev_xmit(eth1)"),
@@ -243,8 +269,10 @@ def test_drop_without_a_reason_says_unknown(setup: Setup) -> None:
         (HopEvent(1, Hop.SOCK_QUEUE, 0, verdict=53), "queued to socket (port 53)"),
         (HopEvent(1, Hop.CONSUME, 0), "consume_skb"),
         (HopEvent(1, Hop.DROP, 0, reason="NO_SOCKET"), "DROPPED: NO_SOCKET"),
-        (HopEvent(1, Hop.IPT_TABLE, 0, nf_table="filter", nf_chain="INPUT", verdict=0),
-         "ipt_do_table filter/INPUT: drop"),
+        (
+            HopEvent(1, Hop.IPT_TABLE, 0, nf_table="filter", nf_chain="INPUT", verdict=0),
+            "ipt_do_table filter/INPUT: drop",
+        ),
         (HopEvent(1, Hop.NF_CHAIN, 0, nf_table="fw", nf_chain="fwd", verdict=1), "nft_do_chain fw/fwd: accept"),
         (HopEvent(1, Hop.IP_FINISH_OUTPUT, 0, ifname="eth1"), "ip_finish_output(eth1)"),
         (HopEvent(1, Hop.IP_QUEUE_XMIT, 0), "ip_queue_xmit"),
@@ -288,12 +316,18 @@ def test_icmp_root(setup: Setup) -> None:
         (replace(ICMP, icmp_type=3, icmp_code=3), "ICMP 10.0.0.1 -> 10.0.0.2 destination-unreachable"),
         (replace(ICMP, icmp_type=11), "ICMP 10.0.0.1 -> 10.0.0.2 time-exceeded"),
         (replace(ICMP, icmp_type=42), "ICMP 10.0.0.1 -> 10.0.0.2 type 42"),
-        (PacketHeader(6, "fe80::1", "ff02::1:ff00:2", 58, icmp_type=135), "ICMPv6 fe80::1 -> ff02::1:ff00:2 "
-                                                                           "neighbor-solicitation"),
-        (PacketHeader(6, "2001:db8::1", "2001:db8::2", 58, icmp_type=128), "ICMPv6 2001:db8::1 -> 2001:db8::2 "
-                                                                            "echo-request"),
-        (PacketHeader(6, "2001:db8::1", "2001:db8::2", 58, icmp_type=2), "ICMPv6 2001:db8::1 -> 2001:db8::2 "
-                                                                          "packet-too-big"),
+        (
+            PacketHeader(6, "fe80::1", "ff02::1:ff00:2", 58, icmp_type=135),
+            "ICMPv6 fe80::1 -> ff02::1:ff00:2 neighbor-solicitation",
+        ),
+        (
+            PacketHeader(6, "2001:db8::1", "2001:db8::2", 58, icmp_type=128),
+            "ICMPv6 2001:db8::1 -> 2001:db8::2 echo-request",
+        ),
+        (
+            PacketHeader(6, "2001:db8::1", "2001:db8::2", 58, icmp_type=2),
+            "ICMPv6 2001:db8::1 -> 2001:db8::2 packet-too-big",
+        ),
         (TCP6, "TCP [2001:db8::1]:51000 -> [2001:db8::2]:443"),
         (PacketHeader(4, "10.0.0.1", "10.0.0.2", 132, sport=9, dport=10), "SCTP 10.0.0.1:9 -> 10.0.0.2:10"),
         (PacketHeader(4, "10.0.0.1", "10.0.0.2", 47), "GRE 10.0.0.1 -> 10.0.0.2"),
@@ -463,14 +497,25 @@ def decoded_attributes(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_attribute_values_of_every_type() -> None:
-    values = {"s": "héllo", "b": True, "f": False, "i": -(1 << 63), "big": (1 << 63) - 1, "d": 0.25, "raw": b"\x00\x01",
-              "list": ["a", "b"], "ints": (1, -2), "empty": []}
+    values = {
+        "s": "héllo",
+        "b": True,
+        "f": False,
+        "i": -(1 << 63),
+        "big": (1 << 63) - 1,
+        "d": 0.25,
+        "raw": b"\x00\x01",
+        "list": ["a", "b"],
+        "ints": (1, -2),
+        "empty": [],
+    }
     assert decoded_attributes(values) == values | {"ints": [1, -2]}
 
 
 def test_values_opentelemetry_rejects_are_left_out() -> None:
-    assert decoded_attributes({"none": None, "huge": 1 << 64, "mixed": [1, None], "obj": object(), "": "no key",
-                               "ok": 1}) == {"ok": 1}
+    assert decoded_attributes(
+        {"none": None, "huge": 1 << 64, "mixed": [1, None], "obj": object(), "": "no key", "ok": 1}
+    ) == {"ok": 1}
 
 
 def test_a_bool_never_takes_the_cached_encoding_of_an_int(setup: Setup) -> None:
@@ -483,7 +528,13 @@ def test_a_bool_never_takes_the_cached_encoding_of_an_int(setup: Setup) -> None:
 
 def test_varint() -> None:
     assert [varint(n) for n in (0, 1, 127, 128, 300, 16384)] == [
-        b"\x00", b"\x01", b"\x7f", b"\x80\x01", b"\xac\x02", b"\x80\x80\x01"]
+        b"\x00",
+        b"\x01",
+        b"\x7f",
+        b"\x80\x01",
+        b"\xac\x02",
+        b"\x80\x80\x01",
+    ]
 
 
 def test_a_long_span_name_and_many_hops_frame_correctly(setup: Setup) -> None:
@@ -543,13 +594,19 @@ def test_default_clock_offset_is_wall_minus_monotonic() -> None:
 def test_k8s_attributes_from_the_hops_namespace() -> None:
     pods = {42: PodRef("shop", "checkout-1", "node-1", "uid-1")}
     s = Setup(pod_of=pods.get, clock_offset_ns=lambda: 0)
-    hops = [HopEvent(1, Hop.NETIF_RECEIVE, 1000, ifname="eth0", netns=42, header=UDP),
-            HopEvent(1, Hop.DROP, 2000, ifname="eth0", netns=7, reason="NO_SOCKET")]
+    hops = [
+        HopEvent(1, Hop.NETIF_RECEIVE, 1000, ifname="eth0", netns=42, header=UDP),
+        HopEvent(1, Hop.DROP, 2000, ifname="eth0", netns=7, reason="NO_SOCKET"),
+    ]
     s.encoder.emit(Path(1, UDP, hops, outcome=Outcome.DROPPED, drop_reason="NO_SOCKET"))
     spans = {sp.name: sp for sp in s.spans()}
     receive = spans["netif_receive_skb(eth0)"].attributes
-    assert (receive["k8s.namespace.name"], receive["k8s.pod.name"], receive["k8s.pod.uid"],
-            receive["k8s.node.name"]) == ("shop", "checkout-1", "uid-1", "node-1")
+    assert (
+        receive["k8s.namespace.name"],
+        receive["k8s.pod.name"],
+        receive["k8s.pod.uid"],
+        receive["k8s.node.name"],
+    ) == ("shop", "checkout-1", "uid-1", "node-1")
     assert "k8s.pod.name" not in spans["DROPPED: NO_SOCKET"].attributes  # netns 7: the host
     assert s.root().attributes["k8s.pod.name"] == "checkout-1"  # the packet started in the pod
 

@@ -34,7 +34,6 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     assert proc.stop() == 0, proc.log()
 
 
-
 @functools.cache
 def module_btf() -> bool:
     """Does this kernel give modules BTF (5.11+, CONFIG_DEBUG_INFO_BTF_MODULES)?  Without it (5.10)

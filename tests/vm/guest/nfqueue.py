@@ -30,8 +30,9 @@ def _attr(kind: int, payload: bytes) -> bytes:
 
 def _message(msg: int, queue: int, attrs: bytes, seq: int) -> bytes:
     body = struct.pack("=BBH", socket.AF_INET, 0, socket.htons(queue)) + attrs  # struct nfgenmsg
-    return struct.pack("=IHHII", 16 + len(body), (NFNL_SUBSYS_QUEUE << 8) | msg, NLM_F_REQUEST | NLM_F_ACK,
-                       seq, 0) + body
+    return (
+        struct.pack("=IHHII", 16 + len(body), (NFNL_SUBSYS_QUEUE << 8) | msg, NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
+    )
 
 
 def _packet_ids(data: bytes) -> list[int]:
@@ -49,7 +50,7 @@ def _packet_ids(data: bytes) -> list[int]:
                 if atype & 0x7FFF == NFQA_PACKET_HDR:
                     ids.append(struct.unpack_from("!I", data, off + 4)[0])
                 off += (alen + 3) & ~3
-        data = data[(length + 3) & ~3:]
+        data = data[(length + 3) & ~3 :]
     return ids
 
 

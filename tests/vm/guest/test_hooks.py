@@ -17,8 +17,16 @@ from tests.vm.guest.conftest import EXPECTED_FAMILY, MODE, attached
 
 N = 20
 # ip6_forward_finish has no probe: inlined on 6.1 and 6.12 (pktpath.bpf.c).
-PROBES = ["ip_rcv_finish", "ip6_rcv_finish", "ip_forward_finish", "ip_queue_xmit", "ip6_xmit", "ip_finish_output",
-          "ip6_finish_output", "ipt_do_table"]
+PROBES = [
+    "ip_rcv_finish",
+    "ip6_rcv_finish",
+    "ip_forward_finish",
+    "ip_queue_xmit",
+    "ip6_xmit",
+    "ip_finish_output",
+    "ip6_finish_output",
+    "ipt_do_table",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +35,9 @@ def check_report(agent: AgentProcess, tmp_path_factory: pytest.TempPathFactory) 
     path hops come and go with its windows).  `agent` first: it loads the modules."""
     cfg = tmp_path_factory.mktemp("check") / "check.yaml"
     cfg.write_text(f"probes:\n  mode: {MODE}\n")
-    proc = subprocess.run([pktpath_bin(), "check", "--json", "-c", str(cfg)], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [pktpath_bin(), "check", "--json", "-c", str(cfg)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     report: dict[str, Any] = json.loads(proc.stdout)
     return report
@@ -50,9 +59,24 @@ def test_ipt_verdict_hook_attaches_in_the_agent(agent: AgentProcess) -> None:
 
 def trace_one(lab: Lab, send: list[str], ns: str, dst: str = "") -> dict[str, Any]:
     """`pktpath trace` of the first packet towards `dst` (the server) while `send` runs in `ns`."""
-    proc = subprocess.Popen([pktpath_bin(), "trace", "--dst", f"{dst or lab.server_ip}/32", "--max-pkt", "1",
-                             "--max-duration", "30", "--json", "--probe-mode", MODE],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            pktpath_bin(),
+            "trace",
+            "--dst",
+            f"{dst or lab.server_ip}/32",
+            "--max-pkt",
+            "1",
+            "--max-duration",
+            "30",
+            "--json",
+            "--probe-mode",
+            MODE,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None and proc.stderr.readline().startswith("tracing up to 1 packets")
     lab.exec(ns, *send)
     out, err = proc.communicate(timeout=60)
@@ -91,8 +115,7 @@ def test_forwarded_packet_passes_the_finish_hops_in_order(lab: Lab) -> None:
 
 def test_locally_sent_tcp_segment_starts_at_ip_queue_xmit(lab: Lab) -> None:
     # A SYN to a closed port: the server answers RST, the connect fails, the SYN was sent.
-    sender = (f"import socket; s = socket.socket(); s.settimeout(5); "
-              f"print(s.connect_ex(('{lab.server_ip}', 7512)))")
+    sender = f"import socket; s = socket.socket(); s.settimeout(5); print(s.connect_ex(('{lab.server_ip}', 7512)))"
     packet = trace_one(lab, [sys.executable, "-c", sender], lab.client)
     names = hop_names(packet)
     assert packet["protocol"] == "tcp" and packet["dport"] == 7512
@@ -115,8 +138,9 @@ def test_trace_shows_the_legacy_table_and_chain(lab: Lab) -> None:
     sender = udp_sender(lab.server_ip, 7514)
     packet = trace_one(lab, [sys.executable, "-c", sender], lab.client)
     legacy = [h for h in packet["hops"] if h["hop"] == "ipt_do_table"]
-    assert [h["detail"] for h in legacy] == \
-        ["filter/INPUT, NFPROTO_IPV4(2), NF_INET_LOCAL_IN(1), check done, NF_DROP(0)"], packet["hops"]
+    assert [h["detail"] for h in legacy] == [
+        "filter/INPUT, NFPROTO_IPV4(2), NF_INET_LOCAL_IN(1), check done, NF_DROP(0)"
+    ], packet["hops"]
     assert legacy[0]["mode"] in EXPECTED_FAMILY.get(MODE, {MODE})
     assert packet["drop_reason"] == "NETFILTER_DROP"
 
@@ -125,12 +149,30 @@ def test_reinjected_packet_passes_ip_rcv_finish(lab: Lab) -> None:
     """ip_rcv_finish is inlined into ip_rcv on 6.1 and 6.12; its own copy runs when a packet queued
     at PRE_ROUTING is accepted from userspace and reinjected through the hook's okfn."""
     subprocess.run(["modprobe", "-a", "nfnetlink_queue", "xt_NFQUEUE", "iptable_raw"], check=True)
-    reader = subprocess.Popen(["ip", "netns", "exec", lab.router, sys.executable, "-m", "tests.vm.guest.nfqueue",
-                               "5", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reader = subprocess.Popen(
+        ["ip", "netns", "exec", lab.router, sys.executable, "-m", "tests.vm.guest.nfqueue", "5", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert reader.stdout is not None and reader.stdout.readline().strip() == "ready", reader.stderr
-        lab.exec(lab.router, "iptables-legacy", "-t", "raw", "-A", "PREROUTING", "-p", "udp", "--dport", "7515",
-                 "-j", "NFQUEUE", "--queue-num", "5")
+        lab.exec(
+            lab.router,
+            "iptables-legacy",
+            "-t",
+            "raw",
+            "-A",
+            "PREROUTING",
+            "-p",
+            "udp",
+            "--dport",
+            "7515",
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            "5",
+        )
         packet = trace_one(lab, [sys.executable, "-c", udp_sender(lab.server_ip, 7515)], lab.client)
         assert reader.wait(timeout=60) == 0, reader.stderr.read() if reader.stderr else ""
     finally:
@@ -140,7 +182,9 @@ def test_reinjected_packet_passes_ip_rcv_finish(lab: Lab) -> None:
     # On the router: received, queued by the raw table, reinjected into ip_rcv_finish, forwarded.
     rcv = names.index("ip_rcv", names.index("netif_receive_skb", 1))
     queued = names.index("ipt_do_table", rcv)
-    assert packet["hops"][queued]["detail"] == \
-        "raw/PREROUTING, NFPROTO_IPV4(2), NF_INET_PRE_ROUTING(0), check done, NF_QUEUE(3)"
+    assert (
+        packet["hops"][queued]["detail"]
+        == "raw/PREROUTING, NFPROTO_IPV4(2), NF_INET_PRE_ROUTING(0), check done, NF_QUEUE(3)"
+    )
     assert queued < names.index("ip_rcv_finish", queued) < names.index("ip_forward", queued), names
     assert packet["hops"][names.index("ip_rcv_finish")]["mode"] in EXPECTED_FAMILY.get(MODE, {MODE})

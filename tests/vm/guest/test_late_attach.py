@@ -58,8 +58,10 @@ def test_hook_in_a_module_loaded_after_start_attaches(tmp_path: Path, lab: Lab) 
         assert attached(agent, hop) == set()
         # The first rule loads the module (the kernel's request_module).
         if hop == "nft_do_chain":
-            lab.nft(lab.server, "table ip late {\n chain input {\n  type filter hook input priority 0;\n"
-                                "  udp dport 7601 drop\n }\n}\n")
+            lab.nft(
+                lab.server,
+                "table ip late {\n chain input {\n  type filter hook input priority 0;\n  udp dport 7601 drop\n }\n}\n",
+            )
             table = "late"
         else:
             lab.exec(lab.server, "iptables-legacy", "-A", "INPUT", "-p", "udp", "--dport", "7601", "-j", "DROP")

@@ -21,9 +21,12 @@ from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AgentProcess, OtlpReceiver]]:
     """An agent sending every packet to the lab's servers (ICMP, UDP) as a trace to a real receiver."""
     with OtlpReceiver() as receiver:
-        agent = AgentProcess.start(tmp_path_factory.mktemp("paths"), traces_yaml(receiver.grpc_endpoint) +
-                                   "filter:\n  dst: [198.18.0.0/15, 198.19.0.0/16]\n  protocols: [udp, icmp]\n",
-                                   ready_timeout=120.0)
+        agent = AgentProcess.start(
+            tmp_path_factory.mktemp("paths"),
+            traces_yaml(receiver.grpc_endpoint)
+            + "filter:\n  dst: [198.18.0.0/15, 198.19.0.0/16]\n  protocols: [udp, icmp]\n",
+            ready_timeout=120.0,
+        )
         yield agent, receiver
         assert agent.stop() == 0, agent.log()
 
@@ -36,13 +39,20 @@ def test_forwarded_packet_is_followed_to_its_end(traced: tuple[AgentProcess, Otl
 
     def requests() -> list[ReceivedSpan]:
         # Echo requests only: the router's replies to the lab's warm-up pings go to the server too.
-        return [s for s in receiver.spans if not s.parent_span_id
-                and s.attributes.get("destination.address") == lab.server_ip
-                and s.attributes.get("pktpath.ip.protocol") == "icmp" and s.attributes.get("pktpath.icmp.type") == 8]
+        return [
+            s
+            for s in receiver.spans
+            if not s.parent_span_id
+            and s.attributes.get("destination.address") == lab.server_ip
+            and s.attributes.get("pktpath.ip.protocol") == "icmp"
+            and s.attributes.get("pktpath.icmp.type") == 8
+        ]
 
     def path_of(root: ReceivedSpan) -> list[ReceivedSpan]:
-        return sorted((s for s in receiver.spans if s.trace_id == root.trace_id),
-                      key=lambda s: (s.parent_span_id != "", s.start_ns))
+        return sorted(
+            (s for s in receiver.spans if s.trace_id == root.trace_id),
+            key=lambda s: (s.parent_span_id != "", s.start_ns),
+        )
 
     assert wait_until(lambda: len(requests()) >= 1, 30), [s.name for s in receiver.spans]
     time.sleep(0.3)  # children come in the same batch; let a straggling one land
@@ -53,21 +63,24 @@ def test_forwarded_packet_is_followed_to_its_end(traced: tuple[AgentProcess, Otl
     names = hop_names(spans)
     assert root.attributes["pktpath.outcome"] == "consumed", names
     # The router's part, with its function hooks: in, IP receive, routed, forwarded, out.
-    assert_in_order(names, [
-        f"net_dev_xmit({lab.if_client})",
-        f"netif_receive_skb({lab.if_router_client})",
-        f"ip_rcv({lab.if_router_client})",
-        f"ip_route_input_noref({lab.if_router_client})",
-        f"ip_forward({lab.if_router_client})",
-        "ip_forward_finish",
-        "ip_output",
-        "ip_finish_output",
-        f"net_dev_xmit({lab.if_router_server})",
-        f"netif_receive_skb({lab.if_server})",
-        f"ip_rcv({lab.if_server})",
-        "ip_local_deliver",
-        "consume_skb",
-    ])
+    assert_in_order(
+        names,
+        [
+            f"net_dev_xmit({lab.if_client})",
+            f"netif_receive_skb({lab.if_router_client})",
+            f"ip_rcv({lab.if_router_client})",
+            f"ip_route_input_noref({lab.if_router_client})",
+            f"ip_forward({lab.if_router_client})",
+            "ip_forward_finish",
+            "ip_output",
+            "ip_finish_output",
+            f"net_dev_xmit({lab.if_router_server})",
+            f"netif_receive_skb({lab.if_server})",
+            f"ip_rcv({lab.if_server})",
+            "ip_local_deliver",
+            "consume_skb",
+        ],
+    )
 
 
 def test_packet_dropped_by_a_rule_ends_at_the_drop(traced: tuple[AgentProcess, OtlpReceiver], lab: Lab) -> None:
@@ -76,12 +89,19 @@ def test_packet_dropped_by_a_rule_ends_at_the_drop(traced: tuple[AgentProcess, O
     lab.send_udp(lab.client, lab.server_ip, 7702, 1)
     root, spans = dropped_trace(receiver, 7702)
     names = hop_names(spans)
-    assert_in_order(names, [f"ip_forward({lab.if_router_client})", f"netif_receive_skb({lab.if_server})",
-                            "nf_hook_slow", "DROPPED: NETFILTER_DROP"])
+    assert_in_order(
+        names,
+        [
+            f"ip_forward({lab.if_router_client})",
+            f"netif_receive_skb({lab.if_server})",
+            "nf_hook_slow",
+            "DROPPED: NETFILTER_DROP",
+        ],
+    )
     # The path ends at the drop.  Since 6.8 (and in Debian's 6.1) nf_tables frees a dropped packet
     # itself, so its chain's verdict is reported as nft_do_chain returns, after the free: the one
     # hop that may follow the drop is that verdict.
-    after = names[names.index("DROPPED: NETFILTER_DROP") + 1:]
+    after = names[names.index("DROPPED: NETFILTER_DROP") + 1 :]
     assert after in ([], ["nft_do_chain filter/INPUT: drop"]), names
     assert root.status_code == "ERROR" and root.attributes["pktpath.drop_reason"] == "NETFILTER_DROP"
     (drop,) = [s for s in spans if s.name == "DROPPED: NETFILTER_DROP"]
@@ -98,5 +118,11 @@ def test_unroutable_packet_ends_at_the_router(traced: tuple[AgentProcess, OtlpRe
     lab.send_udp(lab.client, "198.19.255.1", 7704, 1)
     root, spans = dropped_trace(receiver, 7704)
     assert_dropped(root, spans, "IP_INNOROUTES", lab.if_router_client)
-    assert_in_order(hop_names(spans), [f"netif_receive_skb({lab.if_router_client})",
-                                       f"ip_route_input_noref({lab.if_router_client})", "DROPPED: IP_INNOROUTES"])
+    assert_in_order(
+        hop_names(spans),
+        [
+            f"netif_receive_skb({lab.if_router_client})",
+            f"ip_route_input_noref({lab.if_router_client})",
+            "DROPPED: IP_INNOROUTES",
+        ],
+    )

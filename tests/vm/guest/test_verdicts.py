@@ -69,9 +69,24 @@ def test_trace_shows_the_original_netfilter_lines(tmp_path: Path, lab: Lab) -> N
     from tests.agent_process import pktpath_bin
 
     lab.exec(lab.server, "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7504", "-j", "DROP")
-    proc = subprocess.Popen([pktpath_bin(), "trace", "--dst", f"{lab.server_ip}/32", "--max-pkt", "1",
-                             "--max-duration", "30", "--json", "--probe-mode", MODE],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            pktpath_bin(),
+            "trace",
+            "--dst",
+            f"{lab.server_ip}/32",
+            "--max-pkt",
+            "1",
+            "--max-duration",
+            "30",
+            "--json",
+            "--probe-mode",
+            MODE,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None and proc.stderr.readline().startswith("tracing up to 1 packets")
     lab.send_udp(lab.client, lab.server_ip, 7504, 1)
     out, _ = proc.communicate(timeout=60)

@@ -25,8 +25,10 @@ def test_rp_filter_failure_in_both_views(lab: Lab) -> None:
     lab.ip(lab.client, "addr", "add", f"{spoofed}/32", "dev", lab.if_client)
     lab.sysctl(lab.router, "net.ipv4.conf.all.rp_filter", 1)
     lab.sysctl(lab.router, f"net.ipv4.conf.{lab.if_router_client}.rp_filter", 1)
-    sender = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
-              f"s.bind(('{spoofed}', 0)); s.sendto(b'x' * 64, ('{lab.server_ip}', 7521))")
+    sender = (
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+        f"s.bind(('{spoofed}', 0)); s.sendto(b'x' * 64, ('{lab.server_ip}', 7521))"
+    )
     packet = trace_one(lab, [sys.executable, "-c", sender], lab.client)
     prefix = f"rp_filter check: src({spoofed}), iif({lab.if_router_client}), FAIL"
     assert details(packet, "fib_table_lookup")[-1] == f"{prefix} (no route back to the source, table main)"
@@ -42,6 +44,8 @@ def test_route_types_in_both_views(lab: Lab, kind: str) -> None:
     dst = f"198.19.{lab.subnet_server}.7"
     packet = trace_one(lab, [sys.executable, "-c", udp_sender(dst, 7522)], lab.client, dst=dst)
     assert [d for d in details(packet, "fib_table_lookup") if "route" in d][-1].endswith(
-        f"{kind} route (table main)"), packet["hops"]
+        f"{kind} route (table main)"
+    ), packet["hops"]
     assert details(packet, "ip_route_input_noref") == [
-        f"ip route lookup: dst({dst}), src({lab.client_ip}), iif({lab.if_router_client}), no route ({kind})"]
+        f"ip route lookup: dst({dst}), src({lab.client_ip}), iif({lab.if_router_client}), no route ({kind})"
+    ]

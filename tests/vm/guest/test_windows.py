@@ -38,5 +38,11 @@ def test_function_path_hooks_come_and_go_with_the_windows(agent: AgentProcess) -
         time.sleep(0.1)
     assert seen_on and seen_off
     edges = agent.scrape()
-    assert sum(v for k, v in edges.get("pktpath_sampling_window_edge_seconds_count", {}).items()
-               if dict(k)["edge"] == "detach") >= 1
+    assert (
+        sum(
+            v
+            for k, v in edges.get("pktpath_sampling_window_edge_seconds_count", {}).items()
+            if dict(k)["edge"] == "detach"
+        )
+        >= 1
+    )
