@@ -41,8 +41,9 @@ run: deps build venv ## set up and run the agent with built-in defaults (CONFIG=
 check: deps build venv ## what this kernel supports and which hops attach
 	$(BIN)/pktpath check
 
-lint: venv ## ruff and mypy
+lint: venv ## ruff (lint and format) and mypy
 	$(BIN)/ruff check exporter tests bench
+	$(BIN)/ruff format --check exporter tests bench
 	$(BIN)/mypy
 
 test-unit: venv build ## unit tests only (no root needed)
