@@ -483,7 +483,7 @@ class Toggler(threading.Thread):
 
 def measure_flood(rounds: int, seconds: float, log: Callable[[str], None]) -> dict[str, Any]:
     from bench.netpair import NetPair
-    from bench.throughput import IP_UDP_HEADERS, PAYLOAD, PORTS, RECEIVER_CPU, IperfServer, disturbed, iperf_trial
+    from bench.throughput import PAYLOAD, PORTS, RECEIVER_CPU, IperfServer, disturbed, drop_data_packets, iperf_trial
     from exporter.model.hops import PATH_ONLY_PROGRAMS
 
     engine, report = start_engine("auto")
@@ -502,23 +502,7 @@ def measure_flood(rounds: int, seconds: float, log: Callable[[str], None]) -> di
     try:
         engine.detach_hops(path)
         with NetPair() as pair:
-            pair.exec(
-                pair.rx_ns,
-                "iptables",
-                "-w",
-                "-A",
-                "INPUT",
-                "-p",
-                "udp",
-                "--dport",
-                str(PORTS["drop"]),
-                "-m",
-                "length",
-                "--length",
-                str(PAYLOAD + IP_UDP_HEADERS),
-                "-j",
-                "DROP",
-            )
+            drop_data_packets(pair)
             server = IperfServer(pair, PORTS["drop"], RECEIVER_CPU)
             try:
                 for rnd in range(1, rounds + 1):

@@ -51,12 +51,12 @@ from bench.hopcost import (
 from bench.netpair import NetPair
 from bench.procs import BenchError, read_worker_result, run_worker, worker_main
 from bench.throughput import (
-    IP_UDP_HEADERS,
     PAYLOAD,
     PORTS,
     RECEIVER_CPU,
     IperfServer,
     disturbed,
+    drop_data_packets,
     iperf_trial,
     iptables_dropped,
 )
@@ -281,23 +281,7 @@ def measure(
             if not lv.ok:
                 log(f"  {lv.variant.name}: unavailable: {lv.error}")
         with NetPair() as pair:
-            pair.exec(
-                pair.rx_ns,
-                "iptables",
-                "-w",
-                "-A",
-                "INPUT",
-                "-p",
-                "udp",
-                "--dport",
-                str(PORTS["drop"]),
-                "-m",
-                "length",
-                "--length",
-                str(PAYLOAD + IP_UDP_HEADERS),
-                "-j",
-                "DROP",
-            )
+            drop_data_packets(pair)
             server = IperfServer(pair, PORTS["drop"], RECEIVER_CPU if (os.cpu_count() or 1) > 1 else None)
             try:
                 _rounds(pair, ready, rounds, seconds, deadline, result, log)

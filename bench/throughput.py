@@ -242,6 +242,28 @@ def iperf_trial(pair: NetPair, workload: str, seconds: float, window: str | None
     }
 
 
+def drop_data_packets(pair: NetPair) -> None:
+    """The drop workload's rule in the receiver namespace: every data datagram to PORTS["drop"]
+    dropped (NETFILTER_DROP), matched by length so iperf3's 4-byte UDP test opener gets through."""
+    pair.exec(
+        pair.rx_ns,
+        "iptables",
+        "-w",
+        "-A",
+        "INPUT",
+        "-p",
+        "udp",
+        "--dport",
+        str(PORTS["drop"]),
+        "-m",
+        "length",
+        "--length",
+        str(PAYLOAD + IP_UDP_HEADERS),
+        "-j",
+        "DROP",
+    )
+
+
 def iptables_dropped(pair: NetPair) -> int:
     """Packets the drop rule has matched so far (exact, -x)."""
     out = pair.exec(pair.rx_ns, "iptables", "-w", "-nvxL", "INPUT")
@@ -383,23 +405,7 @@ def measure_throughput(
             "rx_ip": pair.rx_ip,
             "interfaces": sorted(pair.interfaces),
         }
-        pair.exec(
-            pair.rx_ns,
-            "iptables",
-            "-w",
-            "-A",
-            "INPUT",
-            "-p",
-            "udp",
-            "--dport",
-            str(PORTS["drop"]),
-            "-m",
-            "length",
-            "--length",
-            str(PAYLOAD + IP_UDP_HEADERS),
-            "-j",
-            "DROP",
-        )
+        drop_data_packets(pair)
         for workload in WORKLOADS:
             server = IperfServer(pair, PORTS[workload], RECEIVER_CPU if cpus > 1 else None)
             stack.callback(server.stop)
