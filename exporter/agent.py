@@ -122,9 +122,9 @@ class Agent:
                 # The engine attached every hop (the first probe as early as possible); the window
                 # thread takes the path hooks off now and puts them on around each window.
                 self.windows = WindowController(WindowSettings.from_config(self.cfg), kernel.windows())
-            server = self._serve(listener)
             if self.windows is not None:
-                self.windows.start()
+                self.windows.start()  # the path hooks off before /readyz says ready
+            server = self._serve(listener)
             self._install_signals()
             # Start-up is over: the parsed kernel BTF (~6 MB) is read again only if a module's hook
             # attaches late or a subsystem drop reason shows up, and is parsed anew then; what

@@ -261,11 +261,17 @@ class WindowController:
         self._stop = threading.Event()
         self._wait = wait or self._stop.wait
         self._thread: threading.Thread | None = None
+        self._detached_at_start = False
         self.counters = WindowCounters(one_in=settings.one_in)
 
     # -- life cycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Take the path hooks off now, in the caller's thread (the engine attached every hop at
+        start, the first probe as early as possible), then run the windows on a thread of their own:
+        from the moment this returns, no path hook is attached outside a window."""
+        self._detach()
+        self._detached_at_start = True
         self._thread = threading.Thread(target=self.run, name="pktpath-windows", daemon=True)
         self._thread.start()
 
@@ -281,9 +287,9 @@ class WindowController:
             self.counters.one_in = max(self.counters.one_in, settings.one_in) if settings.adaptive else settings.one_in
 
     def run(self) -> None:
-        # The engine attached every hop at start (the first probe as early as possible); until the
-        # first window, only the always-on programs stay.
-        self._detach()
+        # Until the first window, only the always-on programs stay (start() may have seen to it).
+        if not self._detached_at_start:
+            self._detach()
         while not self._stop.is_set():
             s = self.settings
             lead = self.lead_s()
