@@ -9,6 +9,7 @@ delivers records a test puts in it.
 from __future__ import annotations
 
 import ctypes
+import time
 from collections.abc import Callable, Iterable
 
 from exporter.decoders.counters import DropCounterReader, KernelStats, VerdictReader
@@ -84,10 +85,19 @@ class FakeRing:
         self.closed = False
 
     def poll(self, timeout_ms: int) -> int:
-        records, self._pending[:] = list(self._pending), []
+        # Take exactly the records there are now: a test thread may append more meanwhile (list
+        # slicing and `del` of a slice are each atomic under the GIL; reassigning the whole list
+        # after copying it would drop what was appended between the two).  An empty poll waits,
+        # as the real one does, instead of spinning.
+        n = len(self._pending)
+        if not n:
+            time.sleep(min(timeout_ms, 10) / 1000)
+            return 0
+        records = self._pending[:n]
+        del self._pending[:n]
         for raw in records:
             self._consume(raw)
-        return len(records)
+        return n
 
     def close(self) -> None:
         self.closed = True

@@ -141,22 +141,43 @@ class KernelSide:
 
 class PathHooks:
     """Every path-only hop (exporter/model/hops.py: PATH_ONLY_PROGRAMS) as one switch; the
-    always-on programs (drops, verdict counters) are never touched."""
+    always-on programs (drops, verdict counters) are never touched.
+
+    On kernels that cannot attach an fentry program again once it is detached (before 5.13:
+    Engine.fentry_reattaches), the path hops attached as fentry stay attached: windows switch the
+    others, and the kernel's window (path_window) still decides which packets are followed."""
 
     def __init__(self, engine: Engine, lock: threading.Lock) -> None:
         self._engine = engine
         self._lock = lock
+        self._switched: list[str] | None = None
+
+    def switched(self) -> list[str]:
+        """The path hops windows attach and detach (found at the first detach)."""
+        if self._switched is None:
+            hops = self._engine.report.hops if self._engine.report else {}
+            fentry = [h for h in PATH_ONLY_PROGRAMS if h in hops and hops[h].attached == "fentry"]
+            stay = set(fentry) if fentry and not self._engine.fentry_reattaches() else set()
+            if stay:
+                log.warning(
+                    "this kernel cannot attach an fentry program again once detached (before 5.13): "
+                    "%d path hook(s) stay attached between sampling windows: %s",
+                    len(stay),
+                    ", ".join(sorted(stay)),
+                )
+            self._switched = [h for h in PATH_ONLY_PROGRAMS if h not in stay]
+        return self._switched
 
     def attach(self) -> tuple[int, list[str]]:
         with self._lock:
-            timings = self._engine.attach_hops(PATH_ONLY_PROGRAMS)
+            timings = self._engine.attach_hops(self.switched())
         return sum(1 for t in timings if not t.error), [f"{t.hop}: {t.error}" for t in timings if t.error]
 
     def detach(self) -> int:
         # One thread per hop: the grace periods a function hook's detach waits for overlap where
         # the kernel allows (Engine.detach_hops; bench --only attach measures both ways).
         with self._lock:
-            return len(self._engine.detach_hops(PATH_ONLY_PROGRAMS, parallel=True))
+            return len(self._engine.detach_hops(self.switched(), parallel=True))
 
 
 def drop_reasons_from_btf(

@@ -188,6 +188,7 @@ class Engine:
         self._obj: libbpf.BpfObject | None = None
         self._late_objs: list[libbpf.BpfObject] = []  # attach_late(): programs sharing _obj's maps
         self._first_attached: Callable[[float], None] | None = None
+        self._fentry_reattach: bool | None = None  # fentry_reattaches(), found on first use
         self._shared_btf = kernel_btf
         self._kernel_btf: libbpf.Btf | None = kernel_btf  # else parsed on first need, then freed
         # Links of each attached hop, and the programs of its family (to attach again after
@@ -585,6 +586,34 @@ class Engine:
             if why:
                 refused["fentry"] = why
         return refused
+
+    def fentry_reattaches(self) -> bool:
+        """Whether an fentry program, once detached, can be attached again.  Kernels before 5.13
+        clear a tracing program's target at its first attach, and a second attach fails with
+        ENOENT (bpf_tracing_prog_attach; the re-attach came with "bpf: Allow trampoline re-attach
+        for tracing and lsm programs"): there a detached fentry hook is lost until reloaded.
+        Found once, on features.bpf.o's fentry program: attach, detach, attach again."""
+        if self._fentry_reattach is None:
+            self._fentry_reattach = self._probe_fentry_reattach()
+        return self._fentry_reattach
+
+    def _probe_fentry_reattach(self) -> bool:
+        path = os.path.join(os.path.dirname(self.object_path), "features.bpf.o")
+        if not os.path.exists(path):
+            return False
+        obj = libbpf.BpfObject(path)
+        try:
+            prog = next(p for p in obj.programs if p.name == "fentry__probe")
+            for p in obj.programs:
+                p.set_autoload(p is prog)
+            obj.load()
+            prog.attach().destroy()
+            prog.attach().destroy()
+            return True
+        except (libbpf.LibbpfError, StopIteration):
+            return False
+        finally:
+            obj.close()
 
     def _fentry_refused(self) -> str:
         """Load features.bpf.o's one fentry program: "" if the kernel takes it, else why not."""
