@@ -271,6 +271,11 @@ class WindowController:
         start, the first probe as early as possible), then run the windows on a thread of their own:
         from the moment this returns, no path hook is attached outside a window."""
         self._detach()
+        # Until an attach has been timed, the start's detach stands in for it: detaching a
+        # function hook waits for grace periods, so it takes at least as long as attaching; without
+        # this the first windows of a slow machine (an emulated guest: seconds) open with the
+        # 50 ms lead and are missed.
+        self.counters.last_attach_s = self.counters.detach_seconds
         self._detached_at_start = True
         self._thread = threading.Thread(target=self.run, name="pktpath-windows", daemon=True)
         self._thread.start()

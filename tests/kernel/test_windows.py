@@ -132,10 +132,10 @@ def test_windows_open_on_the_clock_and_path_hooks_are_attached_only_around_them(
         # Attached only from the lead before an opening until the close and its linger (nothing is
         # followed here, so the linger ends at once, but a loaded machine may take that long to run
         # the window thread), with 100 ms for the reads themselves.  The lead is LEAD_S, or twice
-        # the last attach's time when that is longer (WindowController.lead_s): at most twice the
-        # sum of the attach edges the agent reports.
-        attach_s = agent.value("pktpath_sampling_window_edge_seconds_sum", edge="attach")
-        lead = max(LEAD_S, 2 * attach_s)
+        # the last attach's time when that is longer (WindowController.lead_s; before the first
+        # attach, the start's detach time): at most twice the sums of the edges the agent reports.
+        edge_s = [agent.value("pktpath_sampling_window_edge_seconds_sum", edge=e) for e in ("attach", "detach")]
+        lead = max(LEAD_S, 2 * max(edge_s))
         slack = 0.1
         for before, after, attached, _ in samples:
             if attached:

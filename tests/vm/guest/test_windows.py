@@ -25,7 +25,8 @@ def windows_done(agent: AgentProcess) -> float:
 def test_path_hooks_come_and_go_with_the_windows(agent: AgentProcess) -> None:
     # Under emulation the first attach of a trampoline can take a second: two windows at most.
     assert wait_until(lambda: windows_done(agent) >= 1, 2 * PERIOD + 5), agent.log()
-    assert agent.value("pktpath_sampling_windows_total", outcome="missed") == 0, agent.log()
+    # Once a window has opened, the lead has measured this machine's attach: none is missed after.
+    missed = agent.value("pktpath_sampling_windows_total", outcome="missed")
     stays = STAYS in agent.log()
     # How long the edges take varies with the family and the emulation (an fentry detach waits for
     # RCU Tasks grace periods, seconds in a guest; the lead before an opening grows with the last
@@ -49,6 +50,7 @@ def test_path_hooks_come_and_go_with_the_windows(agent: AgentProcess) -> None:
                 seen[hook]["off"] = True  # stays attached by design on this kernel (checked below)
         time.sleep(0.1)
     assert all(v["on"] and v["off"] for v in seen.values()), (seen, agent.log())
+    assert agent.value("pktpath_sampling_windows_total", outcome="missed") == missed, agent.log()
     if stays:
         # Only fentry hooks stay, and only on a kernel that refused a second attach (features.bpf.o).
         assert attached(agent, FUNCTION_HOOK) == {"fentry"}, agent.log()
