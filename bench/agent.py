@@ -44,18 +44,22 @@ class AgentRun:
     """One `pktpath run` process.  Its stderr is read by a thread that stamps each line
     with time.monotonic() on arrival, so start-up can be timed from the parent's side."""
 
-    def __init__(self, binary: str | None = None, extra_yaml: str = "") -> None:
+    def __init__(self, binary: str | None = None, extra_yaml: str = "", no_config: bool = False) -> None:
+        """`no_config`: `pktpath run` exactly as a user types it, built-in defaults and no file
+        (the default metrics port must then be free); else a config file with `extra_yaml`."""
         self.binary = binary or pktpath_bin()
         self._dir = tempfile.TemporaryDirectory(prefix="pktpath-bench-")
         cfg = Path(self._dir.name) / "agent.yaml"
         # Port 0: the kernel picks a free port and the agent logs it, so there is
         # no race with other agents (other people's tests) on this machine.
         cfg.write_text("metrics:\n  listen: 127.0.0.1:0\n" + extra_yaml)
+        if no_config and extra_yaml:
+            raise ValueError("no_config and extra_yaml exclude each other")
         self._lines: list[tuple[float, str]] = []
         self._cond = threading.Condition()
         self.spawned_at = time.monotonic()
         self.proc = subprocess.Popen(
-            [self.binary, "run", "-c", str(cfg)],
+            [self.binary, "run"] + ([] if no_config else ["-c", str(cfg)]),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

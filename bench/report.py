@@ -21,7 +21,8 @@ def _startup(r: dict[str, Any], lines: list[str]) -> None:
     s = r["summary"]
     target = r["target_ms"]
     n = len(r["runs"])
-    lines.append(f"Start-up ({n} starts)                       median       max   target")
+    lines.append(f"Start-up ({n} starts of `pktpath run`: no config file, the built-in defaults)")
+    lines.append(f"  {'':<40}{'median':>10}{'max':>10}   target")
     rows = [
         ("spawn -> log 'first probe attached'", s["spawn_to_log_line_ms"], f"< {target:.0f} ms"),
         ("agent's own figure (from main())", s["agent_reported_ms"], ""),

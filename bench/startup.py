@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import statistics
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 from bench.agent import AgentRun
 from bench.procs import BenchError, bpftool_available, perf_attached
 from bench.stats import summarize
+from exporter.config.model import DEFAULT_LISTEN
 
 START_TARGET_S = 0.2
 RSS_TARGET_MB = 60.0
@@ -28,8 +30,24 @@ def cpu_pressure_us() -> int | None:
     return None
 
 
+def require_default_port() -> None:
+    """The default config's metrics port must be free: start-up and memory measure `pktpath run`
+    with no config file, exactly as the README's quick start runs it."""
+    host, _, port = DEFAULT_LISTEN.rpartition(":")
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the agent: TIME_WAIT is no owner
+        try:
+            s.bind((host, int(port)))
+        except OSError as exc:
+            raise BenchError(
+                f"port {port} (the default metrics.listen, {DEFAULT_LISTEN}) is busy: {exc.strerror};"
+                " the start-up benchmark runs the agent with no config and needs it"
+            ) from None
+
+
 def measure_startup(runs: int, binary: str, deadline: float) -> dict[str, Any]:
-    """Start and stop the agent `runs` times (fewer if `deadline`, a monotonic time, is reached).
+    """Start and stop the agent `runs` times (fewer if `deadline`, a monotonic time, is reached),
+    with no config file: the built-in defaults, as `pktpath run` starts on a fresh node.
 
     A start during which other tasks kept a CPU busy (PSI cpu pressure of MAX_PRESSURE_MS or more
     between spawn and 'serving') measures the machine, not the agent: it is run again, at most
@@ -37,8 +55,9 @@ def measure_startup(runs: int, binary: str, deadline: float) -> dict[str, Any]:
     records: list[dict[str, Any]] = []
     discarded: list[dict[str, Any]] = []
     while len(records) < runs and time.monotonic() < deadline:
+        require_default_port()
         p0 = cpu_pressure_us()
-        with AgentRun(binary) as agent:
+        with AgentRun(binary, no_config=True) as agent:
             attach_s, own_ms = agent.wait_attached()
             serving_s = agent.wait_serving()
             p1 = cpu_pressure_us()
@@ -91,8 +110,10 @@ def measure_startup(runs: int, binary: str, deadline: float) -> dict[str, Any]:
 
 
 def measure_memory(binary: str, idle_s: float = 2.0, scrapes: int = 100) -> dict[str, Any]:
-    """VmRSS once idle after start-up, then again after `scrapes` sequential /metrics requests."""
-    with AgentRun(binary) as agent:
+    """VmRSS once idle after start-up, then again after `scrapes` sequential /metrics requests
+    (the built-in defaults, no config file)."""
+    require_default_port()
+    with AgentRun(binary, no_config=True) as agent:
         agent.start_ready()
         time.sleep(idle_s)
         idle = agent.status_kb()

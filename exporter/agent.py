@@ -34,19 +34,21 @@ from exporter import __version__
 from exporter.config import Config, load_config
 from exporter.errors import PktpathError
 from exporter.k8s.pods import ApiPodSource, PodResolver, resolver_from_config
-from exporter.kernel.facade import KernelSide
 from exporter.loader import libbpf
 from exporter.loader.engine import ModuleWatch, start_engine
 from exporter.loader.host import Host
 from exporter.metrics.listener import bind_listener
-from exporter.paths import own_traffic
-from exporter.paths.kernel_config import PathControl, PathSettings
-from exporter.paths.own_traffic import OwnTraffic, netns_inode
-from exporter.paths.windows import WindowController, WindowSettings
 
+# What is needed only once the first probe is attached is imported there (Agent.run): the kernel
+# facade, path control and windows cost ~25 ms of imports that would delay the first probe.
 if TYPE_CHECKING:
+    from exporter.kernel.facade import KernelSide
     from exporter.metrics.server import MetricsServer
+    from exporter.paths import own_traffic
+    from exporter.paths.kernel_config import PathControl
+    from exporter.paths.own_traffic import OwnTraffic
     from exporter.paths.pipeline import PathPipeline
+    from exporter.paths.windows import WindowController
     from exporter.traces.export import Tracing
 
 log = logging.getLogger("pktpath")
@@ -106,6 +108,11 @@ class Agent:
         except BaseException:
             listener.close()
             raise
+        from exporter.kernel.facade import KernelSide
+        from exporter.paths.kernel_config import PathSettings
+        from exporter.paths.own_traffic import netns_inode
+        from exporter.paths.windows import WindowController, WindowSettings
+
         self.kernel = kernel = KernelSide(engine, btf)
         report = kernel.report
         server: MetricsServer | None = None
@@ -200,6 +207,9 @@ class Agent:
 
     def reload(self) -> None:
         """Re-read the config file; apply filter and sampling live, keep the old config if invalid."""
+        from exporter.paths.kernel_config import PathSettings
+        from exporter.paths.windows import WindowSettings
+
         if self.config_path is None:
             log.info("SIGHUP: no config file to reload (running with built-in defaults)")
             return
@@ -233,6 +243,7 @@ class Agent:
         log.info("reloaded %s: filter and sampling applied", self.config_path)
 
     def _own_endpoints(self, cfg: Config) -> list[own_traffic.Endpoint]:
+        from exporter.paths import own_traffic
         from exporter.traces.choice import endpoint_address
 
         reads_pod_api = self.pods is not None and isinstance(self.pods.source, ApiPodSource)

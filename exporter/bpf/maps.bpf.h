@@ -164,7 +164,8 @@ struct cpu_state {
 	__u8 cur_proto;
 	__u8 cur_family;
 	__u8 cur_replied;   /* the kernel started a reply to it: later lookups are the reply's (paths.bpf.h) */
-	__u8 _pad[7];
+	__u8 _pad[3];
+	__u32 drop_reason;  /* the drop program's reason (or evidence), for its continuation (pktpath.bpf.c) */
 	__u64 nft_path; /* path of the packet nft_do_chain is evaluating (see hooks.bpf.h) */
 	__u64 qx_skb;   /* the skb __ip_queue_xmit/ip6_xmit was last called with (hooks.bpf.h) */
 	__u64 qx_ts;    /* ... and when */
@@ -176,6 +177,19 @@ struct {
 	__type(key, __u32);
 	__type(value, struct cpu_state);
 } cpu_state SEC(".maps");
+
+/*
+ * The drop program's continuation (pktpath.bpf.c): slot 0 holds drop_capture
+ * once the agent's second load is done (exporter/loader/engine.py).  While it
+ * is empty the tail call falls through: drops are counted, and only their
+ * paths wait for the second load.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} drop_next SEC(".maps");
 
 /* drops.bpf.h: the device of the last reassembly-timeout drop on this CPU that had one. */
 struct frag_owner {

@@ -6,6 +6,8 @@ or raise ``exporter.errors.ConfigError`` with a one-line ``<source>:<line>: <key
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from exporter.config.loader import load_config, parse_config
 from exporter.config.model import (
     DEFAULT_LISTEN,
@@ -19,7 +21,22 @@ from exporter.config.model import (
     ProbesConfig,
     SamplingConfig,
 )
-from exporter.config.schema import SECTIONS, Key, Kind, Section
+
+if TYPE_CHECKING:
+    from exporter.config.schema import SECTIONS, Key, Kind, Section
+
+# The schema (every key's type, default and check) is for parsing a file, validating and the docs:
+# imported on first use, so an agent with no config file reaches its first probe without it.
+_SCHEMA_NAMES = frozenset({"SECTIONS", "Key", "Kind", "Section"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _SCHEMA_NAMES:
+        from exporter.config import schema
+
+        return getattr(schema, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_LISTEN",

@@ -15,7 +15,7 @@ from typing import Any
 from exporter.config.schema import SECTIONS, Key, Kind
 from exporter.config.values import IntRange, OneOf, PowerOfTwo
 
-# A string key may hold ${VAR} references, expanded by the agent on the node (config/loader.py):
+# A string key may hold ${VAR} references, expanded by the agent on the node (config/parse.py):
 # a choice key such as probes.mode must accept "${MODE}" too.
 VAR_REFERENCE = r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}"
 _TYPES = {Kind.STRING: "string", Kind.INTEGER: "integer", Kind.BOOLEAN: "boolean"}

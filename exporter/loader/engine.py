@@ -170,6 +170,22 @@ class HopTiming:
     error: str = ""  # attach only: why the hop stays detached
 
 
+# Programs reached only by a tail call from another program (program -> its program array and
+# slot), never attached: the drop program's continuation (pktpath.bpf.c).  They load with the
+# second load, and are put in their slot once loaded.
+CONTINUATIONS: dict[str, tuple[str, int]] = {"drop_capture": ("drop_next", 0)}
+# What is lost when a continuation cannot load (the verifier refused it on this kernel).
+_TAIL_LOSS = {
+    "drop_capture": "dropped packets are counted, but get no path (drop capture, and the drop hop of followed packets)"
+}
+
+
+def _refused_name(exc: libbpf.LibbpfError, names: Iterable[str]) -> str | None:
+    """Which of `names` libbpf says the kernel refused, if one of them."""
+    wanted = set(names)
+    return next((m.group(1) for line in exc.log if (m := _REFUSED.search(line)) and m.group(1) in wanted), None)
+
+
 class Engine:
     """One loaded BPF object and its links. Not thread-safe; owned by the agent."""
 
@@ -214,20 +230,35 @@ class Engine:
             raise KernelError(f"{self.object_path}: BPF object missing; build it with `make build`")
         t0 = time.monotonic()
         disabled: dict[str, str] = {}  # program name -> why it is not loaded
-        self._refused_families = self._precheck_families()
+        # fentry's probe (a load of features.bpf.o) waits until the drop program is attached:
+        # only the second load needs its answer, and the first probe comes a load sooner.
+        self._refused_families = self._precheck_families(fentry=False)
+        fentry_pending = True
         # Two loads: the drop program alone first, then every other program as a second object
         # sharing its maps.  The verifier takes tens of milliseconds per program that parses
         # headers (bounded by the packet's length, every branch explored), so counting drops,
         # the agent's first duty, starts after one program's verification instead of all of
-        # them; the path and verdict hops follow a few hundred milliseconds later.
+        # them; the path and verdict hops follow a few hundred milliseconds later.  The drop
+        # program itself only counts: its header parsing (drop capture) is a continuation it
+        # tail-calls, loaded with the second load (CONTINUATIONS).
         later: set[str] = set()
         for _ in range(_MAX_LOAD_ATTEMPTS):
             obj, specs = self._open(disabled)
-            loadable = {p.name for p in obj.programs if p.autoload}
+            loadable = {p.name for p in obj.programs if p.autoload and p.name in specs}
             first = {n for n in loadable if specs[n].hop == DROP_HOP}
+            if fentry_pending and not first:
+                # No drop program (excluded, or another object): one load of everything, which
+                # needs fentry's answer first.
+                fentry_pending = False
+                if self._note_fentry_refused():
+                    obj.close()
+                    obj, specs = self._open(disabled)
+                    loadable = {p.name for p in obj.programs if p.autoload and p.name in specs}
             later = loadable - first if first else set()
+            # A continuation is called by the drop program: loaded second, and only with it.
+            continuations = {p.name for p in obj.programs if p.name in CONTINUATIONS} if first else set()
             for prog in obj.programs:
-                if prog.name in later:
+                if prog.name in later or prog.name in CONTINUATIONS:
                     prog.set_autoload(False)
             try:
                 obj.load()
@@ -251,9 +282,15 @@ class Engine:
         hops = group_hops(specs.values())
         self.report = AttachReport(hops=hops, load_seconds=load_s)
         self._attach_all(obj, hops, {**disabled, **dict.fromkeys(later, "loaded after the drop program")})
-        if later:
+        if later or continuations:
             t1 = time.monotonic()
-            self._attach_late([s for s in hops.values() if not s.attached], later, known=disabled)
+            if fentry_pending and self._note_fentry_refused():
+                fentry_programs = {n for n in later if specs[n].family == "fentry"}
+                later -= fentry_programs
+                disabled.update(dict.fromkeys(fentry_programs, self._refused_families["fentry"]))
+            self._attach_late(
+                [s for s in hops.values() if not s.attached], later, known=disabled, continuations=continuations
+            )
             self.report.load_seconds += time.monotonic() - t1
         self._log_missing(hops)
         self._free_kernel_btf()  # ~10 MB: parsed again if a late attach needs it
@@ -320,13 +357,21 @@ class Engine:
         finally:
             self._free_kernel_btf()
 
-    def _attach_late(self, retry: list[HopStatus], wanted: set[str], known: dict[str, str] | None = None) -> list[str]:
+    def _attach_late(
+        self,
+        retry: list[HopStatus],
+        wanted: set[str],
+        known: dict[str, str] | None = None,
+        continuations: Iterable[str] = (),
+    ) -> list[str]:
         """Load `wanted` as a second object sharing the first's maps and attach the hops of `retry`
         from it; the hops attached now.  `known` (start-up's second load): why each program not
         wanted was left out, and the report then takes this attempt's problems for every hop of
-        `retry`, not only for those attached."""
+        `retry`, not only for those attached.  `continuations` (start-up's second load too) load
+        with them and go into their program arrays."""
         assert self._obj is not None and self.report is not None
         disabled: dict[str, str] = {}
+        tail = set(continuations)
         for _ in range(_MAX_LOAD_ATTEMPTS):
             obj = libbpf.BpfObject(self.object_path)
             specs: dict[str, ProgramSpec] = {}
@@ -340,7 +385,7 @@ class Engine:
                             disabled[prog.name] = missing
             _disable_partners(specs, disabled)
             for prog in obj.programs:
-                prog.set_autoload(prog.name in wanted and prog.name not in disabled)
+                prog.set_autoload((prog.name in wanted and prog.name not in disabled) or prog.name in tail)
             if not any(p.autoload for p in obj.programs):
                 obj.close()
                 return []
@@ -353,6 +398,14 @@ class Engine:
                 obj.load()
             except libbpf.LibbpfError as exc:
                 obj.close()
+                refused_tail = _refused_name(exc, tail)
+                if refused_tail is not None:
+                    # The hops still attach; what the continuation adds is what is lost.
+                    log.warning(
+                        "program %s not loaded (%s): %s", refused_tail, os.strerror(exc.errno), _TAIL_LOSS[refused_tail]
+                    )
+                    tail.discard(refused_tail)
+                    continue
                 if self._refused_program(exc, specs, disabled) is None:
                     log.warning("late attach: %s", self._load_error(exc))
                     return []
@@ -360,6 +413,7 @@ class Engine:
             break
         else:
             return []
+        installed = self._install_continuations(obj, tail)
         before = set(self.report.attached)
         statuses = {s.hop: HopStatus(s.hop, s.families) for s in retry}
         left_out = {n: (known or {}).get(n, "not retried") for n in specs if n not in wanted}
@@ -372,11 +426,22 @@ class Engine:
             for hop, st in statuses.items():
                 if not st.attached:
                     self.report.hops[hop].problems = st.problems
-        if now:
+        if now or installed:
             self._late_objs.append(obj)
         else:
             obj.close()
         return now
+
+    def _install_continuations(self, obj: libbpf.BpfObject, names: Iterable[str]) -> int:
+        """Put these loaded programs of `obj` in their program arrays (CONTINUATIONS); how many."""
+        assert self._obj is not None
+        done = 0
+        for prog in obj.programs:
+            if prog.name in names and prog.loaded:
+                array, slot = CONTINUATIONS[prog.name]
+                self._obj.map(array).update(slot.to_bytes(4, "little"), prog.fd.to_bytes(4, "little"))
+                done += 1
+        return done
 
     # -- attach control: hops detached and attached again, programs stay loaded ----
 
@@ -574,18 +639,25 @@ class Engine:
             )
         return ""
 
-    def _precheck_families(self) -> dict[str, str]:
+    def _precheck_families(self, kprobe: bool = True, fentry: bool = True) -> dict[str, str]:
         """Families this kernel refuses, found cheaply before the real load: each refused
         family would otherwise cost a failed load of the whole object (and its verifier time)."""
         refused: dict[str, str] = {}
         allowed = allowed_families(self.options.mode)
-        if "kprobe" in allowed and not self.host.has_kprobes():
+        if kprobe and "kprobe" in allowed and not self.host.has_kprobes():
             refused["kprobe"] = "kprobes not available on this kernel (no kprobe PMU or kprobe_events)"
-        if "fentry" in allowed:
+        if fentry and "fentry" in allowed:
             why = self._fentry_refused()
             if why:
                 refused["fentry"] = why
         return refused
+
+    def _note_fentry_refused(self) -> bool:
+        """Run fentry's precheck now; True if this kernel refuses the family (then recorded)."""
+        why = self._precheck_families(kprobe=False).get("fentry")
+        if why:
+            self._refused_families["fentry"] = why
+        return bool(why)
 
     def fentry_reattaches(self) -> bool:
         """Whether an fentry program, once detached, can be attached again.  Kernels before 5.13

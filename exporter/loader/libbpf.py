@@ -10,7 +10,6 @@ last lines libbpf logged, so callers never see a raw ctypes failure.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import mmap
 import os
@@ -163,12 +162,14 @@ class _Libbpf:
     """The loaded shared library plus a bounded buffer of its log lines."""
 
     def __init__(self) -> None:
-        path = ctypes.util.find_library("bpf")
         try:
             # Ask for the 1.x ABI by soname; find_library may return the dev
             # symlink or nothing on minimal images.
             self.lib = ctypes.CDLL(_LIBBPF_SONAME, use_errno=True)
         except OSError as exc:
+            from ctypes.util import find_library  # imports subprocess (~4 ms): only for this message
+
+            path = find_library("bpf")
             raise KernelError(
                 f"cannot load {_LIBBPF_SONAME} ({exc}); install it: apt-get install libbpf1"
                 + (f" (found {path}, which is not the 1.x ABI)" if path else "")

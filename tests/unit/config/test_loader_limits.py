@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from exporter.config import parse_config
-from exporter.config.loader import MAX_CONFIG_BYTES, MAX_NESTING, load_config
+from exporter.config.loader import MAX_CONFIG_BYTES, load_config
+from exporter.config.parse import MAX_NESTING
 from exporter.errors import ConfigError
 from tests.agent_process import pktpath_bin
 
