@@ -278,16 +278,24 @@ def measure_load(
     pair: NetPair, binary: str, rounds: int, seconds: float, deadline: float, log: Callable[[str], None]
 ) -> dict[str, Any]:
     trials: list[dict[str, Any]] = []
-    runs = [("unlimited", None), (f"budget {BUDGET}/s", BUDGET)]
+    # (label, path budget, OTLP protocol, rates): gRPC at every rate; HTTP at 1,000 paths/s, to
+    # show what each transport's libraries hold in memory (grpcio's shared library is ~10 MB of it).
+    runs = [
+        ("unlimited", None, "grpc", LOAD_RATES),
+        (f"budget {BUDGET}/s", BUDGET, "grpc", LOAD_RATES[-1:]),
+        ("otlp/http", None, "http/protobuf", [r for r in LOAD_RATES if r == BUDGET]),
+    ]
     for rnd in range(1, rounds + 1):
-        if time.monotonic() + (len(LOAD_RATES) + 1) * (seconds + 2) + 10 > deadline:
+        if time.monotonic() + (len(LOAD_RATES) + 2) * (seconds + 2) + 10 > deadline:
             break
-        for label, budget in runs:
-            yaml = paths_yaml(1, max_paths=budget or 0, drop_one_in=0, src=f"{pair.tx_ip}/32")
+        for label, budget, protocol, rates in runs:
+            yaml = paths_yaml(1, max_paths=budget or 0, drop_one_in=0, src=f"{pair.tx_ip}/32").replace(
+                "protocol: grpc", f"protocol: {protocol}"
+            )
             with AgentRun(binary, extra_yaml=yaml) as agent:
                 agent.start_ready()
                 time.sleep(1.0)  # past the OTel SDK's lazy imports after 'serving'
-                for pps in LOAD_RATES if budget is None else LOAD_RATES[-1:]:
+                for pps in rates:
                     t = _load_trial(pair, agent, pps, seconds, label)
                     t["round"] = rnd
                     trials.append(t)
@@ -641,7 +649,7 @@ def measure_paths(
         load_rounds = 1 if quick else 2
         load_seconds = 3.0 if quick else LOAD_SECONDS
         # The overhead rounds stop early (and say how many ran) so the load part still fits the time limit.
-        load_cost = load_rounds * ((len(LOAD_RATES) + 1) * (load_seconds + 1) + 10)
+        load_cost = load_rounds * ((len(LOAD_RATES) + 2) * (load_seconds + 1) + 10)
         result["overhead"] = measure_overhead(pair, binary, rounds, seconds, window, deadline - load_cost, log)
         log(f"paths: agent load, {load_rounds} round(s) x {len(LOAD_RATES) + 1} rates x {load_seconds:g} s ...")
         result["load"] = measure_load(pair, binary, load_rounds, load_seconds, deadline, log)

@@ -172,6 +172,12 @@ def tracing_programs() -> TracingPrograms | None:
     return TracingPrograms(entries=tuple(sorted((pid, tp) for pid, _prog, tp in held)))
 
 
+def programs_on(pid: int, tracepoint: str) -> set[int]:
+    """Ids of the BPF programs process `pid` has on `tracepoint` (bpftool perf list)."""
+    entries = _perf_list() or []
+    return {int(str(e["prog_id"])) for e in entries if e.get("pid") == pid and e.get("tracepoint") == tracepoint}
+
+
 def perf_attached(pid: int, tracepoint: str) -> bool:
     """True once process `pid` has a BPF program on `tracepoint` (bpftool perf list)."""
     entries = _perf_list() or []

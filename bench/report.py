@@ -278,16 +278,22 @@ def _paths(p: dict[str, Any], lines: list[str]) -> None:
             f" {ld['seconds_per_trial']:g} s each, {ld['rounds_done']} round(s)"
         )
         lines.append(
-            f"  {'run':<14}{'rnd':>4}{'sent pkt/s':>11}{'CPU %':>7}{'RSS MB':>8}{'started':>10}"
+            f"  {'run':<14}{'rnd':>4}{'sent pkt/s':>11}{'CPU %':>7}{'RSS MB':>8}{'anon MB':>8}{'started':>10}"
             f"{'finished':>10}{'refused':>10}{'ev. lost':>10}{'spans dropped':>15}"
         )
         for t in ld["trials"]:
+            anon = t.get("status_kb", {}).get("RssAnon")
             lines.append(
                 f"  {t['label']:<14}{t['round']:>4}{t['pps']:>11,.0f}{t['cpu_percent']:>7.1f}"
-                f"{t['rss_mb']:>8.1f}{t['paths_started']:>10,.0f}{t['paths_finished']:>10,.0f}"
+                f"{t['rss_mb']:>8.1f}{(f'{anon / 1024:.1f}' if anon is not None else '-'):>8}"
+                f"{t['paths_started']:>10,.0f}{t['paths_finished']:>10,.0f}"
                 f"{t['paths_refused']:>10,.0f}{t['events_lost']:>10,.0f}{t['spans_dropped']:>15,.0f}"
             )
         lines.append("  started/finished/refused/lost: deltas over the trial; started should equal sent x seconds")
+        lines.append(
+            "  unlimited, budget: spans over OTLP/gRPC; otlp/http: over OTLP/HTTP; to a closed port (every span"
+            " counted as dropped).  anon MB: the private part of RSS (RssAnon); the rest is shared library code"
+        )
 
 
 def _hops_kernel(label: str, r: dict[str, Any], lines: list[str]) -> None:

@@ -5,12 +5,14 @@ it counts every packet."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 
-from bench.procs import tracing_programs
+from bench.procs import programs_on, tracing_programs
 from exporter.config import load_config
 from exporter.decoders.counters import DropCounterReader
 from exporter.loader.engine import Engine, EngineOptions
@@ -87,3 +89,24 @@ def test_path_hops_detach_together_in_threads_and_attach_again(engine: Engine) -
     for hop in path:
         if families[hop] == "tracepoint":
             assert ours_on(hop), hop
+
+
+def test_drop_capture_is_the_drop_programs_continuation(engine: Engine, lab: Lab) -> None:
+    """The drop program only counts and tail-calls drop_capture (pktpath.bpf.c), which the second
+    load puts in drop_next's slot: the kernel holds that very program there, and drops are still
+    counted one for one."""
+    raw = engine.map("drop_next").lookup((0).to_bytes(4, "little"))
+    assert raw is not None, "drop_next's slot is empty: drop capture was not installed"
+    prog_id = int.from_bytes(raw[:4], "little")  # a program array answers userspace with the program's id
+    shown = json.loads(
+        subprocess.run(
+            ["bpftool", "-j", "prog", "show", "id", str(prog_id)], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert shown["name"] == "drop_capture"
+    assert shown["type"] == "tracing"
+    # One program of ours on kfree_skb, the counting one: drop_capture is reached by the tail call only.
+    on_kfree_skb = programs_on(os.getpid(), "kfree_skb")
+    assert len(on_kfree_skb) == 1 and prog_id not in on_kfree_skb, on_kfree_skb
+    lab.send_udp(lab.client, lab.server_ip, CLOSED_PORT, N)
+    assert udp_drops(engine, lab.if_server) == N
