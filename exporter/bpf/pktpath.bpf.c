@@ -38,16 +38,19 @@ int BPF_PROG(kfree_skb__tp_btf, struct sk_buff *skb, void *location)
 {
 	/* Before 5.17: evidence in place of the reason the kernel does not give (drops.bpf.h). */
 	__u32 reason = drop_reason_or_evidence(ctx, skb);
-	struct cpu_state *st;
 
 	if (reason_is_consumed(reason))
 		return 0;
 	count_drop(skb, reason, (__u64)location);
-	/* Evidence is read once (it clears the rp_filter note it uses): handed over, not redone. */
-	st = this_cpu_state();
-	if (!st)
-		return 0;
-	st->drop_reason = reason;
+	/* Evidence is read once (it clears the rp_filter note it uses): handed over in this CPU's
+	 * state, not redone.  A reason is the tracepoint's argument: the continuation reads it there. */
+	IF_NO_DROP_REASONS({
+		struct cpu_state *st = this_cpu_state();
+
+		if (!st)
+			return 0;
+		st->drop_reason = reason;
+	});
 	bpf_tail_call(ctx, &drop_next, 0);
 	return 0;
 }
@@ -57,10 +60,16 @@ int BPF_PROG(kfree_skb__tp_btf, struct sk_buff *skb, void *location)
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(drop_capture, struct sk_buff *skb, void *location)
 {
-	struct cpu_state *st = this_cpu_state();
+	__u32 reason = kfree_skb_reason_arg(ctx);
 
-	if (st)
-		path_drop(skb, st->drop_reason, (__u64)location);
+	IF_NO_DROP_REASONS({
+		struct cpu_state *st = this_cpu_state();
+
+		if (!st)
+			return 0;
+		reason = st->drop_reason;
+	});
+	path_drop(skb, reason, (__u64)location);
 	return 0;
 }
 
