@@ -140,6 +140,7 @@ class PodResolver:
         self._by_netns: dict[int, PodRef] = {}
         self._last_seen: dict[int, float] = {}  # netns -> when its pod was last seen alive
         self._named: set[str] = set()  # pod UIDs given their own label (bounded by max_pods)
+        self._retiring: set[int] = set()  # expired at the last expiry pass: still named until the next
         self._next_refresh = 0.0
         self.refreshes = 0
         self.errors = 0
@@ -161,17 +162,28 @@ class PodResolver:
 
     def expired(self, netns_seen: Iterable[int]) -> set[int]:
         """Of the namespaces the kernel still counts for, those whose pod vanished longer than
-        expire_seconds ago: their counters can go."""
+        expire_seconds ago: their counters can go.  Called once per expiry pass.
+
+        An expired namespace keeps its pod's labels until the next pass.  The caller deletes its
+        counters now, and a metrics collection that read a counter just before that deletion
+        still names the pod, instead of showing the pod's whole count once more as a series of
+        no pod.  At the next pass the labels go, and counters that appeared in the namespace
+        meanwhile (a late drop in a dying pod's namespace) are returned again, to go too."""
         self._maybe_refresh()
         now = self._clock()
+        seen = set(netns_seen)
         with self._lock:
-            gone = {ns for ns in netns_seen if ns in self._last_seen and now - self._last_seen[ns] > self._expire}
-            for ns in gone:
-                self._last_seen.pop(ns, None)
+            # Not seen alive again since (a reused namespace inode belongs to its new pod).
+            retired = {ns for ns in self._retiring if ns not in self._last_seen}
+            for ns in retired:
                 ref = self._by_netns.pop(ns, None)
                 if ref is not None:
                     self._named.discard(ref.uid)
-        return gone
+            gone = {ns for ns in seen if ns in self._last_seen and now - self._last_seen[ns] > self._expire}
+            for ns in gone:
+                self._last_seen.pop(ns, None)
+            self._retiring = gone
+        return gone | (retired & seen)
 
     # -- refresh -------------------------------------------------------------
 

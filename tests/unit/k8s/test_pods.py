@@ -95,7 +95,31 @@ def test_deleted_pod_expires_after_grace(tmp_path: Path) -> None:
     assert r.expired({ns[10]}) == set()
     clock.now += 31
     assert r.expired({ns[10], 12345}) == {ns[10]}  # unknown namespaces never expire
+    # Its counters go now; a collection that read one just before still names the pod ...
+    assert r.labels(ns[10]) == ("shop", "checkout-1")
+    # ... and at the next pass the name goes, with the counters a late drop made meanwhile.
+    assert r.expired({ns[10]}) == {ns[10]}
     assert r.pod(ns[10]) is None
+    assert r.expired({ns[10]}) == set()  # nothing more: a series of no pod from here on is a new one
+
+
+def test_a_namespace_seen_alive_again_keeps_its_new_pod(tmp_path: Path) -> None:
+    """A namespace inode the kernel reuses for a new pod between two expiry passes is that pod's."""
+    ns = fake_proc(tmp_path, {10: pod_cgroup(UID_A)})
+    clock = Clock()
+    source = Pods({UID_A: PodRef("shop", "checkout-1", uid=UID_A)})
+    r = PodResolver(source, proc_root=str(tmp_path), refresh_seconds=5, expire_seconds=60, clock=clock)
+    assert r.labels(ns[10]) == ("shop", "checkout-1")
+    source.list = {}
+    (tmp_path / "10" / "cgroup").write_text("")
+    clock.now += 61
+    assert r.expired({ns[10]}) == {ns[10]}
+    source.list = {UID_B: PodRef("shop", "checkout-2", uid=UID_B)}
+    (tmp_path / "10" / "cgroup").write_text(pod_cgroup(UID_B))
+    clock.now += 5
+    assert r.labels(ns[10]) == ("shop", "checkout-2")
+    assert r.expired({ns[10]}) == set()
+    assert r.labels(ns[10]) == ("shop", "checkout-2")
 
 
 def test_source_outage_keeps_the_last_known_pods(tmp_path: Path) -> None:
