@@ -170,13 +170,22 @@ class HopTiming:
     error: str = ""  # attach only: why the hop stays detached
 
 
-# Programs reached only by a tail call from another program (program -> its program array and
-# slot), never attached: the drop program's continuation (pktpath.bpf.c).  They load with the
-# second load, and are put in their slot once loaded.
-CONTINUATIONS: dict[str, tuple[str, int]] = {"drop_capture": ("drop_next", 0)}
-# What is lost when a continuation cannot load (the verifier refused it on this kernel).
-_TAIL_LOSS = {
-    "drop_capture": "dropped packets are counted, but get no path (drop capture, and the drop hop of followed packets)"
+@dataclass(frozen=True)
+class Continuation:
+    """A program reached only by a tail call from another, never attached (pktpath.bpf.c)."""
+
+    array: str  # its program array ...
+    slot: int  # ... and slot there
+    loss: str  # what is lost when it cannot load (the verifier refused it on this kernel)
+
+
+# They load with the second load, and are put in their slot once loaded.
+CONTINUATIONS = {
+    "drop_capture": Continuation(
+        "drop_next",
+        0,
+        "dropped packets are counted, but get no path (drop capture, and the drop hop of followed packets)",
+    ),
 }
 
 
@@ -402,7 +411,10 @@ class Engine:
                 if refused_tail is not None:
                     # The hops still attach; what the continuation adds is what is lost.
                     log.warning(
-                        "program %s not loaded (%s): %s", refused_tail, os.strerror(exc.errno), _TAIL_LOSS[refused_tail]
+                        "program %s not loaded (%s): %s",
+                        refused_tail,
+                        os.strerror(exc.errno),
+                        CONTINUATIONS[refused_tail].loss,
                     )
                     tail.discard(refused_tail)
                     continue
@@ -438,8 +450,8 @@ class Engine:
         done = 0
         for prog in obj.programs:
             if prog.name in names and prog.loaded:
-                array, slot = CONTINUATIONS[prog.name]
-                self._obj.map(array).update(slot.to_bytes(4, "little"), prog.fd.to_bytes(4, "little"))
+                tail = CONTINUATIONS[prog.name]
+                self._obj.map(tail.array).update(tail.slot.to_bytes(4, "little"), prog.fd.to_bytes(4, "little"))
                 done += 1
         return done
 
