@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from tests.agent_process import AgentProcess
+from tests.agent_process import AgentProcess, pktpath_bin
+from tests.kernel.lab import Lab
 
 MODE = os.environ.get("PKTPATH_TEST_PROBE_MODE", "auto")
 EXPECTED_FAMILY = {"auto": {"fentry", "kprobe"}, "fentry": {"fentry"}, "kprobe": {"kprobe"}}
@@ -46,3 +49,37 @@ def module_btf() -> bool:
 def attached(agent: AgentProcess, probe: str) -> set[str]:
     samples = agent.scrape()["pktpath_probe_attached"]
     return {dict(k)["attach_type"] for k, v in samples.items() if dict(k)["probe"] == probe and v == 1}
+
+
+def trace_one(lab: Lab, send: list[str], ns: str, dst: str = "") -> dict[str, Any]:
+    """`pktpath trace` of the first packet towards `dst` (the server) while `send` runs in `ns`."""
+    proc = subprocess.Popen(
+        [
+            pktpath_bin(),
+            "trace",
+            "--dst",
+            f"{dst or lab.server_ip}/32",
+            "--max-pkt",
+            "1",
+            "--max-duration",
+            "30",
+            "--json",
+            "--probe-mode",
+            MODE,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None and proc.stderr.readline().startswith("tracing up to 1 packets")
+    lab.exec(ns, *send)
+    out, err = proc.communicate(timeout=60)
+    packets: list[dict[str, Any]] = [json.loads(line) for line in out.splitlines()]
+    (packet,) = packets
+    # The whole hop list, in the guest's log when an assertion fails.
+    print("\n".join(f"{h['hop']} [{h['mode']}] {h['detail']}" for h in packet["hops"]), err)
+    return packet
+
+
+def udp_sender(dst: str, port: int) -> str:
+    return f"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x' * 64, ('{dst}', {port}))"

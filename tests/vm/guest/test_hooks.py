@@ -13,7 +13,7 @@ import pytest
 
 from tests.agent_process import AgentProcess, pktpath_bin
 from tests.kernel.lab import Lab
-from tests.vm.guest.conftest import EXPECTED_FAMILY, MODE, attached
+from tests.vm.guest.conftest import EXPECTED_FAMILY, MODE, attached, trace_one, udp_sender
 
 N = 20
 # ip6_forward_finish has no probe: inlined on 6.1 and 6.12 (pktpath.bpf.c).
@@ -55,40 +55,6 @@ def test_ipt_verdict_hook_attaches_in_the_agent(agent: AgentProcess) -> None:
     """The verdict counter is always on: the agent attaches ipt_do_table even with paths off."""
     families = attached(agent, "ipt_do_table")
     assert len(families) == 1 and families <= EXPECTED_FAMILY.get(MODE, {MODE}), (families, agent.log())
-
-
-def trace_one(lab: Lab, send: list[str], ns: str, dst: str = "") -> dict[str, Any]:
-    """`pktpath trace` of the first packet towards `dst` (the server) while `send` runs in `ns`."""
-    proc = subprocess.Popen(
-        [
-            pktpath_bin(),
-            "trace",
-            "--dst",
-            f"{dst or lab.server_ip}/32",
-            "--max-pkt",
-            "1",
-            "--max-duration",
-            "30",
-            "--json",
-            "--probe-mode",
-            MODE,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None and proc.stderr.readline().startswith("tracing up to 1 packets")
-    lab.exec(ns, *send)
-    out, err = proc.communicate(timeout=60)
-    packets: list[dict[str, Any]] = [json.loads(line) for line in out.splitlines()]
-    (packet,) = packets
-    # The whole hop list, in the guest's log when an assertion fails.
-    print("\n".join(f"{h['hop']} [{h['mode']}] {h['detail']}" for h in packet["hops"]), err)
-    return packet
-
-
-def udp_sender(dst: str, port: int) -> str:
-    return f"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x' * 64, ('{dst}', {port}))"
 
 
 def hop_names(packet: dict[str, Any]) -> list[str]:

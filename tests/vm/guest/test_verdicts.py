@@ -3,7 +3,7 @@ hooks and their unsampled verdict counters, against the same kind of lab as test
 
 from __future__ import annotations
 
-import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,7 @@ import pytest
 from tests.agent_process import AgentProcess
 from tests.kernel.lab import Lab
 from tests.kernel.test_drops import NETFILTER
-from tests.vm.guest.conftest import EXPECTED_FAMILY, MODE, attached, module_btf
+from tests.vm.guest.conftest import EXPECTED_FAMILY, MODE, attached, module_btf, trace_one, udp_sender
 
 N = 20
 
@@ -64,35 +64,9 @@ def test_route_misses_are_counted(agent: AgentProcess, lab: Lab) -> None:
 
 def test_trace_shows_the_original_netfilter_lines(tmp_path: Path, lab: Lab) -> None:
     """The interactive tracer's hop lines for a packet dropped by an iptables rule."""
-    import json
-
-    from tests.agent_process import pktpath_bin
-
     lab.exec(lab.server, "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7504", "-j", "DROP")
-    proc = subprocess.Popen(
-        [
-            pktpath_bin(),
-            "trace",
-            "--dst",
-            f"{lab.server_ip}/32",
-            "--max-pkt",
-            "1",
-            "--max-duration",
-            "30",
-            "--json",
-            "--probe-mode",
-            MODE,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None and proc.stderr.readline().startswith("tracing up to 1 packets")
-    lab.send_udp(lab.client, lab.server_ip, 7504, 1)
-    out, _ = proc.communicate(timeout=60)
-    (packet,) = [json.loads(line) for line in out.splitlines()]
+    packet = trace_one(lab, [sys.executable, "-c", udp_sender(lab.server_ip, 7504)], lab.client)
     details = [h["detail"] for h in packet["hops"]]
-    print("\n".join(details))  # the whole hop list, in the guest's log when an assertion fails
     assert any(d.startswith("Will check NFPROTO_IPV4(2), NF_INET_LOCAL_IN(1)") for d in details), details
     chain_line = "filter/INPUT, NFPROTO_IPV4(2), NF_INET_LOCAL_IN(1), check done, NF_DROP(0)"
     if module_btf():

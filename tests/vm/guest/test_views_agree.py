@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.kernel.lab import Lab
-from tests.vm.guest.test_hooks import trace_one, udp_sender
+from tests.vm.guest.conftest import trace_one, udp_sender
 
 
 def details(packet: dict[str, Any], hop: str) -> list[str]:
