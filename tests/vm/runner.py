@@ -266,6 +266,14 @@ def _image_mounts(image: Path | None) -> str:
         )
     )
     return f"""# The repo, venv and standard library from a disk image (runner.guest_image): page-cached reads.
+# virtme links /lib/modules/<release> to the unpacked kernel tree, which by default lives under
+# tests/vm/.cache: the image leaves .cache out, so binding tests/ over 9p would hide every
+# module.  Pin the tree first with a bind mount, which keeps the 9p directory it was made from.
+mods=/lib/modules/$(uname -r)
+if [ -L "$mods" ]; then
+    tree=$(readlink -f "$mods") && rm "$mods" && mkdir "$mods" && mount --bind "$tree" "$mods" \
+        || echo "guest: cannot pin $mods: modules under the repo may be hidden by the image" >&2
+fi
 ok=1
 modprobe -q -a virtio_blk ext4 || ok=0
 for _ in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && break; sleep 0.3; done
