@@ -562,6 +562,34 @@ static __always_inline void path_drop(struct sk_buff *skb, __u32 reason, __u64 l
 }
 
 /*
+ * Whether drop capture (path_drop, in the drop_capture continuation) would do
+ * nothing for this drop, decided in the counting program so that a drop storm
+ * does not pay the tail call and path_drop's lookups on every drop: paths are
+ * off; or no packet is followed (so this one is not) and drop capture is off,
+ * or it keeps every drop (1 in 1, the default) and this second's budget is
+ * spent, counted as drop capture counts it.  With 1 in N the draw stays in
+ * path_drop, where it is made once.
+ */
+static __always_inline int drop_capture_idle(void)
+{
+	struct path_config *cfg = paths_config();
+
+	if (!cfg)
+		return 1;
+	if (tracking_anything())
+		return 0;
+	if (!cfg->drop_sample_below)
+		return 1;
+	if (cfg->drop_sample_below < 1ULL << 32)
+		return 0;
+	if (budget_spent(BUDGET_DROP, cfg->max_drop_paths, bpf_ktime_get_ns() >> BUDGET_WINDOW_SHIFT)) {
+		stat_inc(STAT_DROP_BUDGET);
+		return 1;
+	}
+	return 0;
+}
+
+/*
  * sk_data_ready: a socket was given data.  It has no skb either: the packet
  * is the one this CPU received last, if that one is followed, recent, and its
  * protocol and destination port are the socket's.  Queued to its socket, the

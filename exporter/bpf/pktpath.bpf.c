@@ -42,6 +42,8 @@ int BPF_PROG(kfree_skb__tp_btf, struct sk_buff *skb, void *location)
 	if (reason_is_consumed(reason))
 		return 0;
 	count_drop(skb, reason, (__u64)location);
+	if (drop_capture_idle())
+		return 0;
 	/* Evidence is read once (it clears the rp_filter note it uses): handed over in this CPU's
 	 * state, not redone.  A reason is the tracepoint's argument: the continuation reads it there. */
 	IF_NO_DROP_REASONS({
