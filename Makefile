@@ -75,7 +75,7 @@ test-deploy: deps build venv ## deploy artifacts only: chart, alerts, dashboard,
 ONLY ?=
 BENCH_ARGS ?=
 # hops and attach also boot a 6.12 guest (virtme-ng from the vm extra; the kernel from scripts/vm/fetch-kernels 6.12).
-bench: deps-bench build venv $(if $(filter hops attach,$(ONLY)),$(BIN)/vng) ## benchmarks: start-up, memory, scrape storm, throughput overhead (root); ONLY=scrape|hops|paths|...
+bench: deps-bench build venv $(if $(or $(filter hops attach,$(ONLY)),$(findstring --in-guest,$(BENCH_ARGS))),$(BIN)/vng) ## benchmarks: start-up, memory, scrape storm, throughput overhead (root); ONLY=scrape|hops|paths|...
 	@$(MAKE) --no-print-directory -C bench/bpf $(if $(filter attach,$(ONLY)),attach.bpf.o)
 	$(BIN)/python -m bench $(if $(ONLY),--only $(ONLY)) $(BENCH_ARGS)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from bench.agent import pktpath_bin
 from bench.attach import REPS, measure_attach
+from bench.guest import inner_args, measure_in_guest
 from bench.hops import measure_hops
 from bench.paths import measure_paths
 from bench.procs import BenchError, tool_version, tracing_programs
@@ -56,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
         "attach takes a comma-separated list (6.12,6.1)",
     )
     p.add_argument("--no-host", action="store_true", help="hops, attach: measure in the guest only")
+    p.add_argument(
+        "--in-guest",
+        metavar="SERIES",
+        default=None,
+        help="run the parts asked for (startup, scrape, throughput, paths) inside this stock kernel under "
+        "QEMU with -icount, as the hops part measures its guest (bench/guest.py); the summary is named "
+        "<commit>-<part>-in-<SERIES>.json",
+    )
     p.add_argument(
         "--reps",
         type=int,
@@ -126,15 +135,70 @@ def _environment(binary: str) -> dict[str, Any]:
     }
 
 
+def _measure_here(
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    binary: str,
+    deadline: float,
+) -> None:
+    """The parts asked for, on this machine's kernel, into `results`."""
+    rounds = args.rounds or (1 if args.quick else 3)
+    seconds = args.seconds or (2.0 if args.quick else TRIAL_SECONDS)
+    starts = args.starts or (3 if args.quick else 10)
+    scrape_seconds = args.scrape_seconds or (5.0 if args.quick else 10.0)
+    if args.only in (None, "startup"):
+        _log(f"start-up: {starts} starts of {binary} ...")
+        results["startup"] = measure_startup(starts, binary, deadline)
+        _log("memory: idle 2 s, then 100 scrapes ...")
+        results["memory"] = measure_memory(binary)
+    if args.only in (None, "scrape"):
+        _log(f"scrape storm: {SCRAPERS} scrapers for {scrape_seconds:g} s ...")
+        results["scrape"] = measure_scrape(binary, scrape_seconds)
+    if args.only in (None, "throughput"):
+        if shutil.which("iperf3") is None:
+            raise BenchError("iperf3 not installed (make deps-bench)")
+        _log(f"throughput: {rounds} round(s) x up to 4 conditions x 2 workloads x {seconds:g} s ...")
+        results["throughput"] = measure_throughput(rounds, seconds, deadline, _log, binary)
+    if args.only == "paths":
+        if shutil.which("iperf3") is None:
+            raise BenchError("iperf3 not installed (make deps-bench)")
+        results["paths"] = measure_paths(binary, rounds, seconds, deadline, _log, quick=args.quick)
+    if args.only == "hops":
+        if shutil.which("iperf3") is None:
+            raise BenchError("iperf3 not installed (make deps-bench)")
+        # Own bounds (the host part and the VM each have a time limit): a guest under software
+        # emulation takes minutes, far past TIME_LIMIT_S.  Trials default to 2 s here.
+        results["hops"] = {}
+        measure_hops(
+            results["hops"],
+            args.rounds or (1 if args.quick else None),
+            args.seconds or (1.0 if args.quick else 2.0),
+            1.0 if args.quick else 2.0,
+            _log,
+            host=not args.no_host,
+            guest=None if args.guest == "none" else args.guest,
+        )
+    if args.only == "attach":
+        if shutil.which("iperf3") is None:
+            raise BenchError("iperf3 not installed (make deps-bench)")
+        # Own bounds, like hops: each kernel's run has a time limit, a guest's is minutes.
+        results["attach"] = {}
+        guests = [] if args.guest == "none" else [g for g in args.guest.split(",") if g]
+        measure_attach(
+            results["attach"],
+            args.reps or (10 if args.quick else REPS),
+            args.rounds or (1 if args.quick else 5),
+            _log,
+            host=not args.no_host,
+            guests=guests,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if os.geteuid() != 0:
         print("bench: needs root (loads BPF programs, creates network namespaces)", file=sys.stderr)
         return 1
-    rounds = args.rounds or (1 if args.quick else 3)
-    seconds = args.seconds or (2.0 if args.quick else TRIAL_SECONDS)
-    starts = args.starts or (3 if args.quick else 10)
-    scrape_seconds = args.scrape_seconds or (5.0 if args.quick else 10.0)
     t0 = time.monotonic()
     deadline = t0 + TIME_LIMIT_S
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -163,54 +227,18 @@ def main(argv: list[str] | None = None) -> int:
     if seen is not None:
         results["environment"]["tracing_programs_at_start"] = seen.foreign()
     status = 0
+    part = args.only or "default"
     try:
-        if args.only in (None, "startup"):
-            _log(f"start-up: {starts} starts of {binary} ...")
-            results["startup"] = measure_startup(starts, binary, deadline)
-            _log("memory: idle 2 s, then 100 scrapes ...")
-            results["memory"] = measure_memory(binary)
-        if args.only in (None, "scrape"):
-            _log(f"scrape storm: {SCRAPERS} scrapers for {scrape_seconds:g} s ...")
-            results["scrape"] = measure_scrape(binary, scrape_seconds)
-        if args.only in (None, "throughput"):
-            if shutil.which("iperf3") is None:
-                raise BenchError("iperf3 not installed (make deps-bench)")
-            _log(f"throughput: {rounds} round(s) x up to 4 conditions x 2 workloads x {seconds:g} s ...")
-            results["throughput"] = measure_throughput(rounds, seconds, deadline, _log, binary)
-        if args.only == "paths":
-            if shutil.which("iperf3") is None:
-                raise BenchError("iperf3 not installed (make deps-bench)")
-            results["paths"] = measure_paths(binary, rounds, seconds, deadline, _log, quick=args.quick)
-        if args.only == "hops":
-            if shutil.which("iperf3") is None:
-                raise BenchError("iperf3 not installed (make deps-bench)")
-            # Own bounds (the host part and the VM each have a time limit): a guest under software
-            # emulation takes minutes, far past TIME_LIMIT_S.  Trials default to 2 s here.
-            results["hops"] = {}
-            measure_hops(
-                results["hops"],
-                args.rounds or (1 if args.quick else None),
-                args.seconds or (1.0 if args.quick else 2.0),
-                1.0 if args.quick else 2.0,
-                _log,
-                host=not args.no_host,
-                guest=None if args.guest == "none" else args.guest,
-            )
-        if args.only == "attach":
-            if shutil.which("iperf3") is None:
-                raise BenchError("iperf3 not installed (make deps-bench)")
-            # Own bounds, like hops: each kernel's run has a time limit, a guest's is minutes.
-            results["attach"] = {}
-            guests = [] if args.guest == "none" else [g for g in args.guest.split(",") if g]
-            measure_attach(
-                results["attach"],
-                args.reps or (10 if args.quick else REPS),
-                args.rounds or (1 if args.quick else 5),
-                _log,
-                host=not args.no_host,
-                guests=guests,
-            )
-        results["status"] = "ok"
+        if args.in_guest:
+            if args.only in ("hops", "attach"):
+                raise BenchError(f"--in-guest runs startup, scrape, throughput or paths, not {args.only} (see --guest)")
+            part = f"{part}-in-{args.in_guest}"
+            results = measure_in_guest(args.in_guest, inner_args(argv if argv is not None else sys.argv[1:]), _log)
+            results["source"] = source  # the guest ran this tree, but cannot ask git (it is read-only there)
+            status = 0 if results.get("status") == "ok" else 1
+        else:
+            _measure_here(args, results, binary, deadline)
+            results["status"] = "ok"
     except KeyboardInterrupt:
         results["status"] = "interrupted"
         _log("bench: interrupted; cleaned up")
@@ -221,13 +249,14 @@ def main(argv: list[str] | None = None) -> int:
         status = 1
     finally:
         results["elapsed_seconds"] = round(time.monotonic() - t0, 1)
-        results["environment"]["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
+        if not args.in_guest:  # a guest's run says its own
+            results["environment"]["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
     printed = render(results)
     print(printed)
     _log(f"results: {args.output}")
-    summary_path = args.summary_dir / summary_name(source, args.only or "default", args.quick)
+    summary_path = args.summary_dir / summary_name(source, part, args.quick)
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(
         json.dumps(summary(results, printed, argv if argv is not None else sys.argv[1:]), indent=1) + "\n"

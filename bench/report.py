@@ -393,6 +393,12 @@ def render(results: dict[str, Any]) -> str:
             else (f"commit {src['commit']}" + (" + UNCOMMITTED CHANGES (dirty)" if src.get("dirty") else ""))
         )
         lines.append(f"measured: {state}" + (f"; agent {src['pktpath_from']}" if src.get("pktpath_from") else ""))
+    if env.get("guest"):
+        g = env["guest"]
+        lines.append(
+            f"in a guest: {g['kernel_package']} under QEMU ({g['qemu_opts']}; {g['real_seconds']:g} s of real time):"
+            " guest time counts instructions (2 ns each); compare ratios, not times, with the host's"
+        )
     if env.get("tracing_programs_at_start"):
         lines.append(
             f"NOTE: {env['tracing_programs_at_start']} other BPF tracing program(s) were attached at start"
