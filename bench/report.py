@@ -294,6 +294,11 @@ def _paths(p: dict[str, Any], lines: list[str]) -> None:
             "  unlimited, budget: spans over OTLP/gRPC; otlp/http: over OTLP/HTTP; to a closed port (every span"
             " counted as dropped).  anon MB: the private part of RSS (RssAnon); the rest is shared library code"
         )
+        if any(t.get("label", "").endswith(" live") for t in ld["trials"]):
+            lines.append(
+                "  grpc live, http live: to an OTLP receiver in its own process, every span delivered"
+                " (spans dropped should be 0)"
+            )
 
 
 def _hops_kernel(label: str, r: dict[str, Any], lines: list[str]) -> None:
