@@ -683,8 +683,52 @@ def measure_paths(
         load_rounds = 1 if quick else 2
         load_seconds = 3.0 if quick else LOAD_SECONDS
         # The overhead rounds stop early (and say how many ran) so the load part still fits the time limit.
-        load_cost = load_rounds * ((len(LOAD_RATES) + 2) * (load_seconds + 1) + 10)
+        load_cost = load_rounds * ((len(LOAD_RATES) + 4) * (load_seconds + 1) + 10)
         result["overhead"] = measure_overhead(pair, binary, rounds, seconds, window, deadline - load_cost, log)
-        log(f"paths: agent load, {load_rounds} round(s) x {len(LOAD_RATES) + 1} rates x {load_seconds:g} s ...")
+        log(f"paths: agent load, {load_rounds} round(s) x {len(LOAD_RATES) + 3} runs x {load_seconds:g} s ...")
         result["load"] = measure_load(pair, binary, load_rounds, load_seconds, deadline, log)
+    log("paths: memory floor of the traces pipeline, in bare processes ...")
+    result["floor"] = measure_floor()
     return result
+
+
+# What a process holds that does nothing but import the agent's modules, then also build the traces
+# pipeline (exporter/traces/export.py: build_tracing) with each transport: the part of the agent's
+# RSS that comes with the official exporter packages, whatever the agent does.
+_FLOOR_SCRIPT = """
+import sys
+import exporter.agent
+if sys.argv[1] != "none":
+    from exporter.config.model import TracesConfig
+    from exporter.traces.export import build_tracing
+    tracing = build_tracing(TracesConfig(exporter="otlp", protocol=sys.argv[1], endpoint=sys.argv[2]), env={})
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print(" ".join(status[k].split()[0] for k in ("VmRSS", "RssAnon", "RssFile")))
+"""
+FLOOR_CASES = ("none", "grpc", "http/protobuf")
+
+
+def measure_floor() -> dict[str, Any]:
+    """{case: {"rss_kb", "anon_kb", "file_kb"}} for FLOOR_CASES (median of 3 processes each)."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out: dict[str, Any] = {}
+    for case in FLOOR_CASES:
+        runs = []
+        for _ in range(3):
+            proc = subprocess.run(
+                [sys.executable, "-c", _FLOOR_SCRIPT, case, f"http://127.0.0.1:{closed_port()}"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if proc.returncode != 0:
+                raise BenchError(f"paths floor ({case}): {proc.stderr.strip().splitlines()[-1:]}")
+            runs.append([int(x) for x in proc.stdout.split()])
+        runs.sort()
+        rss, anon, file = runs[len(runs) // 2]
+        out[case] = {"rss_kb": rss, "anon_kb": anon, "file_kb": file}
+    return out

@@ -299,6 +299,19 @@ def _paths(p: dict[str, Any], lines: list[str]) -> None:
                 "  grpc live, http live: to an OTLP receiver in its own process, every span delivered"
                 " (spans dropped should be 0)"
             )
+    fl = p.get("floor")
+    if fl:
+        lines.append("")
+        lines.append("Memory floor: a bare process that imports the agent's modules, then builds the traces pipeline")
+        names = {
+            "none": "agent's modules only",
+            "grpc": "+ traces over OTLP/gRPC",
+            "http/protobuf": "+ traces over OTLP/HTTP",
+        }
+        lines.append(f"  {'process':<28}{'RSS MB':>8}{'anon MB':>9}{'file MB':>9}")
+        for case, r in fl.items():
+            mb = [r[k] / 1024 for k in ("rss_kb", "anon_kb", "file_kb")]
+            lines.append(f"  {names.get(case, case):<28}{mb[0]:>8.1f}{mb[1]:>9.1f}{mb[2]:>9.1f}")
 
 
 def _hops_kernel(label: str, r: dict[str, Any], lines: list[str]) -> None:
