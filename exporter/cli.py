@@ -151,8 +151,10 @@ def _check(path: str | None, as_json: bool) -> int:
             for fam, status in features.start().hops.items():
                 report["attach_types"][fam] = "yes" if status.attached else f"no: {status.problems.get(fam, '?')}"
         with Engine(EngineOptions.for_config(cfg, paths=True), host=host) as engine:
-            for hop, status in engine.start().hops.items():
+            started = engine.start()
+            for hop, status in started.hops.items():
                 report["hops"][hop] = status.as_dict()
+            report["continuations"] = {n: c.as_dict() for n, c in started.continuations.items()}
             # The agent can run where always-on drop counting attaches; other hops add detail
             # where the kernel allows them (function hooks need fentry or kprobes).
             ok = bool(report["hops"].get(DROP_HOP, {}).get("attached"))
@@ -222,6 +224,12 @@ def _print_check(r: dict[str, Any]) -> None:
         by_family.setdefault(h["attached"] or "not attached", []).append(hop)
     for family in sorted(by_family, key=lambda f: (f == "not attached", f)):
         print(f"{family} ({len(by_family[family])}): {', '.join(by_family[family])}")
+    for name, c in r.get("continuations", {}).items():
+        # Reached by the drop program's tail call (docs/architecture.md: drop capture).
+        print(
+            f"{name}: "
+            + ("in place (tail call from the drop program)" if c["installed"] else f"NOT IN PLACE: {c['problem']}")
+        )
     if "error" in r:
         print(f"error: {r['error']}")
 

@@ -20,6 +20,7 @@ from exporter.kernel.api import EventConsumer, EventRing, ProbeState
 from exporter.loader import libbpf
 from exporter.loader.engine import AttachReport, Engine, EngineOptions
 from exporter.loader.host import Host
+from exporter.loader.probes import TAIL_CALL
 from exporter.model.hops import PATH_ONLY_PROGRAMS
 from exporter.paths.kernel_config import FilterMaps, PathControl
 from exporter.paths.own_traffic import OwnTraffic
@@ -66,11 +67,14 @@ class KernelSide:
 
     def probes(self) -> list[ProbeState]:
         """Every attach candidate of every loader hop, and whether it is the one attached."""
-        return [
+        hops = [
             ProbeState(status.hop, family, status.attached == family)
             for status in self.report.hops.values()
             for family in status.families
         ]
+        # A continuation (drop capture) has no attach point of its own: it is "attached" once it
+        # is in the program array its caller tail-calls through.
+        return hops + [ProbeState(c.name, TAIL_CALL, c.installed) for c in self.report.continuations.values()]
 
     # -- counters (read at scrape time) ------------------------------------
 

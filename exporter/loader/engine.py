@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
 
 from exporter.config import Config
 from exporter.errors import KernelError
@@ -148,6 +149,8 @@ class AttachReport:
     hops: dict[str, HopStatus]
     load_seconds: float = 0.0
     first_attach_monotonic: float | None = None
+    # A program a hop's program tail-calls (CONTINUATIONS), by name: in its slot or why not.
+    continuations: dict[str, ContinuationStatus] = field(default_factory=dict)
 
     @property
     def attached(self) -> list[str]:
@@ -156,6 +159,18 @@ class AttachReport:
     @property
     def missing(self) -> list[str]:
         return [h.hop for h in self.hops.values() if not h.attached]
+
+
+@dataclass
+class ContinuationStatus:
+    """Whether a continuation is in its program array, where its caller's tail call reaches it."""
+
+    name: str
+    installed: bool = False
+    problem: str = "not loaded yet (it loads after the drop program)"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"installed": self.installed, "problem": "" if self.installed else self.problem}
 
 
 @dataclass
@@ -289,7 +304,9 @@ class Engine:
                 self.close()
                 raise
         hops = group_hops(specs.values())
-        self.report = AttachReport(hops=hops, load_seconds=load_s)
+        self.report = AttachReport(
+            hops=hops, load_seconds=load_s, continuations={n: ContinuationStatus(n) for n in sorted(continuations)}
+        )
         self._attach_all(obj, hops, {**disabled, **dict.fromkeys(later, "loaded after the drop program")})
         if later or continuations:
             t1 = time.monotonic()
@@ -410,12 +427,10 @@ class Engine:
                 refused_tail = _refused_name(exc, tail)
                 if refused_tail is not None:
                     # The hops still attach; what the continuation adds is what is lost.
-                    log.warning(
-                        "program %s not loaded (%s): %s",
-                        refused_tail,
-                        os.strerror(exc.errno),
-                        CONTINUATIONS[refused_tail].loss,
-                    )
+                    problem = f"refused by the verifier ({os.strerror(exc.errno)}): {CONTINUATIONS[refused_tail].loss}"
+                    log.warning("program %s not loaded: %s", refused_tail, problem)
+                    if refused_tail in self.report.continuations:
+                        self.report.continuations[refused_tail].problem = problem
                     tail.discard(refused_tail)
                     continue
                 if self._refused_program(exc, specs, disabled) is None:
@@ -452,6 +467,8 @@ class Engine:
             if prog.name in names and prog.loaded:
                 tail = CONTINUATIONS[prog.name]
                 self._obj.map(tail.array).update(tail.slot.to_bytes(4, "little"), prog.fd.to_bytes(4, "little"))
+                if self.report is not None:
+                    self.report.continuations.setdefault(prog.name, ContinuationStatus(prog.name)).installed = True
                 done += 1
         return done
 

@@ -88,6 +88,8 @@ def group_hops(specs: Iterable[ProgramSpec]) -> dict[str, HopStatus]:
 
 
 FUNCTION_FAMILIES = ("fentry", "kprobe")
+# pktpath_probe_attached's attach_type for a continuation: reached by a tail call (engine.CONTINUATIONS).
+TAIL_CALL = "tail_call"
 
 
 def allowed_families(mode: str, candidates: Iterable[str] | None = None) -> tuple[str, ...]:

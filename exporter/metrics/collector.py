@@ -212,7 +212,8 @@ class _Families:
         )
         self.attached = GaugeMetricFamily(
             "pktpath_probe_attached",
-            "1 if the hop's probe is attached in this attach type, 0 for every candidate that is not.",
+            "1 if the hop's probe is attached in this attach type, 0 for every candidate that is not; "
+            "drop_capture (attach_type tail_call) is 1 once it is in place behind the drop program.",
             labels=["probe", "attach_type"],
         )
         self.events_lost = CounterMetricFamily(

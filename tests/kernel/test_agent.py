@@ -39,6 +39,8 @@ def test_health_and_exposition_formats(agent: AgentProcess) -> None:
         body = r.read().decode()
     assert body.endswith("# EOF\n")
     assert 'pktpath_probe_attached{attach_type="tracepoint",probe="kfree_skb"} 1.0' in body
+    # Drop capture is in place behind the drop program's tail call (or the scrape says it is not).
+    assert 'pktpath_probe_attached{attach_type="tail_call",probe="drop_capture"} 1.0' in body
     samples = agent.scrape()
     ((labels, value),) = samples["pktpath_build_info"].items()
     assert dict(labels)["engine"].startswith("libbpf-core/")
@@ -54,11 +56,13 @@ def test_check_reports_modes_and_hops() -> None:
     assert report["attach_types"]["tracepoint"] == "yes"
     assert set(report["attach_types"]) == {"fentry", "kprobe", "tracepoint"}
     assert report["hops"]["kfree_skb"]["attached"] == "tracepoint"
+    assert report["continuations"] == {"drop_capture": {"installed": True, "problem": ""}}
     # check loads, attaches, reports and detaches: nothing new stays loaded
     # (other agents may come and go meanwhile, so only programs that are new count).
     assert wait_until(lambda: not {i for i in loaded_program_ids() - before if _is_ours(i)})
     text = subprocess.run([pktpath_bin(), "check"], capture_output=True, text=True, timeout=60).stdout
     assert "kfree_skb" in text and "tracepoint" in text
+    assert "drop_capture: in place (tail call from the drop program)" in text
 
 
 def test_missing_privilege_is_one_line(tmp_path: Path) -> None:

@@ -104,6 +104,7 @@ def test_drop_capture_is_the_drop_programs_continuation(engine: Engine, lab: Lab
         ).stdout
     )
     assert shown["name"] == "drop_capture"
+    assert engine.report is not None and engine.report.continuations["drop_capture"].installed
     assert shown["type"] == "tracing"
     # One program of ours on kfree_skb, the counting one: drop_capture is reached by the tail call only.
     on_kfree_skb = programs_on(os.getpid(), "kfree_skb")
