@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.throughput import AGENT_CONDITIONS, LOSS_TARGET, MAX_RETRIES, PAYLOAD
+from bench.throughput import AGENT_CONDITIONS, MAX_RETRIES, PAYLOAD, TARGETS
 
 
 def _verdict(ok: bool | None) -> str:
@@ -130,9 +130,10 @@ def _throughput(t: dict[str, Any], lines: list[str]) -> None:
             pr = c["paired_ratio"]
             spread = "" if name == "baseline" else (f"{_pct(pr['min'])}..{_pct(pr['max'])}" if pr else "n/a")
             target = ""
-            if name in AGENT_CONDITIONS and r is not None:
-                verdict = "no verdict" if c.get("all_disturbed") else _verdict(r >= 1 - LOSS_TARGET)
-                target = f">= {_pct(1 - LOSS_TARGET)} {verdict}"
+            floor = TARGETS.get((workload, name))
+            if floor is not None and r is not None:
+                verdict = "no verdict" if c.get("all_disturbed") else _verdict(r >= floor)
+                target = f">= {_pct(floor)} {verdict}"
             if c["trials_disturbed"] and c["trials_disturbed"] == c["trials_used"]:
                 flag = f"  [all {c['trials_used']} trial(s) disturbed even after {MAX_RETRIES} retries]"
             elif c["trials_disturbed"]:

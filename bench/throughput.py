@@ -59,7 +59,16 @@ WORKLOADS = ("deliver", "drop")
 CONDITIONS = ("baseline", "agent", "agent-drops", "bpftrace")
 AGENT_CONDITIONS = ("agent", "agent-drops")
 DROP_HOP = "kfree_skb"
-LOSS_TARGET = 0.03  # the issue's target: at most 3% fewer packets/s with the agent
+# The lowest share of the baseline's packets/s each agent condition may keep, by workload:
+# delivered packets, the default config and counting alone: at least 97 % (issues 2, 12); the drop
+# flood, the default config: at least 94 % (issue 12: paths add at most a point to counting), and
+# counting alone within a point of the 95.3 % issue 10 started from.
+TARGETS = {
+    ("deliver", "agent"): 0.97,
+    ("deliver", "agent-drops"): 0.97,
+    ("drop", "agent"): 0.94,
+    ("drop", "agent-drops"): 0.943,
+}
 # A trial is "disturbed" -- something other than the condition changed its number -- when the sender
 # did not get its CPU (other load on CPU 0), when the deliver workload's receiver fell behind (its
 # socket drops then fire kfree_skb too, and change the sender's work per packet), or when someone
