@@ -174,7 +174,13 @@ static __always_inline int port_in(struct path_config *cfg, __u16 port)
 	return 0;
 }
 
-static __always_inline int filter_match(struct path_config *cfg, struct pkt_header *h, char *ifname)
+static __always_inline void read_ifname(struct net_device *dev, char *out)
+{
+	if (dev)
+		KREAD_IFNAME(out, dev);
+}
+
+static __always_inline int filter_match(struct path_config *cfg, struct pkt_header *h, struct net_device *dev)
 {
 	__u32 flags = cfg->filter_flags;
 
@@ -189,7 +195,7 @@ static __always_inline int filter_match(struct path_config *cfg, struct pkt_head
 	if (flags & FILTER_IFACE) {
 		struct iface_key key = { .generation = cfg->generation };
 
-		__builtin_memcpy(key.name, ifname, sizeof(key.name));
+		read_ifname(dev, key.name); /* only here: the event reads its own */
 		if (!bpf_map_lookup_elem(&filter_ifaces, &key))
 			return 0;
 	}
@@ -246,10 +252,14 @@ static __always_inline int window_budget_take(void)
 	return w && budget_take(BUDGET_RATE, w->max_paths, WINDOW_BUDGET_BUCKET | w->number);
 }
 
-static __always_inline void read_ifname(struct net_device *dev, char *out)
+/* Whether window_budget_take() would refuse now, without taking: read-only, so
+ * CPUs refusing together share the counter's cache line instead of bouncing it. */
+static __always_inline int window_budget_spent(void)
 {
-	if (dev)
-		KREAD_IFNAME(out, dev);
+	__u32 zero = 0;
+	struct path_window *w = bpf_map_lookup_elem(&path_window, &zero);
+
+	return !w || budget_spent(BUDGET_RATE, w->max_paths, WINDOW_BUDGET_BUCKET | w->number);
 }
 
 /* Reserve and fill the common part of a hop event; the caller adds the rest. */
@@ -341,20 +351,33 @@ static __always_inline int own_traffic(struct pkt_header *h, __u32 netns)
 	return own_endpoint(h, netns, h->saddr, h->sport) || own_endpoint(h, netns, h->daddr, h->dport);
 }
 
-/* A new path: filter, budget, then track (unless terminal).  `h` is already
- * read, `ident`/`flow` are its identity.  Returns the new path's id, 0 if none
- * was started. */
+/*
+ * A new path: filter, budget, then track (unless terminal).  `h` is already
+ * read, `ident`/`flow` are its identity.  With `full_later`, `h` holds only
+ * the identity (read_identity) and the whole snapshot is read once the budget
+ * has let the path start.  Returns the new path's id, 0 if none was started.
+ *
+ * A window whose quota is spent refuses every further candidate until it
+ * closes; at the window's first N (one_in, before any traffic estimate) that
+ * is most packets of a flood.  So a refusal is made as cheap as it can be:
+ * the filter, then the quota, read-only; the own-traffic lookups and the
+ * second header read only for a packet that may still start a path.
+ */
 static __always_inline __u64 path_start(struct path_config *cfg, struct sk_buff *skb, struct pkt_header *h,
 				       __u64 ident, __u64 flow, __u32 netns, __u32 hop, struct net_device *dev,
-				       __u8 by, __u32 reason, __u64 location)
+				       __u8 by, __u32 reason, __u64 location, const int full_later)
 {
-	char ifname[16] = {};
 	struct cpu_state *st;
 	struct hop_event *ev;
 	__u64 key = (__u64)skb, now, path_id;
 
-	read_ifname(dev, ifname);
-	if (!filter_match(cfg, h, ifname) || own_traffic(h, netns))
+	if (!filter_match(cfg, h, dev))
+		return 0;
+	if (!(by & EV_BY_DROP) && cfg->windowed && window_budget_spent()) {
+		stat_inc(STAT_PATH_BUDGET);
+		return 0;
+	}
+	if (own_traffic(h, netns))
 		return 0;
 	st = this_cpu_state();
 	if (!st)
@@ -377,6 +400,8 @@ static __always_inline __u64 path_start(struct path_config *cfg, struct sk_buff 
 		}
 	}
 	stat_inc(by & EV_BY_DROP ? STAT_SAMPLED_DROP : STAT_SAMPLED_RATE);
+	if (full_later)
+		read_header(skb, h); /* the same packet, whole: its first event's snapshot */
 	ev = event_start(hop, path_id, skb, dev);
 	if (!ev)
 		return path_id;
@@ -459,8 +484,7 @@ static __always_inline void path_entry_hop(struct sk_buff *skb, __u32 hop, struc
 		if (hdr == PKT_IP && (sample_hash(&h) >> 32) < below) {
 			__u64 ident = packet_ident(&h), flow = flow_ident(&h);
 
-			read_header(skb, &h); /* chosen: now the whole snapshot, for its first event */
-			path_id = path_start(cfg, skb, &h, ident, flow, netns, hop, dev, 0, 0, 0);
+			path_id = path_start(cfg, skb, &h, ident, flow, netns, hop, dev, 0, 0, 0, 1);
 		}
 	}
 	/* Received (the device, then IP's own receive with function hooks): its route lookups come
@@ -557,7 +581,7 @@ static __always_inline void path_drop(struct sk_buff *skb, __u32 reason, __u64 l
 
 		if (hdr != PKT_NOT_IP)
 			path_start(cfg, skb, &h, 0, 0, dev_netns(skb->dev), HOP_DROP, skb->dev, EV_BY_DROP, reason,
-				   location);
+				   location, 0);
 	}
 }
 

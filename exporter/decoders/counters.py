@@ -141,11 +141,13 @@ class DropSlots:
 
 def read_stats(stats_map: MapHandle) -> list[int]:
     """The `stats` per-CPU array, one total per enum pktpath_stat slot."""
-    totals = []
-    for slot in range(STAT_SLOTS):
-        raw = stats_map.lookup(slot.to_bytes(4, "little"))
-        totals.append(sum(int.from_bytes(c, "little") for c in split_percpu(raw, 8)) if raw else 0)
-    return totals
+    return [read_stat(stats_map, slot) for slot in range(STAT_SLOTS)]
+
+
+def read_stat(stats_map: MapHandle, slot: int) -> int:
+    """One slot of the `stats` per-CPU array, summed over CPUs."""
+    raw = stats_map.lookup(slot.to_bytes(4, "little"))
+    return sum(int.from_bytes(c, "little") for c in split_percpu(raw, 8)) if raw else 0
 
 
 def read_percpu_counts(counter_map: MapHandle) -> list[tuple[bytes, int]]:
@@ -202,6 +204,9 @@ class KernelStats:
 
     def read(self) -> list[int]:
         return read_stats(self._map)
+
+    def read_slot(self, slot: int) -> int:
+        return read_stat(self._map, slot)
 
 
 class VerdictReader:

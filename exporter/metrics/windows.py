@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 from exporter.paths.windows import WindowCounters
 
 
-def _families() -> tuple[GaugeMetricFamily, CounterMetricFamily, SummaryMetricFamily]:
+def _families() -> tuple[GaugeMetricFamily, CounterMetricFamily, CounterMetricFamily, SummaryMetricFamily]:
     return (
         GaugeMetricFamily(
             "pktpath_sampling_window_open",
@@ -29,6 +29,12 @@ def _families() -> tuple[GaugeMetricFamily, CounterMetricFamily, SummaryMetricFa
             "(attaching overran the lead; opened shorter, weighted for it) or missed (no path "
             "hook could attach; that period has no rate-sampled paths).",
             labels=["outcome"],
+        ),
+        CounterMetricFamily(
+            "pktpath_sampling_windows_quota_spent",
+            "Sampling windows closed before their end because "
+            "they had started their quota of paths (max_paths_per_second x window_seconds): no "
+            "candidate after that could start one, so the path hooks came off early.",
         ),
         SummaryMetricFamily(
             "pktpath_sampling_window_edge_seconds",
@@ -49,12 +55,13 @@ class WindowMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         c = self._c
-        open_, windows, edges = _families()
+        open_, windows, quota_spent, edges = _families()
         open_.add_metric([], 1.0 if c.open else 0.0)
         late, missed = c.late, c.missed
         windows.add_metric(["on_time"], c.opened - late)
         windows.add_metric(["late"], late)
         windows.add_metric(["missed"], missed)
+        quota_spent.add_metric([], c.quota_spent)
         edges.add_metric(["attach"], c.attach_count, c.attach_seconds)
         edges.add_metric(["detach"], c.detach_count, c.detach_seconds)
-        yield from (open_, windows, edges)
+        yield from (open_, windows, quota_spent, edges)

@@ -35,6 +35,14 @@ smallest N.  The
 hash threshold is nested (a packet chosen at N is chosen at every smaller N), so nodes with different
 N still agree on the packets both follow.
 
+A window also closes as soon as its quota is spent: the controller polls the count of paths started
+every QUOTA_POLL_S, and once the window has started its quota it disarms the kernel's window and
+goes on to the linger as at the end.  Past that point every candidate would be refused, and each one
+still pays the entry hooks' header read and hash, so at a window's first N (one_in, before any
+estimate of the traffic) or after a surge a flood would pay the hooks for the whole window to start
+nothing: closed early, it pays them for about one poll.  The window's time is then the time it
+really sampled, in the weight and in the next N alike.
+
 The published weight of a rate-sampled path is N x P / W' (W' the time the window really sampled)
 times candidates/started of that window when its budget refused some: each path stands for that many
 matching packets of the whole period, so sampled counts scale back without bias.
@@ -82,6 +90,9 @@ LATE_S = 0.01
 CLOSE_MARGIN_S = 0.005
 # How often the linger polls the tracked count.
 LINGER_POLL_S = 0.01
+# How often an open window's paths started are read, to close it once its quota is spent: a flood
+# at the first window's N spends the quota within milliseconds, then pays the hooks until the poll.
+QUOTA_POLL_S = 0.01
 _ZERO = (0).to_bytes(4, "little")
 MAX_WINDOW_QUOTA = 2**32 - 1  # path_window.max_paths is a u32
 
@@ -123,11 +134,15 @@ def next_open(wall_s: float, period_s: int) -> float:
     return (math.floor(wall_s / period_s) + 1) * period_s
 
 
-def adapt_one_in(one_in: int, candidates: int, s: WindowSettings) -> int:
-    """The next window's N, from the last window's candidates at `one_in`: the rate those say the
-    matching traffic has, divided by the target; never below s.one_in, never above abi's limit."""
+def adapt_one_in(one_in: int, candidates: int, s: WindowSettings, sampled_ns: int | None = None) -> int:
+    """The next window's N, from the last window's candidates at `one_in` over the `sampled_ns` it
+    really sampled (the whole window when None): the rate those say the matching traffic has, over
+    a whole window, divided by the target; never below s.one_in, never above abi's limit."""
     if not s.adaptive or not s.one_in or not s.target:
         return s.one_in
+    window_ns = s.length_s * 1_000_000_000
+    if sampled_ns is not None and 0 < sampled_ns < window_ns:
+        candidates = candidates * window_ns / sampled_ns
     wanted = math.ceil(candidates * one_in / s.target) if candidates else 1
     return max(s.one_in, min(wanted, MAX_ONE_IN))
 
@@ -201,8 +216,8 @@ class KernelWindow:
         self._window.update(_ZERO, bytes(abi.PathWindow(number=number)))
 
     def rate_counts(self) -> tuple[int, int]:
-        totals = self._stats.read()
-        return totals[self._started], totals[self._refused]
+        # Two slots, not the whole array: an open window polls this (QUOTA_POLL_S).
+        return self._stats.read_slot(self._started), self._stats.read_slot(self._refused)
 
     def tracked_live(self) -> int:
         return self._tracked.live()
@@ -228,6 +243,7 @@ class WindowCounters:
     opened: int = 0
     missed: int = 0  # windows that could not open (no path hook attached)
     late: int = 0  # windows that opened late because attaching overran the lead
+    quota_spent: int = 0  # windows closed before their end because their quota was spent
     open: bool = False
     hooks_attached: bool = False
     one_in: int = 0  # N of the window open now, else of the next one
@@ -336,26 +352,49 @@ class WindowController:
         self._kernel.arm(one_in, number, open_ns, close_ns, s.quota)
         self._sleep_until(open_at)
         c.open = True
-        # Past the kernel's close (the agent's clock read is late, never early) before counting.
-        self._sleep_until(open_at + s.length_s + CLOSE_MARGIN_S)
+        closed_ns = self._sample(open_at + s.length_s, number, close_ns, started0)
         c.open = False
-        self._kernel.disarm(number)
         started1, refused1 = self._kernel.rate_counts()
         started, refused = started1 - started0, refused1 - refused0
         closed = ClosedWindow(
             number,
             sampled_from_ns,
-            close_ns,
+            closed_ns,
             one_in,
             started,
             refused,
-            weight_of(one_in, s.period_s, close_ns - sampled_from_ns, started, refused),
+            weight_of(one_in, s.period_s, closed_ns - sampled_from_ns, started, refused),
         )
         c.history.append(closed)
         c.weight = closed.weight
-        c.one_in = adapt_one_in(one_in, started + refused, s)
-        self._linger(close_ns)
+        c.one_in = adapt_one_in(one_in, started + refused, s, closed_ns - sampled_from_ns)
+        self._linger(closed_ns)
         return closed
+
+    def _sample(self, close_at: float, number: int, close_ns: int, started0: int) -> int:
+        """While the window samples: until the kernel's close, or until its quota is spent
+        (then disarmed now).  Returns when it stopped sampling (monotonic ns); its counts are
+        final when this returns."""
+        quota = self.settings.quota
+        while quota and not self._stop.is_set():
+            left = close_at - self._wall()
+            if left <= QUOTA_POLL_S:
+                break
+            if self._wait(QUOTA_POLL_S):
+                break
+            if self._kernel.rate_counts()[0] - started0 >= quota:
+                cut_ns = self._mono_ns()
+                if cut_ns >= close_ns:
+                    break
+                self._kernel.disarm(number)
+                self.counters.quota_spent += 1
+                # A path start in flight on another CPU when the window was disarmed is counted by then.
+                self._wait(CLOSE_MARGIN_S)
+                return cut_ns
+        # Past the kernel's close (the agent's clock read is late, never early) before counting.
+        self._sleep_until(close_at + CLOSE_MARGIN_S)
+        self._kernel.disarm(number)
+        return close_ns
 
     def lead_s(self) -> float:
         """How long before an opening to attach: the configured lead, or twice what the last

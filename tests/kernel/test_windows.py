@@ -303,7 +303,9 @@ def test_a_window_starts_at_most_its_budget_and_counts_the_rest(
     tmp_path: Path, receiver: OtlpReceiver, lab: Lab
 ) -> None:
     """max_paths_per_second holds inside a window: it may start budget x window paths (its quota,
-    counted in the kernel per window), and every candidate past it is counted refused."""
+    counted in the kernel per window).  Then the window closes early (nothing after could start a
+    path): the candidates until the agent disarms it are counted refused, and the later packets of
+    the window meet no armed window at all."""
     port, budget, per_window, windows = 7941, 30, 120, 3
     quota = budget * WINDOW
     agent = AgentProcess.start(
@@ -314,6 +316,7 @@ def test_a_window_starts_at_most_its_budget_and_counts_the_rest(
         first_window_opened(agent)
         started0 = agent.value("pktpath_paths_started_total", sampled_by="rate")
         refused0 = agent.value("pktpath_paths_refused_total", reason="budget")
+        spent0 = agent.value("pktpath_sampling_windows_quota_spent_total")
         first = (math.floor(time.time() / PERIOD) + 1) * PERIOD
         # Every packet well inside a window (0.1 .. 0.9 s after its opening): each is a candidate.
         plan = [
@@ -328,7 +331,10 @@ def test_a_window_starts_at_most_its_budget_and_counts_the_rest(
         # Started: the quota of each window, plus at most one per CPU that passed the test together.
         cpus = os.cpu_count() or 1
         assert windows * quota <= started <= windows * (quota + cpus), started
-        assert started + refused == windows * per_window, (started, refused)
+        assert agent.value("pktpath_sampling_windows_quota_spent_total") - spent0 == windows
+        # Packets come every 6.7 ms and the agent polls every 10 ms: a few are refused in between,
+        # not the 90 of each window that follow its quota.
+        assert 0 <= refused <= windows * 15, (started, refused)
     finally:
         assert agent.stop() == 0, agent.log()
 

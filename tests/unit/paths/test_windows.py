@@ -11,6 +11,7 @@ from exporter.paths.tracking import REAP_EVERY_NS, STALE_NS
 from exporter.paths.windows import (
     AIM_OVER_BUDGET,
     CLOSE_MARGIN_S,
+    QUOTA_POLL_S,
     WindowController,
     WindowSettings,
     adapt_one_in,
@@ -84,19 +85,31 @@ class Traffic:
         self.events.append((self.clock.wall_s + (close_ns - self.clock.mono_ns) / 1e9, "close", 0))
         self.armed_at_ns = self.clock.mono_ns
 
+    def _window_counts(self) -> tuple[int, int]:
+        """(started, refused) of the armed window so far."""
+        until = min(self.clock.mono_ns, self.close_ns)
+        open_s = max(0, until - max(self.open_ns, self.armed_at_ns)) / 1e9
+        candidates = round(self.pps * open_s / self.one_in)
+        kept = min(candidates, self.max_paths) if self.max_paths else candidates
+        return kept, candidates - kept
+
     def disarm(self, number: int) -> None:
         if not self.one_in:
             return
-        assert self.clock.mono_ns >= self.close_ns, "disarmed before the kernel's close"
-        open_s = (self.close_ns - max(self.open_ns, self.armed_at_ns)) / 1e9
-        candidates = round(self.pps * open_s / self.one_in)
-        kept = min(candidates, self.max_paths) if self.max_paths else candidates
+        kept, refused = self._window_counts()
+        assert self.clock.mono_ns >= self.close_ns or (self.max_paths and kept >= self.max_paths), (
+            "disarmed before the kernel's close with quota left"
+        )
         self.started += kept
-        self.refused += candidates - kept
+        self.refused += refused
         self.one_in = 0
+        self.events.append((self.clock.wall_s, "disarm", 0))
 
     def rate_counts(self) -> tuple[int, int]:
-        return self.started, self.refused
+        if not self.one_in:
+            return self.started, self.refused
+        kept, refused = self._window_counts()
+        return self.started + kept, self.refused + refused
 
     def tracked_live(self) -> int:
         return 3 if self.live_forever or self.clock.wall_s < self.live_until else 0
@@ -175,13 +188,49 @@ def test_at_defaults_100k_packets_per_second_yield_at_least_100_paths_per_second
     kernel = Traffic(clock, pps=100_000)
     ctl = run(settings(), kernel, clock, 300)
     windows = list(ctl.counters.history)
-    assert windows[0].one_in == 1  # nothing known yet: one_in, the quota refuses the excess
-    assert windows[0].started == 1_000 and windows[0].refused == 99_000
+    # Nothing known yet: one_in.  The quota is spent within the first poll, and the window closes
+    # there: the hooks do not stay on for a second that could start nothing.
+    assert windows[0].one_in == 1 and windows[0].started == 1_000
+    first_ns = windows[0].closed_ns - windows[0].opened_ns
+    assert first_ns <= (QUOTA_POLL_S + 0.001) * 1e9
+    assert windows[0].weight == pytest.approx(100_000 * 10 / 1_000, rel=0.02)  # packets per path
+    assert ctl.counters.quota_spent >= 1
     steady = windows[3:]
     assert all(w.one_in == math.ceil(100_000 / (1_000 * AIM_OVER_BUDGET)) for w in steady)
     paths_per_s = sum(w.started for w in steady) / (len(steady) * 10)
     assert paths_per_s >= 100
     assert paths_per_s == pytest.approx(100, rel=0.01)  # the quota binds: no burst above the budget
+
+
+def test_a_window_whose_quota_is_spent_closes_then_and_its_hooks_come_off() -> None:
+    """A flood at the first window's N spends the quota at once: the window is disarmed at the next
+    poll and, nothing being followed, the hooks detach then, not at the window's end.  Its weight
+    and the next N count only the time it sampled."""
+    clock = Clock()
+    kernel = Traffic(clock, pps=1_000_000)
+    ctl = run(settings(), kernel, clock, 25)
+    first = ctl.counters.history[0]
+    opened = next(t for t, k, n in kernel.events if k == "open")
+    disarmed = kinds(kernel, "disarm")[0]
+    detached = next(t for t in kinds(kernel, "detach") if t > opened)
+    assert disarmed - opened <= QUOTA_POLL_S + 1e-6
+    assert detached - opened < 0.05  # not 1 s: hooks on for about one poll
+    assert ctl.counters.quota_spent == 2  # both windows of 25 s: the second at N=~1000 spends it late
+    assert first.started == 1_000
+    assert first.weight * first.started == pytest.approx(1_000_000 * 10, rel=0.02)
+    second = ctl.counters.history[1]
+    # The next N is the one that spreads 1.1 x the quota over a whole window at this rate.
+    assert second.one_in == pytest.approx(1_000_000 / (1_000 * AIM_OVER_BUDGET), rel=0.02)
+    assert second.closed_ns - second.opened_ns > 0.85e9
+
+
+def test_a_window_that_does_not_spend_its_quota_runs_to_its_end() -> None:
+    clock = Clock()
+    kernel = Traffic(clock, pps=500)  # 500 candidates a window, quota 1000
+    ctl = run(settings(), kernel, clock, 25)
+    assert ctl.counters.quota_spent == 0
+    for w in ctl.counters.history:
+        assert w.closed_ns - w.opened_ns == 1_000_000_000
 
 
 def test_weights_scale_started_paths_back_to_the_matching_packets() -> None:
