@@ -295,7 +295,7 @@ enum budget_slot {
 };
 
 struct budget_window {
-	__u64 window; /* bpf_ktime_get_ns() >> BUDGET_WINDOW_SHIFT */
+	__u64 window; /* paths.bpf.h: budget_bucket() */
 	__u64 used;   /* paths started in it */
 };
 
