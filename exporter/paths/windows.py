@@ -141,9 +141,10 @@ def adapt_one_in(one_in: int, candidates: int, s: WindowSettings, sampled_ns: in
     if not s.adaptive or not s.one_in or not s.target:
         return s.one_in
     window_ns = s.length_s * 1_000_000_000
+    expected = float(candidates)  # over a whole window
     if sampled_ns is not None and 0 < sampled_ns < window_ns:
-        candidates = candidates * window_ns / sampled_ns
-    wanted = math.ceil(candidates * one_in / s.target) if candidates else 1
+        expected = candidates * window_ns / sampled_ns
+    wanted = math.ceil(expected * one_in / s.target) if candidates else 1
     return max(s.one_in, min(wanted, MAX_ONE_IN))
 
 
