@@ -78,6 +78,7 @@ _METRICS = (
     "pktpath_events_lost_total",
     "pktpath_paths_refused_total",
     "pktpath_spans_dropped_total",
+    "pktpath_spans_exported_total",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
 )
