@@ -353,7 +353,7 @@ class WindowController:
         self._kernel.arm(one_in, number, open_ns, close_ns, s.quota)
         self._sleep_until(open_at)
         c.open = True
-        closed_ns = self._sample(open_at + s.length_s, number, close_ns, started0)
+        closed_ns = self._sample(open_at + s.length_s, number, close_ns, started0, s.quota)
         c.open = False
         started1, refused1 = self._kernel.rate_counts()
         started, refused = started1 - started0, refused1 - refused0
@@ -372,11 +372,10 @@ class WindowController:
         self._linger(closed_ns)
         return closed
 
-    def _sample(self, close_at: float, number: int, close_ns: int, started0: int) -> int:
-        """While the window samples: until the kernel's close, or until its quota is spent
-        (then disarmed now).  Returns when it stopped sampling (monotonic ns); its counts are
-        final when this returns."""
-        quota = self.settings.quota
+    def _sample(self, close_at: float, number: int, close_ns: int, started0: int, quota: int) -> int:
+        """While the window samples: until the kernel's close, or until `quota` (the one it was
+        armed with: a reload meanwhile applies from the next window) is spent, then disarmed now.
+        Returns when it stopped sampling (monotonic ns); its counts are final when this returns."""
         while quota and not self._stop.is_set():
             left = close_at - self._wall()
             if left <= QUOTA_POLL_S:

@@ -301,3 +301,30 @@ def test_a_slow_attach_moves_the_next_attach_earlier() -> None:
     assert ctl.counters.late == 1 and ctl.counters.opened == 4  # the first only
     assert ctl.lead_s() == pytest.approx(1.5)
     assert settings(period_s=4, length_s=1).lead_s < ctl.lead_s() <= (10 - 1) / 2
+
+
+def test_a_reload_during_a_window_leaves_its_quota_as_armed() -> None:
+    """The kernel counts the quota the window was armed with; a smaller budget reloaded meanwhile
+    applies from the next window, so it must not close this one early (the fake kernel refuses a
+    disarm before the close while the armed quota is not spent)."""
+    clock = Clock()
+    kernel = Traffic(clock, pps=2_000)  # at N=1 the quota of 1000 is spent half-way through
+    ctl = WindowController(settings(), kernel, wall=clock.wall, monotonic_ns=clock.monotonic_ns, wait=clock.wait)
+    first_open = next_open(clock.wall_s + ctl.lead_s(), 10)
+    reloaded = False
+
+    def wait(seconds: float) -> bool:
+        nonlocal reloaded
+        stopped = clock.wait(seconds)
+        if not reloaded and clock.wall_s >= first_open - 0.04:  # armed (lead 50 ms), not yet open
+            ctl.update(settings(budget_per_s=100))
+            reloaded = True
+        return stopped
+
+    ctl._wait = wait
+    clock.stop_at = clock.wall_s + 25
+    ctl.run()
+    first, second = list(ctl.counters.history)[:2]
+    assert reloaded and first.started == 1_000  # the armed quota, not the reloaded 100
+    assert 0.45e9 <= first.closed_ns - first.opened_ns <= 0.52e9
+    assert second.started == 100  # the reload, from the next window on
