@@ -203,14 +203,6 @@ static __always_inline int filter_match(struct path_config *cfg, struct pkt_head
 }
 
 /*
- * At most `limit` new paths per window on the whole host (0: unlimited).
- * Only packets the sample or drop capture chose get here, so the shared
- * counter is touched rarely.  It is approximate by design: two CPUs starting
- * a window, or passing the test together, can let a few more through (at
- * most one per CPU), which keeps it to plain atomic adds every supported
- * kernel has, and it never lets fewer through.
- */
-/*
  * The 2^30 ns bucket a budget counts in now.  The drop program asks for it on
  * every drop of a storm (drop_capture_idle), where bpf_ktime_get_ns() (a
  * clocksource read) cost 45 ns a drop on the KVM machines we measured, against
@@ -234,6 +226,14 @@ static __always_inline __u64 budget_bucket(void)
 	return st->bucket;
 }
 
+/*
+ * At most `limit` new paths per window on the whole host (0: unlimited).
+ * Only packets the sample or drop capture chose get here, so the shared
+ * counter is touched rarely.  It is approximate by design: two CPUs starting
+ * a window, or passing the test together, can let a few more through (at
+ * most one per CPU), which keeps it to plain atomic adds every supported
+ * kernel has, and it never lets fewer through.
+ */
 /* Whether budget_take() would refuse now, without taking. */
 static __always_inline int budget_spent(__u32 slot, __u32 limit, __u64 window)
 {
