@@ -60,6 +60,27 @@ def release_free_heap() -> None:
         ctypes.CDLL(None).malloc_trim(0)
 
 
+# glibc's mallopt() parameter (malloc.h), and the size from which a buffer gets a mapping of its own.
+_M_MMAP_THRESHOLD = -3
+LARGE_BUFFER_BYTES = 64 * 1024
+
+
+def map_large_buffers() -> None:
+    """Give every allocation of LARGE_BUFFER_BYTES or more its own mapping, unmapped when it is freed
+    (glibc's mallopt; a no-op elsewhere).
+
+    The agent's large buffers are short-lived: an OTLP request being built and sent (a batch of 512
+    spans is about 170 KB, and the gRPC channel copies it) and the kernel BTF parsed at start.
+    glibc maps the first such buffer, then raises its threshold to that buffer's size when it is
+    freed (the "dynamic" threshold), so every later one is carved from the heap, where the small
+    long-lived objects allocated in between pin the pages: with spans exported to an endpoint that
+    is down, about 3 MB of RSS that malloc_trim cannot give back (docs/benchmarks.md).  A fixed
+    threshold costs a mapping and an unmapping per batch, a few dozen a second at most.
+    """
+    with contextlib.suppress(AttributeError, OSError):
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, LARGE_BUFFER_BYTES)
+
+
 class Agent:
     def __init__(self, cfg: Config, config_path: str | None = None, host: Host | None = None) -> None:
         self.cfg = cfg
@@ -78,6 +99,7 @@ class Agent:
 
     def run(self, started_at: float | None = None) -> int:
         started_at = started_at or time.monotonic()
+        map_large_buffers()  # before the kernel BTF is parsed: it is the first large buffer
         # Paths are on by default: they feed the path metrics and the drop exemplars whether or
         # not spans are exported.  The path hops are loaded only when packets are followed
         # (one_in > 0); drop capture (drop_one_in) needs only the always-on drop hop.  Whether
