@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.agent import pktpath_bin
 from bench.attach import REPS, measure_attach
-from bench.guest import inner_args, measure_in_guest
+from bench.guest import GUEST_TIME_LIMIT_S, inner_args, measure_in_guest
 from bench.hops import measure_hops
 from bench.paths import measure_paths
 from bench.procs import BenchError, tool_version, tracing_programs
@@ -77,6 +77,16 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="seconds per throughput trial (default 10, a window period; --quick: 2)",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=TIME_LIMIT_S,
+        metavar="SECONDS",
+        help=f"how long the measured phases of startup, scrape, throughput and paths may take; rounds stop "
+        f"early (and say so) to stay within it (default {TIME_LIMIT_S:g}; an --in-guest run counts guest "
+        "seconds, and its guest gives up after "
+        f"{GUEST_TIME_LIMIT_S:g} s of real time)",
     )
     p.add_argument("--starts", type=int, default=None, help="agent start-ups to time (default 10; --quick: 3)")
     p.add_argument(
@@ -202,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: needs root (loads BPF programs, creates network namespaces)", file=sys.stderr)
         return 1
     t0 = time.monotonic()
-    deadline = t0 + TIME_LIMIT_S
+    deadline = t0 + args.time_limit
     signal.signal(signal.SIGTERM, _on_sigterm)
     # A shell starts background jobs with SIGINT ignored, and Python keeps an inherited ignore;
     # the benchmark must stay interruptible (and clean up) however it was started.
