@@ -169,8 +169,8 @@ struct cpu_state {
 	__u64 nft_path; /* path of the packet nft_do_chain is evaluating (see hooks.bpf.h) */
 	__u64 qx_skb;   /* the skb __ip_queue_xmit/ip6_xmit was last called with (hooks.bpf.h) */
 	__u64 qx_ts;    /* ... and when */
-	__u64 bucket_jiffies; /* the tick budget_bucket() last read the clock in (paths.bpf.h) */
-	__u64 bucket;         /* ... and the budget bucket it found */
+	__u64 bucket_jiffies; /* the tick budget_step() last read the clock in (paths.bpf.h) */
+	__u64 bucket;         /* ... and the budget step it found */
 };
 
 struct {

@@ -203,27 +203,43 @@ static __always_inline int filter_match(struct path_config *cfg, struct pkt_head
 }
 
 /*
- * The 2^30 ns bucket a budget counts in now.  The drop program asks for it on
- * every drop of a storm (drop_capture_idle), where bpf_ktime_get_ns() (a
- * clocksource read) cost 45 ns a drop on the KVM machines we measured, against
- * 2.9 us a packet in a drop flood; tracing programs may not use the coarse
- * clock.  So each CPU reads the clock once a tick (jiffies, a memory read) and
- * keeps the bucket it found: a bucket begins up to one tick late on a CPU.
- * budget_take() only moves a budget's bucket forward, so a CPU a tick behind
- * counts against the newer bucket instead of resetting it.
+ * The budget step it is now: 2^27 ns (a time bucket, 2^30 ns, is 8 steps).
+ * The drop program asks for it on every drop of a storm (drop_capture_idle),
+ * where bpf_ktime_get_ns() (a clocksource read) cost 45 ns a drop on the KVM
+ * machines we measured, against 2.9 us a packet in a drop flood; tracing
+ * programs may not use the coarse clock.  So each CPU reads the clock once a
+ * tick (jiffies, a memory read) and keeps the step it found: a step begins up
+ * to one tick late on a CPU.  budget_take() only moves a budget's bucket
+ * forward, so a CPU a tick behind counts against the newer bucket instead of
+ * resetting it.
  */
-static __always_inline __u64 budget_bucket(void)
+static __always_inline __u64 budget_step(void)
 {
 	struct cpu_state *st = this_cpu_state();
 	__u64 tick = bpf_jiffies64();
 
 	if (!st)
-		return bpf_ktime_get_ns() >> BUDGET_WINDOW_SHIFT;
+		return bpf_ktime_get_ns() >> (BUDGET_WINDOW_SHIFT - BUDGET_PACE_SHIFT);
 	if (st->bucket_jiffies != tick) {
 		st->bucket_jiffies = tick;
-		st->bucket = bpf_ktime_get_ns() >> BUDGET_WINDOW_SHIFT;
+		st->bucket = bpf_ktime_get_ns() >> (BUDGET_WINDOW_SHIFT - BUDGET_PACE_SHIFT);
 	}
 	return st->bucket;
+}
+
+/*
+ * The part of a time bucket's quota released by `step`: k/8 of it by the end
+ * of the bucket's k-th step, rounded up, so that a quota of 1 is whole from
+ * the first step.  What a step leaves unused carries over to the next ones.
+ * Without it, a flood spends the quota in the bucket's first milliseconds: the
+ * paths sampled all come from the start of each second, and the agent gets
+ * them as one burst, a second's worth of paths open at once (its memory).
+ */
+static __always_inline __u32 paced_quota(__u32 limit, __u64 step)
+{
+	__u64 released = (step & ((1 << BUDGET_PACE_SHIFT) - 1)) + 1;
+
+	return ((__u64)limit * released + (1 << BUDGET_PACE_SHIFT) - 1) >> BUDGET_PACE_SHIFT;
 }
 
 /*
@@ -245,8 +261,8 @@ static __always_inline int budget_spent(__u32 slot, __u32 limit, __u64 window)
 	return !b || (b->window >= window && b->used >= limit);
 }
 
-/* `window`: the bucket the count is kept in, budget_bucket(), or
- * WINDOW_BUDGET_BUCKET | the sampling window's number. */
+/* `window`: the bucket the count is kept in, a time bucket (time_budget_take)
+ * or WINDOW_BUDGET_BUCKET | the sampling window's number. */
 static __always_inline int budget_take(__u32 slot, __u32 limit, __u64 window)
 {
 	struct budget_window *b;
@@ -256,7 +272,7 @@ static __always_inline int budget_take(__u32 slot, __u32 limit, __u64 window)
 	b = bpf_map_lookup_elem(&path_budget, &slot);
 	if (!b)
 		return 0;
-	if (window > b->window) { /* a later bucket (budget_bucket: never back to an older one) */
+	if (window > b->window) { /* a later bucket (budget_step: never back to an older one) */
 		b->window = window;
 		b->used = 0;
 	}
@@ -264,6 +280,22 @@ static __always_inline int budget_take(__u32 slot, __u32 limit, __u64 window)
 		return 0;
 	__sync_fetch_and_add(&b->used, 1);
 	return 1;
+}
+
+/* A per-second budget (`limit` per 2^30 ns bucket, 0: unlimited), released in steps. */
+static __always_inline int time_budget_take(__u32 slot, __u32 limit)
+{
+	__u64 step = budget_step();
+
+	return !limit || budget_take(slot, paced_quota(limit, step), step >> BUDGET_PACE_SHIFT);
+}
+
+/* Whether time_budget_take() would refuse now, without taking. */
+static __always_inline int time_budget_spent(__u32 slot, __u32 limit)
+{
+	__u64 step = budget_step();
+
+	return limit && budget_spent(slot, paced_quota(limit, step), step >> BUDGET_PACE_SHIFT);
 }
 
 /* A rate-sampled path's budget while windows are on: the window's own quota
@@ -407,9 +439,9 @@ static __always_inline __u64 path_start(struct path_config *cfg, struct sk_buff 
 	if (!st)
 		return 0;
 	now = bpf_ktime_get_ns();
-	if (by & EV_BY_DROP ? !budget_take(BUDGET_DROP, cfg->max_drop_paths, budget_bucket())
+	if (by & EV_BY_DROP ? !time_budget_take(BUDGET_DROP, cfg->max_drop_paths)
 	    : cfg->windowed ? !window_budget_take()
-			    : !budget_take(BUDGET_RATE, cfg->max_paths, budget_bucket())) {
+			    : !time_budget_take(BUDGET_RATE, cfg->max_paths)) {
 		stat_inc(by & EV_BY_DROP ? STAT_DROP_BUDGET : STAT_PATH_BUDGET);
 		return 0;
 	}
@@ -594,7 +626,7 @@ static __always_inline void path_drop(struct sk_buff *skb, __u32 reason, __u64 l
 	 * first: check it before reading the header. */
 	if (cfg->drop_sample_below < 1ULL << 32 && bpf_get_prandom_u32() >= cfg->drop_sample_below)
 		return;
-	if (budget_spent(BUDGET_DROP, cfg->max_drop_paths, budget_bucket())) {
+	if (time_budget_spent(BUDGET_DROP, cfg->max_drop_paths)) {
 		stat_inc(STAT_DROP_BUDGET);
 		return;
 	}
@@ -630,7 +662,7 @@ static __always_inline int drop_capture_idle(void)
 		return 1;
 	if (cfg->drop_sample_below < 1ULL << 32)
 		return 0;
-	if (budget_spent(BUDGET_DROP, cfg->max_drop_paths, budget_bucket())) {
+	if (time_budget_spent(BUDGET_DROP, cfg->max_drop_paths)) {
 		stat_inc(STAT_DROP_BUDGET);
 		return 1;
 	}

@@ -288,6 +288,9 @@ struct path_window {
  * the `path_budget` array: sampled paths and drop captures draw from
  * separate budgets, so neither can starve the other. */
 #define BUDGET_WINDOW_SHIFT 30
+/* A time bucket's quota is released in 2^BUDGET_PACE_SHIFT steps (134 ms
+ * each): by the end of step k of 8, k/8 of it (paths.bpf.h: paced_quota). */
+#define BUDGET_PACE_SHIFT 3
 enum budget_slot {
 	BUDGET_RATE = 0,
 	BUDGET_DROP = 1,
@@ -295,7 +298,7 @@ enum budget_slot {
 };
 
 struct budget_window {
-	__u64 window; /* paths.bpf.h: budget_bucket() */
+	__u64 window; /* a time bucket (ns >> 30) or a window's, paths.bpf.h: budget_take() */
 	__u64 used;   /* paths started in it */
 };
 

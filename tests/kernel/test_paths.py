@@ -289,13 +289,19 @@ def _sample_and_count(tmp_path: Path, receiver: OtlpReceiver, lab: Lab) -> None:
         assert agent.stop() == 0
 
 
-def test_a_drop_storm_starts_the_drop_budget_and_counts_every_other_drop(tmp_path: Path, lab: Lab) -> None:
+def test_a_drop_storm_starts_the_paced_drop_budget_and_counts_every_other_drop(tmp_path: Path, lab: Lab) -> None:
     """max_drop_paths_per_second holds in a storm: drop capture starts at most its quota per budget
-    window (2^30 ns; a burst may straddle two), and every other drop is counted refused, whether the
-    counting program or drop capture refuses it (bpf/paths.bpf.h: drop_capture_idle)."""
-    port, sent, budget = 7151, 2000, 20
+    bucket (2^30 ns), released in eighths (bpf/paths.bpf.h: paced_quota), and every other drop is
+    counted refused, whether the counting program or drop capture refuses it (drop_capture_idle).
+
+    The storm is steady (a drop every ~0.5 ms) and lasts about two seconds: it holds at least one
+    whole bucket, whose whole quota it gets, and once the quota that built up before it began is
+    spent, the paths it starts come a step's share at a time, not a second's quota at once."""
+    port, sent, budget = 7151, 4000, 20
     quota = per_window(budget)
+    step_share = -(-quota // 8)
     cpus = os.cpu_count() or 1
+    bucket_s = (1 << 30) / 1e9
     with OtlpReceiver() as receiver:
         agent = AgentProcess.start(
             tmp_path,
@@ -318,7 +324,9 @@ def test_a_drop_storm_starts_the_drop_budget_and_counts_every_other_drop(tmp_pat
                 )
 
             before = readings()
+            t0 = time.monotonic()
             lab.send_udp(lab.client, lab.server_ip, port, sent)
+            storm_s = time.monotonic() - t0  # at least the storm's length (the sender's start-up included)
             assert (
                 agent.wait_value(
                     "pktpath_drops_total",
@@ -331,10 +339,29 @@ def test_a_drop_storm_starts_the_drop_budget_and_counts_every_other_drop(tmp_pat
             )
             started, refused, ours, every = (after - was for after, was in zip(readings(), before, strict=True))
             assert ours == sent
-            assert quota <= started <= 2 * (quota + cpus), (started, quota)
+            assert storm_s > 2 * bucket_s  # the premise of the bounds: the storm holds a whole bucket
+            # A whole bucket inside the storm gives its whole quota; the storm touches at most
+            # storm_s / bucket_s + 2 buckets, each giving at most its quota and a path per CPU.
+            buckets = int(storm_s / bucket_s) + 2
+            assert quota <= started <= buckets * (quota + cpus), (started, quota, storm_s)
             # Each drop is started or refused at most once; each of ours at least once (nothing else
             # was followed: one_in 0).  Other drops on the host in the meantime may add to both.
             assert sent <= started + refused <= every, (started, refused, sent, every)
+
+            # Paced: past the storm's first bucket (which may get the quota released before the
+            # storm began at once), no 100 ms holds more than two steps' shares, a path per CPU
+            # aside.  Unpaced, each bucket's quota would start in its first ~quota x 0.5 ms.
+            # (`started` counts the whole host's drop paths; the storm's are those to its port.)
+            time.sleep(1.0)  # the last paths' grace and the exporter's 100 ms batch delay
+            starts = sorted(
+                s.start_ns
+                for s in receiver.spans
+                if not s.parent_span_id and s.attributes.get("destination.port") == port
+            )
+            assert quota - cpus <= len(starts) <= started, (len(starts), started)
+            steady = [t for t in starts if t >= starts[0] + int(bucket_s * 1e9)]
+            busiest = max(sum(1 for u in steady if t <= u < t + 100_000_000) for t in steady)
+            assert busiest <= 2 * step_share + cpus, (busiest, step_share, quota)
         finally:
             assert agent.stop() == 0, agent.log()
 
