@@ -187,7 +187,10 @@ class SpanEncoder:
     timestamps are CLOCK_MONOTONIC); it is called once per path, so a clock step is followed.
     ``flow_links`` bounds the LRU of flows whose previous packet a new root span links to (0: no
     links). ``sampler`` (OTEL_TRACES_SAMPLER) may refuse a packet's trace: nothing is sent,
-    ``emit`` returns "" and ``sampled_out`` counts it. ``strict`` re-raises unexpected errors
+    ``emit`` returns "" and ``sampled_out`` counts it. ``refused(n)`` says whether the sink would
+    refuse ``n`` spans now, and has then counted them itself (the export queue when it is full):
+    such a path is not encoded, and ``emit`` returns its trace id as for a path handed on, whose
+    spans the sink would have dropped the same way. ``strict`` re-raises unexpected errors
     instead of counting them (for tests).
 
     ``emit()`` never raises (unless strict): a path without hops or header is skipped and counted
@@ -204,10 +207,12 @@ class SpanEncoder:
         strict: bool = False,
         pod_of: Callable[[int], PodRef | None] | None = None,
         sampler: Sampler | None = None,
+        refused: Callable[[int], bool] | None = None,
     ) -> None:
         if flow_links < 0:
             raise ValueError(f"flow_links must be >= 0, got {flow_links}")
         self._sink = sink
+        self._refused = refused
         self._clock_offset_ns = clock_offset_ns or wall_minus_monotonic_ns
         self._flow_links = flow_links
         self._strict = strict
@@ -239,7 +244,8 @@ class SpanEncoder:
             if encoded is None:
                 return ""
             trace_id, data, count = encoded
-            self._sink(data, count)
+            if data is not None:
+                self._sink(data, count)
         except Exception:
             if self._strict:
                 raise
@@ -259,7 +265,8 @@ class SpanEncoder:
         """(trace id, spans' bytes, span count) of ``path``, without handing it on; None when not sent."""
         if not path.hops or path.header is None:
             return None
-        return self._encode(path, path.header)
+        encoded = self._encode(path, path.header, may_refuse=False)
+        return None if encoded is None else (encoded[0], encoded[1] or b"", encoded[2])
 
     def _skip(self, reason: str) -> None:
         with self._lock:
@@ -304,7 +311,10 @@ class SpanEncoder:
             self._names[name] = field
         return field
 
-    def _encode(self, path: Path, header: PacketHeader) -> tuple[int, bytes, int] | None:
+    def _encode(
+        self, path: Path, header: PacketHeader, may_refuse: bool = True
+    ) -> tuple[int, bytes | None, int] | None:
+        """(trace id, spans' bytes, span count); bytes None when the sink refused the spans unseen."""
         hops = path.hops
         offset = self._clock_offset_ns()
         walls = [hop.ts_ns + offset for hop in hops]
@@ -337,6 +347,11 @@ class SpanEncoder:
         else:
             with self._lock:
                 self.emitted += 1
+        # Links (above) are kept as if the path were sent: the next packet of the flow links to
+        # this one whether or not its spans fit.  The encoding is most of a path's cost (and
+        # with a collector down, most paths find the queue full): none for spans already dropped.
+        if may_refuse and self._refused is not None and self._refused(len(hops) + 1):
+            return trace_id, None, len(hops) + 1
 
         head = _TRACE_ID + trace_bytes + _SPAN_ID
         parts = [head, root_id, self._name(name), _KIND_AND_TIMES.pack(0x30, 1, 0x39, start, 0x41, end)]

@@ -300,6 +300,17 @@ class SpanQueue:
             if len(self._items) == 1 or self._queued >= self._max_batch:
                 self._cond.notify()
 
+    def refuse_if_full(self, spans: int) -> bool:
+        """Count `spans` dropped (queue_full) when they would not fit now, so that nobody encodes them.
+
+        A path that fits now is encoded and offered: offer() decides for it (room, shutdown)."""
+        with self._cond:
+            if self._closing or self._queued + spans <= self._capacity:
+                return False
+            self.ended += spans
+            self.dropped["queue_full"] += spans
+            return True
+
     def snapshot(self) -> tuple[int, int, int, Counter[str]]:
         """(ended, pending, exported, dropped) at one instant."""
         with self._cond:
@@ -545,7 +556,7 @@ def build_tracing(
         max_batch=cfg.max_export_batch_size,
         delay_s=cfg.schedule_delay_ms / 1000,
     )
-    encoder = SpanEncoder(queue.offer, pod_of=pod_of, sampler=_sampler_from_env())
+    encoder = SpanEncoder(queue.offer, pod_of=pod_of, sampler=_sampler_from_env(), refused=queue.refuse_if_full)
     name = f"otlp/{protocol}" if kind == "otlp" else kind
     tracing = Tracing(encoder, queue, resource, exporter_name=name, endpoint=cfg.endpoint)
     log.info("traces: %s to %s", name, cfg.endpoint or "the OTEL_* / exporter default endpoint")

@@ -14,7 +14,7 @@ from exporter.config.model import TracesConfig
 from exporter.errors import ConfigError
 from exporter.model.path import Hop, HopEvent, Outcome, PacketHeader, Path
 from exporter.traces.export import DROP_REASONS, Tracing, build_tracing, http_traces_url
-from exporter.traces.ids import packet_trace_id
+from exporter.traces.ids import packet_trace_id, trace_id_hex
 from tests.otlp_receiver import BlackHole, OtlpReceiver, ReceivedSpan
 
 HEADER = PacketHeader(
@@ -242,9 +242,10 @@ def test_full_queue_drops_and_counts(protocol: str, start: Callable[..., Tracing
         cfg = replace(FAST, protocol=protocol, endpoint=endpoint, max_queue_size=4, max_export_batch_size=2)
         tracing = start(cfg)
         began = time.monotonic()
-        for n in range(25):
-            tracing.span_builder.emit(path(n))
+        # Every path keeps its trace id (its exemplar), whether its spans fit or not.
+        ids = [tracing.span_builder.emit(path(n)) for n in range(25)]
         assert time.monotonic() - began < 2.0  # never waits for the hanging receiver
+        assert ids == [trace_id_hex(path(n)) for n in range(25)]
         assert tracing.pending <= 4
         assert tracing.dropped["queue_full"] > 0
         rx.release()

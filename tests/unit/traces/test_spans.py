@@ -466,6 +466,38 @@ def test_no_links_when_disabled() -> None:
     assert all(not span.links for span in s.spans())
 
 
+# --- a sink that is full --------------------------------------------------------------------
+
+
+def test_spans_the_sink_refuses_are_not_encoded_and_keep_their_trace_id_and_flow_link() -> None:
+    """refused(n): the export queue counts spans that will not fit before they are encoded."""
+    asked: list[int] = []
+    full = [True]
+
+    def refused(spans: int) -> bool:
+        asked.append(spans)
+        return full[0]
+
+    s = Setup(refused=refused)
+    path = forwarded(path_id=1)
+    trace_id = s.encoder.emit(path)
+    assert asked == [len(path.hops) + 1]  # asked once, for the path's spans: root and hops
+    assert s.chunks == []  # nothing encoded, nothing handed on
+    assert trace_id == trace_id_hex(path, OFFSET)  # the exemplar still names the packet's trace
+    assert s.encoder.emitted == 1
+    # The next packet of the flow, with room again, links to the refused one as to any other.
+    full[0] = False
+    second = forwarded(replace(UDP, ip_id=0x1235), path_id=2, t0=T0 + 10_000)
+    assert s.encoder.emit(second) == trace_id_hex(second, OFFSET)
+    (link,) = s.root().links
+    assert link.trace_id == trace_id
+    assert len(s.spans()) == len(second.hops) + 1
+    # encode() (the benchmarks, the golden test) always encodes.
+    full[0] = True
+    encoded = s.encoder.encode(path)
+    assert encoded is not None and encoded[1] and encoded[2] == len(path.hops) + 1
+
+
 # --- the sampler (OTEL_TRACES_SAMPLER) -------------------------------------------------------
 
 
