@@ -15,7 +15,8 @@ No span is lost silently. Every span offered is, eventually, exactly one of:
   the exporter's retries;
 * ``dropped["shutdown"]``: still queued when ``shutdown()`` ran out of time, or offered after it began.
 
-``emit()`` never waits for the network: it encodes the path and appends its bytes to the queue.
+``emit()`` never waits for the network: it encodes the path and appends its bytes to the queue, or,
+when they would not fit, counts the path's spans dropped without encoding them.
 So memory is bounded by ``max_queue_size`` spans (about 350 bytes each) plus the batch in export.
 """
 
