@@ -240,7 +240,7 @@ class SpanEncoder:
             self._skip("no_header")
             return ""
         try:
-            encoded = self._encode(path, header)
+            encoded = self._encode(path, header, self._refused)
             if encoded is None:
                 return ""
             trace_id, data, count = encoded
@@ -265,8 +265,12 @@ class SpanEncoder:
         """(trace id, spans' bytes, span count) of ``path``, without handing it on; None when not sent."""
         if not path.hops or path.header is None:
             return None
-        encoded = self._encode(path, path.header, may_refuse=False)
-        return None if encoded is None else (encoded[0], encoded[1] or b"", encoded[2])
+        encoded = self._encode(path, path.header, None)  # encoded whatever the sink would take
+        if encoded is None:
+            return None
+        trace_id, data, count = encoded
+        assert data is not None
+        return trace_id, data, count
 
     def _skip(self, reason: str) -> None:
         with self._lock:
@@ -312,9 +316,9 @@ class SpanEncoder:
         return field
 
     def _encode(
-        self, path: Path, header: PacketHeader, may_refuse: bool = True
+        self, path: Path, header: PacketHeader, refused: Callable[[int], bool] | None
     ) -> tuple[int, bytes | None, int] | None:
-        """(trace id, spans' bytes, span count); bytes None when the sink refused the spans unseen."""
+        """(trace id, spans' bytes, span count); bytes None when `refused` took the spans unencoded."""
         hops = path.hops
         offset = self._clock_offset_ns()
         walls = [hop.ts_ns + offset for hop in hops]
@@ -350,7 +354,7 @@ class SpanEncoder:
         # Links (above) are kept as if the path were sent: the next packet of the flow links to
         # this one whether or not its spans fit.  The encoding is most of a path's cost (and
         # with a collector down, most paths find the queue full): none for spans already dropped.
-        if may_refuse and self._refused is not None and self._refused(len(hops) + 1):
+        if refused is not None and refused(len(hops) + 1):
             return trace_id, None, len(hops) + 1
 
         head = _TRACE_ID + trace_bytes + _SPAN_ID

@@ -292,8 +292,7 @@ class SpanQueue:
             if self._closing:
                 self.dropped["shutdown"] += spans
                 return
-            if self._queued + spans > self._capacity:
-                self.dropped["queue_full"] += spans
+            if self._drop_if_full(spans):
                 return
             self._items.append((data, spans, self._clock()))
             self._queued += spans
@@ -306,11 +305,17 @@ class SpanQueue:
 
         A path that fits now is encoded and offered: offer() decides for it (room, shutdown)."""
         with self._cond:
-            if self._closing or self._queued + spans <= self._capacity:
-                return False
+            if self._closing or not self._drop_if_full(spans):
+                return False  # offer() decides, and counts ended
             self.ended += spans
-            self.dropped["queue_full"] += spans
             return True
+
+    def _drop_if_full(self, spans: int) -> bool:
+        """With the lock held: count `spans` dropped (queue_full) when they would not fit."""
+        if self._queued + spans <= self._capacity:
+            return False
+        self.dropped["queue_full"] += spans
+        return True
 
     def snapshot(self) -> tuple[int, int, int, Counter[str]]:
         """(ended, pending, exported, dropped) at one instant."""
