@@ -62,7 +62,9 @@ NO_SOCKET = Drop("NO_SOCKET", "__udp4_lib_rcv", "UNKNOWN")
 
 def assert_exact(agent: AgentProcess, expected: int, drop: Drop, interface: str, protocol: str = "udp") -> None:
     labels = drop.labels(interface, protocol)
-    seen = agent.wait_value("pktpath_drops_total", expected, 5.0, **labels)
+    # Exactly N, however long it takes to arrive: 5 s was once too short in the emulated 5.10 guest
+    # (39 of 50 counted at the deadline; 9/9 when run again).  The wait ends as soon as N is there.
+    seen = agent.wait_value("pktpath_drops_total", expected, 15.0, **labels)
     assert seen == expected, f"{labels}: {seen} counted, {expected} sent\n{agent.scrape_text()}"
     time.sleep(0.3)  # nothing late may push it past N
     assert agent.value("pktpath_drops_total", **labels) == expected
