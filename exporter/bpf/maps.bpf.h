@@ -47,12 +47,12 @@ struct {
 	__type(value, struct track);
 } tracked SEC(".maps");
 
-/* Host-wide path budgets (paths.bpf.h: budget_take), one window per enum budget_slot. */
+/* Host-wide path budgets (paths.bpf.h: budget_take, time_budget_take), one per enum budget_slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, BUDGET__MAX);
 	__type(key, __u32);
-	__type(value, struct budget_window);
+	__type(value, struct budget_state);
 } path_budget SEC(".maps");
 
 /* How many entries `tracked` holds, so that the hops of the many packets not
@@ -170,7 +170,7 @@ struct cpu_state {
 	__u64 qx_skb;   /* the skb __ip_queue_xmit/ip6_xmit was last called with (hooks.bpf.h) */
 	__u64 qx_ts;    /* ... and when */
 	__u64 bucket_jiffies; /* the tick budget_step() last read the clock in (paths.bpf.h) */
-	__u64 bucket;         /* ... and the budget step it found */
+	__u64 bucket;         /* ... and the budget step (ns >> 27) it found */
 };
 
 struct {

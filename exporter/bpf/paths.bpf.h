@@ -209,9 +209,9 @@ static __always_inline int filter_match(struct path_config *cfg, struct pkt_head
  * machines we measured, against 2.9 us a packet in a drop flood; tracing
  * programs may not use the coarse clock.  So each CPU reads the clock once a
  * tick (jiffies, a memory read) and keeps the step it found: a step begins up
- * to one tick late on a CPU.  budget_take() only moves a budget's bucket
- * forward, so a CPU a tick behind counts against the newer bucket instead of
- * resetting it.
+ * to one tick late on a CPU.  time_budget_take() only moves a budget's mark
+ * forward, so a CPU a tick behind takes from the credit as it finds it
+ * instead of topping it up again.
  */
 static __always_inline __u64 budget_step(void)
 {
@@ -228,74 +228,115 @@ static __always_inline __u64 budget_step(void)
 }
 
 /*
- * The part of a time bucket's quota released by `step`: k/8 of it by the end
- * of the bucket's k-th step, rounded up, so that a quota of 1 is whole from
- * the first step.  What a step leaves unused carries over to the next ones.
- * Without it, a flood spends the quota in the bucket's first milliseconds: the
- * paths sampled all come from the start of each second, and the agent gets
- * them as one burst, a second's worth of paths open at once (its memory).
- */
-static __always_inline __u32 paced_quota(__u32 limit, __u64 step)
-{
-	__u64 released = (step & ((1 << BUDGET_PACE_SHIFT) - 1)) + 1;
-
-	return ((__u64)limit * released + (1 << BUDGET_PACE_SHIFT) - 1) >> BUDGET_PACE_SHIFT;
-}
-
-/*
- * At most `limit` new paths per window on the whole host (0: unlimited).
+ * A sampling window's budget: at most `limit` new paths in the window on the
+ * whole host (0: unlimited).
  * Only packets the sample or drop capture chose get here, so the shared
  * counter is touched rarely.  It is approximate by design: two CPUs starting
  * a window, or passing the test together, can let a few more through (at
  * most one per CPU), which keeps it to plain atomic adds every supported
- * kernel has, and it never lets fewer through.
+ * kernel has (no compare-and-swap before 5.12), and it never lets fewer
+ * through.
  */
 /* Whether budget_take() would refuse now, without taking. */
 static __always_inline int budget_spent(__u32 slot, __u32 limit, __u64 window)
 {
-	struct budget_window *b;
+	struct budget_state *b;
 
 	if (!limit)
 		return 0;
 	b = bpf_map_lookup_elem(&path_budget, &slot);
-	return !b || (b->window >= window && b->used >= limit);
+	return !b || (b->mark >= window && b->count >= limit);
 }
 
-/* `window`: the bucket the count is kept in, a time bucket (time_budget_take)
- * or WINDOW_BUDGET_BUCKET | the sampling window's number. */
+/* `window`: WINDOW_BUDGET_BUCKET | the sampling window's number. */
 static __always_inline int budget_take(__u32 slot, __u32 limit, __u64 window)
 {
-	struct budget_window *b;
+	struct budget_state *b;
 
 	if (!limit)
 		return 1;
 	b = bpf_map_lookup_elem(&path_budget, &slot);
 	if (!b)
 		return 0;
-	if (window > b->window) { /* a later bucket (budget_step: never back to an older one) */
-		b->window = window;
-		b->used = 0;
+	if (window > b->mark) { /* a later window: a fresh count */
+		b->mark = window;
+		b->count = 0;
 	}
-	if (b->used >= limit)
+	if (b->count >= limit)
 		return 0;
-	__sync_fetch_and_add(&b->used, 1);
+	__sync_fetch_and_add(&b->count, 1);
 	return 1;
 }
 
-/* A per-second budget (`limit` per 2^30 ns bucket, 0: unlimited), released in steps. */
-static __always_inline int time_budget_take(__u32 slot, __u32 limit)
+/*
+ * A per-second budget is a token bucket: `limit` paths per time bucket
+ * (2^30 ns), topped up by an eighth of that every budget step (2^27 ns), and
+ * holding at most `limit`.  So a quiet host meets a burst with a second's
+ * quota at once (a short burst of drops under the budget gets every path),
+ * and a flood that spent it gets paths at the budget's rate, a step's share
+ * at a time, spread over each second: not all from its first milliseconds,
+ * which would skew what the samples say about the flood, and not a second's
+ * worth of paths reaching the agent at once, every second (its memory).
+ * Credit is in eighths of a path, so a step's share is exact.
+ *
+ * The credit `b` has at `step` (budget_step(): never earlier than a step the
+ * budget was topped up in, give or take a tick on another CPU).
+ */
+static __always_inline __s64 rate_credit(const struct budget_state *b, __u32 limit, __u64 step)
 {
-	__u64 step = budget_step();
+	__s64 full = (__s64)limit << BUDGET_PACE_SHIFT, credit = b->count;
+	__u64 elapsed = step - b->mark;
 
-	return !limit || budget_take(slot, paced_quota(limit, step), step >> BUDGET_PACE_SHIFT);
+	if (step <= b->mark)
+		return credit;
+	if (elapsed >= 1 << BUDGET_PACE_SHIFT) /* a time bucket or more: full (and no overflow) */
+		return full;
+	credit += (__s64)elapsed * limit;
+	return credit < full ? credit : full;
 }
 
-/* Whether time_budget_take() would refuse now, without taking. */
+/*
+ * Take a path from a per-second budget (`limit` per 2^30 ns, 0: unlimited).
+ * Approximate like budget_take(), with plain stores and atomic adds: CPUs
+ * taking the last credit together overdraw it by a path each (paid back by
+ * the next top-up), and a CPU that read the old step just as another topped
+ * the budget up can top it up again, by a step's share at most, never past
+ * the full bucket.  The mark is moved before the credit is written, which
+ * keeps that window to a few instructions.
+ */
+static __always_inline int time_budget_take(__u32 slot, __u32 limit)
+{
+	struct budget_state *b;
+	__u64 step;
+
+	if (!limit)
+		return 1;
+	b = bpf_map_lookup_elem(&path_budget, &slot);
+	if (!b)
+		return 0;
+	step = budget_step();
+	if (step > b->mark) {
+		__s64 credit = rate_credit(b, limit, step);
+
+		b->mark = step;
+		b->count = credit;
+	}
+	if (b->count < 1 << BUDGET_PACE_SHIFT)
+		return 0;
+	__sync_fetch_and_add(&b->count, -(1 << BUDGET_PACE_SHIFT));
+	return 1;
+}
+
+/* Whether time_budget_take() would refuse now, without taking: read-only, so
+ * CPUs refusing a storm's drops together share the budget's cache line. */
 static __always_inline int time_budget_spent(__u32 slot, __u32 limit)
 {
-	__u64 step = budget_step();
+	struct budget_state *b;
 
-	return limit && budget_spent(slot, paced_quota(limit, step), step >> BUDGET_PACE_SHIFT);
+	if (!limit)
+		return 0;
+	b = bpf_map_lookup_elem(&path_budget, &slot);
+	return !b || rate_credit(b, limit, budget_step()) < 1 << BUDGET_PACE_SHIFT;
 }
 
 /* A rate-sampled path's budget while windows are on: the window's own quota

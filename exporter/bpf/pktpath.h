@@ -281,15 +281,17 @@ struct path_window {
 	__u32 _pad;
 };
 
-/* Window budget buckets carry this bit: a time bucket (ns >> 30) never does. */
+/* A window budget's mark carries this bit: a budget step (ns >> 27) never does. */
 #define WINDOW_BUDGET_BUCKET (1ULL << 63)
 
-/* Budget windows are 2^30 ns (1.07 s): a shift, not a division.  Slots of
- * the `path_budget` array: sampled paths and drop captures draw from
- * separate budgets, so neither can starve the other. */
+/* Per-second budgets count in time buckets of 2^30 ns (1.07 s): a shift, not
+ * a division.  Slots of the `path_budget` array: sampled paths and drop
+ * captures draw from separate budgets, so neither can starve the other. */
 #define BUDGET_WINDOW_SHIFT 30
-/* A time bucket's quota is released in 2^BUDGET_PACE_SHIFT steps (134 ms
- * each): by the end of step k of 8, k/8 of it (paths.bpf.h: paced_quota). */
+/* A per-second budget is a token bucket (paths.bpf.h: rate_credit): it holds
+ * at most a time bucket's quota, and is topped up by an eighth of it every
+ * 2^(30 - BUDGET_PACE_SHIFT) ns (134 ms), its credit counted in eighths of a
+ * path so that a step's share is exact. */
 #define BUDGET_PACE_SHIFT 3
 enum budget_slot {
 	BUDGET_RATE = 0,
@@ -297,9 +299,15 @@ enum budget_slot {
 	BUDGET__MAX,
 };
 
-struct budget_window {
-	__u64 window; /* a time bucket (ns >> 30) or a window's, paths.bpf.h: budget_take() */
-	__u64 used;   /* paths started in it */
+struct budget_state {
+	/* A window's budget: the bucket it counts (WINDOW_BUDGET_BUCKET | the
+	 * window's number).  A per-second budget: the step its credit was last
+	 * topped up in (ns >> 27). */
+	__u64 mark;
+	/* A window's budget: paths started in the window.  A per-second budget:
+	 * the credit left, in eighths of a path (below 0 when CPUs that took the
+	 * last of it together overdrew it; the next top-up pays that back). */
+	__s64 count;
 };
 
 /* LPM trie key for filter_src/filter_dst: the generation, then the address,
