@@ -209,9 +209,9 @@ static __always_inline int filter_match(struct path_config *cfg, struct pkt_head
  * machines we measured, against 2.9 us a packet in a drop flood; tracing
  * programs may not use the coarse clock.  So each CPU reads the clock once a
  * tick (jiffies, a memory read) and keeps the step it found: a step begins up
- * to one tick late on a CPU.  time_budget_take() only moves a budget's mark
- * forward, so a CPU a tick behind takes from the credit as it finds it
- * instead of topping it up again.
+ * to one tick late on a CPU.  time_budget_take() tops a budget up only for a
+ * step later than its mark, so a CPU a tick behind takes from the credit as
+ * it finds it instead of topping it up again.
  */
 static __always_inline __u64 budget_step(void)
 {
@@ -300,9 +300,9 @@ static __always_inline __s64 rate_credit(const struct budget_state *b, __u32 lim
  * Approximate like budget_take(), with plain stores and atomic adds: CPUs
  * taking the last credit together overdraw it by a path each (paid back by
  * the next top-up), and a CPU that read the old step just as another topped
- * the budget up can top it up again, by a step's share at most, never past
- * the full bucket.  The mark is moved before the credit is written, which
- * keeps that window to a few instructions.
+ * the budget up can top it up again (or set its mark back a step), by a
+ * step's share at most, never past the full bucket.  The window for that is
+ * the few instructions between reading the mark and writing it.
  */
 static __always_inline int time_budget_take(__u32 slot, __u32 limit)
 {

@@ -357,14 +357,21 @@ def test_a_drop_storm_gets_the_drop_budget_at_once_then_at_its_rate(tmp_path: Pa
             )
             others = started - len(starts)  # other drops on the host that took from the budget
             assert others >= 0, (len(starts), started)
-            # At once: the storm's first 100 ms (its first ~200 drops) get the whole quota the idle
-            # budget held, less what other drops took.  Paced from empty, they would get a share.
-            burst = sum(1 for t in starts if t < starts[0] + 100_000_000)
-            assert burst >= quota - others, (burst, quota, others)
+            # At once: the time the storm's first 2 x quota drops take (at most storm_s / sent each;
+            # 100 ms at least, under a step on this machine) gets the whole quota the idle budget
+            # held, less what other drops took.  Paced from empty, it would get a step's share.
+            burst_ns = int(max(0.1, 2 * quota * storm_s / sent) * 1e9)
+            burst = sum(1 for t in starts if t < starts[0] + burst_ns)
+            assert burst >= quota - others, (burst, quota, others, burst_ns)
+            # And the budget refills: every step boundary between the storm's first and last path
+            # added at least quota // 8 paths' credit, which the storm spent (a step's credit aside).
+            boundaries = (starts[-1] - starts[0]) // (1 << 27)
+            assert started >= quota + (boundaries - 1) * (quota // 8), (started, quota, boundaries)
             # Then at its rate: past the storm's first bucket, no 100 ms (less than a step) holds more
             # than two steps' shares, a path per CPU aside.  Without the steps, each later second's
             # quota would start in its first ~quota x 0.5 ms.
             steady = [t for t in starts if t >= starts[0] + int(bucket_s * 1e9)]
+            assert steady, "no path started past the storm's first bucket: the budget never refilled"
             busiest = max(sum(1 for u in steady if t <= u < t + 100_000_000) for t in steady)
             assert busiest <= 2 * step_share + cpus, (busiest, step_share, quota)
         finally:
