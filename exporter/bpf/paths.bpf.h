@@ -235,9 +235,11 @@ static __always_inline __u64 budget_step(void)
  * a window, or passing the test together, can let a few more through (at
  * most one per CPU), which keeps it to plain atomic adds every supported
  * kernel has (no compare-and-swap before 5.12), and it never lets fewer
- * through.
+ * through.  The window functions below (window_budget_take/spent) are its
+ * only callers; per-second budgets are time_budget_take/spent.
+ *
+ * budget_spent(): whether budget_take() would refuse now, without taking.
  */
-/* Whether budget_take() would refuse now, without taking. */
 static __always_inline int budget_spent(__u32 slot, __u32 limit, __u64 window)
 {
 	struct budget_state *b;
