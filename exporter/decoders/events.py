@@ -10,6 +10,7 @@ first hop of a path (the only one carrying a header).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import ipaddress
 import socket
 import struct
@@ -94,7 +95,6 @@ _FIB_FAMILY, _FIB_SADDR, _FIB_DADDR, _LOCATION, _NF_FAMILY, _NF_HOOK, _PHASE, _R
         "detail",
     )
 )
-_H = {name.removeprefix("hdr."): i for name, i in _F.items() if name.startswith("hdr.")}
 _NAME_CACHE_LIMIT = 1024
 
 
@@ -116,41 +116,97 @@ _FIB_LOOKUPS = {abi.FIB_ROUTE: FibLookup.ROUTE, abi.FIB_RP_FILTER: FibLookup.RP_
 _HEADER, _HF = _unpacker(abi.PktHeader)
 
 
+(
+    _H_FAMILY,
+    _H_FLAGS,
+    _H_SADDR,
+    _H_DADDR,
+    _H_PROTOCOL,
+    _H_SPORT,
+    _H_DPORT,
+    _H_TOS,
+    _H_TTL,
+    _H_IP_LEN,
+    _H_IP_ID,
+    _H_TCP_FLAGS,
+    _H_TCP_SEQ,
+    _H_ICMP_TYPE,
+    _H_ICMP_CODE,
+    _H_EXTRA,
+) = (
+    _HF[n]
+    for n in (
+        "family",
+        "flags",
+        "saddr",
+        "daddr",
+        "protocol",
+        "sport",
+        "dport",
+        "tos",
+        "ttl",
+        "ip_len",
+        "ip_id",
+        "tcp_flags",
+        "tcp_seq",
+        "icmp_type",
+        "icmp_code",
+        "extra",
+    )
+)
+
+
 def decode_header(h: abi.PktHeader) -> PacketHeader:
-    return _header(_HEADER.unpack_from(bytes(h)), _HF)
+    return _header(_HEADER.unpack_from(bytes(h)))
 
 
-def _header(v: tuple[Any, ...], i: dict[str, int]) -> PacketHeader:
-    family, flags = v[i["family"]], v[i["flags"]]
+def _header(v: tuple[Any, ...]) -> PacketHeader:
+    """A PacketHeader from struct pkt_header's fields, as _HEADER unpacks them."""
+    family, flags = v[_H_FAMILY], v[_H_FLAGS]
     if flags & abi.HDR_TRUNCATED:
         # Only the family and the bytes present are known: the kernel read nothing past the end.
         return PacketHeader(
-            family=family, src="", dst="", protocol=0, length=v[i["ip_len"]], truncated=True, no_transport=True
+            family=family, src="", dst="", protocol=0, length=v[_H_IP_LEN], truncated=True, no_transport=True
         )
     return PacketHeader(
         family=family,
-        src=_addr(family, v[i["saddr"]]),
-        dst=_addr(family, v[i["daddr"]]),
-        protocol=v[i["protocol"]],
-        sport=v[i["sport"]],
-        dport=v[i["dport"]],
-        tos=v[i["tos"]],
-        ttl=v[i["ttl"]],
-        length=v[i["ip_len"]],
-        ip_id=v[i["ip_id"]],
-        tcp_flags=v[i["tcp_flags"]],
-        tcp_seq=v[i["tcp_seq"]],
-        icmp_type=v[i["icmp_type"]],
-        icmp_code=v[i["icmp_code"]],
-        extra=v[i["extra"]],
+        src=_addr(family, v[_H_SADDR]),
+        dst=_addr(family, v[_H_DADDR]),
+        protocol=v[_H_PROTOCOL],
+        sport=v[_H_SPORT],
+        dport=v[_H_DPORT],
+        tos=v[_H_TOS],
+        ttl=v[_H_TTL],
+        length=v[_H_IP_LEN],
+        ip_id=v[_H_IP_ID],
+        tcp_flags=v[_H_TCP_FLAGS],
+        tcp_seq=v[_H_TCP_SEQ],
+        icmp_type=v[_H_ICMP_TYPE],
+        icmp_code=v[_H_ICMP_CODE],
+        extra=v[_H_EXTRA],
         no_transport=bool(flags & abi.HDR_NO_L4),
     )
 
 
+# A record's bytes from `location` up to the header: every field but the path id and time (before
+# them) and the packet header (after). Records of a flow's packets repeat these bytes hop for hop,
+# so what the decoder makes of them (hop, names, addresses, drop reason) is cached under them.
+_SHAPE_START = abi.HopEventRaw.location.offset
+_SHAPE_END = abi.HopEventRaw.hdr.offset
+_ID_AND_TIME = struct.Struct("<QQ")
+assert abi.HopEventRaw.path_id.offset == 0 and abi.HopEventRaw.ts_ns.offset == 8 == _SHAPE_START - 8
+_SHAPE_CACHE_LIMIT = 1024
+
+
 class EventDecoder:
+    """Ring records to HopEvents. Not thread-safe: the ring-polling thread owns it."""
+
     def __init__(self, reasons: DropReasons) -> None:
         self._reasons = reasons
         self._names: dict[bytes, str] = {}  # NUL-padded names (interfaces, netfilter tables, chains) -> str
+        # record bytes [_SHAPE_START, _SHAPE_END) -> (hop, the HopEvent fields from cpu to nf_chain,
+        # sampled_by, whether a header follows)
+        self._shapes: dict[bytes, tuple[Hop, tuple[Any, ...], SampledBy, bool]] = {}
 
     def _name(self, raw: bytes) -> str:
         name = self._names.get(raw)
@@ -163,37 +219,79 @@ class EventDecoder:
     def decode(self, raw: bytes) -> HopEvent:
         if len(raw) < EVENT_SIZE:
             raise DecodeError(f"hop event of {len(raw)} bytes, expected {EVENT_SIZE}")
+        shape = raw[_SHAPE_START:_SHAPE_END]
+        known = self._shapes.get(shape)
+        if known is None:
+            known = self._shape(raw)
+            if len(self._shapes) >= _SHAPE_CACHE_LIMIT:
+                self._shapes.clear()
+            self._shapes[shape] = known
+        hop, fields, sampled_by, has_header = known
+        path_id, ts_ns = _ID_AND_TIME.unpack_from(raw)
+        header = _header(_HEADER.unpack_from(raw, _SHAPE_END)) if has_header else None
+        return HopEvent(*(path_id, hop, ts_ns, *fields, header, sampled_by))
+
+    def _shape(self, raw: bytes) -> tuple[Hop, tuple[Any, ...], SampledBy, bool]:
+        """What a record's shape bytes decode to: its hop, the HopEvent fields from cpu to nf_chain
+        in their order, sampled_by, and whether the record carries the packet's header."""
         v = _RAW.unpack_from(raw)
         hop = hops.BY_ID.get(v[_HOP])
         if hop is None:
             raise DecodeError(f"unknown hop id {v[_HOP]}")
         flags = v[_FLAGS]
-        header = _header(v, _H) if flags & abi.EV_HEADER else None
         detail = v[_DETAIL]
         fib = hop is Hop.FIB_LOOKUP
-        return HopEvent(
-            path_id=v[_PATH_ID],
-            hop=hop,
-            ts_ns=v[_TS],
-            cpu=v[_CPU],
-            ifindex=v[_IFINDEX],
-            ifname=self._name(v[_IFNAME]),
-            netns=v[_NETNS],
-            length=v[_LEN],
-            verdict=v[_VERDICT],
-            reason=self._reasons.at(v[_REASON], v[_LOCATION]) if hop is Hop.DROP else None,
-            table=v[_TABLE],
-            out_ifname=self._name(v[_OUT_IFNAME]),
-            fib_src=_addr(v[_FIB_FAMILY], v[_FIB_SADDR]) if fib else "",
-            fib_dst=_addr(v[_FIB_FAMILY], v[_FIB_DADDR]) if fib else "",
-            fib_lookup=_FIB_LOOKUPS.get(v[_PHASE]) if fib else None,
-            location=v[_LOCATION],
-            nf_family=v[_NF_FAMILY],
-            nf_hook=v[_NF_HOOK],
-            phase=v[_PHASE],
-            route_error=v[_ROUTE_ERROR],
-            nf_table=self._name(detail[:16]),
-            nf_chain=self._name(detail[16:]) if hop is not Hop.IPT_TABLE else nf.builtin_chain(v[_NF_HOOK]),
-            header=header,
-            sampled_by=SampledBy.DROP if flags & abi.EV_BY_DROP else SampledBy.RATE,
+        fields = (
+            v[_CPU],
+            v[_IFINDEX],
+            self._name(v[_IFNAME]),
+            v[_NETNS],
+            v[_LEN],
+            v[_VERDICT],
+            self._reasons.at(v[_REASON], v[_LOCATION]) if hop is Hop.DROP else None,
+            v[_TABLE],
+            self._name(v[_OUT_IFNAME]),
+            _addr(v[_FIB_FAMILY], v[_FIB_SADDR]) if fib else "",
+            _addr(v[_FIB_FAMILY], v[_FIB_DADDR]) if fib else "",
+            _FIB_LOOKUPS.get(v[_PHASE]) if fib else None,
+            v[_LOCATION],
+            v[_NF_FAMILY],
+            v[_NF_HOOK],
+            v[_PHASE],
+            v[_ROUTE_ERROR],
+            self._name(detail[:16]),
+            self._name(detail[16:]) if hop is not Hop.IPT_TABLE else nf.builtin_chain(v[_NF_HOOK]),
         )
+        sampled_by = SampledBy.DROP if flags & abi.EV_BY_DROP else SampledBy.RATE
+        return hop, fields, sampled_by, bool(flags & abi.EV_HEADER)
+
+
+# The order decode() builds a HopEvent in: path_id, hop, ts_ns, the shape's fields (positional), header, sampled_by.
+_FIELD_ORDER = [
+    "path_id",
+    "hop",
+    "ts_ns",
+    "cpu",
+    "ifindex",
+    "ifname",
+    "netns",
+    "length",
+    "verdict",
+    "reason",
+    "table",
+    "out_ifname",
+    "fib_src",
+    "fib_dst",
+    "fib_lookup",
+    "location",
+    "nf_family",
+    "nf_hook",
+    "phase",
+    "route_error",
+    "nf_table",
+    "nf_chain",
+    "header",
+    "sampled_by",
+]
+if [f.name for f in dataclasses.fields(HopEvent)] != _FIELD_ORDER:
+    raise RuntimeError("exporter/decoders/events.py: EventDecoder builds HopEvent positionally; update its order")

@@ -22,7 +22,9 @@ both with opentelemetry-proto and compares them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import operator
 import struct
 import threading
 from collections import Counter, OrderedDict
@@ -31,7 +33,7 @@ from typing import Any
 
 from exporter.k8s.pods import PodRef
 from exporter.model.hops import UNKNOWN_REASON, span_name
-from exporter.model.path import Hop, Outcome, PacketHeader, Path
+from exporter.model.path import Hop, HopEvent, Outcome, PacketHeader, Path
 from exporter.traces.ids import packet_trace_id, random_trace_id, span_ids, wall_minus_monotonic_ns
 from exporter.traces.spans import FlowKey, drop_reason, flow_key, hop_attributes, root_attributes, root_span_name
 
@@ -63,6 +65,8 @@ _LINK_FLAGS = b"\x35" + struct.pack("<I", 0x100)
 # ScopeSpans: 1 InstrumentationScope scope, 2 repeated Span spans.
 _SCOPE_SPAN = 0x12
 
+_DROP, _NETIF_RECEIVE = Hop.DROP, Hop.NETIF_RECEIVE
+
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 _DOUBLE = struct.Struct("<d")
@@ -72,6 +76,21 @@ _ONE_BYTE = [bytes((n,)) for n in range(128)]
 # sequence numbers) cost one insert each and the memory stays bounded.
 _CACHE_LIMIT = 4096
 _CACHED_TYPES = frozenset((str, int))
+
+# A hop's span is its packet's trace and span ids, its times, and then a name, attributes and a
+# status that depend only on the hop's own fields, the device the packet was last received on
+# (rp_filter names it), the path's drop reason (a drop hop without one of its own shows it) and
+# the pod of the hop's network namespace. Packets of a flow repeat those, so their encoded bytes
+# are cached under them. The key holds every HopEvent field but the ones that differ per packet
+# and are written per span (path id, time) or on the root span only (header, sampled_by): a field
+# added to HopEvent joins the key unless it is named here, so the cache can never serve a stale span.
+_PER_PACKET_FIELDS = frozenset(("path_id", "ts_ns", "header", "sampled_by"))
+_hop_shape = operator.attrgetter(*(f.name for f in dataclasses.fields(HopEvent) if f.name not in _PER_PACKET_FIELDS))
+_HOP_CACHE_LIMIT = 1024
+# Bytes of a child span before its name: trace id field (18), span id field (10), parent span id
+# field (10); after the name, kind and times (19). A cached hop's span length is then this plus
+# its name and attributes, so its ScopeSpans length prefix is cached with them.
+_CHILD_FIXED = 18 + 10 + 10 + _KIND_AND_TIMES.size
 
 AttributeValue = Any  # str, bool, int, float, bytes, or a sequence of one of those
 
@@ -223,6 +242,9 @@ class SpanEncoder:
         self._lock = threading.Lock()
         self._attributes: dict[tuple[str, AttributeValue], bytes] = {}
         self._names: dict[str, bytes] = {}
+        # (hop shape, received on, path's drop reason, pod) -> (span length prefix, name field,
+        # attribute fields and status); see _PER_PACKET_FIELDS
+        self._hops: dict[tuple[Any, ...], tuple[bytes, bytes, bytes]] = {}
         self.emitted = 0  # paths turned into a trace
         self.sampled_out = 0  # paths the sampler refused
         self.skipped: Counter[str] = Counter()
@@ -339,12 +361,12 @@ class SpanEncoder:
         trace_bytes = trace_id.to_bytes(16, "big")
         previous = None
         if self._flow_links:
-            key = flow_key(header)
+            flow = flow_key(header)
             flows = self._flows
             with self._lock:
-                previous = flows.get(key)
-                flows[key] = (trace_bytes, root_id)
-                flows.move_to_end(key)
+                previous = flows.get(flow)
+                flows[flow] = (trace_bytes, root_id)
+                flows.move_to_end(flow)
                 if len(flows) > self._flow_links:
                     flows.popitem(last=False)
                 self.emitted += 1
@@ -368,6 +390,8 @@ class SpanEncoder:
 
         child_head = _PARENT_SPAN_ID + root_id
         pod_of = self._pod_of
+        cache = self._hops
+        path_reason = path.drop_reason
         last = len(hops) - 1
         received_on = ""  # hops.receiving_device(path, index), kept as the loop goes: rp_filter's iif
         for index, hop in enumerate(hops):
@@ -378,26 +402,41 @@ class SpanEncoder:
                     hop_end = hop_start
             else:
                 hop_end = hop_start
-            attributes = hop_attributes(hop, path)
-            if pod_of is not None:
-                attributes |= self._k8s(hop.netns)
-            parts = [
+            kind = hop.hop
+            pod = pod_of(hop.netns) if pod_of is not None and hop.netns else None
+            key = (_hop_shape(hop), received_on, path_reason if kind is _DROP else None, pod)
+            cached = cache.get(key)
+            if cached is None:
+                cached = self._hop_span(hop, path, received_on, pod)
+                if len(cache) >= _HOP_CACHE_LIMIT:
+                    cache.clear()
+                cache[key] = cached
+            prefix, name_field, rest = cached
+            chunks += (
+                prefix,
                 head,
                 ids[index + 1],
                 child_head,
-                self._name(span_name(hop, received_on)),
+                name_field,
                 _KIND_AND_TIMES.pack(0x30, 1, 0x39, hop_start, 0x41, hop_end),
-            ]
-            parts += self._encode_attributes(attributes)
-            if hop.hop is Hop.DROP:
-                parts.append(_status(hop.reason or path.drop_reason or UNKNOWN_REASON))
-            else:
-                parts.append(_UNSET_TAIL)
-            body = b"".join(parts)
-            chunks += (_span_prefix(len(body)), body)
-            if hop.hop is Hop.NETIF_RECEIVE and hop.ifname:
+                rest,
+            )
+            if kind is _NETIF_RECEIVE and hop.ifname:
                 received_on = hop.ifname
         return trace_id, b"".join(chunks), len(hops) + 1
+
+    def _hop_span(self, hop: HopEvent, path: Path, received_on: str, pod: PodRef | None) -> tuple[bytes, bytes, bytes]:
+        """A hop span's parts that its cache key determines: length prefix, name, attributes and status."""
+        attributes = hop_attributes(hop, path)
+        if pod is not None:
+            attributes |= pod_attributes(pod)
+        rest = b"".join(self._encode_attributes(attributes))
+        if hop.hop is Hop.DROP:
+            rest += _status(hop.reason or path.drop_reason or UNKNOWN_REASON)
+        else:
+            rest += _UNSET_TAIL
+        name_field = self._name(span_name(hop, received_on))
+        return _span_prefix(_CHILD_FIXED + len(name_field) + len(rest)), name_field, rest
 
 
 def _span_prefix(size: int) -> bytes:

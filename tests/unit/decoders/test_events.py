@@ -113,6 +113,32 @@ def test_every_field_of_random_records() -> None:
         assert decoder.decode(raw) == expected(raw)
 
 
+def test_records_alike_but_for_one_byte_decode_apart() -> None:
+    """The decoder reuses what it made of a record's bytes between its time and its header for the
+    next record with the same bytes there: a record that differs in any one of those bytes, or only
+    in its path id, time or header, still decodes to exactly its own fields."""
+    rng = random.Random(5)
+    decoder = EventDecoder(REASONS)
+    start, end = abi.HopEventRaw.location.offset, abi.HopEventRaw.hdr.offset
+    bases = [random_record(rng) for _ in range(20)]
+    checked = 0
+    for base in bases:
+        assert decoder.decode(base) == expected(base)
+        for offset in range(start, end):
+            variant = bytearray(base)
+            variant[offset] ^= 1 << rng.randrange(8)
+            if abi.HopEventRaw.from_buffer_copy(variant).hop not in HOPS:
+                continue
+            assert decoder.decode(bytes(variant)) == expected(bytes(variant)), f"byte {offset} changed"
+            checked += 1
+        # The same bytes in the middle, another packet around them: its own id, time and header.
+        other = bytearray(random_record(rng))
+        other[start:end] = base[start:end]
+        assert decoder.decode(bytes(other)) == expected(bytes(other))
+        assert decoder.decode(base) == expected(base)
+    assert checked > 15 * (end - start)
+
+
 def test_a_forwarded_ipv4_first_hop() -> None:
     raw = abi.HopEventRaw(
         path_id=7,

@@ -455,3 +455,58 @@ def test_a_changed_attribute_is_caught(reference: SdkReference) -> None:
     changed = [*paths[:2], replace(paths[2], hops=[*paths[2].hops[:-1], replace(paths[2].hops[-1], verdict=17)])]
     new = canonical(new_request(changed + paths[3:]))
     assert new != old
+
+
+def another_packet(path: Path, path_id: int, **header: object) -> Path:
+    """The same hops (every field but the path id) for another packet: another header, another trace."""
+    assert path.header is not None
+    new_header = replace(path.header, **header)  # type: ignore[arg-type]
+    hops = [replace(h, path_id=path_id, header=new_header if h.header is not None else None) for h in path.hops]
+    return replace(path, path_id=path_id, header=new_header, hops=hops)
+
+
+def test_hops_alike_still_decode_to_their_own_spans_from_a_warm_encoder(reference: SdkReference) -> None:
+    """The encoder reuses a hop span's encoded name, attributes and status for a later hop alike in every
+    field but its packet's id, time and header. What else those show is part of the reuse key, so a
+    warm encoder still writes each packet's own: every recorded path again as another packet (all
+    reused), an rp_filter check after another receiving device, and a drop hop without a reason of its
+    own on paths with different reasons."""
+    rp_filter = rp_filter_strict_drop()
+    received_elsewhere = another_packet(rp_filter, 30, src="198.18.6.6")
+    received_elsewhere.hops[0] = replace(received_elsewhere.hops[0], ifname="eth3")
+    no_route = icmp_no_route()
+    paths = [
+        *recorded_paths(),
+        *(another_packet(p, 100 + p.path_id, extra=p.header.extra + 1) for p in recorded_paths() if p.header),
+        received_elsewhere,
+        replace(another_packet(no_route, 31, ip_id=99), drop_reason="NO_ROUTE"),
+        replace(another_packet(no_route, 32, ip_id=98), drop_reason="IP_INADDRERRORS"),
+    ]
+    old = canonical(reference.request(paths))
+    new = canonical(new_request(paths))
+    assert new == old
+    names = [s.name for s in new.scope_spans[0].spans]
+    elsewhere = "rp_filter check: FAIL in strict mode, PASS in loose (route back via eth2, not iif eth3, table main)"
+    assert elsewhere in names
+    statuses = {s.status.message for s in new.scope_spans[0].spans if s.name.startswith("DROPPED")}
+    assert {"UNKNOWN", "NO_ROUTE", "IP_INADDRERRORS"} <= statuses
+
+
+def test_a_hop_follows_its_namespace_to_another_pod() -> None:
+    """A network namespace's pod can change (a pod replaced, its namespace's inode reused): a hop alike
+    in every field gets the pod its namespace has when its path is encoded."""
+    pods = dict(PODS)
+    chunks: list[bytes] = []
+    encoder = SpanEncoder(lambda data, _n: chunks.append(data), clock_offset_ns=lambda: OFFSET, pod_of=pods.get)
+    first = delivered_into_a_pod()
+    assert encoder.emit(first)
+    pods[NETNS_POD] = PodRef("shop", "checkout-new", "node-1", "d00d-uid")
+    assert encoder.emit(another_packet(first, 40, ip_id=78))
+    request = ExportTraceServiceRequest.FromString(RequestFraming(RESOURCE, INSTRUMENTATION_NAME, "").request(chunks))
+    spans = request.resource_spans[0].scope_spans[0].spans
+    pod_names = [
+        [kv.value.string_value for kv in s.attributes if kv.key == "k8s.pod.name"] for s in spans if s.parent_span_id
+    ]
+    per_path = len(first.hops)
+    assert [n for names in pod_names[:per_path] for n in names] == ["checkout-7d9f"] * 5
+    assert [n for names in pod_names[per_path:] for n in names] == ["checkout-new"] * 5
