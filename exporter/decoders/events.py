@@ -63,17 +63,13 @@ def _unpacker(struct_type: Any) -> tuple[struct.Struct, dict[str, int]]:
 
 
 _RAW, _F = _unpacker(abi.HopEventRaw)
-_PATH_ID, _HOP, _TS, _CPU, _IFINDEX, _IFNAME, _NETNS, _LEN, _VERDICT, _REASON, _TABLE, _OUT_IFNAME = (
+_HOP, _IFINDEX, _IFNAME, _NETNS, _VERDICT, _REASON, _TABLE, _OUT_IFNAME = (
     _F[n]
     for n in (
-        "path_id",
         "hop",
-        "ts_ns",
-        "cpu",
         "ifindex",
         "ifname",
         "netns",
-        "len",
         "verdict",
         "reason",
         "table",
@@ -188,14 +184,25 @@ def _header(v: tuple[Any, ...]) -> PacketHeader:
     )
 
 
-# A record's bytes from `location` up to the header: every field but the path id and time (before
-# them) and the packet header (after). Records of a flow's packets repeat these bytes hop for hop,
-# so what the decoder makes of them (hop, names, addresses, drop reason) is cached under them.
-_SHAPE_START = abi.HopEventRaw.location.offset
-_SHAPE_END = abi.HopEventRaw.hdr.offset
-_ID_AND_TIME = struct.Struct("<QQ")
-assert abi.HopEventRaw.path_id.offset == 0 and abi.HopEventRaw.ts_ns.offset == 8 == _SHAPE_START - 8
+# A record's shape: its bytes from `location` up to the header, but its CPU and length. That is
+# every field but the path id and time (before it), the packet header (after it), and the two that
+# differ from packet to packet of a flow (its packets spread over CPUs and vary in size). Records
+# of a flow's packets repeat their shapes hop for hop, so what the decoder makes of a shape (hop,
+# names, addresses, drop reason) is cached under it.
+_R = abi.HopEventRaw
+_SHAPE_START, _CPU_AT, _LEN_AT, _SHAPE_END = _R.location.offset, _R.cpu.offset, _R.len.offset, _R.hdr.offset
+# path id, time, CPU and length in one unpack
+_PER_RECORD = struct.Struct(f"<QQ{_CPU_AT - 16}xI{_LEN_AT - _CPU_AT - 4}xI")
+assert (_R.path_id.offset, _R.ts_ns.offset, _SHAPE_START) == (
+    0,
+    8,
+    16,
+) and _SHAPE_START < _CPU_AT < _LEN_AT < _SHAPE_END
 _SHAPE_CACHE_LIMIT = 1024
+
+
+def _shape_key(raw: bytes) -> bytes:
+    return raw[_SHAPE_START:_CPU_AT] + raw[_CPU_AT + 4 : _LEN_AT] + raw[_LEN_AT + 4 : _SHAPE_END]
 
 
 class EventDecoder:
@@ -204,9 +211,8 @@ class EventDecoder:
     def __init__(self, reasons: DropReasons) -> None:
         self._reasons = reasons
         self._names: dict[bytes, str] = {}  # NUL-padded names (interfaces, netfilter tables, chains) -> str
-        # record bytes [_SHAPE_START, _SHAPE_END) -> (hop, the HopEvent fields from cpu to nf_chain,
-        # sampled_by, whether a header follows)
-        self._shapes: dict[bytes, tuple[Hop, tuple[Any, ...], SampledBy, bool]] = {}
+        # a record's shape (_shape_key) -> what _shape() makes of it
+        self._shapes: dict[bytes, tuple[Hop, tuple[Any, ...], tuple[Any, ...], SampledBy, bool]] = {}
 
     def _name(self, raw: bytes) -> str:
         name = self._names.get(raw)
@@ -219,21 +225,22 @@ class EventDecoder:
     def decode(self, raw: bytes) -> HopEvent:
         if len(raw) < EVENT_SIZE:
             raise DecodeError(f"hop event of {len(raw)} bytes, expected {EVENT_SIZE}")
-        shape = raw[_SHAPE_START:_SHAPE_END]
+        shape = _shape_key(raw)
         known = self._shapes.get(shape)
         if known is None:
             known = self._shape(raw)
             if len(self._shapes) >= _SHAPE_CACHE_LIMIT:
                 self._shapes.clear()
             self._shapes[shape] = known
-        hop, fields, sampled_by, has_header = known
-        path_id, ts_ns = _ID_AND_TIME.unpack_from(raw)
+        hop, device, fields, sampled_by, has_header = known
+        path_id, ts_ns, cpu, length = _PER_RECORD.unpack_from(raw)
         header = _header(_HEADER.unpack_from(raw, _SHAPE_END)) if has_header else None
-        return HopEvent(*(path_id, hop, ts_ns, *fields, header, sampled_by))
+        return HopEvent(*(path_id, hop, ts_ns, cpu, *device, length, *fields, header, sampled_by))
 
-    def _shape(self, raw: bytes) -> tuple[Hop, tuple[Any, ...], SampledBy, bool]:
-        """What a record's shape bytes decode to: its hop, the HopEvent fields from cpu to nf_chain
-        in their order, sampled_by, and whether the record carries the packet's header."""
+    def _shape(self, raw: bytes) -> tuple[Hop, tuple[Any, ...], tuple[Any, ...], SampledBy, bool]:
+        """What a record's shape decodes to: its hop; the HopEvent fields between cpu and length,
+        then those from verdict to nf_chain, in their order; sampled_by; and whether the record
+        carries the packet's header."""
         v = _RAW.unpack_from(raw)
         hop = hops.BY_ID.get(v[_HOP])
         if hop is None:
@@ -241,12 +248,8 @@ class EventDecoder:
         flags = v[_FLAGS]
         detail = v[_DETAIL]
         fib = hop is Hop.FIB_LOOKUP
+        device = (v[_IFINDEX], self._name(v[_IFNAME]), v[_NETNS])
         fields = (
-            v[_CPU],
-            v[_IFINDEX],
-            self._name(v[_IFNAME]),
-            v[_NETNS],
-            v[_LEN],
             v[_VERDICT],
             self._reasons.at(v[_REASON], v[_LOCATION]) if hop is Hop.DROP else None,
             v[_TABLE],
@@ -263,10 +266,11 @@ class EventDecoder:
             self._name(detail[16:]) if hop is not Hop.IPT_TABLE else nf.builtin_chain(v[_NF_HOOK]),
         )
         sampled_by = SampledBy.DROP if flags & abi.EV_BY_DROP else SampledBy.RATE
-        return hop, fields, sampled_by, bool(flags & abi.EV_HEADER)
+        return hop, device, fields, sampled_by, bool(flags & abi.EV_HEADER)
 
 
-# The order decode() builds a HopEvent in: path_id, hop, ts_ns, the shape's fields (positional), header, sampled_by.
+# The order decode() passes a HopEvent's fields in: path_id, hop, ts_ns, cpu, the device (ifindex,
+# ifname, netns), length, the rest of the shape (verdict to nf_chain), header, sampled_by.
 _FIELD_ORDER = [
     "path_id",
     "hop",

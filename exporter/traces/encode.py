@@ -35,7 +35,16 @@ from exporter.k8s.pods import PodRef
 from exporter.model.hops import UNKNOWN_REASON, span_name
 from exporter.model.path import Hop, HopEvent, Outcome, PacketHeader, Path
 from exporter.traces.ids import packet_trace_id, random_trace_id, span_ids, wall_minus_monotonic_ns
-from exporter.traces.spans import FlowKey, drop_reason, flow_key, hop_attributes, root_attributes, root_span_name
+from exporter.traces.spans import (
+    CPU_ATTRIBUTE,
+    SKB_LEN_ATTRIBUTE,
+    FlowKey,
+    drop_reason,
+    flow_key,
+    hop_attributes,
+    root_attributes,
+    root_span_name,
+)
 
 __all__ = ["LINK_ATTRIBUTES", "RequestFraming", "SpanEncoder", "encode_attributes", "varint"]
 
@@ -72,24 +81,27 @@ _INT64_MAX = (1 << 63) - 1
 _DOUBLE = struct.Struct("<d")
 _ONE_BYTE = [bytes((n,)) for n in range(128)]
 # Encoded attribute (key, value) pairs and span names that recur: hop names, interfaces, CPUs,
-# network namespaces, verdicts ... Cleared when full, so values that never repeat (IP ids,
-# sequence numbers) cost one insert each and the memory stays bounded.
+# network namespaces, verdicts ... Cleared when full, so that the memory stays bounded. Values that
+# identify one packet never recur and are not cached: they would only fill the cache (and its
+# memory's high-water mark) and clear it of the values that do.
 _CACHE_LIMIT = 4096
 _CACHED_TYPES = frozenset((str, int))
+_PER_PACKET_ATTRIBUTES = frozenset(("pktpath.ip.id", "pktpath.tcp.seq"))
 
-# A hop's span is its packet's trace and span ids, its times, and then a name, attributes and a
-# status that depend only on the hop's own fields, the device the packet was last received on
-# (rp_filter names it), the path's drop reason (a drop hop without one of its own shows it) and
-# the pod of the hop's network namespace. Packets of a flow repeat those, so their encoded bytes
-# are cached under them. The key holds every HopEvent field but the ones that differ per packet
-# and are written per span (path id, time) or on the root span only (header, sampled_by): a field
-# added to HopEvent joins the key unless it is named here, so the cache can never serve a stale span.
-_PER_PACKET_FIELDS = frozenset(("path_id", "ts_ns", "header", "sampled_by"))
-_hop_shape = operator.attrgetter(*(f.name for f in dataclasses.fields(HopEvent) if f.name not in _PER_PACKET_FIELDS))
+# A hop's span is its packet's trace and span ids, its times, its CPU and skb length, and then a
+# name, attributes and a status that depend only on the hop's other fields, the device the packet
+# was last received on (rp_filter names it), the path's drop reason (a drop hop without one of its
+# own shows it) and the pod of the hop's network namespace. Packets of a flow repeat those, so their
+# encoded bytes are cached under them; the CPU and the length (a flow's packets spread over CPUs
+# and vary in size) are written per span, from the attribute cache. The key holds every HopEvent
+# field but those and the ones written per span or on the root span only (path id, time, header,
+# sampled_by): a field added to HopEvent joins the key unless it is named here, so the cache can
+# never serve a stale span.
+_PER_SPAN_FIELDS = frozenset(("path_id", "ts_ns", "header", "sampled_by", "cpu", "length"))
+_hop_shape = operator.attrgetter(*(f.name for f in dataclasses.fields(HopEvent) if f.name not in _PER_SPAN_FIELDS))
 _HOP_CACHE_LIMIT = 1024
-# Bytes of a child span before its name: trace id field (18), span id field (10), parent span id
-# field (10); after the name, kind and times (19). A cached hop's span length is then this plus
-# its name and attributes, so its ScopeSpans length prefix is cached with them.
+# Bytes of a child span besides its name, attributes and status: trace id field (18), span id
+# field (10), parent span id field (10), kind and times (19).
 _CHILD_FIXED = 18 + 10 + 10 + _KIND_AND_TIMES.size
 
 AttributeValue = Any  # str, bool, int, float, bytes, or a sequence of one of those
@@ -242,9 +254,13 @@ class SpanEncoder:
         self._lock = threading.Lock()
         self._attributes: dict[tuple[str, AttributeValue], bytes] = {}
         self._names: dict[str, bytes] = {}
-        # (hop shape, received on, path's drop reason, pod) -> (span length prefix, name field,
-        # attribute fields and status); see _PER_PACKET_FIELDS
-        self._hops: dict[tuple[Any, ...], tuple[bytes, bytes, bytes]] = {}
+        # (hop shape, received on, path's drop reason, pod) -> (name field, attribute fields before
+        # the CPU, attribute fields after the skb length and the status, their total length); see
+        # _PER_SPAN_FIELDS
+        self._hops: dict[tuple[Any, ...], tuple[bytes, bytes, bytes, int]] = {}
+        # a hop's CPU and skb length -> its attribute field
+        self._cpus: dict[int, bytes] = {}
+        self._lengths: dict[int, bytes] = {}
         self.emitted = 0  # paths turned into a trace
         self.sampled_out = 0  # paths the sampler refused
         self.skipped: Counter[str] = Counter()
@@ -312,7 +328,7 @@ class SpanEncoder:
         out = []
         for item in attributes.items():
             kind = type(item[1])
-            if kind is str or kind is int:
+            if (kind is str or kind is int) and item[0] not in _PER_PACKET_ATTRIBUTES:
                 kv = cache.get(item)
                 if kv is None:
                     kv = _key_value(_ATTRIBUTE, *item)
@@ -391,6 +407,7 @@ class SpanEncoder:
         child_head = _PARENT_SPAN_ID + root_id
         pod_of = self._pod_of
         cache = self._hops
+        cpu_fields, length_fields = self._cpus, self._lengths
         path_reason = path.drop_reason
         last = len(hops) - 1
         received_on = ""  # hops.receiving_device(path, index), kept as the loop goes: rp_filter's iif
@@ -411,32 +428,56 @@ class SpanEncoder:
                 if len(cache) >= _HOP_CACHE_LIMIT:
                     cache.clear()
                 cache[key] = cached
-            prefix, name_field, rest = cached
+            name_field, before, after, size = cached
+            cpu = cpu_fields.get(hop.cpu) or self._per_span(cpu_fields, CPU_ATTRIBUTE, hop.cpu)
+            length = length_fields.get(hop.length) or self._per_span(length_fields, SKB_LEN_ATTRIBUTE, hop.length)
             chunks += (
-                prefix,
+                _span_prefix(size + len(cpu) + len(length)),
                 head,
                 ids[index + 1],
                 child_head,
                 name_field,
                 _KIND_AND_TIMES.pack(0x30, 1, 0x39, hop_start, 0x41, hop_end),
-                rest,
+                before,
+                cpu,
+                length,
+                after,
             )
             if kind is _NETIF_RECEIVE and hop.ifname:
                 received_on = hop.ifname
         return trace_id, b"".join(chunks), len(hops) + 1
 
-    def _hop_span(self, hop: HopEvent, path: Path, received_on: str, pod: PodRef | None) -> tuple[bytes, bytes, bytes]:
-        """A hop span's parts that its cache key determines: length prefix, name, attributes and status."""
-        attributes = hop_attributes(hop, path)
+    def _hop_span(
+        self, hop: HopEvent, path: Path, received_on: str, pod: PodRef | None
+    ) -> tuple[bytes, bytes, bytes, int]:
+        """A hop span's parts that its cache key determines: its name; its attributes before the CPU;
+        its attributes after the skb length, then its status; and the length of its span without
+        those two attributes."""
+        attributes = list(hop_attributes(hop, path).items())
+        cpu_at = [key for key, _value in attributes].index(CPU_ATTRIBUTE)
+        if attributes[cpu_at + 1][0] != SKB_LEN_ATTRIBUTE:
+            raise RuntimeError("hop_attributes must put pktpath.skb.len right after pktpath.cpu")
+        rest = dict(attributes[cpu_at + 2 :])
         if pod is not None:
-            attributes |= pod_attributes(pod)
-        rest = b"".join(self._encode_attributes(attributes))
+            rest |= pod_attributes(pod)
+        before = b"".join(self._encode_attributes(dict(attributes[:cpu_at])))
+        after = b"".join(self._encode_attributes(rest))
         if hop.hop is Hop.DROP:
-            rest += _status(hop.reason or path.drop_reason or UNKNOWN_REASON)
+            after += _status(hop.reason or path.drop_reason or UNKNOWN_REASON)
         else:
-            rest += _UNSET_TAIL
+            after += _UNSET_TAIL
         name_field = self._name(span_name(hop, received_on))
-        return _span_prefix(_CHILD_FIXED + len(name_field) + len(rest)), name_field, rest
+        return name_field, before, after, _CHILD_FIXED + len(name_field) + len(before) + len(after)
+
+    @staticmethod
+    def _per_span(fields: dict[int, bytes], key: str, value: int) -> bytes:
+        """A hop's CPU or skb length attribute field, cached by value in `fields`."""
+        kv = _key_value(_ATTRIBUTE, key, value)
+        assert kv is not None  # both are unsigned 32-bit numbers
+        if len(fields) >= _CACHE_LIMIT:
+            fields.clear()
+        fields[value] = kv
+        return kv
 
 
 def _span_prefix(size: int) -> bytes:

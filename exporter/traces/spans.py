@@ -16,6 +16,8 @@ from exporter.model import vocabulary as names
 from exporter.model.path import Hop, HopEvent, Outcome, PacketHeader, Path
 
 __all__ = [
+    "CPU_ATTRIBUTE",
+    "SKB_LEN_ATTRIBUTE",
     "drop_reason",
     "flow_key",
     "hop_attributes",
@@ -33,6 +35,8 @@ IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMPV6 = (
 _UNKNOWN_REASON = hops.UNKNOWN_REASON
 
 FlowKey = tuple[int, str, str, int, int, int]
+CPU_ATTRIBUTE = "pktpath.cpu"
+SKB_LEN_ATTRIBUTE = "pktpath.skb.len"
 
 
 # --- names and attributes --------------------------------------------------------------------
@@ -129,9 +133,11 @@ def hop_attributes(hop: HopEvent, path: Path) -> dict[str, AttributeValue]:
     if hop.ifindex:
         attrs["pktpath.ifindex"] = hop.ifindex
     attrs["pktpath.netns"] = hop.netns
-    attrs["pktpath.cpu"] = hop.cpu
     attrs["pktpath.verdict"] = hop.verdict
-    attrs["pktpath.skb.len"] = hop.length
+    # These two next to each other: they differ from packet to packet of a flow, and the encoder
+    # writes them per span between the hop's cached attributes (exporter.traces.encode).
+    attrs[CPU_ATTRIBUTE] = hop.cpu
+    attrs[SKB_LEN_ATTRIBUTE] = hop.length
     if hop.hop is Hop.DROP:
         attrs["pktpath.drop_reason"] = hop.reason or path.drop_reason or _UNKNOWN_REASON
     elif hop.hop is Hop.FIB_LOOKUP:

@@ -139,6 +139,17 @@ def test_records_alike_but_for_one_byte_decode_apart() -> None:
     assert checked > 15 * (end - start)
 
 
+def test_a_flows_packets_on_other_cpus_and_of_other_sizes_share_one_decoding() -> None:
+    """The CPU and the length are read per record, so a flow's hop decodes once, whatever its packets' CPU and size."""
+    decoder = EventDecoder(REASONS)
+    base = abi.HopEventRaw(hop=abi.HOP_IDS["HOP_NETIF_RECEIVE"], ifindex=2, netns=9, ifname=b"eth0")
+    for n in range(200):
+        base.path_id, base.ts_ns, base.cpu, base.len = n + 1, 1000 * n, n % 64, 60 + n * 7
+        raw = bytes(base)
+        assert decoder.decode(raw) == expected(raw)
+    assert len(decoder._shapes) == 1
+
+
 def test_a_forwarded_ipv4_first_hop() -> None:
     raw = abi.HopEventRaw(
         path_id=7,

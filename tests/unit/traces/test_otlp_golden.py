@@ -457,20 +457,31 @@ def test_a_changed_attribute_is_caught(reference: SdkReference) -> None:
     assert new != old
 
 
-def another_packet(path: Path, path_id: int, **header: object) -> Path:
-    """The same hops (every field but the path id) for another packet: another header, another trace."""
+def another_packet(path: Path, path_id: int, cpu_and_length: tuple[int, int] = (0, 0), **header: object) -> Path:
+    """The same hops for another packet: another header, so another trace; `cpu_and_length` is added
+    to every hop's CPU and skb length (a flow's packets spread over CPUs and vary in size)."""
     assert path.header is not None
     new_header = replace(path.header, **header)  # type: ignore[arg-type]
-    hops = [replace(h, path_id=path_id, header=new_header if h.header is not None else None) for h in path.hops]
+    cpu, length = cpu_and_length
+    hops = [
+        replace(
+            h,
+            path_id=path_id,
+            header=new_header if h.header is not None else None,
+            cpu=h.cpu + cpu,
+            length=h.length + length,
+        )
+        for h in path.hops
+    ]
     return replace(path, path_id=path_id, header=new_header, hops=hops)
 
 
 def test_hops_alike_still_decode_to_their_own_spans_from_a_warm_encoder(reference: SdkReference) -> None:
     """The encoder reuses a hop span's encoded name, attributes and status for a later hop alike in every
-    field but its packet's id, time and header. What else those show is part of the reuse key, so a
-    warm encoder still writes each packet's own: every recorded path again as another packet (all
-    reused), an rp_filter check after another receiving device, and a drop hop without a reason of its
-    own on paths with different reasons."""
+    field but its packet's id, time, header, CPU and skb length. What else those show is part of the
+    reuse key, so a warm encoder still writes each packet's own: every recorded path again as another
+    packet (all reused), and again on other CPUs with other lengths, an rp_filter check after another
+    receiving device, and a drop hop without a reason of its own on paths with different reasons."""
     rp_filter = rp_filter_strict_drop()
     received_elsewhere = another_packet(rp_filter, 30, src="198.18.6.6")
     received_elsewhere.hops[0] = replace(received_elsewhere.hops[0], ifname="eth3")
@@ -478,6 +489,11 @@ def test_hops_alike_still_decode_to_their_own_spans_from_a_warm_encoder(referenc
     paths = [
         *recorded_paths(),
         *(another_packet(p, 100 + p.path_id, extra=p.header.extra + 1) for p in recorded_paths() if p.header),
+        *(
+            another_packet(p, 200 + p.path_id, (1, 1400), extra=p.header.extra + 2)
+            for p in recorded_paths()
+            if p.header
+        ),
         received_elsewhere,
         replace(another_packet(no_route, 31, ip_id=99), drop_reason="NO_ROUTE"),
         replace(another_packet(no_route, 32, ip_id=98), drop_reason="IP_INADDRERRORS"),

@@ -558,6 +558,18 @@ def test_a_bool_never_takes_the_cached_encoding_of_an_int(setup: Setup) -> None:
     assert decoded_attributes({"pktpath.x": True}) == {"pktpath.x": True}
 
 
+def test_what_identifies_one_packet_is_sent_but_not_kept(setup: Setup) -> None:
+    """IP ids and TCP sequence numbers never recur: each packet's are encoded, none fills the cache."""
+    for n in range(300):
+        setup.encoder.emit(forwarded(replace(TCP6, tcp_seq=n), path_id=2 * n + 1))
+        setup.encoder.emit(forwarded(replace(UDP, ip_id=n), path_id=2 * n + 2))
+    roots = [s for s in setup.spans() if not s.parent_span_id]
+    assert sorted(r.attributes["pktpath.tcp.seq"] for r in roots if "pktpath.tcp.seq" in r.attributes) == [*range(300)]
+    assert sorted(r.attributes["pktpath.ip.id"] for r in roots if "pktpath.ip.id" in r.attributes) == [*range(300)]
+    cached_keys = {key for key, _value in setup.encoder._attributes}
+    assert "pktpath.hop" in cached_keys and not cached_keys & {"pktpath.ip.id", "pktpath.tcp.seq"}
+
+
 def test_varint() -> None:
     assert [varint(n) for n in (0, 1, 127, 128, 300, 16384)] == [
         b"\x00",
