@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import ipaddress
+import operator
 import socket
 import struct
 from typing import Any
@@ -112,44 +113,29 @@ _FIB_LOOKUPS = {abi.FIB_ROUTE: FibLookup.ROUTE, abi.FIB_RP_FILTER: FibLookup.RP_
 _HEADER, _HF = _unpacker(abi.PktHeader)
 
 
-(
-    _H_FAMILY,
-    _H_FLAGS,
-    _H_SADDR,
-    _H_DADDR,
-    _H_PROTOCOL,
-    _H_SPORT,
-    _H_DPORT,
-    _H_TOS,
-    _H_TTL,
-    _H_IP_LEN,
-    _H_IP_ID,
-    _H_TCP_FLAGS,
-    _H_TCP_SEQ,
-    _H_ICMP_TYPE,
-    _H_ICMP_CODE,
-    _H_EXTRA,
-) = (
-    _HF[n]
-    for n in (
-        "family",
-        "flags",
-        "saddr",
-        "daddr",
-        "protocol",
-        "sport",
-        "dport",
-        "tos",
-        "ttl",
-        "ip_len",
-        "ip_id",
-        "tcp_flags",
-        "tcp_seq",
-        "icmp_type",
-        "icmp_code",
-        "extra",
-    )
+_H_FAMILY, _H_FLAGS, _H_SADDR, _H_DADDR, _H_IP_LEN = (_HF[n] for n in ("family", "flags", "saddr", "daddr", "ip_len"))
+# PacketHeader's fields from protocol to extra, in its order, by their names in struct pkt_header.
+_HEADER_REST = (
+    "protocol",
+    "sport",
+    "dport",
+    "tos",
+    "ttl",
+    "ip_len",
+    "ip_id",
+    "tcp_flags",
+    "tcp_seq",
+    "icmp_type",
+    "icmp_code",
+    "extra",
 )
+_header_rest = operator.itemgetter(*(_HF[n] for n in _HEADER_REST))
+if [f.name for f in dataclasses.fields(PacketHeader)][3:] != [
+    *(n.replace("ip_len", "length") for n in _HEADER_REST),
+    "truncated",
+    "no_transport",
+]:
+    raise RuntimeError("exporter/decoders/events.py: _header builds PacketHeader positionally; update _HEADER_REST")
 
 
 def decode_header(h: abi.PktHeader) -> PacketHeader:
@@ -164,24 +150,8 @@ def _header(v: tuple[Any, ...]) -> PacketHeader:
         return PacketHeader(
             family=family, src="", dst="", protocol=0, length=v[_H_IP_LEN], truncated=True, no_transport=True
         )
-    return PacketHeader(
-        family=family,
-        src=_addr(family, v[_H_SADDR]),
-        dst=_addr(family, v[_H_DADDR]),
-        protocol=v[_H_PROTOCOL],
-        sport=v[_H_SPORT],
-        dport=v[_H_DPORT],
-        tos=v[_H_TOS],
-        ttl=v[_H_TTL],
-        length=v[_H_IP_LEN],
-        ip_id=v[_H_IP_ID],
-        tcp_flags=v[_H_TCP_FLAGS],
-        tcp_seq=v[_H_TCP_SEQ],
-        icmp_type=v[_H_ICMP_TYPE],
-        icmp_code=v[_H_ICMP_CODE],
-        extra=v[_H_EXTRA],
-        no_transport=bool(flags & abi.HDR_NO_L4),
-    )
+    src, dst = _addr(family, v[_H_SADDR]), _addr(family, v[_H_DADDR])
+    return PacketHeader(*(family, src, dst, *_header_rest(v), False, bool(flags & abi.HDR_NO_L4)))
 
 
 # A record's shape: its bytes from `location` up to the header, but its CPU and length. That is

@@ -6,7 +6,8 @@ building) has nothing left to decide and cost 97 % of the agent's time per path.
 written once, directly in the protobuf wire format of ``opentelemetry.proto.trace.v1.Span``
 (https://github.com/open-telemetry/opentelemetry-proto, trace.proto): what cannot change between
 spans (field tags, attribute keys, frequent attribute values, span names, the resource and the
-scope) is encoded once and reused as bytes.
+scope) is encoded once and reused as bytes, and so is a hop's span for the later hops alike
+in all that shows in it but the packet's id, time, CPU and skb length (``_PER_SPAN_FIELDS``).
 
 The spans are the ones the SDK's builder made: same names and attributes (the hop table's span
 names, ``exporter.model.hops``; the root's name and every span's attributes,
@@ -93,7 +94,7 @@ _PER_PACKET_ATTRIBUTES = frozenset(("pktpath.ip.id", "pktpath.tcp.seq"))
 # was last received on (rp_filter names it), the path's drop reason (a drop hop without one of its
 # own shows it) and the pod of the hop's network namespace. Packets of a flow repeat those, so their
 # encoded bytes are cached under them; the CPU and the length (a flow's packets spread over CPUs
-# and vary in size) are written per span, from the attribute cache. The key holds every HopEvent
+# and vary in size) are written per span, each value's field cached by itself. The key holds every HopEvent
 # field but those and the ones written per span or on the root span only (path id, time, header,
 # sampled_by): a field added to HopEvent joins the key unless it is named here, so the cache can
 # never serve a stale span.
