@@ -122,7 +122,7 @@ class SdkSpanBuilder:
                 hops.span_name(hop, hops.receiving_device(path, index)),
                 context=parent,
                 kind=SpanKind.INTERNAL,
-                attributes=hop_attributes(hop, path) | self._k8s(hop.netns),
+                attributes=hop_attributes(hop, path.drop_reason) | self._k8s(hop.netns),
                 start_time=hop_start,
             )
             if hop.hop is Hop.DROP:

@@ -81,10 +81,10 @@ _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 _DOUBLE = struct.Struct("<d")
 _ONE_BYTE = [bytes((n,)) for n in range(128)]
-# Encoded attribute (key, value) pairs and span names that recur: hop names, interfaces, CPUs,
-# network namespaces, verdicts ... Cleared when full, so that the memory stays bounded. Values that
-# identify one packet never recur and are not cached: they would only fill the cache (and its
-# memory's high-water mark) and clear it of the values that do.
+# Encoded attribute (key, value) pairs and span names that recur: hop names, interfaces, network
+# namespaces, verdicts ... (a hop's CPU and skb length have caches of their own). Cleared when full,
+# so that the memory stays bounded. Values that identify one packet seldom recur and are not cached:
+# they would only fill the cache (and its memory's high-water mark) and clear it of the values that do.
 _CACHE_LIMIT = 4096
 _CACHED_TYPES = frozenset((str, int))
 _PER_PACKET_ATTRIBUTES = frozenset(("pktpath.ip.id", "pktpath.tcp.seq"))
@@ -102,7 +102,7 @@ _PER_SPAN_FIELDS = frozenset(("path_id", "ts_ns", "header", "sampled_by", "cpu",
 _hop_shape = operator.attrgetter(*(f.name for f in dataclasses.fields(HopEvent) if f.name not in _PER_SPAN_FIELDS))
 _HOP_CACHE_LIMIT = 1024
 # Bytes of a child span besides its name, attributes and status: trace id field (18), span id
-# field (10), parent span id field (10), kind and times (19).
+# field (10), parent span id field (10), kind and times (20).
 _CHILD_FIXED = 18 + 10 + 10 + _KIND_AND_TIMES.size
 
 AttributeValue = Any  # str, bool, int, float, bytes, or a sequence of one of those
@@ -425,7 +425,7 @@ class SpanEncoder:
             key = (_hop_shape(hop), received_on, path_reason if kind is _DROP else None, pod)
             cached = cache.get(key)
             if cached is None:
-                cached = self._hop_span(hop, path, received_on, pod)
+                cached = self._hop_span(hop, path_reason, received_on, pod)
                 if len(cache) >= _HOP_CACHE_LIMIT:
                     cache.clear()
                 cache[key] = cached
@@ -449,12 +449,12 @@ class SpanEncoder:
         return trace_id, b"".join(chunks), len(hops) + 1
 
     def _hop_span(
-        self, hop: HopEvent, path: Path, received_on: str, pod: PodRef | None
+        self, hop: HopEvent, path_reason: str | None, received_on: str, pod: PodRef | None
     ) -> tuple[bytes, bytes, bytes, int]:
         """A hop span's parts that its cache key determines: its name; its attributes before the CPU;
         its attributes after the skb length, then its status; and the length of its span without
         those two attributes."""
-        attributes = list(hop_attributes(hop, path).items())
+        attributes = list(hop_attributes(hop, path_reason).items())
         cpu_at = [key for key, _value in attributes].index(CPU_ATTRIBUTE)
         if attributes[cpu_at + 1][0] != SKB_LEN_ATTRIBUTE:
             raise RuntimeError("hop_attributes must put pktpath.skb.len right after pktpath.cpu")
@@ -464,7 +464,7 @@ class SpanEncoder:
         before = b"".join(self._encode_attributes(dict(attributes[:cpu_at])))
         after = b"".join(self._encode_attributes(rest))
         if hop.hop is Hop.DROP:
-            after += _status(hop.reason or path.drop_reason or UNKNOWN_REASON)
+            after += _status(hop.reason or path_reason or UNKNOWN_REASON)
         else:
             after += _UNSET_TAIL
         name_field = self._name(span_name(hop, received_on))

@@ -126,7 +126,9 @@ def root_attributes(path: Path, header: PacketHeader) -> dict[str, AttributeValu
     return attrs
 
 
-def hop_attributes(hop: HopEvent, path: Path) -> dict[str, AttributeValue]:
+def hop_attributes(hop: HopEvent, path_drop_reason: str | None) -> dict[str, AttributeValue]:
+    """A hop span's attributes: from the hop and its path's drop reason only. The encoder reuses them
+    for later hops alike (exporter.traces.encode), so they must depend on nothing else of the path."""
     attrs: dict[str, AttributeValue] = {"pktpath.hop": hop.hop.value}
     if hop.ifname:
         attrs["network.interface.name"] = hop.ifname
@@ -139,7 +141,7 @@ def hop_attributes(hop: HopEvent, path: Path) -> dict[str, AttributeValue]:
     attrs[CPU_ATTRIBUTE] = hop.cpu
     attrs[SKB_LEN_ATTRIBUTE] = hop.length
     if hop.hop is Hop.DROP:
-        attrs["pktpath.drop_reason"] = hop.reason or path.drop_reason or _UNKNOWN_REASON
+        attrs["pktpath.drop_reason"] = hop.reason or path_drop_reason or _UNKNOWN_REASON
     elif hop.hop is Hop.FIB_LOOKUP:
         attrs["pktpath.fib.table"] = hop.table
         attrs["pktpath.fib.result"] = names.route_result(hop.verdict)

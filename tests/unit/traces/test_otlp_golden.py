@@ -23,8 +23,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
 from exporter import __version__
 from exporter.k8s.pods import PodRef
+from exporter.model.hops import span_name
 from exporter.model.path import FibLookup, Hop, HopEvent, Outcome, PacketHeader, Path, SampledBy
 from exporter.traces.encode import INSTRUMENTATION_NAME, RequestFraming, SpanEncoder
+from exporter.traces.spans import CPU_ATTRIBUTE, SKB_LEN_ATTRIBUTE, hop_attributes
 from tests.sdk_reference import SdkReference
 
 OFFSET = 1_700_000_000_123_456_789  # wall - monotonic
@@ -526,3 +528,37 @@ def test_a_hop_follows_its_namespace_to_another_pod() -> None:
     per_path = len(first.hops)
     assert [n for names in pod_names[:per_path] for n in names] == ["checkout-7d9f"] * 5
     assert [n for names in pod_names[per_path:] for n in names] == ["checkout-new"] * 5
+
+
+def test_a_hop_span_reads_nothing_its_reuse_key_leaves_out() -> None:
+    """The encoder reuses a hop's span name, attributes and status for later hops alike but for their
+    packet's id, time, header and sampled_by, their CPU and their skb length: for every kind of hop, the
+    hop table's span name and the hop attributes must not read those (the CPU and the length are
+    written per span, and only as the two attributes that say them)."""
+    other_header = replace(UDP4, src="192.0.2.1", ip_id=1)
+    checked = set()
+    for path in recorded_paths():
+        received_on = ""
+        for h in path.hops:
+            varied = replace(
+                h,
+                path_id=h.path_id + 1000,
+                ts_ns=h.ts_ns + 12_345,
+                header=other_header if h.header is None else None,
+                sampled_by=SampledBy.DROP if h.sampled_by is SampledBy.RATE else SampledBy.RATE,
+                cpu=h.cpu + 3,
+                length=h.length + 700,
+            )
+            assert span_name(varied, received_on) == span_name(h, received_on), h.hop
+            attributes = hop_attributes(h, path.drop_reason)
+            varied_attributes = hop_attributes(varied, path.drop_reason)
+            assert (varied_attributes.pop(CPU_ATTRIBUTE), varied_attributes.pop(SKB_LEN_ATTRIBUTE)) == (
+                h.cpu + 3,
+                h.length + 700,
+            )
+            del attributes[CPU_ATTRIBUTE], attributes[SKB_LEN_ATTRIBUTE]
+            assert varied_attributes == attributes, h.hop
+            checked.add(h.hop)
+            if h.hop is Hop.NETIF_RECEIVE and h.ifname:
+                received_on = h.ifname
+    assert checked == set(Hop)
