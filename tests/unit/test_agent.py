@@ -69,16 +69,18 @@ def test_a_gone_pods_counters_are_deleted_by_the_agent_loop(tmp_path: Path) -> N
     assert agent.expire_pod_counters() == 0
 
 
-# In a fresh process: glibc's dynamic threshold is raised by freeing a 1 MB mapped buffer, then a
-# 200 KB buffer is allocated, and the script prints where it landed: "[heap]" or its own mapping.
+# In a fresh process: glibc's dynamic threshold is raised by freeing an 8 MB mapped buffer, then a
+# 2 MB buffer is allocated, and the script prints where it landed: "[heap]" or its own mapping.
+# (The agent's batches are about 170 KB. The test's buffer is larger than any hole the imports leave
+# in the heap, a few hundred KB, because malloc fills such a hole whatever the threshold says.)
 _WHERE_LARGE_BUFFERS_GO = """
 import sys
 from exporter.agent import map_large_buffers
 if sys.argv[1] == "mapped":
     map_large_buffers()
-first = b"x" * (1 << 20)
+first = b"x" * (8 << 20)
 del first
-buffer = b"y" * 200_000
+buffer = b"y" * (2 << 20)
 address = id(buffer)
 for line in open("/proc/self/maps"):
     fields = line.split()
