@@ -438,6 +438,17 @@ def _synthetic(n_paths: int) -> tuple[list[Any], list[bytes]]:
     return events, raws
 
 
+def _unlike(raws: list[bytes]) -> list[bytes]:
+    """`raws` with the path's number as every record's ifindex: no two paths' hops alike."""
+    from exporter.model import abi
+
+    at = abi.HopEventRaw.ifindex.offset
+    return [
+        raw[:at] + (1000 + index // HOPS_PER_PATH).to_bytes(4, "little") + raw[at + 4 :]
+        for index, raw in enumerate(raws)
+    ]
+
+
 class _FakeClock:
     """The assembler's clock: 10 ms pass per batch of 100 paths, so the 50 ms grace holds ~500 paths."""
 
@@ -610,6 +621,15 @@ def _python_cases(
     def decode_assemble_encode() -> None:
         _assemble(raws, encoder, decoder.decode)
 
+    # The same records with another ifindex on every path: no hop is like one before it, so every
+    # lookup in the decoder's and the encoder's caches misses. The synthetic paths repeat their hops
+    # from path to path (the caches' best case); this is their worst case. A fresh decoder and
+    # encoder each time, so that no repeat starts warm.
+    unlike = _unlike(raws)
+
+    def decode_assemble_encode_unlike() -> None:
+        _assemble(unlike, SpanEncoder(lambda _data, _n: None), type(decoder)(decoder.reasons).decode)
+
     # name: (function, clock, unit count, unit)
     cases: dict[str, tuple[Callable[[], None], Callable[[], float], int, str]] = {
         "decode": (decode, time.thread_time, len(raws), "events"),
@@ -618,6 +638,7 @@ def _python_cases(
         "frame": (frame, time.thread_time, n_paths, "paths"),
         "sdk spans+encode (old way)": (sdk, time.thread_time, n_paths, "paths"),
         "decode+assembler+encode": (decode_assemble_encode, time.thread_time, n_paths, "paths"),
+        "decode+assembler+encode, unlike": (decode_assemble_encode_unlike, time.thread_time, n_paths, "paths"),
         "end to end, otlp/grpc": (end_to_end("grpc"), time.process_time, n_paths, "paths"),
         "end to end, otlp/http": (end_to_end("http/protobuf"), time.process_time, n_paths, "paths"),
     }

@@ -212,6 +212,11 @@ def _paths(p: dict[str, Any], lines: list[str]) -> None:
                 f"  {name:<32}{c['unit']:<7}{_rate(c['per_second'])}   "
                 f"{'' if not sp else format(sp['median'], ',.0f'):>16}".rstrip()
             )
+        if "decode+assembler+encode, unlike" in py["cases"]:
+            lines.append(
+                "  unlike: the same records with another ifindex on every path, so no hop is like one before it"
+                " (every decoder and encoder cache lookup misses)"
+            )
         e = py["export_pipeline"]
         lines.append(
             f"  export pipeline (closed port): {e['ended']:,} spans ended, exported {e['exported']:,},"

@@ -179,7 +179,7 @@ class EventDecoder:
     """Ring records to HopEvents. Not thread-safe: the ring-polling thread owns it."""
 
     def __init__(self, reasons: DropReasons) -> None:
-        self._reasons = reasons
+        self.reasons = reasons
         self._names: dict[bytes, str] = {}  # NUL-padded names (interfaces, netfilter tables, chains) -> str
         # a record's shape (_shape_key) -> what _shape() makes of it
         self._shapes: dict[bytes, tuple[Hop, tuple[Any, ...], tuple[Any, ...], SampledBy, bool]] = {}
@@ -221,7 +221,7 @@ class EventDecoder:
         device = (v[_IFINDEX], self._name(v[_IFNAME]), v[_NETNS])
         fields = (
             v[_VERDICT],
-            self._reasons.at(v[_REASON], v[_LOCATION]) if hop is Hop.DROP else None,
+            self.reasons.at(v[_REASON], v[_LOCATION]) if hop is Hop.DROP else None,
             v[_TABLE],
             self._name(v[_OUT_IFNAME]),
             _addr(v[_FIB_FAMILY], v[_FIB_SADDR]) if fib else "",
