@@ -126,10 +126,13 @@ def test_repeated_drops_are_counted_in_the_fast_path(agent: AgentProcess, lab: L
         if e["formatted"]["key"] == slot_index(key, not kernel_has_reasons())
     )  # CPU 0's block comes first
     assert slot["state"] == 1, "the key's slot on CPU 0 was never claimed"
-    if slot["key"]["ifname"] == lab.if_server:
+    if slot["key"] == ours["formatted"]["key"]:
         assert (in_hash, slot["packets"], slot["bytes"]) == (1, N - 1, (N - 1) * IP_UDP_LEN)
-    else:  # another key got there first (an earlier test's, or a warm-up ping's drop)
-        assert in_hash == N
+    else:
+        # Another key got there first: an earlier test's, a warm-up ping's drop, or another drop on
+        # this same interface (the whole key decides: on kernels without drop reasons it holds the
+        # drop's location too). A 5.10 guest in CI once had such a key in the slot.
+        assert slot["key"] != ours["formatted"]["key"] and in_hash == N
 
 
 def test_nftables_drop_is_netfilter_drop(agent: AgentProcess, lab: Lab) -> None:
