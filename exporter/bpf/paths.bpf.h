@@ -55,21 +55,32 @@ static __always_inline struct path_config *paths_config(void)
 	return cfg && cfg->enabled ? cfg : 0;
 }
 
-/* The window's threshold while one is open now (pktpath.h: struct path_window),
- * else 0.  An inlined array lookup, and a clock read only while armed. */
-static __always_inline __u64 window_sample_below(void)
+/* The armed window's threshold (pktpath.h: struct path_window), else 0: one
+ * inlined array lookup.  Whether the window is open now is a second question,
+ * window_open_now(), asked only of a packet that hashes below this threshold:
+ * in a flood the clock read then costs 1 packet in N, not every packet while
+ * the hooks are attached (a clocksource read is 10-45 ns on the KVM machines
+ * we measured, docs/benchmarks.md). */
+static __always_inline __u64 window_armed_below(void)
 {
 	__u32 zero = 0;
 	struct path_window *w = bpf_map_lookup_elem(&path_window, &zero);
-	__u64 below, now;
+
+	return w ? *(volatile __u64 *)&w->sample_below : 0;
+}
+
+/* Is the armed window open now?  The kernel's clock decides, so a window
+ * opens and closes on time to the nanosecond on every CPU. */
+static __always_inline int window_open_now(void)
+{
+	__u32 zero = 0;
+	struct path_window *w = bpf_map_lookup_elem(&path_window, &zero);
+	__u64 now;
 
 	if (!w)
 		return 0;
-	below = *(volatile __u64 *)&w->sample_below;
-	if (!below)
-		return 0;
 	now = bpf_ktime_get_ns();
-	return now >= w->open_ns && now < w->close_ns ? below : 0;
+	return now >= w->open_ns && now < w->close_ns;
 }
 
 /*
@@ -575,12 +586,13 @@ static __always_inline void path_entry_hop(struct sk_buff *skb, __u32 hop, struc
 			path_id = t->path_id;
 		}
 	}
-	below = cfg->windowed ? window_sample_below() : cfg->sample_below;
+	below = cfg->windowed ? window_armed_below() : cfg->sample_below;
 	if (!t && below) {
-		/* Not followed: the 1-in-N sample decides, on the header read once. */
+		/* Not followed: the 1-in-N sample decides, on the header read once, then (windows)
+		 * the clock, for the few packets the hash chose. */
 		if (!read)
 			hdr = read_identity(skb, &h);
-		if (hdr == PKT_IP && (sample_hash(&h) >> 32) < below) {
+		if (hdr == PKT_IP && (sample_hash(&h) >> 32) < below && (!cfg->windowed || window_open_now())) {
 			__u64 ident = packet_ident(&h), flow = flow_ident(&h);
 
 			path_id = path_start(cfg, skb, &h, ident, flow, netns, hop, dev, 0, 0, 0, 1);
