@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.throughput import AGENT_CONDITIONS, MAX_RETRIES, PAYLOAD, TARGETS
+from bench.throughput import AGENT_CONDITIONS, FLOOR_CONDITION, MAX_RETRIES, PAYLOAD, TARGETS
 
 
 def _verdict(ok: bool | None) -> str:
@@ -117,6 +117,13 @@ def _throughput(t: dict[str, Any], lines: list[str]) -> None:
             "  agent-drops = kfree_skb only (probes.exclude: every other hop; one_in, drop_one_in 0):"
             " the always-on drop counting alone"
         )
+    if FLOOR_CONDITION in t.get("conditions", []):
+        lines.append(
+            "  floor = an empty program on skb:kfree_skb, attached as the agent attaches it (tp_btf), drop workload"
+            " only: the tracepoint's dispatch alone, the least any BPF drop counter costs here"
+        )
+    elif t.get("floor_error"):
+        lines.append(f"  floor condition left out: {t['floor_error']}")
     lines.append(
         f"  {'workload':<9}{'condition':<12}{'n':>3}{'median pkt/s':>14}{'min':>12}{'max':>12}"
         f"{'vs baseline':>13}{'per-round ratio':>20}   target"
@@ -150,6 +157,8 @@ def _throughput(t: dict[str, Any], lines: list[str]) -> None:
             lines.append(
                 f"  {'':<24}baseline spread (max-min)/median: {(base['max'] - base['min']) / base['median'] * 100:.1f}%"
             )
+        if workload == "drop":
+            _drop_costs(t.get("drop_costs") or {}, lines)
     rerun = t.get("discarded_trials", [])
     if rerun:
         lines.append(f"  {len(rerun)} disturbed trial(s) were run again and not counted:")
@@ -191,6 +200,29 @@ def _throughput(t: dict[str, Any], lines: list[str]) -> None:
         lines.append(f"  bpftrace {a['note']}: {mark}")
     if used is None:
         lines.append("  bpftrace reference: could not attach on this machine (see errors above)")
+
+
+def _points(p: float | None) -> str:
+    return "-" if p is None else f"{p:+.1f}"
+
+
+def _drop_costs(d: dict[str, Any], lines: list[str]) -> None:
+    """The drop flood's costs against each other (bench.throughput.drop_costs), in points of the baseline."""
+    if d.get("paths_add_points") is not None:
+        pr = d.get("paths_add_points_per_round")
+        spread = ""
+        if pr:
+            spread = f", per round {_points(pr['min'])}..{_points(pr['max'])} (median {_points(pr['median'])})"
+        lines.append(
+            f"  {'':<24}paths cost (agent-drops minus agent): {_points(d['paths_add_points'])} points{spread}"
+            f"   target <= +{d['paths_add_max_points']:.1f} {_verdict(d['paths_add_ok'])}"
+        )
+    if d.get("floor_ratio") is not None:
+        lines.append(
+            f"  {'':<24}above the floor ({_pct(d['floor_ratio'])}): counting alone"
+            f" {_points(d['counting_over_floor_points'])} points, the default config"
+            f" {_points(d['default_over_floor_points'])} points"
+        )
 
 
 def _rate(s: dict[str, Any] | None) -> str:

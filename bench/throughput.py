@@ -13,13 +13,16 @@ Two workloads, each on its own iperf3 server in the rx namespace (pinned to CPU 
            only: iperf3 opens a UDP test with a 4-byte datagram that must get through, or the
            client waits forever.
 
-Up to four conditions, interleaved round by round (baseline, agent, agent-drops, bpftrace,
+Up to five conditions, interleaved round by round (baseline, agent, agent-drops, floor, bpftrace,
 baseline, ...) so that drift (thermal, other load on the machine) lands on all of them alike:
   baseline     nothing of ours attached
   agent        `pktpath run` with its default config: drop counting always, packet paths in 1 s
                sampling windows every 10 s (the path hooks attached only around them), no exporter
   agent-drops  `pktpath run` with every hop but kfree_skb excluded and no drop capture
                (sampling.one_in and drop_one_in 0): the always-on drop counting alone
+  floor        an empty program on the same tracepoint, as the agent attaches it (tp_btf;
+               bench/bpf/hops.bpf.c), drop workload only: the tracepoint's dispatch alone, the
+               least that any BPF drop counter can cost on this machine
   bpftrace     a bare counter, tracepoint:skb:kfree_skb { @[reason] = count(); }, the reference floor
 """
 
@@ -56,8 +59,11 @@ SENDER_CPU = 0
 RECEIVER_CPU = 1
 PORTS = {"deliver": 5201, "drop": 5202}
 WORKLOADS = ("deliver", "drop")
-CONDITIONS = ("baseline", "agent", "agent-drops", "bpftrace")
+CONDITIONS = ("baseline", "agent", "agent-drops", "floor", "bpftrace")
 AGENT_CONDITIONS = ("agent", "agent-drops")
+FLOOR_CONDITION = "floor"
+# kfree_skb does not fire on delivered packets: the floor has nothing to say about them.
+CONDITION_WORKLOADS = {FLOOR_CONDITION: ("drop",)}
 DROP_HOP = "kfree_skb"
 # The lowest share of the baseline's packets/s each agent condition may keep, by workload:
 # delivered packets, the default config and counting alone: at least 97 % (issues 2, 12); the drop
@@ -69,6 +75,9 @@ TARGETS = {
     ("drop", "agent"): 0.94,
     ("drop", "agent-drops"): 0.943,
 }
+# Issue 12: on the drop flood, packet paths (the default config) cost at most this many points of
+# the baseline more than counting alone (agent-drops), both measured in the same run.
+PATHS_ADD_MAX_POINTS = 1.0
 # A trial is "disturbed" -- something other than the condition changed its number -- when the sender
 # did not get its CPU (other load on CPU 0), when the deliver workload's receiver fell behind (its
 # socket drops then fire kfree_skb too, and change the sender's work per packet), or when someone
@@ -318,6 +327,17 @@ def condition(
             info["agent_hops"] = agent.attached_hops()
             yield agent
             info["agent_exit_code"] = agent.stop()
+    elif name == FLOOR_CONDITION:
+        floor = load_floor()
+        if not floor.ok:
+            raise BenchError(f"floor condition without its program: {floor.error}")
+        try:
+            floor.attach()
+            info["floor_program"] = floor.program
+            info["floor_pid"] = os.getpid()  # this process holds it: not someone else's program
+            yield None
+        finally:
+            floor.close()
     elif name == "bpftrace":
         if bt_variant is None:
             raise BenchError("bpftrace condition without a working bpftrace")
@@ -338,7 +358,7 @@ def _foreign(info: dict[str, Any]) -> int | None:
     seen = tracing_programs()
     if seen is None:
         return None
-    return seen.foreign(own_pids=tuple(info[k] for k in ("agent_pid", "bpftrace_pid") if k in info))
+    return seen.foreign(own_pids=tuple(info[k] for k in ("agent_pid", "bpftrace_pid", "floor_pid") if k in info))
 
 
 class _QuietWaiter:
@@ -357,6 +377,19 @@ class _QuietWaiter:
         t0 = time.monotonic()
         wait_until(lambda: (_foreign(info or {}) or 0) == 0, limit, interval=0.5)
         self.left -= time.monotonic() - t0
+
+
+def load_floor() -> Any:
+    """The floor condition's program (bench.hops.Loaded), loaded and checked to attach, not attached.
+    Its `error` says why when it cannot be (bench/bpf/hops.bpf.o not built, the kernel refuses it)."""
+    from bench.hops import Loaded, Variant  # bench.hops builds on this module
+
+    floor = Loaded(Variant("drop", "tp_btf", "empty"))
+    try:
+        floor.load()
+    except OSError as exc:  # no object file
+        floor.error = str(exc)
+    return floor
 
 
 def agent_hops(binary: str) -> list[str]:
@@ -396,10 +429,17 @@ def measure_throughput(
     bt_variant, attempts = probe_bpftrace()
     result["bpftrace_attempts"] = attempts
     result["bpftrace_used"] = bt_variant
+    probe = load_floor()
+    probe.close()
+    result["floor_error"] = probe.error or None
+    if probe.error:
+        log(f"floor condition left out: {probe.error}")
     conditions = [
         c
         for c in CONDITIONS
-        if not (c == "bpftrace" and bt_variant is None) and not (c == "agent-drops" and not exclude)
+        if not (c == "bpftrace" and bt_variant is None)
+        and not (c == "agent-drops" and not exclude)
+        and not (c == FLOOR_CONDITION and probe.error)
     ]
     result["conditions"] = conditions
     window = receive_window()
@@ -431,7 +471,7 @@ def measure_throughput(
                 quiet.wait()
                 info: dict[str, Any] = {"round": rnd, "condition": name}
                 with condition(name, binary, exclude, bt_variant, info) as agent:
-                    for workload in WORKLOADS:
+                    for workload in CONDITION_WORKLOADS.get(name, WORKLOADS):
                         for attempt in range(1, MAX_RETRIES + 2):
                             t = _trial(pair, agent, info, rnd, name, workload, seconds, window)
                             t["attempt"] = attempt
@@ -454,6 +494,7 @@ def measure_throughput(
             round_cost = time.monotonic() - started
         result["rounds_done"] = max((t["round"] for t in result["trials"]), default=0)
     result["summary"] = summarize_trials(result["trials"], conditions)
+    result["drop_costs"] = drop_costs(result["trials"], result["summary"])
     result["sanity"] = sanity(result)
     return result
 
@@ -527,6 +568,45 @@ def summarize_trials(trials: list[dict[str, Any]], conditions: list[str]) -> dic
             }
         out[workload] = per_cond
     return out
+
+
+def drop_costs(trials: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
+    """The drop flood's costs against each other, in points of the baseline (issue 12):
+
+    - paths: what the default config costs more than counting alone (agent - agent-drops), from the
+      two conditions' ratios of medians, and per round from the two trials' own difference (the
+      same baseline divides both, so the round's drift cancels);
+    - above the floor: what counting alone, and the default config, cost more than an empty
+      program on the same tracepoint."""
+    drop = summary.get("drop", {})
+
+    def ratio_of(name: str) -> float | None:
+        c = drop.get(name)
+        return None if c is None or c.get("all_disturbed") else c["ratio_of_medians"]
+
+    def points(a: str, b: str) -> float | None:
+        ra, rb = ratio_of(a), ratio_of(b)
+        return None if ra is None or rb is None else (rb - ra) * 100
+
+    by_round: dict[int, dict[str, float]] = {}
+    for name in ("baseline", "agent", "agent-drops"):
+        for t in _clean(trials, "drop", name):
+            by_round.setdefault(t["round"], {})[name] = t["pps"]
+    per_round = [
+        (r["agent-drops"] - r["agent"]) / r["baseline"] * 100
+        for r in by_round.values()
+        if {"baseline", "agent", "agent-drops"} <= r.keys() and r["baseline"]
+    ]
+    paths = points("agent", "agent-drops")
+    return {
+        "paths_add_points": paths,
+        "paths_add_points_per_round": summarize(per_round),
+        "paths_add_max_points": PATHS_ADD_MAX_POINTS,
+        "paths_add_ok": None if paths is None else paths <= PATHS_ADD_MAX_POINTS,
+        "floor_ratio": ratio_of(FLOOR_CONDITION),
+        "counting_over_floor_points": points("agent-drops", FLOOR_CONDITION),
+        "default_over_floor_points": points("agent", FLOOR_CONDITION),
+    }
 
 
 def _clean(trials: list[dict[str, Any]], workload: str, name: str) -> list[dict[str, Any]]:

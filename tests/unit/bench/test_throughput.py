@@ -1,0 +1,103 @@
+"""The throughput bench's drop-flood arithmetic (bench.throughput.drop_costs) and how it is printed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench import report
+from bench.throughput import PATHS_ADD_MAX_POINTS, drop_costs, summarize_trials
+
+CONDITIONS = ["baseline", "agent", "agent-drops", "floor"]
+
+
+def _trials(pps: dict[str, list[float]], disturbed: dict[tuple[str, int], str] | None = None) -> list[dict[str, Any]]:
+    out = []
+    for name, values in pps.items():
+        for rnd, v in enumerate(values, 1):
+            out.append(
+                {
+                    "round": rnd,
+                    "condition": name,
+                    "workload": "drop",
+                    "pps": v,
+                    "disturbed": (disturbed or {}).get((name, rnd)),
+                }
+            )
+    return out
+
+
+def _costs(pps: dict[str, list[float]], disturbed: dict[tuple[str, int], str] | None = None) -> dict[str, Any]:
+    trials = _trials(pps, disturbed)
+    return drop_costs(trials, summarize_trials(trials, CONDITIONS))
+
+
+def test_paths_cost_is_the_difference_of_the_two_ratios_and_per_round_pairs_share_a_baseline() -> None:
+    d = _costs(
+        {
+            "baseline": [1000.0, 1000.0, 800.0],
+            "agent": [920.0, 900.0, 736.0],  # 92 %, 90 %, 92 %
+            "agent-drops": [930.0, 940.0, 744.0],  # 93 %, 94 %, 93 %
+            "floor": [950.0, 950.0, 760.0],  # 95 % each round
+        }
+    )
+    # Medians: baseline 1000, agent 900, agent-drops 930, floor 950.
+    assert d["paths_add_points"] == pytest.approx(3.0)
+    assert d["paths_add_ok"] is (PATHS_ADD_MAX_POINTS >= 3.0)
+    pr = d["paths_add_points_per_round"]
+    assert (pr["min"], pr["median"], pr["max"]) == pytest.approx((1.0, 1.0, 4.0))
+    assert d["floor_ratio"] == pytest.approx(0.95)
+    assert d["counting_over_floor_points"] == pytest.approx(2.0)
+    assert d["default_over_floor_points"] == pytest.approx(5.0)
+
+
+def test_a_cheaper_default_config_passes_and_a_disturbed_trial_leaves_its_round_out() -> None:
+    d = _costs(
+        {
+            "baseline": [1000.0, 1000.0, 1000.0],
+            "agent": [935.0, 600.0, 936.0],
+            "agent-drops": [940.0, 941.0, 939.0],
+            "floor": [950.0, 951.0, 949.0],
+        },
+        disturbed={("agent", 2): "sender CPU 50 %"},
+    )
+    assert d["paths_add_points"] == pytest.approx((0.940 - 0.9355) * 100)
+    assert d["paths_add_ok"] is True
+    assert d["paths_add_points_per_round"]["n"] == 2  # round 2's agent trial is not compared
+
+
+def test_without_a_floor_there_is_nothing_above_it() -> None:
+    d = _costs({"baseline": [1000.0], "agent": [900.0], "agent-drops": [950.0]})
+    assert d["floor_ratio"] is None and d["counting_over_floor_points"] is None
+    assert d["paths_add_ok"] is False
+
+
+def test_the_report_prints_the_costs_and_the_verdict() -> None:
+    pps = {
+        "baseline": [1000.0, 1000.0],
+        "agent": [930.0, 932.0],  # medians: agent 931, agent-drops 935.5: 0.45 points, printed +0.4
+        "agent-drops": [935.0, 936.0],
+        "floor": [950.0, 951.0],
+    }
+    trials = _trials(pps)
+    summary = summarize_trials(trials, CONDITIONS)
+    lines: list[str] = []
+    report._throughput(
+        {
+            "rounds_done": 2,
+            "seconds_per_trial": 10,
+            "sender_cpu": 0,
+            "conditions": CONDITIONS,
+            "agent_default_hops": ["kfree_skb"],
+            "summary": summary,
+            "drop_costs": drop_costs(trials, summary),
+            "trials": trials,
+        },
+        lines,
+    )
+    text = "\n".join(lines)
+    assert "floor = an empty program on skb:kfree_skb" in text
+    assert "paths cost (agent-drops minus agent): +0.4 points, per round +0.4..+0.5 (median +0.5)" in text
+    assert f"target <= +{PATHS_ADD_MAX_POINTS:.1f} ok" in text
+    assert "above the floor (95.0%): counting alone +1.5 points, the default config +1.9 points" in text
