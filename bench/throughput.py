@@ -23,7 +23,7 @@ baseline, ...) so that drift (thermal, other load on the machine) lands on all o
   floor        an empty program on the same tracepoint, as the agent attaches it (tp_btf;
                bench/bpf/hops.bpf.c), drop workload only: the tracepoint's dispatch alone, the
                least that any BPF drop counter can cost on this machine
-  bpftrace     a bare counter, tracepoint:skb:kfree_skb { @[reason] = count(); }, the reference floor
+  bpftrace     a bare counter, tracepoint:skb:kfree_skb { @[reason] = count(); }, the reference
 """
 
 from __future__ import annotations
@@ -573,7 +573,7 @@ def summarize_trials(trials: list[dict[str, Any]], conditions: list[str]) -> dic
 def drop_costs(trials: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
     """The drop flood's costs against each other, in points of the baseline (issue 12):
 
-    - paths: what the default config costs more than counting alone (agent - agent-drops), from the
+    - paths: what the default config costs more than counting alone (agent-drops minus agent), from the
       two conditions' ratios of medians, and per round from the two trials' own difference (the
       same baseline divides both, so the round's drift cancels);
     - above the floor: what counting alone, and the default config, cost more than an empty
