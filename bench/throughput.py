@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.agent import AgentRun
 from bench.netpair import NetPair
@@ -52,6 +52,9 @@ from bench.procs import (
     wait_until,
 )
 from bench.stats import ratio, summarize
+
+if TYPE_CHECKING:
+    from bench.hops import Loaded  # bench.hops imports this module: only for the annotation
 
 PAYLOAD = 64  # UDP payload bytes: small packets, so per-packet costs dominate
 IP_UDP_HEADERS = 28  # the iptables length match sees the IP datagram: 20 (IPv4) + 8 (UDP) + payload
@@ -379,7 +382,7 @@ class _QuietWaiter:
         self.left -= time.monotonic() - t0
 
 
-def load_floor() -> Any:
+def load_floor() -> Loaded:
     """The floor condition's program (bench.hops.Loaded), loaded and checked to attach, not attached.
     Its `error` says why when it cannot be (bench/bpf/hops.bpf.o not built, the kernel refuses it)."""
     from bench.hops import Loaded, Variant  # bench.hops builds on this module

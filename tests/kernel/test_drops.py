@@ -132,7 +132,7 @@ def test_repeated_drops_are_counted_in_the_fast_path(agent: AgentProcess, lab: L
         # Another key got there first: an earlier test's, a warm-up ping's drop, or another drop on
         # this same interface (the whole key decides: on kernels without drop reasons it holds the
         # drop's location too). A 5.10 guest in CI once had such a key in the slot.
-        assert slot["key"] != ours["formatted"]["key"] and in_hash == N
+        assert in_hash == N
 
 
 def test_nftables_drop_is_netfilter_drop(agent: AgentProcess, lab: Lab) -> None:
