@@ -29,10 +29,11 @@ quota, counted in the kernel per window number, path_window.max_paths), so no se
 more paths than the budget, and the ring buffer and the agent never see a burst above what
 continuous sampling at the budget gives them.  N adapts (sampling.adaptive): a window's
 sampled candidates (paths started plus paths its quota refused) measure the matching traffic at the N
-in force, and the next window takes the N that makes the expected candidates a tenth more than the
-quota, so the quota, not the estimate, decides how many paths a window yields; one_in is the
-smallest N.  The
-hash threshold is nested (a packet chosen at N is chosen at every smaller N), so nodes with different
+in force, and the next window takes the N that makes the expected candidates of a whole window twice
+the quota: in steady traffic the quota is spent halfway through the window, which then closes (below).
+So the quota, not the estimate, decides how many paths a window yields, a window still yields it when
+the traffic falls by up to half, and busy traffic pays the hooks for half the window; one_in is the
+smallest N.  The hash threshold is nested (a packet chosen at N is chosen at every smaller N), so nodes with different
 N still agree on the packets both follow.
 
 A window also closes as soon as its quota is spent: the controller polls the count of paths started
@@ -75,9 +76,13 @@ from exporter.paths.tracking import REAP_EVERY_NS, STALE_NS, TrackedReaper
 
 log = logging.getLogger(__name__)
 
-# The expected candidates of a window, over its budget: enough that the budget binds in steady state
-# (a window yields its budget), little enough that refusals stay a small, counted share.
-AIM_OVER_BUDGET = 1.1
+# The expected candidates of a whole window, over its quota.  Above 1, the quota binds in steady
+# traffic (a window yields its quota) and the window closes once it is spent, at 1/AIM of its length:
+# the path hooks, which cost every packet of busy traffic the same at any N, are on for that share
+# (a drop flood here: 6-8 % of its packets met the entry hooks at 1.1, 4-5 % at 2, docs/benchmarks.md).
+# 2 also keeps a window's yield when the traffic halves between windows.  Larger would bunch a
+# window's paths into a shorter burst (the quota in W/AIM) for the ring and the agent to absorb.
+AIM_OVER_BUDGET = 2.0
 # Attach at least this long before a window opens, and longer when the last attach took longer:
 # a tracepoint attaches in well under a millisecond, a function hook's first attach (an fentry
 # trampoline, a kprobe) in milliseconds here and up to 0.3 s each in an emulated guest.  An attach
