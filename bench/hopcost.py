@@ -14,11 +14,10 @@ in program   run_time_ns / run_cnt of the program, from /proc/self/fdinfo/<prog 
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from bench.stats import summarize
+from bench.stats import round_means, summarize
 
 NONE = "none"  # the condition with nothing attached
 # What `pktpath`'s loader calls each flavor (exporter/loader/probes.py); tp_btf is the tracepoint flavor
@@ -68,10 +67,7 @@ def _clean(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def baseline_by_round(trials: Sequence[dict[str, Any]]) -> dict[int, float]:
     """Each round's nothing-attached packets/s: the mean of its baseline trials (a round has two,
     half a round apart, so drift within the round is averaged), undisturbed ones preferred."""
-    by_round: dict[int, list[float]] = {}
-    for t in _clean(t for t in trials if t["variant"] == NONE):
-        by_round.setdefault(t["round"], []).append(t["pps"])
-    return {rnd: statistics.fmean(v) for rnd, v in by_round.items()}
+    return round_means(_clean(t for t in trials if t["variant"] == NONE))
 
 
 def summarize_end_to_end(trials: Sequence[dict[str, Any]], variants: Sequence[str]) -> dict[str, Any]:

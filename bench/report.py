@@ -109,6 +109,10 @@ def _throughput(t: dict[str, Any], lines: list[str]) -> None:
         f"Throughput: UDP {PAYLOAD}-byte payload over veth, one iperf3 sender pinned to CPU {t['sender_cpu']},"
         f" {done} round(s) x {t['seconds_per_trial']:g} s, conditions interleaved"
     )
+    lines.append(
+        "  each round opens and closes with a baseline trial; vs baseline = the median over the rounds of"
+        " each trial / its round's baseline (the mean of those two)"
+    )
     if t.get("truncated"):
         lines.append(f"  NOTE: {t['truncated']}")
     lines.append(f"  agent = default config, attaches {', '.join(t.get('agent_default_hops', [])) or '?'}")
@@ -133,9 +137,9 @@ def _throughput(t: dict[str, Any], lines: list[str]) -> None:
             s = c["pps"]
             if not s:
                 continue
-            r = c["ratio_of_medians"]
+            r = c["vs_baseline"]
             pr = c["paired_ratio"]
-            spread = "" if name == "baseline" else (f"{_pct(pr['min'])}..{_pct(pr['max'])}" if pr else "n/a")
+            spread = f"{_pct(pr['min'])}..{_pct(pr['max'])}" if pr else "n/a"
             target = ""
             floor = TARGETS.get((workload, name))
             if floor is not None and r is not None:
@@ -209,12 +213,10 @@ def _points(p: float | None) -> str:
 def _drop_costs(d: dict[str, Any], lines: list[str]) -> None:
     """The drop flood's costs against each other (bench.throughput.drop_costs), in points of the baseline."""
     if d.get("paths_add_points") is not None:
-        pr = d.get("paths_add_points_per_round")
-        spread = ""
-        if pr:
-            spread = f", per round {_points(pr['min'])}..{_points(pr['max'])} (median {_points(pr['median'])})"
+        pr = d["paths_add_points_per_round"]
         lines.append(
-            f"  {'':<24}paths cost (agent-drops minus agent): {_points(d['paths_add_points'])} points{spread}"
+            f"  {'':<24}paths cost (agent-drops minus agent, per round): median {_points(d['paths_add_points'])}"
+            f" points, {_points(pr['min'])}..{_points(pr['max'])}"
             f"   target <= +{d['paths_add_max_points']:.1f} {_verdict(d['paths_add_ok'])}"
         )
     if d.get("floor_ratio") is not None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
-from typing import TypedDict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypedDict
 
 
 class Summary(TypedDict):
@@ -24,3 +24,13 @@ def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b == 0:
         return None
     return a / b
+
+
+def round_means(trials: Iterable[Mapping[str, Any]]) -> dict[int, float]:
+    """Each round's mean packets/s over `trials`: a round's baseline trials, taken at two times of the
+    round (its two ends, or half a round apart), so that the round's drift averages out of the
+    baseline each of its other trials is divided by."""
+    by_round: dict[int, list[float]] = {}
+    for t in trials:
+        by_round.setdefault(t["round"], []).append(t["pps"])
+    return {rnd: statistics.fmean(v) for rnd, v in by_round.items()}

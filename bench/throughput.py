@@ -13,8 +13,11 @@ Two workloads, each on its own iperf3 server in the rx namespace (pinned to CPU 
            only: iperf3 opens a UDP test with a 4-byte datagram that must get through, or the
            client waits forever.
 
-Up to five conditions, interleaved round by round (baseline, agent, agent-drops, floor, bpftrace,
-baseline, ...) so that drift (thermal, other load on the machine) lands on all of them alike:
+Up to five conditions, interleaved round by round, and each round opens and closes with a baseline
+trial (baseline, agent, agent-drops, floor, bpftrace, baseline; baseline, agent, ...).  Each trial is
+divided by its own round's baseline, the mean of those two, and a condition's figure is the median
+of those paired ratios: drift between rounds cancels, and drift within a round (other load on the
+host) averages out of the baseline, as the hops part does (bench/hopcost.py):
   baseline     nothing of ours attached
   agent        `pktpath run` with its default config: drop counting always, packet paths in 1 s
                sampling windows every 10 s (the path hooks attached only around them), no exporter
@@ -51,7 +54,7 @@ from bench.procs import (
     tracing_programs,
     wait_until,
 )
-from bench.stats import ratio, summarize
+from bench.stats import ratio, round_means, summarize
 
 if TYPE_CHECKING:
     from bench.hops import Loaded  # bench.hops imports this module: only for the annotation
@@ -470,7 +473,8 @@ def measure_throughput(
                 result["truncated"] = f"stopped after {rnd - 1} rounds to stay within the time limit"
                 log(result["truncated"])
                 break
-            for name in conditions:
+            # The closing baseline: the round's baseline is the mean of the trials at its two ends.
+            for name in (*conditions, "baseline"):
                 quiet.wait()
                 info: dict[str, Any] = {"round": rnd, "condition": name}
                 with condition(name, binary, exclude, bt_variant, info) as agent:
@@ -547,19 +551,23 @@ def summarize_trials(trials: list[dict[str, Any]], conditions: list[str]) -> dic
     out: dict[str, Any] = {}
     for workload in WORKLOADS:
         per_cond: dict[str, Any] = {}
-        base = {t["round"]: t["pps"] for t in _clean(trials, workload, "baseline")}
-        base_summary = summarize(list(base.values()))
+        base_rows = _clean(trials, workload, "baseline")
+        base = round_means(base_rows)
+        base_summary = summarize([t["pps"] for t in base_rows])
         for name in conditions:
             all_rows = [t for t in trials if t["workload"] == workload and t["condition"] == name]
             rows = _clean(trials, workload, name)
             s = summarize([t["pps"] for t in rows])
-            # Paired ratio: each trial against the baseline of its own round, so slow drift
-            # between rounds cancels; its spread shows how noisy one comparison is.
-            paired = [t["pps"] / base[t["round"]] for t in rows if base.get(t["round"])]
+            # Paired ratio: each trial against the baseline of its own round, so drift between
+            # rounds cancels; its median is the condition's figure, its spread how noisy one
+            # comparison is.  (For the baseline itself: its two trials against their mean.)
+            paired = summarize([t["pps"] / base[t["round"]] for t in rows if base.get(t["round"])])
             per_cond[name] = {
                 "pps": s,
+                "vs_baseline": paired["median"] if paired else None,
+                # Kept for comparison with runs before the paired figure was the verdict.
                 "ratio_of_medians": ratio(s["median"] if s else None, base_summary["median"] if base_summary else None),
-                "paired_ratio": summarize(paired),
+                "paired_ratio": paired,
                 "trials_used": len(rows),
                 # No undisturbed trial in this cell or its baseline: the numbers are shown, but
                 # they describe a busy machine and no verdict is drawn from them.
@@ -576,34 +584,39 @@ def summarize_trials(trials: list[dict[str, Any]], conditions: list[str]) -> dic
 def drop_costs(trials: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
     """The drop flood's costs against each other, in points of the baseline (issue 12):
 
-    - paths: what the default config costs more than counting alone (agent-drops minus agent), from the
-      two conditions' ratios of medians, and per round from the two trials' own difference (the
-      same baseline divides both, so the round's drift cancels);
+    - paths: what the default config costs more than counting alone (agent-drops minus agent): per
+      round, the two trials' difference over the round's baseline (the same baseline divides both,
+      so the round's drift cancels), and its median over the rounds;
     - above the floor: what counting alone, and the default config, cost more than an empty
-      program on the same tracepoint."""
+      program on the same tracepoint, from the conditions' figures (median paired ratios)."""
     drop = summary.get("drop", {})
 
     def ratio_of(name: str) -> float | None:
         c = drop.get(name)
-        return None if c is None or c.get("all_disturbed") else c["ratio_of_medians"]
+        return None if c is None or c.get("all_disturbed") else c["vs_baseline"]
 
     def points(a: str, b: str) -> float | None:
         ra, rb = ratio_of(a), ratio_of(b)
         return None if ra is None or rb is None else (rb - ra) * 100
 
+    base = round_means(_clean(trials, "drop", "baseline"))
     by_round: dict[int, dict[str, float]] = {}
-    for name in ("baseline", "agent", "agent-drops"):
+    for name in ("agent", "agent-drops"):
         for t in _clean(trials, "drop", name):
             by_round.setdefault(t["round"], {})[name] = t["pps"]
-    per_round = [
-        (r["agent-drops"] - r["agent"]) / r["baseline"] * 100
-        for r in by_round.values()
-        if {"baseline", "agent", "agent-drops"} <= r.keys() and r["baseline"]
-    ]
-    paths = points("agent", "agent-drops")
+    per_round = summarize(
+        [
+            (r["agent-drops"] - r["agent"]) / base[rnd] * 100
+            for rnd, r in by_round.items()
+            if {"agent", "agent-drops"} <= r.keys() and base.get(rnd)
+        ]
+    )
+    # No verdict where either condition had no undisturbed trial (ratio_of says None then).
+    judged = per_round is not None and ratio_of("agent") is not None and ratio_of("agent-drops") is not None
+    paths = per_round["median"] if judged and per_round else None
     return {
         "paths_add_points": paths,
-        "paths_add_points_per_round": summarize(per_round),
+        "paths_add_points_per_round": per_round,
         "paths_add_max_points": PATHS_ADD_MAX_POINTS,
         "paths_add_ok": None if paths is None else paths <= PATHS_ADD_MAX_POINTS,
         "floor_ratio": ratio_of(FLOOR_CONDITION),
