@@ -264,6 +264,10 @@ def _paths(p: dict[str, Any], lines: list[str]) -> None:
             f" {o['rounds_done']} round(s) x {o['seconds_per_trial']:g} s, conditions interleaved"
         )
         lines.append(
+            "  each round opens and closes with a baseline trial; vs baseline = the median over the rounds of"
+            " each trial / its round's baseline (the mean of those two)"
+        )
+        lines.append(
             "  agent-drops = drop counting only (one_in, drop_one_in 0); agent-default = no config (paths on,"
             " 1 s windows every 10 s, no exporter); agent-default-export = the same exporting spans"
         )
@@ -279,7 +283,7 @@ def _paths(p: dict[str, Any], lines: list[str]) -> None:
             s = c["pps"]
             if not s:
                 continue
-            r, pr = c["ratio_of_medians"], c["paired_ratio"]
+            r, pr = c["vs_baseline"], c["paired_ratio"]
             spread = "" if name == "baseline" else (f"{_pct(pr['min'])}..{_pct(pr['max'])}" if pr else "n/a")
             target = (
                 f">= {_pct(1 - o['target_loss'])} {_verdict(r >= 1 - o['target_loss'])}"
