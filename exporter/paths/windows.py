@@ -29,12 +29,12 @@ quota, counted in the kernel per window number, path_window.max_paths), so no se
 more paths than the budget, and the ring buffer and the agent never see a burst above what
 continuous sampling at the budget gives them.  N adapts (sampling.adaptive): a window's
 sampled candidates (paths started plus paths its quota refused) measure the matching traffic at the N
-in force, and the next window takes the N that makes the expected candidates of a whole window twice
-the quota: in steady traffic the quota is spent halfway through the window, which then closes (below).
-So the quota, not the estimate, decides how many paths a window yields, a window still yields it when
-the traffic falls by up to half, and busy traffic pays the hooks for half the window; one_in is the
-smallest N.  The hash threshold is nested (a packet chosen at N is chosen at every smaller N), so nodes with different
-N still agree on the packets both follow.
+in force, and the next window takes the N that makes the expected candidates of a whole window four
+times the quota: in steady traffic the quota is spent a quarter of the way through the window, which
+then closes (below).  So the quota, not the estimate, decides how many paths a window yields, a window
+still yields it when the traffic falls to a quarter, and busy traffic pays the hooks for a quarter of
+the window; one_in is the smallest N.  The hash threshold is nested (a packet chosen at N is chosen
+at every smaller N), so nodes with different N still agree on the packets both follow.
 
 A window also closes as soon as its quota is spent: the controller polls the count of paths started
 every QUOTA_POLL_S, and once the window has started its quota it disarms the kernel's window and
@@ -78,11 +78,13 @@ log = logging.getLogger(__name__)
 
 # The expected candidates of a whole window, over its quota.  Above 1, the quota binds in steady
 # traffic (a window yields its quota) and the window closes once it is spent, at 1/AIM of its length:
-# the path hooks, which cost every packet of busy traffic the same at any N, are on for that share
-# (a drop flood here: 6-8 % of its packets met the entry hooks at 1.1, 4-5 % at 2, docs/benchmarks.md).
-# 2 also keeps a window's yield when the traffic halves between windows.  Larger would bunch a
-# window's paths into a shorter burst (the quota in W/AIM) for the ring and the agent to absorb.
-AIM_OVER_BUDGET = 2.0
+# the path hooks, which cost every packet of busy traffic the same at any N, are on for that share.
+# Measured in a drop flood here (docs/benchmarks.md, ninth pass): the flood slows by about a fifth
+# while they are on, for 0.53 s of each 10 s at 2 and 0.34 s at 4 (the lead and the edges are the
+# rest); 1.1 kept them on for most of the second.  4 also keeps a window's yield when the traffic
+# falls to a quarter between windows.  Larger would bunch a window's paths into a shorter burst (the
+# quota in W/AIM: 4,000 paths/s at the defaults) for the ring buffer and the agent to absorb.
+AIM_OVER_BUDGET = 4.0
 # Attach at least this long before a window opens, and longer when the last attach took longer:
 # a tracepoint attaches in well under a millisecond, a function hook's first attach (an fentry
 # trampoline, a kprobe) in milliseconds here and up to 0.3 s each in an emulated guest.  An attach
