@@ -34,7 +34,7 @@ from typing import Any
 from bench.agent import AgentRun
 from bench.netpair import NetPair
 from bench.procs import BenchError, in_netns
-from bench.stats import ratio, round_means, summarize
+from bench.stats import paired_ratios, ratio, round_means, summarize
 from bench.throughput import (
     MAX_RETRIES,
     PAYLOAD,
@@ -215,7 +215,7 @@ def summarize_overhead(trials: Sequence[dict[str, Any]]) -> dict[str, Any]:
         rows = [t for t in trials if t["condition"] == name]
         clean = [t for t in rows if not t["disturbed"]] or rows
         s = summarize([t["pps"] for t in clean])
-        paired = summarize([t["pps"] / base[t["round"]] for t in clean if base.get(t["round"])])
+        paired = paired_ratios(clean, base)
         summary[name] = {
             "pps": s,
             "trials_used": len(clean),

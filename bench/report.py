@@ -93,6 +93,13 @@ def _scrape(r: dict[str, Any], lines: list[str]) -> None:
         lines.append(f"  error: {err}")
 
 
+# How the throughput part and the paths part's overhead table judge a condition (bench/stats.py).
+_BRACKETED = (
+    "  each round opens and closes with a baseline trial; vs baseline = the median over the rounds of"
+    " each trial / its round's baseline (the mean of those two)"
+)
+
+
 def _pct(r: float | None) -> str:
     return "-" if r is None else f"{r * 100:.1f}%"
 
@@ -109,10 +116,7 @@ def _throughput(t: dict[str, Any], lines: list[str]) -> None:
         f"Throughput: UDP {PAYLOAD}-byte payload over veth, one iperf3 sender pinned to CPU {t['sender_cpu']},"
         f" {done} round(s) x {t['seconds_per_trial']:g} s, conditions interleaved"
     )
-    lines.append(
-        "  each round opens and closes with a baseline trial; vs baseline = the median over the rounds of"
-        " each trial / its round's baseline (the mean of those two)"
-    )
+    lines.append(_BRACKETED)
     if t.get("truncated"):
         lines.append(f"  NOTE: {t['truncated']}")
     lines.append(f"  agent = default config, attaches {', '.join(t.get('agent_default_hops', [])) or '?'}")
@@ -263,10 +267,7 @@ def _paths(p: dict[str, Any], lines: list[str]) -> None:
             f"Packet paths overhead: UDP {PAYLOAD}-byte payload delivered over veth,"
             f" {o['rounds_done']} round(s) x {o['seconds_per_trial']:g} s, conditions interleaved"
         )
-        lines.append(
-            "  each round opens and closes with a baseline trial; vs baseline = the median over the rounds of"
-            " each trial / its round's baseline (the mean of those two)"
-        )
+        lines.append(_BRACKETED)
         lines.append(
             "  agent-drops = drop counting only (one_in, drop_one_in 0); agent-default = no config (paths on,"
             " 1 s windows every 10 s, no exporter); agent-default-export = the same exporting spans"

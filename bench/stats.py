@@ -34,3 +34,10 @@ def round_means(trials: Iterable[Mapping[str, Any]]) -> dict[int, float]:
     for t in trials:
         by_round.setdefault(t["round"], []).append(t["pps"])
     return {rnd: statistics.fmean(v) for rnd, v in by_round.items()}
+
+
+def paired_ratios(trials: Iterable[Mapping[str, Any]], base: Mapping[int, float]) -> Summary | None:
+    """Each trial's packets/s over its own round's baseline (round_means), summarized: the median is
+    a condition's figure, the spread how much one comparison moves.  Rounds without a baseline are
+    left out."""
+    return summarize([t["pps"] / base[t["round"]] for t in trials if base.get(t["round"])])

@@ -54,7 +54,7 @@ from bench.procs import (
     tracing_programs,
     wait_until,
 )
-from bench.stats import ratio, round_means, summarize
+from bench.stats import paired_ratios, ratio, round_means, summarize
 
 if TYPE_CHECKING:
     from bench.hops import Loaded  # bench.hops imports this module: only for the annotation
@@ -561,7 +561,7 @@ def summarize_trials(trials: list[dict[str, Any]], conditions: list[str]) -> dic
             # Paired ratio: each trial against the baseline of its own round, so drift between
             # rounds cancels; its median is the condition's figure, its spread how noisy one
             # comparison is.  (For the baseline itself: its two trials against their mean.)
-            paired = summarize([t["pps"] / base[t["round"]] for t in rows if base.get(t["round"])])
+            paired = paired_ratios(rows, base)
             per_cond[name] = {
                 "pps": s,
                 "vs_baseline": paired["median"] if paired else None,
