@@ -160,6 +160,10 @@ class AgentRun:
             raise BenchError(f"agent: /metrics answered {status}")
         return [s for family in text_string_to_metric_families(body.decode()) for s in family.samples]
 
+    def value(self, name: str) -> float | None:
+        """The value of an unlabelled sample of /metrics, or None if the agent serves none."""
+        return next((s.value for s in self.samples() if s.name == name and not s.labels), None)
+
     def drops(self, interfaces: set[str]) -> dict[str, float]:
         """pktpath_drops_total by reason, summed over the given interfaces only, so drops
         elsewhere on the machine (other people's tests) never leak into a sanity check."""

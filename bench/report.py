@@ -216,12 +216,33 @@ def _points(p: float | None) -> str:
 
 def _drop_costs(d: dict[str, Any], lines: list[str]) -> None:
     """The drop flood's costs against each other (bench.throughput.drop_costs), in points of the baseline."""
-    if d.get("paths_add_points") is not None:
-        pr = d["paths_add_points_per_round"]
+    pad = f"  {'':<24}"
+    target = f"   target <= +{d.get('paths_add_max_points', 0):.1f} {_verdict(d.get('paths_add_ok'))}"
+    within = d.get("paths_add_within_trials")
+    pr = d.get("paths_add_points_per_round")
+    if within:
+        w = within["per_round"]
         lines.append(
-            f"  {'':<24}paths cost (agent-drops minus agent, per round): median {_points(d['paths_add_points'])}"
-            f" points, {_points(pr['min'])}..{_points(pr['max'])}"
-            f"   target <= +{d['paths_add_max_points']:.1f} {_verdict(d['paths_add_ok'])}"
+            f"{pad}paths cost, the windows inside each trial (agent minus agent-drops, per round):"
+            f" median {within['points']:+.2f} points, {w['min']:+.2f}..{w['max']:+.2f}, {w['n']} rounds" + target
+        )
+        a, c, on = within["agent_points"], within["control_points"], within["hooks_on_s"]
+        lines.append(
+            f"{pad}  the window's region lacked {a['median']:+.2f} points in the agent's trials,"
+            f" {c['median']:+.2f} in agent-drops' (no windows); the path hooks were on"
+            f" {on['median']:.3f} s of each trial ({on['min']:.3f}..{on['max']:.3f})"
+        )
+        if pr:
+            lines.append(
+                f"{pad}paths cost between trials (agent-drops minus agent, per round): median"
+                f" {_points(d['paths_add_between_trials_points'])} points, {_points(pr['min'])}..{_points(pr['max'])}"
+                " (shown, not judged: trials drift apart by more than the target)"
+            )
+    elif d.get("paths_add_points") is not None and pr:
+        # A summary from before the windows were measured inside the trials.
+        lines.append(
+            f"{pad}paths cost (agent-drops minus agent, per round): median {_points(d['paths_add_points'])}"
+            f" points, {_points(pr['min'])}..{_points(pr['max'])}" + target
         )
     if d.get("floor_ratio") is not None:
         lines.append(

@@ -118,6 +118,7 @@ class Agent:
             # collector reads drop reasons from it.  Without BTF the engine says why.
             btf = libbpf.Btf.parse(self.host.vmlinux_btf) if self.host.has_btf() else None
             # Logged the moment it happens (the other hops load after it): start-up's one promise.
+            attaching_since_ns = time.monotonic_ns()  # the path hooks' time on counts from here
             engine = start_engine(
                 self.cfg,
                 self.host,
@@ -152,7 +153,7 @@ class Agent:
                 # thread takes the path hooks off now and puts them on around each window.
                 self.windows = WindowController(WindowSettings.from_config(self.cfg), kernel.windows())
             if self.windows is not None:
-                self.windows.start()  # the path hooks off before /readyz says ready
+                self.windows.start(attaching_since_ns)  # the path hooks off before /readyz says ready
             server = self._serve(listener)
             self._install_signals()
             # Start-up is over: the parsed kernel BTF (~6 MB) is read again only if a module's hook

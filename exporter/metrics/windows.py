@@ -1,5 +1,5 @@
 """Metrics of sampling windows (exporter/paths/windows.py): whether one is open, how many opened on
-time, late or not at all, and what their edges cost.
+time, late or not at all, what their edges cost, and how long the path hooks were on.
 
 Registered only when the agent samples in windows (not with sampling.continuous).  The numbers are
 written by the window thread and read here on a scrape thread: each is one int or float, read once.
@@ -7,15 +7,18 @@ written by the window thread and read here on a scrape thread: each is one int o
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
-from exporter.paths.windows import WindowCounters
+from exporter.paths.windows import WindowCounters, hooks_on_seconds
 
 
-def _families() -> tuple[GaugeMetricFamily, CounterMetricFamily, CounterMetricFamily, SummaryMetricFamily]:
+def _families() -> tuple[
+    GaugeMetricFamily, CounterMetricFamily, CounterMetricFamily, SummaryMetricFamily, CounterMetricFamily
+]:
     return (
         GaugeMetricFamily(
             "pktpath_sampling_window_open",
@@ -43,6 +46,13 @@ def _families() -> tuple[GaugeMetricFamily, CounterMetricFamily, CounterMetricFa
             "for RCU grace periods).",
             labels=["edge"],
         ),
+        CounterMetricFamily(
+            "pktpath_sampling_path_hooks_seconds",
+            "Time the path hooks were attached: around "
+            "each window, from the start of its attach to the end of its detach, and at start-up "
+            "until the window thread took them off. Busy traffic pays them only for this share "
+            "of the time.",
+        ),
     )
 
 
@@ -55,7 +65,7 @@ class WindowMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         c = self._c
-        open_, windows, quota_spent, edges = _families()
+        open_, windows, quota_spent, edges, hooks_on = _families()
         open_.add_metric([], 1.0 if c.open else 0.0)
         late, missed = c.late, c.missed
         windows.add_metric(["on_time"], c.opened - late)
@@ -64,4 +74,5 @@ class WindowMetrics(Collector):
         quota_spent.add_metric([], c.quota_spent)
         edges.add_metric(["attach"], c.attach_count, c.attach_seconds)
         edges.add_metric(["detach"], c.detach_count, c.detach_seconds)
-        yield from (open_, windows, quota_spent, edges)
+        hooks_on.add_metric([], hooks_on_seconds(c, time.monotonic_ns()))
+        yield from (open_, windows, quota_spent, edges, hooks_on)

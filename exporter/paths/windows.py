@@ -85,11 +85,14 @@ log = logging.getLogger(__name__)
 # falls to a quarter between windows.  Larger would bunch a window's paths into a shorter burst (the
 # quota in W/AIM: 4,000 paths/s at the defaults) for the ring buffer and the agent to absorb.
 AIM_OVER_BUDGET = 4.0
-# Attach at least this long before a window opens, and longer when the last attach took longer:
-# a tracepoint attaches in well under a millisecond, a function hook's first attach (an fentry
-# trampoline, a kprobe) in milliseconds here and up to 0.3 s each in an emulated guest.  An attach
-# that still overruns opens the window late, sampling from when the hooks are on, weighted for it.
-LEAD_S = 0.05
+# Attach at least this long before a window opens, and longer when the last attach took longer
+# (twice its time): the six tracepoint hooks attach in about 2 ms here, a function hook's first
+# attach (an fentry trampoline, a kprobe) takes milliseconds here and up to 0.3 s each in an emulated
+# guest.  Every millisecond of lead is a millisecond of hooks on every packet for nothing (a drop
+# flood slows by a fifth while they are on), so the floor is small: 50 ms cost a flood 0.1 point.  An
+# attach that still overruns opens the window late, sampling from when the hooks are on, weighted
+# for it.
+LEAD_S = 0.01
 # A window whose hooks attached this much after its opening counts as late.
 LATE_S = 0.01
 # Read the counters this long after the kernel closed the window: a path started at the last
@@ -261,6 +264,14 @@ class WindowCounters:
     attach_count: int = 0
     detach_seconds: float = 0.0
     detach_count: int = 0
+    # The time the path hooks were on: from the start of an attach (the first hook comes on then) to
+    # the end of the detach (the last one is off), summed; plus the running span while they are on.
+    # The share of time they are on is what they cost busy traffic (docs/architecture.md).
+    hooks_on_seconds: float = 0.0
+    hooks_on_since_ns: int | None = None
+    # The scrape thread reads the sum and the running span together: without the lock it could
+    # see the span closed but not yet added, and the counter would step back.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     history: deque[ClosedWindow] = field(default_factory=lambda: deque(maxlen=64))
 
 
@@ -290,15 +301,18 @@ class WindowController:
 
     # -- life cycle -------------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, attached_since_ns: int | None = None) -> None:
         """Take the path hooks off now, in the caller's thread (the engine attached every hop at
         start, the first probe as early as possible), then run the windows on a thread of their own:
-        from the moment this returns, no path hook is attached outside a window."""
+        from the moment this returns, no path hook is attached outside a window.
+        `attached_since_ns` (monotonic): when the engine began attaching them, so that their time
+        on counts the start too."""
+        self.counters.hooks_on_since_ns = attached_since_ns
         self._detach()
         # Until an attach has been timed, the start's detach stands in for it: detaching a
         # function hook waits for grace periods, so it takes at least as long as attaching; without
         # this the first windows of a slow machine (an emulated guest: seconds) open with the
-        # 50 ms lead and are missed.
+        # LEAD_S lead and are missed.
         self.counters.last_attach_s = self.counters.detach_seconds
         self._detached_at_start = True
         self._thread = threading.Thread(target=self.run, name="pktpath-windows", daemon=True)
@@ -433,6 +447,9 @@ class WindowController:
 
     def _attach(self) -> tuple[int, list[str]]:
         began = self._mono_ns()
+        with self.counters.lock:
+            if self.counters.hooks_on_since_ns is None:
+                self.counters.hooks_on_since_ns = began
         attached, failed = self._kernel.attach_path_hooks()
         self.counters.last_attach_s = (self._mono_ns() - began) / 1e9
         self.counters.attach_seconds += self.counters.last_attach_s
@@ -441,11 +458,21 @@ class WindowController:
         return attached, failed
 
     def _detach(self) -> None:
+        c = self.counters
         began = self._mono_ns()
         if self._kernel.detach_path_hooks():
-            self.counters.detach_seconds += (self._mono_ns() - began) / 1e9
-            self.counters.detach_count += 1
-        self.counters.hooks_attached = False
+            c.detach_seconds += (self._mono_ns() - began) / 1e9
+            c.detach_count += 1
+        ended = self._mono_ns()
+        with c.lock:
+            if c.hooks_on_since_ns is not None:
+                c.hooks_on_seconds += (ended - c.hooks_on_since_ns) / 1e9
+                c.hooks_on_since_ns = None
+        c.hooks_attached = False
+
+    def hooks_on_seconds(self) -> float:
+        """The time the path hooks have been on so far, the span running now included."""
+        return hooks_on_seconds(self.counters, self._mono_ns())
 
     def _sleep_until(self, wall_s: float) -> bool:
         """Sleep until the wall clock reads `wall_s` (re-reading it: a step of the clock moves the
@@ -456,6 +483,13 @@ class WindowController:
                 return self._stop.is_set()
             if self._wait(min(left, 1.0)):
                 return True
+
+
+def hooks_on_seconds(c: WindowCounters, now_ns: int) -> float:
+    """The time the path hooks have been on until `now_ns` (monotonic), the running span included."""
+    with c.lock:
+        running = 0 if c.hooks_on_since_ns is None else max(0, now_ns - c.hooks_on_since_ns)
+        return c.hooks_on_seconds + running / 1e9
 
 
 def weight_of(one_in: int, period_s: int, open_ns: int, started: int, refused: int) -> float:

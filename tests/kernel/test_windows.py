@@ -9,6 +9,7 @@ Whether a hook is attached is asked of the kernel (bpftool perf list), not of th
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -122,13 +123,23 @@ def test_windows_open_on_the_clock_and_path_hooks_are_attached_only_around_them(
     pid = agent.proc.pid
     try:
         samples: list[tuple[float, float, bool, bool]] = []  # (before, after, net_dev_queue, kfree_skb)
+        hooks_s0 = agent.value("pktpath_sampling_path_hooks_seconds_total")
         end = time.time() + 3 * PERIOD + 0.2
         while time.time() < end:
             before = time.time()
             queue, drop = perf_attached(pid, "net_dev_queue"), perf_attached(pid, "kfree_skb")
             samples.append((before, time.time(), queue, drop))
             time.sleep(0.02)
+        hooks_s = agent.value("pktpath_sampling_path_hooks_seconds_total") - hooks_s0
         assert all(drop for *_, drop in samples), "the drop program is always attached"
+        # The time the agent says the path hooks were on is the time they were seen on: each sample
+        # stands for the time to the next; every switch on or off costs at most one sample's time
+        # (the scrapes bracket the samples within a sample's time too).
+        seen_s = sum(b1 - b0 for (b0, _, on, _), (b1, *_) in itertools.pairwise(samples) if on)
+        switches = sum(1 for (*_, a, _), (*_, b, _) in itertools.pairwise(samples) if a != b)
+        spacing = max(b1 - b0 for (b0, *_), (b1, *_) in itertools.pairwise(samples))
+        assert switches >= 5 and seen_s > 1.5, (switches, seen_s)
+        assert abs(hooks_s - seen_s) <= (switches + 2) * spacing, (hooks_s, seen_s, switches, spacing)
         # Attached only from the lead before an opening until the close and its linger (nothing is
         # followed here, so the linger ends at once, but a loaded machine may take that long to run
         # the window thread), with 100 ms for the reads themselves.  The lead is LEAD_S, or twice

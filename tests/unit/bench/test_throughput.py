@@ -8,6 +8,7 @@ import pytest
 
 from bench import report
 from bench.throughput import PATHS_ADD_MAX_POINTS, drop_costs, summarize_trials
+from tests.unit.bench.test_windowdip import flood
 
 CONDITIONS = ["baseline", "agent", "agent-drops", "floor"]
 
@@ -15,29 +16,54 @@ CONDITIONS = ["baseline", "agent", "agent-drops", "floor"]
 Round = float | tuple[float, ...]  # one round's trials of a condition: the baseline has two
 
 
-def _trials(pps: dict[str, list[Round]], disturbed: dict[tuple[str, int], str] | None = None) -> list[dict[str, Any]]:
+def _trials(
+    pps: dict[str, list[Round]],
+    disturbed: dict[tuple[str, int], str] | None = None,
+    windows: dict[str, list[float]] | None = None,
+) -> list[dict[str, Any]]:
+    """Drop trials; `windows`: by condition, each round's window cost inside its trial (points)."""
     out = []
     for name, values in pps.items():
         for rnd, v in enumerate(values, 1):
             for one in v if isinstance(v, tuple) else (v,):
-                out.append(
-                    {
-                        "round": rnd,
-                        "condition": name,
-                        "workload": "drop",
-                        "pps": one,
-                        "disturbed": (disturbed or {}).get((name, rnd)),
-                    }
-                )
+                t: dict[str, Any] = {
+                    "round": rnd,
+                    "condition": name,
+                    "workload": "drop",
+                    "pps": one,
+                    "disturbed": (disturbed or {}).get((name, rnd)),
+                }
+                if windows and name in windows:
+                    t.update(_window_trial(rnd, windows[name][rnd - 1], with_on_s=name == "agent"))
+                out.append(t)
     return out
 
 
-def _costs(pps: dict[str, list[Round]], disturbed: dict[tuple[str, int], str] | None = None) -> dict[str, Any]:
-    trials = _trials(pps, disturbed)
+def _window_trial(rnd: int, points: float, with_on_s: bool) -> dict[str, Any]:
+    """A drop trial's intervals whose window region (the opening 6 s in) lacks `points` points: a
+    dip over the 0.3 s the hooks are on."""
+    on_s = 0.3
+    factor = 1 - points / 100 * 10 / on_s
+    t: dict[str, Any] = {
+        "started_wall": 1_000_004.0 + 100 * rnd,
+        "seconds": 10.0,
+        "intervals": flood(10, 1_000_000, slow=(6.0, 6.0 + on_s, factor)),
+    }
+    if with_on_s:
+        t["hooks_on_s"] = on_s
+    return t
+
+
+def _costs(
+    pps: dict[str, list[Round]],
+    disturbed: dict[tuple[str, int], str] | None = None,
+    windows: dict[str, list[float]] | None = None,
+) -> dict[str, Any]:
+    trials = _trials(pps, disturbed, windows)
     return drop_costs(trials, summarize_trials(trials, CONDITIONS))
 
 
-def test_paths_cost_is_the_median_of_per_round_differences_over_the_rounds_own_baseline() -> None:
+def test_paths_cost_between_trials_is_the_median_of_per_round_differences_over_the_rounds_own_baseline() -> None:
     d = _costs(
         {
             # Each round opens and closes with a baseline: its baseline is their mean (1000, 1000, 800).
@@ -49,8 +75,10 @@ def test_paths_cost_is_the_median_of_per_round_differences_over_the_rounds_own_b
     )
     pr = d["paths_add_points_per_round"]
     assert (pr["min"], pr["median"], pr["max"]) == pytest.approx((1.0, 1.0, 4.0))
-    assert d["paths_add_points"] == pytest.approx(1.0)  # the median round, not the 4-point one
-    assert d["paths_add_ok"] is (PATHS_ADD_MAX_POINTS >= 1.0)
+    assert d["paths_add_between_trials_points"] == pytest.approx(1.0)  # the median round, not the 4-point one
+    # Without the windows measured inside the trials there is no verdict: the difference between
+    # trials is shown, not judged.
+    assert d["paths_add_points"] is None and d["paths_add_ok"] is None
     # The conditions' figures are median paired ratios: floor 95 %, agent-drops 93 %, agent 92 %.
     assert d["floor_ratio"] == pytest.approx(0.95)
     assert d["counting_over_floor_points"] == pytest.approx(2.0)
@@ -82,14 +110,31 @@ def test_a_cheaper_default_config_passes_and_a_disturbed_trial_leaves_its_round_
             "floor": [950.0, 951.0, 949.0],
         },
         disturbed={("agent", 2): "sender CPU 50 %"},
+        windows={"agent": [0.6, 2.5, 0.8], "agent-drops": [0.1, 0.0, 0.1]},
     )
     assert d["paths_add_points_per_round"]["n"] == 2  # round 2's agent trial is not compared
-    assert d["paths_add_points"] == pytest.approx(((0.940 - 0.935) + (0.939 - 0.936)) / 2 * 100)
+    assert d["paths_add_between_trials_points"] == pytest.approx(((0.940 - 0.935) + (0.939 - 0.936)) / 2 * 100)
+    within = d["paths_add_within_trials"]
+    assert within["per_round"]["n"] == 2  # nor its window
+    assert d["paths_add_points"] == pytest.approx((0.5 + 0.7) / 2, abs=0.01)
     assert d["paths_add_ok"] is True
 
 
+def test_windows_that_cost_more_than_the_target_inside_the_trials_miss_it() -> None:
+    d = _costs(
+        {"baseline": [(1000.0, 1000.0)] * 3, "agent": [940.0] * 3, "agent-drops": [940.0] * 3},
+        windows={"agent": [1.4, 1.3, 1.5], "agent-drops": [0.1, 0.2, 0.0]},
+    )
+    assert d["paths_add_between_trials_points"] == pytest.approx(0.0)  # the trials' totals agree
+    assert d["paths_add_points"] == pytest.approx(1.3, abs=0.01)
+    assert d["paths_add_ok"] is (PATHS_ADD_MAX_POINTS >= 1.3)
+
+
 def test_without_a_floor_there_is_nothing_above_it() -> None:
-    d = _costs({"baseline": [(1000.0, 1000.0)], "agent": [900.0], "agent-drops": [950.0]})
+    d = _costs(
+        {"baseline": [(1000.0, 1000.0)], "agent": [900.0], "agent-drops": [950.0]},
+        windows={"agent": [2.0], "agent-drops": [0.0]},
+    )
     assert d["floor_ratio"] is None and d["counting_over_floor_points"] is None
     assert d["paths_add_ok"] is False
 
@@ -101,7 +146,7 @@ def test_the_report_prints_the_costs_and_the_verdict() -> None:
         "agent-drops": [935.0, 936.0, 937.0],
         "floor": [950.0, 951.0, 949.0],
     }
-    trials = _trials(pps)
+    trials = _trials(pps, windows={"agent": [0.62, 0.55, 0.70], "agent-drops": [0.05, 0.0, 0.10]})
     summary = summarize_trials(trials, CONDITIONS)
     lines: list[str] = []
     report._throughput(
@@ -119,8 +164,15 @@ def test_the_report_prints_the_costs_and_the_verdict() -> None:
     )
     text = "\n".join(lines)
     assert "floor = an empty program on skb:kfree_skb" in text
-    assert "paths cost (agent-drops minus agent, per round): median +0.5 points, +0.4..+0.6" in text
-    assert f"target <= +{PATHS_ADD_MAX_POINTS:.1f} ok" in text
+    assert (
+        "paths cost, the windows inside each trial (agent minus agent-drops, per round):"
+        f" median +0.57 points, +0.55..+0.60, 3 rounds   target <= +{PATHS_ADD_MAX_POINTS:.1f} ok"
+    ) in text
+    assert (
+        "the window's region lacked +0.62 points in the agent's trials, +0.05 in agent-drops' (no windows);"
+        " the path hooks were on 0.300 s of each trial (0.300..0.300)"
+    ) in text
+    assert "paths cost between trials (agent-drops minus agent, per round): median +0.5 points, +0.4..+0.6" in text
     # agent-drops 93.6 %, agent 93.1 % (median paired ratios), floor 95.0 %.
     assert "above the floor (95.0%): counting alone +1.4 points, the default config +1.9 points" in text
     assert "each round opens and closes with a baseline trial" in text

@@ -11,10 +11,12 @@ from exporter.paths.tracking import REAP_EVERY_NS, STALE_NS
 from exporter.paths.windows import (
     AIM_OVER_BUDGET,
     CLOSE_MARGIN_S,
+    LEAD_S,
     QUOTA_POLL_S,
     WindowController,
     WindowSettings,
     adapt_one_in,
+    hooks_on_seconds,
     next_open,
     weight_of,
 )
@@ -281,12 +283,41 @@ def test_an_attach_that_fails_is_a_missed_window() -> None:
 
 def test_an_attach_that_overruns_the_lead_opens_late_and_weighs_the_shorter_window() -> None:
     clock = Clock()
-    kernel = Traffic(clock, pps=10_000, attach_s=0.55)  # lead is 0.05 s
+    kernel = Traffic(clock, pps=10_000, attach_s=LEAD_S + 0.5)
     ctl = run(settings(period_s=10, length_s=1, one_in=10, adaptive=False), kernel, clock, 15)
     (w,) = ctl.counters.history
     assert ctl.counters.late == 1
     assert (w.closed_ns - w.opened_ns) / 1e9 == pytest.approx(0.5)
     assert w.weight == pytest.approx(10 * 10 / 0.5)
+
+
+def test_the_hooks_time_on_runs_from_each_attach_to_its_detach() -> None:
+    clock = Clock()
+    kernel = Traffic(clock, pps=100_000, attach_s=0.002)
+    ctl = run(settings(period_s=10, length_s=1), kernel, clock, 35)
+    attaches, detaches = kinds(kernel, "attach"), kinds(kernel, "detach")
+    assert len(attaches) == 3 and len(detaches) == 4  # the first detach: the engine's hooks at start
+    spans = [d - (a - 0.002) for a, d in zip(attaches, detaches[1:], strict=True)]
+    assert ctl.counters.hooks_on_since_ns is None
+    assert ctl.hooks_on_seconds() == pytest.approx(sum(spans), abs=1e-6)
+    # The quota is spent a quarter of the way through at the adapted N: the hooks are on for
+    # about that, the lead and the linger, not the whole window.
+    assert all(s < 0.5 for s in spans[1:]), spans
+
+
+def test_the_hooks_time_on_counts_the_span_running_now_and_the_start() -> None:
+    clock = Clock()
+    kernel = Traffic(clock)
+    ctl = WindowController(settings(), kernel, wall=clock.wall, monotonic_ns=clock.monotonic_ns, wait=clock.wait)
+    ctl.counters.hooks_on_since_ns = clock.mono_ns  # as start() records the engine's attach
+    clock.advance(0.25)
+    assert ctl.hooks_on_seconds() == pytest.approx(0.25)
+    ctl._detach()
+    clock.advance(5)
+    assert ctl.hooks_on_seconds() == pytest.approx(0.25)  # off: no longer grows
+    ctl._attach()
+    clock.advance(0.5)
+    assert hooks_on_seconds(ctl.counters, clock.mono_ns) == pytest.approx(0.75)
 
 
 def test_stopping_closes_the_window_and_detaches() -> None:
@@ -319,7 +350,7 @@ def test_a_reload_during_a_window_leaves_its_quota_as_armed() -> None:
     def wait(seconds: float) -> bool:
         nonlocal reloaded
         stopped = clock.wait(seconds)
-        if not reloaded and clock.wall_s >= first_open - 0.04:  # armed (lead 50 ms), not yet open
+        if not reloaded and clock.wall_s >= first_open - LEAD_S / 2:  # armed at the lead, not yet sampling
             ctl.update(settings(budget_per_s=100))
             reloaded = True
         return stopped
