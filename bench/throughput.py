@@ -57,6 +57,7 @@ from bench.procs import (
 from bench.stats import paired_ratios, ratio, round_means, summarize
 from bench.windowdip import INTERVAL_S, align_delay, summarize_window_dips
 from exporter.config.model import SamplingConfig
+from exporter.paths.windows import LEAD_S
 
 if TYPE_CHECKING:
     from bench.hops import Loaded  # bench.hops imports this module: only for the annotation
@@ -91,6 +92,7 @@ PATHS_ADD_MAX_POINTS = 1.0
 WINDOW_PERIOD_S = SamplingConfig.window_period_seconds
 WINDOW_S = SamplingConfig.window_seconds
 HOOKS_ON_SAMPLE = "pktpath_sampling_path_hooks_seconds_total"
+EDGE_SAMPLE = "pktpath_sampling_window_edge_seconds"
 # The longest a window's hooks stay on: the lead, the window, the linger (the reaper's stale age and
 # one reap) and the detach.
 LONGEST_ON_S = WINDOW_S + 0.5
@@ -290,6 +292,18 @@ def iperf_trial(
         "lost_packets": int(received.get("lost_packets", 0)),
         "sender_cpu_percent": doc["end"].get("cpu_utilization_percent", {}).get("host_total"),
     }
+
+
+def window_lead_s(agent: AgentRun) -> float:
+    """How long before an opening the agent attaches its path hooks, about: its lead (LEAD_S, or
+    twice the last attach's time when that is longer), taken here from the mean attach."""
+    total = count = 0.0
+    for s in agent.samples():
+        if s.labels.get("edge") == "attach" and s.name == f"{EDGE_SAMPLE}_sum":
+            total = s.value
+        elif s.labels.get("edge") == "attach" and s.name == f"{EDGE_SAMPLE}_count":
+            count = s.value
+    return max(LEAD_S, 2 * total / count) if count else LEAD_S
 
 
 def drop_data_packets(pair: NetPair) -> None:
@@ -575,6 +589,7 @@ def _trial(
         if hooks_before is not None and agent is not None:
             after = agent.value(HOOKS_ON_SAMPLE)
             trial["hooks_on_s"] = None if after is None else after - hooks_before
+            trial["lead_s"] = window_lead_s(agent)
     if agent is not None:
         # Counting is synchronous (in the softirq of each drop), so by the time iperf3 returns
         # every drop of this trial is in the map.

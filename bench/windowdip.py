@@ -11,7 +11,8 @@ of the period on the wall clock.
 So a drop trial reports its rate every INTERVAL_S (iperf3 -i), and the window's cost is the
 packets that the intervals around the opening lack against the rate of the intervals on either
 side of them (up to REFERENCE_S each side), over what the whole trial would have sent at that rate.
-The region runs from REGION_BEFORE_S before the opening to REGION_AFTER_S after the hooks came off:
+The region runs from REGION_BEFORE_S before the hooks came on (the agent's lead before the opening:
+10 ms here, longer where attaching is slow) to REGION_AFTER_S after they came off:
 the agent says how long they were on (pktpath_sampling_path_hooks_seconds_total, read around the
 trial), a quarter second or so under a flood, so the region is about half a second and the
 machine's slow wander inside a trial (a few % over seconds) weighs little.  The same sum over the
@@ -41,10 +42,10 @@ EDGE_S = INTERVAL_S
 MIN_REFERENCE_S = 1.0
 
 
-def region(open_s: float, on_s: float) -> tuple[float, float]:
+def region(open_s: float, on_s: float, lead_s: float = 0.0) -> tuple[float, float]:
     """The part of the trial that a window opening `open_s` seconds after its start, whose hooks were
-    on for `on_s`, may slow."""
-    return open_s - REGION_BEFORE_S, open_s + on_s + REGION_AFTER_S
+    on for `on_s` from `lead_s` before it (at most), may slow."""
+    return open_s - lead_s - REGION_BEFORE_S, open_s + on_s + REGION_AFTER_S
 
 
 def opening_in(started_wall: float, period_s: int) -> float:
@@ -66,15 +67,15 @@ def align_delay(now_wall: float, seconds: float, period_s: int, window_s: float)
 
 
 def window_dip(
-    intervals: list[list[float]], started_wall: float, seconds: float, period_s: int, on_s: float
+    intervals: list[list[float]], started_wall: float, seconds: float, period_s: int, on_s: float, lead_s: float = 0.0
 ) -> dict[str, Any]:
     """The packets a trial lacks around its window's opening, in points of what the whole trial would
     have sent at the rate around it.  `intervals`: [start, end, packets] from iperf3, seconds from
     the trial's start (taken as `started_wall` on the wall clock); `on_s`: how long the window's
-    hooks were on (for a trial without windows, its round's agent's).  A trial whose region does
-    not fit with its reference says why instead."""
+    hooks were on (for a trial without windows, its round's agent's), from at most `lead_s` before
+    the opening.  A trial whose region does not fit with its reference says why instead."""
     open_s = opening_in(started_wall, period_s)
-    lo, hi = region(open_s, on_s)
+    lo, hi = region(open_s, on_s, lead_s)
     usable = [iv for iv in intervals if iv[0] >= EDGE_S - 1e-6 and iv[1] <= seconds - EDGE_S + 1e-6]
     inside = [iv for iv in usable if lo <= _mid(iv) <= hi]
     around = [iv for iv in usable if lo - REFERENCE_S <= _mid(iv) < lo or hi < _mid(iv) <= hi + REFERENCE_S]
@@ -117,11 +118,18 @@ def summarize_window_dips(
             continue
         on_s = pair[agent].get("hooks_on_s")
         on_s = longest_on_s if on_s is None else on_s
+        lead_s = min(pair[agent].get("lead_s") or 0.0, on_s)
         costs = {
-            name: window_dip(t["intervals"], t["started_wall"], t["seconds"], period_s, on_s)
+            name: window_dip(t["intervals"], t["started_wall"], t["seconds"], period_s, on_s, lead_s)
             for name, t in pair.items()
         }
-        row: dict[str, Any] = {"round": rnd, "hooks_on_s": on_s, agent: costs[agent], control: costs[control]}
+        row: dict[str, Any] = {
+            "round": rnd,
+            "hooks_on_s": on_s,
+            "lead_s": lead_s,
+            agent: costs[agent],
+            control: costs[control],
+        }
         if all("points" in c for c in costs.values()):
             row["points"] = costs[agent]["points"] - costs[control]["points"]
         detail.append(row)

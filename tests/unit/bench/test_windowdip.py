@@ -121,3 +121,20 @@ def test_without_the_agents_time_on_the_region_is_the_longest_a_window_lasts() -
     assert got is not None and got["hooks_on_s"]["median"] == 1.5
     assert got["points"] == pytest.approx(1.2, abs=0.01)  # 1.2 s at a tenth less
     assert summarize_window_dips(trials[:1], "agent", "agent-drops", PERIOD, 1.5) is None
+
+
+def test_a_long_lead_moves_the_region_earlier() -> None:
+    """Where attaching is slow (an emulated guest) the agent attaches well before the opening: the
+    hooks' time on starts then, and so does the region."""
+    trials = [
+        _trial(1, "agent", 1_000_004.0, flood(10, 1e6, slow=(5.6, 6.2, 0.8)), 0.6),
+        _trial(1, "agent-drops", 1_000_014.0, flood(10, 1e6)),
+    ]
+    trials[0]["lead_s"] = 0.4
+    got = summarize_window_dips(trials, "agent", "agent-drops", PERIOD, 1.5)
+    assert got is not None
+    assert got["rounds"][0]["agent"]["region_s"] == pytest.approx([6.0 - 0.4 - 0.15, 6.0 + 0.6 + 0.1])
+    assert got["points"] == pytest.approx(1.2, abs=0.01)  # 0.6 s at a fifth less
+    trials[0]["lead_s"] = 0.0
+    short = summarize_window_dips(trials, "agent", "agent-drops", PERIOD, 1.5)
+    assert short is not None and short["points"] < 1.0  # what a region from the opening would miss
