@@ -220,7 +220,14 @@ def _drop_costs(d: dict[str, Any], lines: list[str]) -> None:
     target = f"   target <= +{d.get('paths_add_max_points', 0):.1f} {_verdict(d.get('paths_add_ok'))}"
     within = d.get("paths_add_within_trials")
     pr = d.get("paths_add_points_per_round")
-    if within:
+    if within and within["points"] is None:
+        on = within["hooks_on_s"]
+        lines.append(
+            f"{pad}paths cost, the windows inside each trial: no round could be measured: the path hooks were on"
+            f" {on['min']:.3f}..{on['max']:.3f} s of each {d.get('drop_trial_seconds', 0):g} s trial, too long"
+            " for a region with its reference (slow attach and detach)" + target
+        )
+    if within and within["points"] is not None:
         w = within["per_round"]
         lines.append(
             f"{pad}paths cost, the windows inside each trial (agent minus agent-drops, per round):"
@@ -232,13 +239,13 @@ def _drop_costs(d: dict[str, Any], lines: list[str]) -> None:
             f" {c['median']:+.2f} in agent-drops' (no windows); the path hooks were on"
             f" {on['median']:.3f} s of each trial ({on['min']:.3f}..{on['max']:.3f})"
         )
-        if pr:
-            lines.append(
-                f"{pad}paths cost between trials (agent-drops minus agent, per round): median"
-                f" {_points(d['paths_add_between_trials_points'])} points, {_points(pr['min'])}..{_points(pr['max'])}"
-                " (shown, not judged: trials drift apart by more than the target)"
-            )
-    elif d.get("paths_add_points") is not None and pr:
+    if within and pr:
+        lines.append(
+            f"{pad}paths cost between trials (agent-drops minus agent, per round): median"
+            f" {_points(d['paths_add_between_trials_points'])} points, {_points(pr['min'])}..{_points(pr['max'])}"
+            " (shown, not judged: trials drift apart by more than the target)"
+        )
+    elif not within and d.get("paths_add_points") is not None and pr:
         # A summary from before the windows were measured inside the trials.
         lines.append(
             f"{pad}paths cost (agent-drops minus agent, per round): median {_points(d['paths_add_points'])}"

@@ -677,9 +677,11 @@ def drop_costs(trials: list[dict[str, Any]], summary: dict[str, Any]) -> dict[st
     # the target (2-4 %), so the difference of the two conditions is shown, not judged.
     within = summarize_window_dips(trials, "agent", "agent-drops", WINDOW_PERIOD_S, LONGEST_ON_S)
     paths = within["points"] if within else None
+    seconds = max((t.get("seconds", 0.0) for t in trials if t["workload"] == "drop"), default=0.0)
     return {
         "paths_add_points": paths,
         "paths_add_within_trials": within,
+        "drop_trial_seconds": seconds,
         "paths_add_between_trials_points": between,
         "paths_add_points_per_round": per_round,
         "paths_add_max_points": PATHS_ADD_MAX_POINTS,

@@ -101,7 +101,8 @@ def summarize_window_dips(
 ) -> dict[str, Any] | None:
     """Per round: the window cost inside the agent's trial minus the control's (the same wall-clock
     region, as long as the agent's hooks were on, in a trial without windows); their median, each
-    side's, and each round's detail.  `longest_on_s`: the region's length when the agent did not
+    side's, and each round's detail.  None without such pairs of trials; "points" None when no
+    round's region fit in its trials.  `longest_on_s`: the region's length when the agent did not
     say how long its hooks were on."""
     rounds: dict[int, dict[str, dict[str, Any]]] = {}
     for t in trials:
@@ -136,7 +137,10 @@ def summarize_window_dips(
     used = [r for r in detail if "points" in r]
     diff = summarize([r["points"] for r in used])
     if diff is None:
-        return None
+        # Say why, where there were windows: hooks on for most of each trial (slow edges) leave no
+        # region with room for its reference.
+        on = summarize([r["hooks_on_s"] for r in detail])
+        return None if on is None else {"points": None, "rounds": detail, "hooks_on_s": on}
     return {
         "points": diff["median"],
         "per_round": diff,

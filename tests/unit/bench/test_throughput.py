@@ -130,6 +130,22 @@ def test_windows_that_cost_more_than_the_target_inside_the_trials_miss_it() -> N
     assert d["paths_add_ok"] is (PATHS_ADD_MAX_POINTS >= 1.3)
 
 
+def test_the_report_says_when_no_window_could_be_measured_inside_its_trial() -> None:
+    trials = _trials({"baseline": [(1000.0, 1000.0)], "agent": [500.0], "agent-drops": [800.0]})
+    for t in trials:
+        t.update(seconds=10.0, started_wall=1_000_004.0, intervals=flood(10, 1e6))
+        if t["condition"] == "agent":
+            t.update(hooks_on_s=9.2, lead_s=4.5)
+    summary = summarize_trials(trials, CONDITIONS)
+    d = drop_costs(trials, summary)
+    assert d["paths_add_points"] is None and d["paths_add_ok"] is None
+    lines: list[str] = []
+    report._drop_costs(d, lines)
+    text = "\n".join(lines)
+    assert "no round could be measured: the path hooks were on 9.200..9.200 s of each 10 s trial" in text
+    assert "paths cost between trials (agent-drops minus agent, per round): median +30.0 points" in text
+
+
 def test_without_a_floor_there_is_nothing_above_it() -> None:
     d = _costs(
         {"baseline": [(1000.0, 1000.0)], "agent": [900.0], "agent-drops": [950.0]},

@@ -138,3 +138,17 @@ def test_a_long_lead_moves_the_region_earlier() -> None:
     trials[0]["lead_s"] = 0.0
     short = summarize_window_dips(trials, "agent", "agent-drops", PERIOD, 1.5)
     assert short is not None and short["points"] < 1.0  # what a region from the opening would miss
+
+
+def test_hooks_on_for_most_of_each_trial_leave_no_region_and_say_so() -> None:
+    """Slow edges (function hooks detaching for seconds) keep the hooks on for most of a trial: no
+    region fits with its reference, and the summary says how long they were on instead of a figure."""
+    trials = [
+        _trial(1, "agent", 1_000_004.0, flood(10, 1e6, slow=(0.0, 9.0, 0.6)), 8.5),
+        _trial(1, "agent-drops", 1_000_014.0, flood(10, 1e6)),
+    ]
+    trials[0]["lead_s"] = 4.5
+    got = summarize_window_dips(trials, "agent", "agent-drops", PERIOD, 1.5)
+    assert got is not None and got["points"] is None
+    assert got["hooks_on_s"]["max"] == pytest.approx(8.5)
+    assert "unusable" in got["rounds"][0]["agent"]
