@@ -57,7 +57,7 @@ from bench.procs import (
 from bench.stats import paired_ratios, ratio, round_means, summarize
 from bench.windowdip import INTERVAL_S, align_delay, summarize_window_dips
 from exporter.config.model import SamplingConfig
-from exporter.paths.windows import LEAD_S
+from exporter.paths.windows import lead_before
 
 if TYPE_CHECKING:
     from bench.hops import Loaded  # bench.hops imports this module: only for the annotation
@@ -295,15 +295,15 @@ def iperf_trial(
 
 
 def window_lead_s(agent: AgentRun) -> float:
-    """How long before an opening the agent attaches its path hooks, about: its lead (LEAD_S, or
-    twice the last attach's time when that is longer), taken here from the mean attach."""
+    """How long before an opening the agent attaches its path hooks, about: its lead
+    (exporter.paths.windows.lead_before), with the mean attach for the last one."""
     total = count = 0.0
     for s in agent.samples():
         if s.labels.get("edge") == "attach" and s.name == f"{EDGE_SAMPLE}_sum":
             total = s.value
         elif s.labels.get("edge") == "attach" and s.name == f"{EDGE_SAMPLE}_count":
             count = s.value
-    return max(LEAD_S, 2 * total / count) if count else LEAD_S
+    return lead_before(total / count if count else 0.0, WINDOW_PERIOD_S, WINDOW_S)
 
 
 def drop_data_packets(pair: NetPair) -> None:

@@ -139,6 +139,12 @@ class WindowSettings:
         return math.ceil(self.quota * AIM_OVER_BUDGET) if self.budget_per_s else 0
 
 
+def lead_before(last_attach_s: float, period_s: int, length_s: int, least_s: float = LEAD_S) -> float:
+    """How long before an opening to attach: `least_s`, or twice what the last attach took if that
+    is more, never more than half the gap between windows."""
+    return min(max(least_s, 2 * last_attach_s), (period_s - length_s) / 2)
+
+
 def next_open(wall_s: float, period_s: int) -> float:
     """The first multiple of `period_s` seconds since the epoch strictly after `wall_s`."""
     return (math.floor(wall_s / period_s) + 1) * period_s
@@ -418,10 +424,9 @@ class WindowController:
         return close_ns
 
     def lead_s(self) -> float:
-        """How long before an opening to attach: the configured lead, or twice what the last
-        attach took if that is more (never more than half the gap between windows)."""
-        s, c = self.settings, self.counters
-        return min(max(s.lead_s, 2 * c.last_attach_s), (s.period_s - s.length_s) / 2)
+        """How long before an opening to attach (lead_before)."""
+        s = self.settings
+        return lead_before(self.counters.last_attach_s, s.period_s, s.length_s, s.lead_s)
 
     def weight(self) -> float:
         """The rate-sampled weight to publish: the last closed window's, or before the first one
