@@ -272,8 +272,8 @@ class WindowCounters:
     detach_count: int = 0
     # The time the path hooks were on: from the start of an attach (the first hook comes on then) to
     # the end of the detach (the last one is off), summed; plus the running span while they are on.
-    # The share of time they are on is what they cost busy traffic (docs/architecture.md).
-    hooks_on_seconds: float = 0.0
+    # The share of time they are on is what they cost busy traffic (docs/configuration.md).
+    hooks_on_closed_s: float = 0.0
     hooks_on_since_ns: int | None = None
     # The scrape thread reads the sum and the running span together: without the lock it could
     # see the span closed but not yet added, and the counter would step back.
@@ -313,7 +313,8 @@ class WindowController:
         from the moment this returns, no path hook is attached outside a window.
         `attached_since_ns` (monotonic): when the engine began attaching them, so that their time
         on counts the start too."""
-        self.counters.hooks_on_since_ns = attached_since_ns
+        with self.counters.lock:
+            self.counters.hooks_on_since_ns = attached_since_ns
         self._detach()
         # Until an attach has been timed, the start's detach stands in for it: detaching a
         # function hook waits for grace periods, so it takes at least as long as attaching; without
@@ -465,13 +466,14 @@ class WindowController:
     def _detach(self) -> None:
         c = self.counters
         began = self._mono_ns()
-        if self._kernel.detach_path_hooks():
-            c.detach_seconds += (self._mono_ns() - began) / 1e9
-            c.detach_count += 1
+        detached = self._kernel.detach_path_hooks()
         ended = self._mono_ns()
+        if detached:
+            c.detach_seconds += (ended - began) / 1e9
+            c.detach_count += 1
         with c.lock:
             if c.hooks_on_since_ns is not None:
-                c.hooks_on_seconds += (ended - c.hooks_on_since_ns) / 1e9
+                c.hooks_on_closed_s += (ended - c.hooks_on_since_ns) / 1e9
                 c.hooks_on_since_ns = None
         c.hooks_attached = False
 
@@ -494,7 +496,7 @@ def hooks_on_seconds(c: WindowCounters, now_ns: int) -> float:
     """The time the path hooks have been on until `now_ns` (monotonic), the running span included."""
     with c.lock:
         running = 0 if c.hooks_on_since_ns is None else max(0, now_ns - c.hooks_on_since_ns)
-        return c.hooks_on_seconds + running / 1e9
+        return c.hooks_on_closed_s + running / 1e9
 
 
 def weight_of(one_in: int, period_s: int, open_ns: int, started: int, refused: int) -> float:
