@@ -79,18 +79,28 @@ static __always_inline long func_ret(void *ctx)
 		on_return(FENTRY_ARG_##a, FENTRY_ARG_##b, FENTRY_ARG_##c, func_ret(ctx)); \
 		return 0;                                                              \
 	}
-/* `also`: a call after the entry body (the stash of a kprobe with a kretprobe twin). */
-#define KPROBE_PROG(prog, func, on_call, a, b, c, also)                                \
-	SEC("kprobe/" #func)                                                           \
-	int prog##__kprobe(struct pt_regs *ctx)                                        \
+/*
+ * `also`: a call after the entry body (the stash of a kprobe with a kretprobe twin).
+ *
+ * Each kprobe body is built twice: as kprobe/func (its own link, the fallback
+ * family) and as kprobe.multi/func, which is never attached by itself: the
+ * sampling windows reach it by a tail call from window_call (pktpath.bpf.c),
+ * one kprobe.multi link over every path function hook, so that a window's
+ * function hooks detach in one step (exporter/loader/window_links.py).  The
+ * twin must be a kprobe.multi program too: a tail call needs its target's
+ * program type and expected attach type to match the caller's.
+ */
+#define KPROBE_PROG_AS(kind, suffix, prog, func, on_call, a, b, c, also)               \
+	SEC(kind "/" #func)                                                            \
+	int prog##suffix(struct pt_regs *ctx)                                          \
 	{                                                                              \
 		on_call(KPROBE_ARG_##a, KPROBE_ARG_##b, KPROBE_ARG_##c);               \
 		also;                                                                  \
 		return 0;                                                              \
 	}
-#define KRETPROBE_PROG(prog, func, slot, on_return)                                    \
-	SEC("kretprobe/" #func)                                                        \
-	int prog##__kretprobe(struct pt_regs *ctx)                                     \
+#define KRETPROBE_PROG_AS(kind, suffix, prog, func, slot, on_return)                    \
+	SEC(kind "/" #func)                                                            \
+	int prog##suffix(struct pt_regs *ctx)                                          \
 	{                                                                              \
 		__u64 x, y, z;                                                         \
                                                                                        \
@@ -98,6 +108,12 @@ static __always_inline long func_ret(void *ctx)
 			on_return(x, y, z, (long)PT_REGS_RC(ctx));                     \
 		return 0;                                                              \
 	}
+#define KPROBE_PROG(prog, func, on_call, a, b, c, also)                                \
+	KPROBE_PROG_AS("kprobe", __kprobe, prog, func, on_call, a, b, c, also)         \
+	KPROBE_PROG_AS("kprobe.multi", __kmulti, prog, func, on_call, a, b, c, also)
+#define KRETPROBE_PROG(prog, func, slot, on_return)                                    \
+	KRETPROBE_PROG_AS("kretprobe", __kretprobe, prog, func, slot, on_return)       \
+	KRETPROBE_PROG_AS("kretprobe.multi", __kmultiret, prog, func, slot, on_return)
 #define STASH(slot, a, b, c) stash_push3(slot, KPROBE_ARG_##a, KPROBE_ARG_##b, KPROBE_ARG_##c)
 
 static __always_inline void no_call(__u64 a, __u64 b, __u64 c)

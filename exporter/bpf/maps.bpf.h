@@ -193,6 +193,20 @@ struct {
 	__type(value, __u32);
 } drop_next SEC(".maps");
 
+/*
+ * The sampling windows' function hooks as one kprobe.multi link each way
+ * (pktpath.bpf.c: window_call, window_return): slot i holds the kprobe.multi
+ * twin of one hook (hooks.bpf.h), and the link gives each function its slot
+ * as the attach cookie.  Filled by exporter/loader/window_links.py.
+ */
+#define WINDOW_SLOTS 32
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, WINDOW_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} window_calls SEC(".maps"), window_returns SEC(".maps");
+
 /* drops.bpf.h: the device of the last reassembly-timeout drop on this CPU that had one. */
 struct frag_owner {
 	char ifname[16];

@@ -291,3 +291,28 @@ static __always_inline void on_ipt_table_return(__u64 arg1, __u64 arg2, __u64 ar
 	hook_ipt_exit((void *)table, (void *)skb, (void *)state, (__u32)ret);
 }
 FUNC_HOOK_RETURN(ipt_do_table, ipt_do_table, STASH_IPT_TABLE, on_ipt_table_return, 1, 2, 3)
+
+/*
+ * A sampling window's function hooks, as two kprobe.multi links instead of a
+ * link per hook (exporter/loader/window_links.py).  Detaching an fentry
+ * trampoline or a kprobe waits for RCU grace periods, one function after
+ * another under ftrace_lock: a window's 15 function hooks took 2.1 s to
+ * detach in the 6.12 guest, and a flood paid them all that time.  One
+ * kprobe.multi link unregisters every function at once (71 ms there).  Each
+ * function's attach cookie is its slot in the program array: the hook's own
+ * kprobe.multi twin, reached by a tail call, runs the same body as its
+ * kprobe.  An empty slot falls through: nothing is reported.
+ */
+SEC("kprobe.multi")
+int window_call(struct pt_regs *ctx)
+{
+	bpf_tail_call(ctx, &window_calls, (__u32)bpf_get_attach_cookie(ctx));
+	return 0;
+}
+
+SEC("kretprobe.multi")
+int window_return(struct pt_regs *ctx)
+{
+	bpf_tail_call(ctx, &window_returns, (__u32)bpf_get_attach_cookie(ctx));
+	return 0;
+}

@@ -21,6 +21,7 @@ from exporter.loader import libbpf
 from exporter.loader.engine import AttachReport, Engine, EngineOptions
 from exporter.loader.host import Host
 from exporter.loader.probes import TAIL_CALL
+from exporter.loader.window_links import FAMILY as WINDOW_FAMILY
 from exporter.model.hops import PATH_ONLY_PROGRAMS
 from exporter.paths.kernel_config import FilterMaps, PathControl
 from exporter.paths.own_traffic import OwnTraffic
@@ -71,6 +72,11 @@ class KernelSide:
             ProbeState(status.hop, family, status.attached == family)
             for status in self.report.hops.values()
             for family in status.families
+        ]
+        # A hop the sampling windows run in their kprobe.multi links has that way as a candidate too.
+        hops += [
+            ProbeState(hop, WINDOW_FAMILY, self.report.hops[hop].attached == WINDOW_FAMILY)
+            for hop in self.engine.window_hops()
         ]
         # A continuation (drop capture) has no attach point of its own: it is "attached" once it
         # is in the program array its caller tail-calls through.
@@ -155,6 +161,7 @@ class PathHooks:
         self._engine = engine
         self._lock = lock
         self._switched: list[str] | None = None
+        self._grouped = False
 
     def switched(self) -> list[str]:
         """The path hops windows attach and detach (found at the first detach)."""
@@ -179,9 +186,16 @@ class PathHooks:
 
     def detach(self) -> int:
         # One thread per hop: the grace periods a function hook's detach waits for overlap where
-        # the kernel allows (Engine.detach_hops; bench --only attach measures both ways).
+        # the kernel allows (Engine.detach_hops; bench --only attach measures both ways).  After
+        # the first detach, the function hooks switch as kprobe.multi links where the kernel takes
+        # them (Engine.group_window_hooks): their next detaches wait for one grace period, not one
+        # per function.
         with self._lock:
-            return len(self._engine.detach_hops(self.switched(), parallel=True))
+            detached = len(self._engine.detach_hops(self.switched(), parallel=True))
+            if not self._grouped:
+                self._grouped = True
+                self._engine.group_window_hooks(self.switched())
+            return detached
 
 
 def drop_reasons_from_btf(

@@ -27,7 +27,16 @@ from exporter.config import Config
 from exporter.errors import KernelError
 from exporter.loader import libbpf
 from exporter.loader.host import Host
-from exporter.loader.probes import HopStatus, ProgramSpec, allowed_families, group_hops, parse_program
+from exporter.loader.probes import (
+    FUNCTION_FAMILIES,
+    HopStatus,
+    ProgramSpec,
+    allowed_families,
+    group_hops,
+    parse_program,
+)
+from exporter.loader.window_links import FAMILY as WINDOW_FAMILY
+from exporter.loader.window_links import EdgeTiming, WindowLinks, is_window_program
 from exporter.model import hops
 
 log = logging.getLogger(__name__)
@@ -52,7 +61,7 @@ MODULE_TYPES = {"nft_do_chain": ("nft_pktinfo", "nft_chain", "nft_table"), "ipt_
 _BY_CONFIG = ("excluded", "not allowed")  # how reasons that are the user's choice begin
 # Helpers our programs call that are newer than the oldest kernel the test matrix proves (5.10), named
 # in what `pktpath check` says when a kernel lacks one (include/uapi/linux/bpf.h: enum bpf_func_id).
-NEWER_HELPERS = {184: ("bpf_get_func_ret", "5.17")}
+NEWER_HELPERS = {174: ("bpf_get_attach_cookie", "5.15"), 184: ("bpf_get_func_ret", "5.17")}
 # Verifier log lines that trace its walk rather than state its objection.
 _VERIFIER_NOISE = re.compile(
     r"^(\d+: |mark_precise|from \d+ to|; |\(|func#|Live regs|processed |stack depth"
@@ -236,6 +245,10 @@ class Engine:
         self._hop_links: dict[str, list[libbpf.Link]] = {}
         self._hop_programs: dict[str, list[libbpf.Program]] = {}
         self._detached: dict[str, str] = {}
+        # group_window_hooks(): hops whose function hooks now attach as kprobe.multi links, and why
+        # they cannot where the kernel refused (both None until asked).
+        self._window: WindowLinks | None = None
+        self.window_problem: str | None = None
         self._refused_families: dict[str, str] = {}
         self._helper_end: int | None = None  # the kernel's __BPF_FUNC_MAX_ID (0: unknown)
         self.report: AttachReport | None = None
@@ -335,6 +348,9 @@ class Engine:
 
     def close(self) -> None:
         """Detach every link, then free the object (its programs and maps)."""
+        if self._window is not None:
+            self._window.close()
+            self._window = None
         for links in self._hop_links.values():
             for link in links:
                 link.destroy()
@@ -490,7 +506,9 @@ class Engine:
         the waits taken outside a global lock overlap: none for fentry (ftrace_shutdown() runs under
         ftrace_lock), unregister_kprobes()'s for kprobes.  bench/attach.py measures both ways."""
         assert self.report is not None, "detach_hops() before start()"
-        hops = [h for h in dict.fromkeys(names) if h in self._hop_links]
+        names = list(dict.fromkeys(names))
+        grouped = self._detach_window(names)
+        hops = [h for h in names if h in self._hop_links]
         if parallel and len(hops) > 1:
             out: dict[str, HopTiming] = {}
 
@@ -509,7 +527,7 @@ class Engine:
             del self._hop_links[t.hop]
             self._detached[t.hop] = t.family
             self.report.hops[t.hop].attached = None
-        return timings
+        return grouped + timings
 
     def _detach_one(self, hop: str) -> HopTiming:
         links = self._hop_links[hop]
@@ -524,10 +542,11 @@ class Engine:
         Others are left alone (not in the result).  A hop whose attach fails stays detached,
         with the reason in its timing's `error` and in its report status."""
         assert self.report is not None, "attach_hops() before start()"
-        timings = []
-        for hop in dict.fromkeys(names):
+        names = list(dict.fromkeys(names))
+        timings = self._attach_window(names)
+        for hop in names:
             family = self._detached.get(hop)
-            if family is None:
+            if family is None or family == WINDOW_FAMILY:
                 continue
             status = self.report.hops[hop]
             links: list[libbpf.Link] = []
@@ -558,6 +577,105 @@ class Engine:
             status.attached = family
             status.problems.pop(family, None)
         return timings
+
+    # -- a window's function hooks as kprobe.multi links (window_links.py) ----
+
+    def group_window_hooks(self, names: Iterable[str]) -> list[str]:
+        """From now on, attach these detached hops' function hooks as a window's kprobe.multi links
+        (window_links.py): one link per way for all of them, whose detach waits for one grace
+        period instead of one per function.  The hops grouped now or before; [] where they keep a
+        link each: `probes.mode: fentry` asks for trampolines, or the kernel refused (no kprobe.multi
+        before 5.18 or without CONFIG_FPROBE; the reason is in window_problem and the log).  The
+        links are attached and detached once here, so a refusal shows now, not at a window."""
+        if self._window is not None:
+            return list(self._window.hops)
+        if self.window_problem is not None or self._obj is None or self.report is None:
+            return []
+        if self.options.mode == "fentry":
+            self.window_problem = "probes.mode: fentry keeps a trampoline per hook"
+            return []
+        hops = [h for h in dict.fromkeys(names) if self._detached.get(h) in FUNCTION_FAMILIES]
+        if not hops:
+            return []
+        obj = self._obj
+        try:
+            window = WindowLinks.load(
+                self.object_path, hops, lambda name: obj.map(name).fd, self._set_constants, self._missing_helper
+            )
+        except (libbpf.LibbpfError, ValueError) as exc:
+            self.window_problem = f"not loaded: {exc}"
+        else:
+            try:
+                window.attach()
+                window.detach()
+            except libbpf.LibbpfError as exc:
+                window.close()
+                self.window_problem = f"attach refused: {exc}"
+            else:
+                self._window = window
+        finally:
+            self._free_kernel_btf()
+        if self._window is None:
+            log.warning(
+                "sampling windows: %d function hook(s) keep a link each, and detach one after another "
+                "(kprobe.multi %s)",
+                len(hops),
+                self.window_problem,
+            )
+            return []
+        for hop in self._window.hops:
+            self._detached[hop] = WINDOW_FAMILY
+        log.info(
+            "sampling windows: %d function hooks attach as kprobe.multi links: %s",
+            len(self._window.hops),
+            ", ".join(self._window.hops),
+        )
+        return list(self._window.hops)
+
+    def window_hops(self) -> list[str]:
+        """The hops group_window_hooks() grouped."""
+        return list(self._window.hops) if self._window is not None else []
+
+    def _attach_window(self, names: list[str]) -> list[HopTiming]:
+        """attach_hops()' part: the grouped hops, all at once when any of them is asked for.
+        The first hop's timing carries the links and the time, the others none of either."""
+        window = self._window
+        if window is None or window.attached or not any(self._detached.get(h) == WINDOW_FAMILY for h in names):
+            return []
+        assert self.report is not None
+        error = ""
+        try:
+            edge = window.attach()
+        except libbpf.LibbpfError as exc:
+            edge = None
+            error = f"attach failed: {os.strerror(exc.errno)}"
+        timings = []
+        for i, hop in enumerate(window.hops):
+            status = self.report.hops[hop]
+            if edge is None:
+                status.problems[WINDOW_FAMILY] = error
+                timings.append(HopTiming(hop, WINDOW_FAMILY, 0, 0.0, 0.0, error))
+                continue
+            del self._detached[hop]
+            status.attached = WINDOW_FAMILY
+            status.problems.pop(WINDOW_FAMILY, None)
+            timings.append(HopTiming(hop, WINDOW_FAMILY, edge.links if i == 0 else 0, *_first(i, edge)))
+        return timings
+
+    def _detach_window(self, names: list[str]) -> list[HopTiming]:
+        """detach_hops()' part: the grouped hops, all at once when any of them is asked for."""
+        window = self._window
+        if window is None or not window.attached or not any(h in window.hops for h in names):
+            return []
+        assert self.report is not None
+        edge = window.detach()
+        for hop in window.hops:
+            self._detached[hop] = WINDOW_FAMILY
+            self.report.hops[hop].attached = None
+        return [
+            HopTiming(hop, WINDOW_FAMILY, edge.links if i == 0 else 0, *_first(i, edge))
+            for i, hop in enumerate(window.hops)
+        ]
 
     def map(self, name: str) -> libbpf.Map:
         if self._obj is None:
@@ -759,6 +877,9 @@ class Engine:
         _disable_partners(specs, disabled)
         for prog, _spec in progs:
             prog.set_autoload(prog.name not in disabled)
+        for prog in obj.programs:
+            if is_window_program(prog.section):
+                prog.set_autoload(False)  # group_window_hooks() loads them, if windows need them
         self._set_constants(obj)
         for name, size in self.options.map_sizes.items():
             obj.map(name).set_max_entries(size)
@@ -849,6 +970,11 @@ class Engine:
                 log.info("hop %s attached (%s: %s)", status.hop, family, ", ".join(s.section for s in specs))
                 if first_at is not None and self._first_attached is not None:
                     self._first_attached(first_at)
+
+
+def _first(i: int, edge: EdgeTiming) -> tuple[float, float]:
+    """A group's wall and CPU time on its first hop's timing, nothing on the others'."""
+    return (edge.wall_s, edge.cpu_s) if i == 0 else (0.0, 0.0)
 
 
 def start_engine(

@@ -613,12 +613,24 @@ class Program:
             raise LibbpfError(f"attach {self.section}", _errno_or())
         return Link(h)
 
-    def attach_kprobe_multi(self, functions: list[str]) -> Link:
-        """One kprobe.multi link over every function (kernel 5.18+): bench/attach.py's reference
-        for attaching many function hooks at once."""
+    def attach_kprobe_multi(
+        self, functions: list[str], cookies: list[int] | None = None, retprobe: bool = False
+    ) -> Link:
+        """One kprobe.multi link over every function (kernel 5.18+), each with its cookie
+        (bpf_get_attach_cookie()) when given; `retprobe`: at their returns.  The sampling windows'
+        function hooks (window_links.py), and bench/attach.py's reference."""
         L = lib().lib
         syms = (ctypes.c_char_p * len(functions))(*(f.encode() for f in functions))
-        opts = _KprobeMultiOpts(sz=ctypes.sizeof(_KprobeMultiOpts), syms=syms, cnt=len(functions))
+        cookie_array = (ctypes.c_uint64 * len(functions))(*cookies) if cookies is not None else None
+        if cookies is not None and len(cookies) != len(functions):
+            raise ValueError("one cookie per function")
+        opts = _KprobeMultiOpts(
+            sz=ctypes.sizeof(_KprobeMultiOpts),
+            syms=syms,
+            cookies=ctypes.cast(cookie_array, ctypes.c_void_p) if cookie_array is not None else None,
+            cnt=len(functions),
+            retprobe=retprobe,
+        )
         ctypes.set_errno(0)
         h = L.bpf_program__attach_kprobe_multi_opts(self._h, None, ctypes.byref(opts))
         if not h:

@@ -213,6 +213,7 @@ class _Families:
         self.attached = GaugeMetricFamily(
             "pktpath_probe_attached",
             "1 if the hop's probe is attached in this attach type, 0 for every candidate that is not; "
+            "kprobe_multi: a path function hook that sampling windows switch as one kprobe.multi link; "
             "drop_capture (attach_type tail_call) is 1 once it is in place behind the drop program.",
             labels=["probe", "attach_type"],
         )

@@ -72,9 +72,15 @@ def test_programs_calling_a_missing_helper_are_named_before_the_load(
         == "needs BPF helper bpf_get_func_ret (5.17+), which this kernel lacks"
     )
     assert engine._missing_helper(progs["fib_validate_source__fexit"]).startswith("needs BPF helper")
+    # The sampling windows' kprobe.multi dispatchers find their hook by its attach cookie (5.15+).
+    assert (
+        engine._missing_helper(progs["window_call"])
+        == "needs BPF helper bpf_get_attach_cookie (5.15+), which this kernel lacks"
+    )
     # Every fexit reads its return value that way; nothing else needs a helper 5.10 lacks.
     refused = {name for name, prog in progs.items() if engine._missing_helper(prog)}
-    assert refused == {name for name, prog in progs.items() if prog.section.startswith("fexit/")}
+    fexits = {name for name, prog in progs.items() if prog.section.startswith("fexit/")}
+    assert refused == fexits | {"window_call", "window_return"}
 
 
 def test_the_running_kernel_has_every_helper(progs: dict[str, libbpf.Program]) -> None:

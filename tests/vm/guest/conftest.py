@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import platform
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,11 @@ from tests.kernel.lab import Lab
 
 MODE = os.environ.get("PKTPATH_TEST_PROBE_MODE", "auto")
 EXPECTED_FAMILY = {"auto": {"fentry", "kprobe"}, "fentry": {"fentry"}, "kprobe": {"kprobe"}}
+# Sampling windows run the function hooks as kprobe.multi links (exporter/loader/window_links.py)
+# where the kernel has them (5.18+; Debian builds CONFIG_FPROBE) and the mode does not force fentry.
+RELEASE = tuple(int(x) for x in platform.release().split("-")[0].split(".")[:2])
+WINDOW_LINKS = RELEASE >= (5, 18) and MODE != "fentry"
+WINDOW_FAMILY = {"kprobe_multi"} if WINDOW_LINKS else EXPECTED_FAMILY.get(MODE, {MODE})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -15,6 +15,7 @@ from tests.kernel.lab import Lab
 from tests.kernel.test_drops import NETFILTER
 from tests.kernel.test_paths import assert_dropped, assert_in_order, dropped_trace, hop_names, traces_yaml
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tests.vm.guest.conftest import WINDOW_LINKS
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +127,77 @@ def test_unroutable_packet_ends_at_the_router(traced: tuple[AgentProcess, OtlpRe
             "DROPPED: IP_INNOROUTES",
         ],
     )
+
+
+WINDOWED_PORT = 7706
+
+
+def test_a_window_follows_a_packet_through_every_function_hook(
+    tmp_path_factory: pytest.TempPathFactory, lab: Lab
+) -> None:
+    """Sampling windows (a 1 s window every 2 s) with every hook this kernel allows: a packet
+    followed inside a window has the same function-hook hops as continuous sampling gives it,
+    calls and returns alike (nf_hook_slow's verdict), whichever way the window runs its function
+    hooks (kprobe.multi links on 5.18+, a link each before)."""
+    lab.exec(lab.server, "iptables", "-A", "INPUT", "-p", "udp", "--dport", str(WINDOWED_PORT), "-j", "ACCEPT")
+    with OtlpReceiver() as receiver:
+        agent = AgentProcess.start(
+            tmp_path_factory.mktemp("windowed"),
+            traces_yaml(receiver.grpc_endpoint).replace("continuous: true", "window_period_seconds: 2")
+            + f"filter:\n  dst: [{lab.server_ip}/32]\n  protocols: [udp]\n  ports: [{WINDOWED_PORT}]\n",
+            ready_timeout=120.0,
+        )
+        try:
+
+            def roots() -> list[ReceivedSpan]:
+                return [
+                    s
+                    for s in receiver.spans
+                    if not s.parent_span_id and s.attributes.get("destination.port") == WINDOWED_PORT
+                ]
+
+            # One datagram every 0.2 s until windows have followed a few: each window follows the
+            # ones it sees (1 in 1), the others cross while the hooks are off.
+            deadline = time.time() + 60
+            while time.time() < deadline and len(roots()) < 3:
+                lab.send_udp(lab.client, lab.server_ip, WINDOWED_PORT, 1)
+                time.sleep(0.2)
+            assert len(roots()) >= 3, (len(roots()), agent.log())
+            assert agent.value("pktpath_sampling_windows_total", outcome="on_time") >= 1, agent.log()
+            time.sleep(0.5)  # the last paths' children land in the same batch; let a straggler land
+            if WINDOW_LINKS:
+                assert "function hooks attach as kprobe.multi links" in agent.log(), agent.log()
+            for root in roots():
+                spans = sorted(
+                    (s for s in receiver.spans if s.trace_id == root.trace_id),
+                    key=lambda s: (s.parent_span_id != "", s.start_ns),
+                )
+                names = hop_names(spans)
+                # Not a datagram the window caught in flight: its path starts at the client.
+                if not names or not names[0].startswith("ip_output"):
+                    continue
+                assert_in_order(
+                    names,
+                    [
+                        "ip_output",
+                        "ip_finish_output",
+                        f"net_dev_xmit({lab.if_client})",
+                        f"ip_rcv({lab.if_router_client})",
+                        f"ip_forward({lab.if_router_client})",
+                        "ip_forward_finish",
+                        "ip_output",
+                        "ip_finish_output",
+                        f"ip_rcv({lab.if_server})",
+                        "ip_local_deliver",
+                        f"nf_hook_slow({lab.if_server})",
+                        "nf_hook_slow",
+                    ],
+                )
+                # The LOCAL_IN hook's return: the rule accepted it (1).
+                verdicts = [s.attributes["pktpath.verdict"] for s in spans if s.name == "nf_hook_slow"]
+                assert 1 in verdicts, [(s.name, s.attributes.get("pktpath.verdict")) for s in spans]
+                break
+            else:
+                pytest.fail("no followed datagram started at the client: " + str([hop_names([r]) for r in roots()]))
+        finally:
+            assert agent.stop() == 0, agent.log()

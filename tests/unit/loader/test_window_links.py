@@ -1,0 +1,59 @@
+"""The sampling windows' kprobe.multi twins, as the compiled object has them (opened, not loaded:
+no privilege needed).  Loading and attaching them needs a stock kernel: tests/vm/guest/test_windows.py
+and test_paths.py run them in the 5.10, 6.1 and 6.12 guests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from exporter.loader import libbpf
+from exporter.loader.engine import default_object_path
+from exporter.loader.probes import parse_program
+from exporter.loader.window_links import DISPATCHERS, Twin, is_window_program, parse_twin
+from exporter.model.hops import PATH_ONLY_PROGRAMS
+
+
+@pytest.fixture(scope="module")
+def obj() -> Iterator[libbpf.BpfObject]:
+    o = libbpf.BpfObject(default_object_path())
+    yield o
+    o.close()
+
+
+def test_twins_and_dispatchers_are_told_apart_from_hop_programs() -> None:
+    assert parse_twin("ip_rcv__kmulti", "kprobe.multi/ip_rcv") == Twin("ip_rcv__kmulti", "ip_rcv", "ip_rcv", "call")
+    assert parse_twin("nf_hook_slow__kmultiret", "kretprobe.multi/nf_hook_slow") == Twin(
+        "nf_hook_slow__kmultiret", "nf_hook_slow", "nf_hook_slow", "return"
+    )
+    assert parse_twin("window_call", "kprobe.multi") is None  # a dispatcher: no hop, no function
+    assert parse_twin("ip_rcv__kprobe", "kprobe/ip_rcv") is None
+    assert is_window_program("kprobe.multi") and is_window_program("kretprobe.multi/ip_rcv")
+    assert not is_window_program("kprobe/ip_rcv") and not is_window_program("tp_btf/kfree_skb")
+    # Never a hop candidate of the engine's: windows load them, the engine never attaches them.
+    assert parse_program("ip_rcv__kmulti", "kprobe.multi/ip_rcv") is None
+
+
+def test_every_kprobe_program_has_its_twin_on_the_same_function(obj: libbpf.BpfObject) -> None:
+    """A hop reports the same event whichever way it runs: its kprobe and its kretprobe each have
+    a kprobe.multi twin on the same function, and nothing else has one."""
+    kprobes = {}
+    for p in obj.programs:
+        spec = parse_program(p.name, p.section)
+        if spec is not None and spec.family == "kprobe":
+            way = "return" if p.section.startswith("kretprobe/") else "call"
+            kprobes[(spec.hop, way)] = spec.target
+    twins = {(t.hop, t.way): t.function for p in obj.programs if (t := parse_twin(p.name, p.section))}
+    assert twins == kprobes
+    # Every path-only function hook can switch this way.
+    function_hops = {hop for hop, _ in kprobes}
+    assert {h for h in PATH_ONLY_PROGRAMS if h in function_hops} == {h for h, _ in twins if h in PATH_ONLY_PROGRAMS}
+
+
+def test_the_program_arrays_hold_every_twin(obj: libbpf.BpfObject) -> None:
+    twins = [t for p in obj.programs if (t := parse_twin(p.name, p.section))]
+    names = {p.name for p in obj.programs}
+    for way, (dispatcher, array) in DISPATCHERS.items():
+        assert dispatcher in names
+        assert obj.map(array).max_entries >= sum(1 for t in twins if t.way == way), array
