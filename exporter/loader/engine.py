@@ -611,6 +611,9 @@ class Engine:
             except libbpf.LibbpfError as exc:
                 window.close()
                 self.window_problem = f"attach refused: {exc}"
+                if exc.errno == errno.EOPNOTSUPP:
+                    # bpf_kprobe_multi_link_attach() without fprobe (Debian's 6.1 kernel).
+                    self.window_problem += " (this kernel is built without CONFIG_FPROBE)"
             else:
                 self._window = window
         finally:

@@ -46,6 +46,7 @@ SERIES = ("5.10", "6.1", "6.12")
 BOOT_ALLOWANCE = 120.0
 # Environment variables of the host that reach the guest command when set.
 PASSED_THROUGH = ("PKTPATH_TEST_PROBE_MODE",)
+KERNEL_CONFIG = "PKTPATH_VM_KERNEL_CONFIG"  # the guest kernel's build config, where the deb has one
 # Set in the guest (to the kernel series): tests/vm/guest only runs where it is.
 GUEST_MARK = "PKTPATH_VM_GUEST"
 IMAGE_CACHE = REPO / "tests" / "vm" / ".cache"
@@ -351,6 +352,12 @@ def run_in_kernel(
     guest_env = {k: os.environ[k] for k in PASSED_THROUGH if k in os.environ}
     guest_env.update(env or {})
     guest_env[GUEST_MARK] = series
+    # The kernel's build config (the deb's boot/config-<release>), for tests whose expectation
+    # depends on what Debian built in (CONFIG_FPROBE: kprobe.multi): a copy in the shared results.
+    config = kernel.parent / kernel.name.replace("vmlinuz-", "config-", 1)
+    if config.is_file():
+        shutil.copyfile(config, results / "kernel.config")
+        guest_env[KERNEL_CONFIG] = str(results / "kernel.config")
     image = guest_image() if use_image else None
     if image is not None:
         qemu_opts += f" -drive file={image},if=virtio,format=raw,readonly=on"

@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,10 +18,19 @@ from tests.kernel.lab import Lab
 
 MODE = os.environ.get("PKTPATH_TEST_PROBE_MODE", "auto")
 EXPECTED_FAMILY = {"auto": {"fentry", "kprobe"}, "fentry": {"fentry"}, "kprobe": {"kprobe"}}
-# Sampling windows run the function hooks as kprobe.multi links (exporter/loader/window_links.py)
-# where the kernel has them (5.18+; Debian builds CONFIG_FPROBE) and the mode does not force fentry.
 RELEASE = tuple(int(x) for x in platform.release().split("-")[0].split(".")[:2])
-WINDOW_LINKS = RELEASE >= (5, 18) and MODE != "fentry"
+
+
+def built_in(option: str) -> bool:
+    """Is `option` built into the guest kernel (its deb's config, which the runner hands over)?"""
+    path = os.environ.get("PKTPATH_VM_KERNEL_CONFIG")
+    return path is not None and f"{option}=y" in Path(path).read_text().splitlines()
+
+
+# Sampling windows run the function hooks as kprobe.multi links (exporter/loader/window_links.py)
+# where the kernel has them (5.18+ built with CONFIG_FPROBE: Debian's 6.12, not its 6.1) and the
+# mode does not force fentry.
+WINDOW_LINKS = RELEASE >= (5, 18) and built_in("CONFIG_FPROBE") and MODE != "fentry"
 WINDOW_FAMILY = {"kprobe_multi"} if WINDOW_LINKS else EXPECTED_FAMILY.get(MODE, {MODE})
 
 

@@ -13,7 +13,7 @@ import subprocess
 import time
 
 from tests.agent_process import AgentProcess, wait_until
-from tests.vm.guest.conftest import RELEASE, WINDOW_FAMILY, WINDOW_LINKS, attached
+from tests.vm.guest.conftest import MODE, RELEASE, WINDOW_FAMILY, WINDOW_LINKS, attached
 
 PERIOD, WINDOW = 10, 1  # the defaults
 FUNCTION_HOOK = "ip_rcv_finish"  # path-only, a function hook in every mode (no tracepoint)
@@ -78,8 +78,12 @@ def test_function_hooks_switch_as_kprobe_multi_links(agent: AgentProcess) -> Non
     assert wait_until(lambda: windows_done(agent) >= 1, 2 * PERIOD + 5), agent.log()
     if not WINDOW_LINKS:
         assert "function hook(s) keep a link each" in agent.log(), agent.log()
+        assert kprobe_multi_links() == 0
+        # Why, in the agent's words: what the kernel lacks.
         if RELEASE < (5, 15):
             assert "bpf_get_attach_cookie (5.15+)" in agent.log(), agent.log()
+        elif RELEASE >= (5, 18) and MODE != "fentry":
+            assert "built without CONFIG_FPROBE" in agent.log(), agent.log()
         return
     assert "function hooks attach as kprobe.multi links" in agent.log(), agent.log()
     seen = {"on": 0, "off": False}
