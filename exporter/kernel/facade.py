@@ -197,6 +197,9 @@ class PathHooks:
                 self._engine.group_window_hooks(self.switched())
             return detached
 
+    def attach_timed_s(self) -> float | None:
+        return self._engine.window_attach_s
+
 
 def drop_reasons_from_btf(
     btf: libbpf.Btf, module_btf_dir: str = "/sys/kernel/btf", base: Callable[[], libbpf.Btf] | None = None

@@ -249,6 +249,7 @@ class Engine:
         # they cannot where the kernel refused (both None until asked).
         self._window: WindowLinks | None = None
         self.window_problem: str | None = None
+        self.window_attach_s: float | None = None  # the links' trial attach, wall time
         self._refused_families: dict[str, str] = {}
         self._helper_end: int | None = None  # the kernel's __BPF_FUNC_MAX_ID (0: unknown)
         self.report: AttachReport | None = None
@@ -606,7 +607,7 @@ class Engine:
             self.window_problem = f"not loaded: {exc}"
         else:
             try:
-                window.attach()
+                self.window_attach_s = window.attach().wall_s
                 window.detach()
             except libbpf.LibbpfError as exc:
                 window.close()

@@ -175,6 +175,11 @@ class HookSwitch(Protocol):
         """Detach every path hook attached now; how many."""
         ...
 
+    def attach_timed_s(self) -> float | None:
+        """How long attaching them took when the switch last timed it outside a window (the
+        kprobe.multi links' trial at the first detach), or None."""
+        ...
+
 
 class WindowKernel(Protocol):
     """What the controller does to the kernel (KernelWindow, over the real maps)."""
@@ -182,6 +187,10 @@ class WindowKernel(Protocol):
     def attach_path_hooks(self) -> tuple[int, list[str]]: ...
 
     def detach_path_hooks(self) -> int: ...
+
+    def attach_timed_s(self) -> float | None:
+        """HookSwitch.attach_timed_s."""
+        ...
 
     def arm(self, one_in: int, number: int, open_ns: int, close_ns: int, max_paths: int) -> None:
         """Sample 1 in `one_in` while CLOCK_MONOTONIC is in [open_ns, close_ns), starting at most
@@ -217,6 +226,9 @@ class KernelWindow:
 
     def detach_path_hooks(self) -> int:
         return self._hooks.detach()
+
+    def attach_timed_s(self) -> float | None:
+        return self._hooks.attach_timed_s()
 
     def arm(self, one_in: int, number: int, open_ns: int, close_ns: int, max_paths: int) -> None:
         value = abi.PathWindow(
@@ -315,12 +327,7 @@ class WindowController:
         on counts the start too."""
         with self.counters.lock:
             self.counters.hooks_on_since_ns = attached_since_ns
-        self._detach()
-        # Until an attach has been timed, the start's detach stands in for it: detaching a
-        # function hook waits for grace periods, so it takes at least as long as attaching; without
-        # this the first windows of a slow machine (an emulated guest: seconds) open with the
-        # LEAD_S lead and are missed.
-        self.counters.last_attach_s = self.counters.detach_seconds
+        self._take_hooks_off()
         self._detached_at_start = True
         self._thread = threading.Thread(target=self.run, name="pktpath-windows", daemon=True)
         self._thread.start()
@@ -339,7 +346,7 @@ class WindowController:
     def run(self) -> None:
         # Until the first window, only the always-on programs stay (start() may have seen to it).
         if not self._detached_at_start:
-            self._detach()
+            self._take_hooks_off()
         while not self._stop.is_set():
             s = self.settings
             lead = self.lead_s()
@@ -444,6 +451,19 @@ class WindowController:
         return self.counters.weight
 
     # -- steps ------------------------------------------------------------------------------------
+
+    def _take_hooks_off(self) -> None:
+        """The first detach, of the hooks the engine attached at start."""
+        self._detach()
+        # Until a window's attach has been timed, the kernel side's own timing of one stands in
+        # for it (the kprobe.multi links are tried once at the first detach), else the start's
+        # detach: detaching a function hook waits for grace periods, so it takes at least as long
+        # as attaching; without this the first windows of a slow machine (an emulated guest:
+        # seconds) open with the LEAD_S lead and are missed.  The start's detach may be far longer
+        # than a window's edges will be (per-hook trampolines before the links took over: 2 s in
+        # the 6.12 guest, then a lead of 4 s of hooks on for the first window).
+        timed = self._kernel.attach_timed_s()
+        self.counters.last_attach_s = timed if timed is not None else self.counters.detach_seconds
 
     def _linger(self, closed_ns: int) -> None:
         bound_ns = closed_ns + int(self.settings.linger_s * 1e9)
