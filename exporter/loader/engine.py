@@ -601,7 +601,12 @@ class Engine:
         obj = self._obj
         try:
             window = WindowLinks.load(
-                self.object_path, hops, lambda name: obj.map(name).fd, self._set_constants, self._missing_helper
+                self.object_path,
+                hops,
+                lambda name: obj.map(name).fd,
+                self._set_constants,
+                self._missing_helper,
+                os.path.join(self.host.proc_root, "kallsyms"),
             )
         except (libbpf.LibbpfError, ValueError) as exc:
             self.window_problem = f"not loaded: {exc}"

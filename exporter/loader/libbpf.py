@@ -614,21 +614,30 @@ class Program:
         return Link(h)
 
     def attach_kprobe_multi(
-        self, functions: list[str], cookies: list[int] | None = None, retprobe: bool = False
+        self,
+        functions: list[str],
+        cookies: list[int] | None = None,
+        retprobe: bool = False,
+        addresses: list[int] | None = None,
     ) -> Link:
         """One kprobe.multi link over every function (kernel 5.18+), each with its cookie
-        (bpf_get_attach_cookie()) when given; `retprobe`: at their returns.  The sampling windows'
-        function hooks (window_links.py), and bench/attach.py's reference."""
+        (bpf_get_attach_cookie()) when given; `retprobe`: at their returns.  `addresses`: the
+        functions' kallsyms addresses, passed instead of their names, so that the kernel need not
+        look the names up (ftrace_lookup_symbols() walks every kernel symbol).  The sampling
+        windows' function hooks (window_links.py), and bench/attach.py's reference."""
         L = lib().lib
-        syms = (ctypes.c_char_p * len(functions))(*(f.encode() for f in functions))
-        cookie_array = (ctypes.c_uint64 * len(functions))(*cookies) if cookies is not None else None
-        if cookies is not None and len(cookies) != len(functions):
-            raise ValueError("one cookie per function")
+        n = len(functions)
+        if (cookies is not None and len(cookies) != n) or (addresses is not None and len(addresses) != n):
+            raise ValueError("one cookie and one address per function")
+        syms = (ctypes.c_char_p * n)(*(f.encode() for f in functions)) if addresses is None else None
+        addr_array = (ctypes.c_ulong * n)(*addresses) if addresses is not None else None
+        cookie_array = (ctypes.c_uint64 * n)(*cookies) if cookies is not None else None
         opts = _KprobeMultiOpts(
             sz=ctypes.sizeof(_KprobeMultiOpts),
             syms=syms,
+            addrs=ctypes.cast(addr_array, ctypes.c_void_p) if addr_array is not None else None,
             cookies=ctypes.cast(cookie_array, ctypes.c_void_p) if cookie_array is not None else None,
-            cnt=len(functions),
+            cnt=n,
             retprobe=retprobe,
         )
         ctypes.set_errno(0)

@@ -22,6 +22,7 @@ every map of the agent's.  pktpath_probe_attached names the way they run: attach
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -65,6 +66,24 @@ def is_window_program(section: str) -> bool:
     return section.partition("/")[0] in _WAYS
 
 
+def function_addresses(functions: Iterable[str], kallsyms: str) -> dict[str, int]:
+    """The kernel text address of each function named, from kallsyms (`kallsyms`: its text): the
+    first vmlinux symbol of that name, as the kernel's own name lookup takes it.  Functions it lacks,
+    or shows at address 0 (kptr_restrict), are left out."""
+    wanted = sorted(set(functions))
+    if not wanted:
+        return {}
+    # One pass over the whole text in C (re), not a Python loop over its ~200,000 lines: under
+    # emulation that loop alone takes seconds.  A module's symbol ends in "\t[module]": not matched.
+    pattern = re.compile(r"^([0-9a-f]+) [tT] (" + "|".join(map(re.escape, wanted)) + r")$", re.M)
+    found: dict[str, int] = {}
+    for m in pattern.finditer(kallsyms):
+        address = int(m.group(1), 16)
+        if address and m.group(2) not in found:
+            found[m.group(2)] = address
+    return found
+
+
 @dataclass(frozen=True)
 class EdgeTiming:
     links: int
@@ -75,11 +94,16 @@ class EdgeTiming:
 class WindowLinks:
     """The function hooks of `hops` as one kprobe.multi link per way, attached and detached as one."""
 
-    def __init__(self, obj: libbpf.BpfObject, twins: list[Twin]) -> None:
+    def __init__(self, obj: libbpf.BpfObject, twins: list[Twin], addresses: dict[str, int] | None = None) -> None:
         self._obj = obj
         self.hops: list[str] = list(dict.fromkeys(t.hop for t in twins))
         progs = {p.name: p for p in obj.programs}
         self._ways: dict[str, tuple[libbpf.Program, list[str], list[int]]] = {}
+        # Attaching by address spares the kernel its walk of every symbol to find the names
+        # (ftrace_lookup_symbols()): in the 6.12 guest that walk was most of an attach's CPU time,
+        # the same for a link over one function as over fifteen (guest: 54 ms by name, 13 by address).
+        known = addresses or {}
+        self._addresses = known if all(t.function in known for t in twins) else None
         for way in _ATTACH_ORDER:
             mine = [t for t in twins if t.way == way]
             if not mine:
@@ -101,6 +125,7 @@ class WindowLinks:
         shared_fd: Callable[[str], int],
         set_constants: Callable[[libbpf.BpfObject], None],
         missing_helper: Callable[[libbpf.Program], str],
+        kallsyms_path: str = "/proc/kallsyms",
     ) -> WindowLinks:
         """Load the twins of `hops` (those that have one) and the dispatchers they need, sharing
         every map but the constants (`shared_fd(map name)`).  Raises LibbpfError (the kernel refused
@@ -123,7 +148,12 @@ class WindowLinks:
                     m.reuse_fd(shared_fd(m.name))
             set_constants(obj)
             obj.load()
-            return cls(obj, twins)
+            try:
+                with open(kallsyms_path, encoding="ascii", errors="replace") as f:
+                    addresses = function_addresses((t.function for t in twins), f.read())
+            except OSError:
+                addresses = {}  # by name, then
+            return cls(obj, twins, addresses)
         except BaseException:
             obj.close()
             raise
@@ -139,7 +169,10 @@ class WindowLinks:
             for way in _ATTACH_ORDER:
                 if way in self._ways:
                     prog, functions, cookies = self._ways[way]
-                    self._links.append(prog.attach_kprobe_multi(functions, cookies, retprobe=way == "return"))
+                    addresses = [self._addresses[f] for f in functions] if self._addresses is not None else None
+                    self._links.append(
+                        prog.attach_kprobe_multi(functions, cookies, retprobe=way == "return", addresses=addresses)
+                    )
         except libbpf.LibbpfError:
             self.detach()
             raise

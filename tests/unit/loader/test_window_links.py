@@ -11,7 +11,7 @@ import pytest
 from exporter.loader import libbpf
 from exporter.loader.engine import default_object_path
 from exporter.loader.probes import parse_program
-from exporter.loader.window_links import DISPATCHERS, Twin, is_window_program, parse_twin
+from exporter.loader.window_links import DISPATCHERS, Twin, function_addresses, is_window_program, parse_twin
 from exporter.model.hops import PATH_ONLY_PROGRAMS
 
 
@@ -57,3 +57,21 @@ def test_the_program_arrays_hold_every_twin(obj: libbpf.BpfObject) -> None:
     for way, (dispatcher, array) in DISPATCHERS.items():
         assert dispatcher in names
         assert obj.map(array).max_entries >= sum(1 for t in twins if t.way == way), array
+
+
+def test_function_addresses_come_from_vmlinux_text_symbols() -> None:
+    kallsyms = "\n".join(
+        [
+            "ffffffff81000000 T _stext",
+            "ffffffff81a00010 T ip_rcv",
+            "ffffffff81a00020 t ip_rcv_finish",
+            "ffffffff81a00030 T ip_rcv_finish_core",  # a longer name is another function
+            "ffffffff81b00000 t ip_rcv_finish",  # a second static of that name: the first is taken
+            "ffffffff81c00000 d ip_output",  # data, not text
+            "0000000000000000 T ip_forward",  # hidden (kptr_restrict)
+            "ffffffffc0001000 t nft_do_chain\t[nf_tables]",  # a module's
+        ]
+    )
+    found = function_addresses(["ip_rcv", "ip_rcv_finish", "ip_output", "ip_forward", "nft_do_chain"], kallsyms)
+    assert found == {"ip_rcv": 0xFFFFFFFF81A00010, "ip_rcv_finish": 0xFFFFFFFF81A00020}
+    assert function_addresses([], kallsyms) == {}

@@ -163,18 +163,23 @@ def test_a_window_follows_a_packet_through_every_function_hook(
                 lab.send_udp(lab.client, lab.server_ip, WINDOWED_PORT, 1)
                 time.sleep(0.2)
             assert len(roots()) >= 3, (len(roots()), agent.log())
-            assert agent.value("pktpath_sampling_windows_total", outcome="on_time") >= 1, agent.log()
+            # (A window whose hooks took longer to attach than its lead opens late: it still samples.)
+            windows = sum(agent.value("pktpath_sampling_windows_total", outcome=o) for o in ("on_time", "late"))
+            assert windows >= 1, agent.log()
             time.sleep(0.5)  # the last paths' children land in the same batch; let a straggler land
             if WINDOW_LINKS:
                 assert "function hooks attach as kprobe.multi links" in agent.log(), agent.log()
-            for root in roots():
-                spans = sorted(
+            paths = {
+                root.trace_id: sorted(
                     (s for s in receiver.spans if s.trace_id == root.trace_id),
                     key=lambda s: (s.parent_span_id != "", s.start_ns),
                 )
+                for root in roots()
+            }
+            for spans in paths.values():
                 names = hop_names(spans)
                 # Not a datagram the window caught in flight: its path starts at the client.
-                if not names or not names[0].startswith("ip_output"):
+                if f"net_dev_xmit({lab.if_client})" not in names:
                     continue
                 assert_in_order(
                     names,
@@ -198,6 +203,9 @@ def test_a_window_follows_a_packet_through_every_function_hook(
                 assert 1 in verdicts, [(s.name, s.attributes.get("pktpath.verdict")) for s in spans]
                 break
             else:
-                pytest.fail("no followed datagram started at the client: " + str([hop_names([r]) for r in roots()]))
+                pytest.fail(
+                    "no followed datagram started at the client:\n"
+                    + "\n".join(" | ".join(hop_names(spans)) for spans in paths.values())
+                )
         finally:
             assert agent.stop() == 0, agent.log()
