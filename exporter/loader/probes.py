@@ -47,14 +47,23 @@ class ProgramSpec:
     target: str  # kernel function or tracepoint
 
 
-def parse_program(name: str, section: str) -> ProgramSpec | None:
-    """The spec of one program, or None for programs that are not hop candidates."""
+def split_program(name: str, section: str) -> tuple[str, str, str] | None:
+    """(hop, section kind, target) of a program named `<hop>__<anything>` in section
+    `<kind>/<target>`, or None for a name or section not of that form."""
     hop, sep, _ = name.partition("__")
     kind, slash, target = section.partition("/")
-    family = _SECTION_FAMILY.get(kind)
-    if not sep or not slash or family is None or not hop:
+    if not sep or not slash or not hop:
         return None
-    return ProgramSpec(name=name, section=section, hop=hop, family=family, target=target)
+    return hop, kind, target
+
+
+def parse_program(name: str, section: str) -> ProgramSpec | None:
+    """The spec of one program, or None for programs that are not hop candidates."""
+    parts = split_program(name, section)
+    family = _SECTION_FAMILY.get(parts[1]) if parts else None
+    if parts is None or family is None:
+        return None
+    return ProgramSpec(name=name, section=section, hop=parts[0], family=family, target=parts[2])
 
 
 @dataclass

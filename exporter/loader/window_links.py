@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from exporter.loader import libbpf
+from exporter.loader.probes import split_program
 
 # pktpath_probe_attached's attach_type for a hop that runs in a window's kprobe.multi link.
 FAMILY = "kprobe_multi"
@@ -53,12 +54,11 @@ class Twin:
 
 def parse_twin(name: str, section: str) -> Twin | None:
     """The twin a program is, or None (a dispatcher, or any other program)."""
-    hop, sep, _ = name.partition("__")
-    kind, slash, function = section.partition("/")
-    way = _WAYS.get(kind)
-    if way is None or not sep or not slash or not hop:
+    parts = split_program(name, section)
+    way = _WAYS.get(parts[1]) if parts else None
+    if parts is None or way is None:
         return None
-    return Twin(name, hop, function, way)
+    return Twin(name, parts[0], parts[2], way)
 
 
 def is_window_program(section: str) -> bool:
