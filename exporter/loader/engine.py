@@ -658,18 +658,15 @@ class Engine:
         except libbpf.LibbpfError as exc:
             edge = None
             error = f"attach failed: {os.strerror(exc.errno)}"
-        timings = []
-        for i, hop in enumerate(window.hops):
+        for hop in window.hops:
             status = self.report.hops[hop]
             if edge is None:
                 status.problems[WINDOW_FAMILY] = error
-                timings.append(HopTiming(hop, WINDOW_FAMILY, 0, 0.0, 0.0, error))
                 continue
             del self._detached[hop]
             status.attached = WINDOW_FAMILY
             status.problems.pop(WINDOW_FAMILY, None)
-            timings.append(HopTiming(hop, WINDOW_FAMILY, edge.links if i == 0 else 0, *_first(i, edge)))
-        return timings
+        return _group_timings(window.hops, edge, error)
 
     def _detach_window(self, names: list[str]) -> list[HopTiming]:
         """detach_hops()' part: the grouped hops, all at once when any of them is asked for."""
@@ -681,10 +678,7 @@ class Engine:
         for hop in window.hops:
             self._detached[hop] = WINDOW_FAMILY
             self.report.hops[hop].attached = None
-        return [
-            HopTiming(hop, WINDOW_FAMILY, edge.links if i == 0 else 0, *_first(i, edge))
-            for i, hop in enumerate(window.hops)
-        ]
+        return _group_timings(window.hops, edge)
 
     def map(self, name: str) -> libbpf.Map:
         if self._obj is None:
@@ -981,9 +975,17 @@ class Engine:
                     self._first_attached(first_at)
 
 
-def _first(i: int, edge: EdgeTiming) -> tuple[float, float]:
-    """A group's wall and CPU time on its first hop's timing, nothing on the others'."""
-    return (edge.wall_s, edge.cpu_s) if i == 0 else (0.0, 0.0)
+def _group_timings(hops: list[str], edge: EdgeTiming | None, error: str = "") -> list[HopTiming]:
+    """One timing per hop of a group switched as one: the first hop's carries the group's links and
+    time, the others none of either (or all the error, where the attach failed)."""
+    if edge is None:
+        return [HopTiming(hop, WINDOW_FAMILY, 0, 0.0, 0.0, error) for hop in hops]
+    return [
+        HopTiming(hop, WINDOW_FAMILY, edge.links, edge.wall_s, edge.cpu_s)
+        if i == 0
+        else HopTiming(hop, WINDOW_FAMILY, 0, 0.0, 0.0)
+        for i, hop in enumerate(hops)
+    ]
 
 
 def start_engine(

@@ -98,12 +98,13 @@ class WindowLinks:
         self._obj = obj
         self.hops: list[str] = list(dict.fromkeys(t.hop for t in twins))
         progs = {p.name: p for p in obj.programs}
-        self._ways: dict[str, tuple[libbpf.Program, list[str], list[int]]] = {}
+        # Per way: its dispatcher, the functions (cookie = index), and their addresses if all known.
+        self._ways: dict[str, tuple[libbpf.Program, list[str], list[int] | None]] = {}
         # Attaching by address spares the kernel its walk of every symbol to find the names
         # (ftrace_lookup_symbols()): in the 6.12 guest that walk was most of an attach's CPU time,
         # the same for a link over one function as over fifteen (guest: 54 ms by name, 13 by address).
         known = addresses or {}
-        self._addresses = known if all(t.function in known for t in twins) else None
+        by_address = all(t.function in known for t in twins)
         for way in _ATTACH_ORDER:
             mine = [t for t in twins if t.way == way]
             if not mine:
@@ -114,7 +115,8 @@ class WindowLinks:
                 raise ValueError(f"{len(mine)} function hooks, {array} has {slots.max_entries} slots")
             for slot, twin in enumerate(mine):
                 slots.update(slot.to_bytes(4, "little"), progs[twin.program].fd.to_bytes(4, "little"))
-            self._ways[way] = (progs[dispatcher], [t.function for t in mine], list(range(len(mine))))
+            functions = [t.function for t in mine]
+            self._ways[way] = (progs[dispatcher], functions, [known[f] for f in functions] if by_address else None)
         self._links: list[libbpf.Link] = []
 
     @classmethod
@@ -168,8 +170,8 @@ class WindowLinks:
         try:
             for way in _ATTACH_ORDER:
                 if way in self._ways:
-                    prog, functions, cookies = self._ways[way]
-                    addresses = [self._addresses[f] for f in functions] if self._addresses is not None else None
+                    prog, functions, addresses = self._ways[way]
+                    cookies = list(range(len(functions)))  # each function's slot in the program array
                     self._links.append(
                         prog.attach_kprobe_multi(functions, cookies, retprobe=way == "return", addresses=addresses)
                     )
