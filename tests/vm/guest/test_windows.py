@@ -67,8 +67,14 @@ def test_path_hooks_come_and_go_with_the_windows(agent: AgentProcess) -> None:
 
 
 def kprobe_multi_links() -> int:
-    out = subprocess.run(["bpftool", "-j", "link", "list"], capture_output=True, text=True, check=True).stdout
-    return sum(1 for link in json.loads(out or "[]") if link.get("type") == "kprobe_multi")
+    # bpftool lists link ids, then opens each: a link released in between fails the whole listing
+    # (exit 255), which a window's edge makes likely.  Read again then.
+    for _ in range(5):
+        proc = subprocess.run(["bpftool", "-j", "link", "list"], capture_output=True, text=True)
+        if proc.returncode == 0:
+            return sum(1 for link in json.loads(proc.stdout or "[]") if link.get("type") == "kprobe_multi")
+        time.sleep(0.05)
+    raise AssertionError(f"bpftool link list failed 5 times: {proc.stderr}")
 
 
 def test_function_hooks_switch_as_kprobe_multi_links(agent: AgentProcess) -> None:
