@@ -48,7 +48,8 @@ from bench.throughput import (
     run_iperf,
 )
 
-# agent-drops: drop counting only (one_in and drop_one_in 0: no path hook, no drop capture).
+# agent-drops: paths off (one_in and drop_one_in 0: no path hook, no drop capture): the always-on
+# counters only, drop counting and, where the kernel attaches them, the per-stage verdict counters.
 # agent-default: no config at all: paths on, in 1 s windows every 10 s, no exporter.
 # agent-default-export: the same exporting spans (to a closed port: every span counted as dropped).
 # agent-paths: continuous sampling at 1 in 1000 (every path hook always attached), exporting.

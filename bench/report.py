@@ -120,11 +120,23 @@ def _throughput(t: dict[str, Any], lines: list[str]) -> None:
     if t.get("truncated"):
         lines.append(f"  NOTE: {t['truncated']}")
     lines.append(f"  agent = default config, attaches {', '.join(t.get('agent_default_hops', [])) or '?'}")
+    runs = t.get("sanity", {}).get("attached", {})
+    if "agent-counters" in t.get("conditions", []):
+        hops = runs.get("agent-counters", {}).get("hops")
+        lines.append(
+            "  agent-counters = paths off (one_in, drop_one_in 0): the always-on counters alone, drops and"
+            f" per-stage verdicts{', attached ' + ', '.join(hops) if hops else ''}"
+        )
     if "agent-drops" in t.get("conditions", []):
         lines.append(
             "  agent-drops = kfree_skb only (probes.exclude: every other hop; one_in, drop_one_in 0):"
             " the always-on drop counting alone"
         )
+    for name, seen in runs.items():
+        if seen.get("unexpected"):
+            lines.append(
+                f"  NOTE: {name} also attached {', '.join(seen['unexpected'])}: its figures are not what its label says"
+            )
     if FLOOR_CONDITION in t.get("conditions", []):
         lines.append(
             "  floor = an empty program on skb:kfree_skb, attached as the agent attaches it (tp_btf), drop workload"
@@ -217,6 +229,7 @@ def _points(p: float | None) -> str:
 def _drop_costs(d: dict[str, Any], lines: list[str]) -> None:
     """The drop flood's costs against each other (bench.throughput.drop_costs), in points of the baseline."""
     pad = f"  {'':<24}"
+    ref = d.get("paths_reference", "agent-drops")  # summaries before agent-counters: always agent-drops
     target = f"   target <= +{d.get('paths_add_max_points', 0):.1f} {_verdict(d.get('paths_add_ok'))}"
     within = d.get("paths_add_within_trials")
     pr = d.get("paths_add_points_per_round")
@@ -230,18 +243,18 @@ def _drop_costs(d: dict[str, Any], lines: list[str]) -> None:
     if within and within["points"] is not None:
         w = within["per_round"]
         lines.append(
-            f"{pad}paths cost, the windows inside each trial (agent minus agent-drops, per round):"
+            f"{pad}paths cost, the windows inside each trial (agent minus {ref}, per round):"
             f" median {within['points']:+.2f} points, {w['min']:+.2f}..{w['max']:+.2f}, {w['n']} rounds" + target
         )
         a, c, on = within["agent_points"], within["control_points"], within["hooks_on_s"]
         lines.append(
             f"{pad}  the window's region lacked {a['median']:+.2f} points in the agent's trials,"
-            f" {c['median']:+.2f} in agent-drops' (no windows); the path hooks were on"
+            f" {c['median']:+.2f} in {ref}' (no windows); the path hooks were on"
             f" {on['median']:.3f} s of each trial ({on['min']:.3f}..{on['max']:.3f})"
         )
     if within and pr:
         lines.append(
-            f"{pad}paths cost between trials (agent-drops minus agent, per round): median"
+            f"{pad}paths cost between trials ({ref} minus agent, per round): median"
             f" {_points(d['paths_add_between_trials_points'])} points, {_points(pr['min'])}..{_points(pr['max'])}"
             " (shown, not judged: trials drift apart by more than the target)"
         )
@@ -252,10 +265,12 @@ def _drop_costs(d: dict[str, Any], lines: list[str]) -> None:
             f" points, {_points(pr['min'])}..{_points(pr['max'])}" + target
         )
     if d.get("floor_ratio") is not None:
+        counters = d.get("counters_over_floor_points")
         lines.append(
             f"  {'':<24}above the floor ({_pct(d['floor_ratio'])}): counting alone"
-            f" {_points(d['counting_over_floor_points'])} points, the default config"
-            f" {_points(d['default_over_floor_points'])} points"
+            f" {_points(d['counting_over_floor_points'])} points,"
+            + ("" if counters is None else f" the always-on counters {_points(counters)} points,")
+            + f" the default config {_points(d['default_over_floor_points'])} points"
         )
 
 
@@ -297,8 +312,9 @@ def _paths(p: dict[str, Any], lines: list[str]) -> None:
         )
         lines.append(_BRACKETED)
         lines.append(
-            "  agent-drops = drop counting only (one_in, drop_one_in 0); agent-default = no config (paths on,"
-            " 1 s windows every 10 s, no exporter); agent-default-export = the same exporting spans"
+            "  agent-drops = paths off (one_in, drop_one_in 0: the always-on counters only);"
+            " agent-default = no config (paths on, 1 s windows every 10 s, no exporter);"
+            " agent-default-export = the same exporting spans"
         )
         lines.append(
             f"  agent-paths = continuous, 1 in {o['one_in']}, exporting"

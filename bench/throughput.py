@@ -13,16 +13,24 @@ Two workloads, each on its own iperf3 server in the rx namespace (pinned to CPU 
            only: iperf3 opens a UDP test with a 4-byte datagram that must get through, or the
            client waits forever.
 
-Up to five conditions, interleaved round by round, and each round opens and closes with a baseline
-trial (baseline, agent, agent-drops, floor, bpftrace, baseline; baseline, agent, ...).  Each trial is
+Up to six conditions, interleaved round by round, and each round opens and closes with a baseline
+trial (baseline, agent, agent-counters, agent-drops, floor, bpftrace, baseline; baseline, agent, ...).  Each trial is
 divided by its own round's baseline, the mean of those two, and a condition's figure is the median
 of those paired ratios: drift between rounds cancels, and drift within a round (other load on the
 host) averages out of the baseline, as the hops part does (bench/hopcost.py):
   baseline     nothing of ours attached
   agent        `pktpath run` with its default config: drop counting always, packet paths in 1 s
                sampling windows every 10 s (the path hooks attached only around them), no exporter
-  agent-drops  `pktpath run` with every hop but kfree_skb excluded and no drop capture
-               (sampling.one_in and drop_one_in 0): the always-on drop counting alone
+  agent-counters  `pktpath run` with paths off (sampling.one_in and drop_one_in 0): the always-on
+               counters alone, drops and the per-stage verdicts (netfilter, rp_filter, route
+               lookups).  Only where the kernel attaches a verdict counter (function hooks: stock
+               kernels, not the locked-down host): elsewhere it would repeat agent-drops.  The
+               default config is this plus packet paths, so the paths' cost is measured against it.
+  agent-drops  `pktpath run` with every hop of the agent's hop table but kfree_skb excluded and no
+               drop capture (sampling.one_in and drop_one_in 0): the always-on drop counting alone.
+               The exclusions come from the hop table, not from what a first agent attached, which
+               misses hops that attach when their module loads (nft_do_chain once the workload's
+               iptables rule loads nf_tables); sanity() checks what each agent condition attached.
   floor        an empty program on the same tracepoint, as the agent attaches it (tp_btf;
                bench/bpf/hops.bpf.c), drop workload only: the tracepoint's dispatch alone, the
                least that any BPF drop counter can cost on this machine
@@ -57,6 +65,7 @@ from bench.procs import (
 from bench.stats import paired_ratios, ratio, round_means, summarize
 from bench.windowdip import INTERVAL_S, align_delay, summarize_window_dips
 from exporter.config.model import SamplingConfig
+from exporter.model.hops import TABLE as HOP_TABLE
 from exporter.paths.windows import lead_before
 
 if TYPE_CHECKING:
@@ -68,12 +77,20 @@ SENDER_CPU = 0
 RECEIVER_CPU = 1
 PORTS = {"deliver": 5201, "drop": 5202}
 WORKLOADS = ("deliver", "drop")
-CONDITIONS = ("baseline", "agent", "agent-drops", "floor", "bpftrace")
-AGENT_CONDITIONS = ("agent", "agent-drops")
+CONDITIONS = ("baseline", "agent", "agent-counters", "agent-drops", "floor", "bpftrace")
+AGENT_CONDITIONS = ("agent", "agent-counters", "agent-drops")
+COUNTERS_CONDITION = "agent-counters"
+DROPS_CONDITION = "agent-drops"
 FLOOR_CONDITION = "floor"
 # kfree_skb does not fire on delivered packets: the floor has nothing to say about them.
 CONDITION_WORKLOADS = {FLOOR_CONDITION: ("drop",)}
 DROP_HOP = "kfree_skb"
+# Every hop the agent knows (the loader's names: BPF program prefixes), and those attached for their
+# counters whether or not paths are on (exporter/model/hops.py).
+ALL_HOPS = tuple(p for spec in HOP_TABLE for p in spec.programs)
+ALWAYS_ON_HOPS = frozenset(p for spec in HOP_TABLE if spec.always_on for p in spec.programs)
+# With paths off, what each counting condition may attach: kfree_skb alone, or the always-on hops.
+ALLOWED_HOPS = {DROPS_CONDITION: frozenset({DROP_HOP}), COUNTERS_CONDITION: ALWAYS_ON_HOPS}
 # The lowest share of the baseline's packets/s each agent condition may keep, by workload:
 # delivered packets, the default config and counting alone: at least 97 % (issues 2, 12); the drop
 # flood, the default config: at least 94 % (issue 12: paths add at most a point to counting), and
@@ -85,7 +102,8 @@ TARGETS = {
     ("drop", "agent-drops"): 0.943,
 }
 # Issue 12: on the drop flood, packet paths (the default config) cost at most this many points of
-# the baseline more than counting alone (agent-drops), both measured in the same run.
+# the baseline more than the same agent with paths off (agent-counters where the kernel attaches
+# verdict counters, else agent-drops, counting alone), both measured in the same run.
 PATHS_ADD_MAX_POINTS = 1.0
 # The agent's default windows (the "agent" condition runs with the built-in defaults), and the
 # counter of the time its path hooks were on, read around each of its drop trials.
@@ -351,6 +369,18 @@ def receive_window() -> str:
 # -- one condition ----------------------------------------------------------
 
 
+def condition_yaml(name: str, exclude: list[str]) -> str:
+    """The config an agent condition adds to the built-in defaults."""
+    paths_off = "sampling:\n  one_in: 0\n  drop_one_in: 0\n"
+    if name == DROPS_CONDITION:
+        # The drop counter alone, as before paths were on by default (no path hook, no drop capture,
+        # no verdict counter): what issue 10 holds within a point of its earlier figure.
+        return f"probes:\n  exclude: [{', '.join(exclude)}]\n" + paths_off
+    if name == COUNTERS_CONDITION:
+        return paths_off
+    return ""
+
+
 @contextmanager
 def condition(
     name: str, binary: str, exclude: list[str], bt_variant: dict[str, Any] | None, info: dict[str, Any]
@@ -360,18 +390,13 @@ def condition(
     if name == "baseline":
         yield None
     elif name in AGENT_CONDITIONS:
-        # agent-drops: the drop counter alone, as before paths were on by default (no path hook,
-        # no drop capture): what issue 10 holds within a point of its earlier figure.
-        extra = (
-            f"probes:\n  exclude: [{', '.join(exclude)}]\nsampling:\n  one_in: 0\n  drop_one_in: 0\n"
-            if name == "agent-drops"
-            else ""
-        )
-        with AgentRun(binary, extra_yaml=extra) as agent:
+        with AgentRun(binary, extra_yaml=condition_yaml(name, exclude)) as agent:
             agent.start_ready()
             info["agent_pid"] = agent.pid
-            info["agent_hops"] = agent.attached_hops()
             yield agent
+            # Every hop it attached while it ran (the log keeps each attach), read at its end: a hop
+            # whose module loaded after the start attached then.
+            info["agent_hops"] = agent.attached_hops()
             info["agent_exit_code"] = agent.stop()
     elif name == FLOOR_CONDITION:
         floor = load_floor()
@@ -438,6 +463,21 @@ def load_floor() -> Loaded:
     return floor
 
 
+def choose_conditions(default_hops: list[str], bpftrace: bool, floor: bool) -> list[str]:
+    """The conditions worth a trial, given the hops the default agent attaches here: agent-drops
+    only when the default attaches more than kfree_skb (or it would repeat "agent"), agent-counters
+    only when it attaches a verdict counter too (or it would repeat "agent-drops")."""
+    verdicts = (ALWAYS_ON_HOPS & set(default_hops)) - {DROP_HOP}
+    return [
+        c
+        for c in CONDITIONS
+        if not (c == "bpftrace" and not bpftrace)
+        and not (c == DROPS_CONDITION and set(default_hops) <= {DROP_HOP})
+        and not (c == COUNTERS_CONDITION and not verdicts)
+        and not (c == FLOOR_CONDITION and not floor)
+    ]
+
+
 def agent_hops(binary: str) -> list[str]:
     """The hops the agent attaches with its default config (it grows: drops first, then paths)."""
     with AgentRun(binary) as agent:
@@ -465,11 +505,9 @@ def measure_throughput(
         "discarded_trials": [],
         "condition_runs": [],
     }
-    hops = agent_hops(binary)
-    result["agent_default_hops"] = hops
-    # "agent-drops" is the agent with every hop but kfree_skb excluded: the always-on drop counting
-    # alone.  With nothing else to exclude it would repeat "agent", so it is left out then.
-    exclude = [h for h in hops if h != DROP_HOP]
+    # "agent-drops" is the agent with every other hop of its table excluded: the always-on drop
+    # counting alone.
+    exclude = [h for h in ALL_HOPS if h != DROP_HOP]
     result["agent_drops_exclude"] = exclude
     log("bpftrace reference: checking it attaches on this kernel ...")
     bt_variant, attempts = probe_bpftrace()
@@ -480,14 +518,6 @@ def measure_throughput(
     result["floor_error"] = probe.error or None
     if probe.error:
         log(f"floor condition left out: {probe.error}")
-    conditions = [
-        c
-        for c in CONDITIONS
-        if not (c == "bpftrace" and bt_variant is None)
-        and not (c == "agent-drops" and not exclude)
-        and not (c == FLOOR_CONDITION and probe.error)
-    ]
-    result["conditions"] = conditions
     window = receive_window()
     result["deliver_receive_window"] = window
 
@@ -501,6 +531,12 @@ def measure_throughput(
             "interfaces": sorted(pair.interfaces),
         }
         drop_data_packets(pair)
+        # Once the workload's rules exist: a hop in a module (nft_do_chain in nf_tables) attaches
+        # only once the module is loaded.
+        hops = agent_hops(binary)
+        result["agent_default_hops"] = hops
+        conditions = choose_conditions(hops, bt_variant is not None, not probe.error)
+        result["conditions"] = conditions
         for workload in WORKLOADS:
             server = IperfServer(pair, PORTS[workload], RECEIVER_CPU if cpus > 1 else None)
             stack.callback(server.stop)
@@ -637,17 +673,23 @@ def summarize_trials(trials: list[dict[str, Any]], conditions: list[str]) -> dic
 
 
 def drop_costs(trials: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
-    """The drop flood's costs against each other, in points of the baseline (issue 12):
+    """The drop flood's costs against each other, in points of the baseline (issue 12).
+
+    The paths' reference is the agent with paths off: agent-counters where the kernel attaches
+    verdict counters (the default config keeps them on, so they are not the paths' cost), else
+    agent-drops, counting alone, which is the same agent there.
 
     - paths, judged: what the sampling windows cost, inside each of the default agent's trials
-      (bench/windowdip.py), less the same wall-clock region of the counting-alone trial; the
-      median over the rounds;
-    - paths, between trials: the default config's trial against counting alone's (agent-drops minus
+      (bench/windowdip.py), less the same wall-clock region of the reference's trial; the median
+      over the rounds;
+    - paths, between trials: the default config's trial against the reference's (reference minus
       agent), per round, their difference over the round's baseline, and its median (shown: the
       drift from one trial to the next is larger than the target);
-    - above the floor: what counting alone, and the default config, cost more than an empty
-      program on the same tracepoint, from the conditions' figures (median paired ratios)."""
+    - above the floor: what counting alone, the always-on counters and the default config cost more
+      than an empty program on the same tracepoint, from the conditions' figures (median paired
+      ratios)."""
     drop = summary.get("drop", {})
+    reference = COUNTERS_CONDITION if COUNTERS_CONDITION in drop else DROPS_CONDITION
 
     def ratio_of(name: str) -> float | None:
         c = drop.get(name)
@@ -659,26 +701,27 @@ def drop_costs(trials: list[dict[str, Any]], summary: dict[str, Any]) -> dict[st
 
     base = round_means(_clean(trials, "drop", "baseline"))
     by_round: dict[int, dict[str, float]] = {}
-    for name in ("agent", "agent-drops"):
+    for name in ("agent", reference):
         for t in _clean(trials, "drop", name):
             by_round.setdefault(t["round"], {})[name] = t["pps"]
     per_round = summarize(
         [
-            (r["agent-drops"] - r["agent"]) / base[rnd] * 100
+            (r[reference] - r["agent"]) / base[rnd] * 100
             for rnd, r in by_round.items()
-            if {"agent", "agent-drops"} <= r.keys() and base.get(rnd)
+            if {"agent", reference} <= r.keys() and base.get(rnd)
         ]
     )
     # No verdict where either condition had no undisturbed trial (ratio_of says None then).
-    judged = per_round is not None and ratio_of("agent") is not None and ratio_of("agent-drops") is not None
+    judged = per_round is not None and ratio_of("agent") is not None and ratio_of(reference) is not None
     between = per_round["median"] if judged and per_round else None
     # The verdict: the windows' cost measured inside each trial, against the same wall-clock region
-    # of the counting-alone trial of its round.  Between two trials the machine drifts by more than
+    # of the reference's trial of its round.  Between two trials the machine drifts by more than
     # the target (2-4 %), so the difference of the two conditions is shown, not judged.
-    within = summarize_window_dips(trials, "agent", "agent-drops", WINDOW_PERIOD_S, LONGEST_ON_S)
+    within = summarize_window_dips(trials, "agent", reference, WINDOW_PERIOD_S, LONGEST_ON_S)
     paths = within["points"] if within else None
     seconds = max((t.get("seconds", 0.0) for t in trials if t["workload"] == "drop"), default=0.0)
     return {
+        "paths_reference": reference,
         "paths_add_points": paths,
         "paths_add_within_trials": within,
         "drop_trial_seconds": seconds,
@@ -687,7 +730,8 @@ def drop_costs(trials: list[dict[str, Any]], summary: dict[str, Any]) -> dict[st
         "paths_add_max_points": PATHS_ADD_MAX_POINTS,
         "paths_add_ok": None if paths is None else paths <= PATHS_ADD_MAX_POINTS,
         "floor_ratio": ratio_of(FLOOR_CONDITION),
-        "counting_over_floor_points": points("agent-drops", FLOOR_CONDITION),
+        "counting_over_floor_points": points(DROPS_CONDITION, FLOOR_CONDITION),
+        "counters_over_floor_points": points(COUNTERS_CONDITION, FLOOR_CONDITION),
         "default_over_floor_points": points("agent", FLOOR_CONDITION),
     }
 
@@ -722,6 +766,7 @@ def sanity(result: dict[str, Any]) -> dict[str, Any]:
             "deliver_receiver_lost": sum(t["lost_packets"] for t in deliver),
             "deliver_agent_counted": _merge([t.get("agent_counted", {}) for t in deliver]),
         }
+    out["attached"] = attached_hops_check(result["condition_runs"])
     bt_runs = [r for r in result["condition_runs"] if r["condition"] == "bpftrace"]
     if bt_runs:
         # bpftrace counts every drop on the machine for as long as it runs, retried trials included.
@@ -731,6 +776,21 @@ def sanity(result: dict[str, Any]) -> dict[str, Any]:
             "iptables_dropped": sum(t.get("iptables_dropped", 0) for t in bt_trials),
             "receiver_lost": sum(t["lost_packets"] for t in bt_trials if t["workload"] == "deliver"),
         }
+    return out
+
+
+def attached_hops_check(condition_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per agent condition, every hop its agents attached over the run, and for the counting
+    conditions the ones their definition does not allow (ALLOWED_HOPS): a label such as "kfree_skb
+    only" must describe what was in the kernel."""
+    out: dict[str, Any] = {}
+    for name in AGENT_CONDITIONS:
+        runs = [r for r in condition_runs if r["condition"] == name and "agent_hops" in r]
+        if not runs:
+            continue
+        hops = sorted({h for r in runs for h in r["agent_hops"]})
+        allowed = ALLOWED_HOPS.get(name)
+        out[name] = {"hops": hops, "unexpected": [] if allowed is None else [h for h in hops if h not in allowed]}
     return out
 
 

@@ -7,7 +7,18 @@ from typing import Any
 import pytest
 
 from bench import report
-from bench.throughput import PATHS_ADD_MAX_POINTS, drop_costs, summarize_trials
+from bench.throughput import (
+    ALL_HOPS,
+    DROP_HOP,
+    PATHS_ADD_MAX_POINTS,
+    attached_hops_check,
+    choose_conditions,
+    condition_yaml,
+    drop_costs,
+    summarize_trials,
+)
+from exporter.config import parse_config
+from exporter.model.hops import TABLE
 from tests.unit.bench.test_windowdip import flood
 
 CONDITIONS = ["baseline", "agent", "agent-drops", "floor"]
@@ -192,3 +203,103 @@ def test_the_report_prints_the_costs_and_the_verdict() -> None:
     # agent-drops 93.6 %, agent 93.1 % (median paired ratios), floor 95.0 %.
     assert "above the floor (95.0%): counting alone +1.4 points, the default config +1.9 points" in text
     assert "each round opens and closes with a baseline trial" in text
+
+
+# -- which agent each condition is, and what it attached --------------------------------------
+
+
+def test_counting_alone_excludes_every_hop_of_the_table_but_the_drop_hop() -> None:
+    """Not just the hops a first agent attached: nft_do_chain attaches only once nf_tables is
+    loaded, and a 6.12 guest's "counting alone" once carried its verdict counter (fentry/fexit on
+    every packet) because the list was taken before the workload's iptables rule loaded it."""
+    exclude = [h for h in ALL_HOPS if h != DROP_HOP]
+    assert {"nft_do_chain", "ipt_do_table", "fib_validate_source", "ip_route_input_noref"} <= set(exclude)
+    assert set(ALL_HOPS) == {p for spec in TABLE for p in spec.programs}
+    drops = parse_config(condition_yaml("agent-drops", exclude))
+    assert set(drops.probes.exclude) == set(exclude)
+    assert (drops.sampling.one_in, drops.sampling.drop_one_in) == (0, 0)
+    counters = parse_config(condition_yaml("agent-counters", exclude))
+    assert counters.probes.exclude == () and (counters.sampling.one_in, counters.sampling.drop_one_in) == (0, 0)
+    assert condition_yaml("agent", exclude) == ""
+
+
+def test_the_counters_condition_runs_only_where_a_verdict_counter_attaches() -> None:
+    host = ["kfree_skb", "netif_receive_skb", "net_dev_queue", "fib_table_lookup"]  # tracepoints only
+    guest = [*host, "ip_rcv", "nft_do_chain", "fib_validate_source", "ip_route_input_noref"]
+    assert choose_conditions(host, bpftrace=True, floor=True) == [
+        "baseline", "agent", "agent-drops", "floor", "bpftrace",
+    ]  # fmt: skip
+    assert choose_conditions(guest, bpftrace=False, floor=True) == [
+        "baseline", "agent", "agent-counters", "agent-drops", "floor",
+    ]  # fmt: skip
+    # An agent that attaches kfree_skb alone: nothing to compare it with.
+    assert choose_conditions(["kfree_skb"], bpftrace=False, floor=False) == ["baseline", "agent"]
+
+
+def test_a_counting_condition_that_attached_more_than_its_label_says_is_reported() -> None:
+    runs = [
+        {"condition": "agent-drops", "agent_hops": {"kfree_skb": "tp", "nft_do_chain": "fentry"}},
+        {"condition": "agent-drops", "agent_hops": {"kfree_skb": "tp"}},
+        {"condition": "agent-counters", "agent_hops": {"kfree_skb": "tp", "fib_validate_source": "fexit"}},
+        {"condition": "agent", "agent_hops": {"kfree_skb": "tp", "netif_receive_skb": "tp"}},
+        {"condition": "baseline"},
+    ]
+    seen = attached_hops_check(runs)
+    assert seen["agent-drops"] == {"hops": ["kfree_skb", "nft_do_chain"], "unexpected": ["nft_do_chain"]}
+    assert seen["agent-counters"]["unexpected"] == []
+    assert seen["agent"]["unexpected"] == []
+    lines: list[str] = []
+    trials = _trials({"baseline": [(1000.0, 1000.0)], "agent": [930.0], "agent-drops": [940.0]})
+    summary = summarize_trials(trials, ["baseline", "agent", "agent-drops"])
+    report._throughput(
+        {
+            "rounds_done": 1,
+            "seconds_per_trial": 10,
+            "sender_cpu": 0,
+            "conditions": ["baseline", "agent", "agent-drops"],
+            "summary": summary,
+            "drop_costs": drop_costs(trials, summary),
+            "sanity": {"attached": seen},
+        },
+        lines,
+    )
+    assert "NOTE: agent-drops also attached nft_do_chain: its figures are not what its label says" in "\n".join(lines)
+
+
+def test_where_verdict_counters_attach_the_paths_are_measured_against_the_agent_with_paths_off() -> None:
+    """The default config keeps the verdict counters on: they are not the paths' cost."""
+    conditions = ["baseline", "agent", "agent-counters", "agent-drops", "floor"]
+    pps: dict[str, list[Round]] = {
+        "baseline": [(1000.0, 1000.0)] * 3,
+        "agent": [700.0, 702.0, 701.0],
+        "agent-counters": [800.0, 801.0, 802.0],  # verdict counters: 14 points over counting alone
+        "agent-drops": [940.0, 941.0, 942.0],
+        "floor": [990.0, 990.0, 990.0],
+    }
+    trials = _trials(pps, windows={"agent": [5.0, 6.0, 7.0], "agent-counters": [0.0, 0.1, 0.0]})
+    summary = summarize_trials(trials, conditions)
+    d = drop_costs(trials, summary)
+    assert d["paths_reference"] == "agent-counters"
+    assert d["paths_add_between_trials_points"] == pytest.approx(10.0)
+    assert d["paths_add_points"] == pytest.approx(6.0, abs=0.2)
+    assert d["counters_over_floor_points"] == pytest.approx(18.9)
+    assert d["counting_over_floor_points"] == pytest.approx(4.9)
+    lines: list[str] = []
+    report._throughput(
+        {
+            "rounds_done": 3,
+            "seconds_per_trial": 10,
+            "sender_cpu": 0,
+            "conditions": conditions,
+            "summary": summary,
+            "drop_costs": d,
+            "sanity": {"attached": {"agent-counters": {"hops": ["kfree_skb", "nft_do_chain"], "unexpected": []}}},
+        },
+        lines,
+    )
+    text = "\n".join(lines)
+    assert "agent-counters = paths off (one_in, drop_one_in 0): the always-on counters alone" in text
+    assert "attached kfree_skb, nft_do_chain" in text
+    assert "paths cost between trials (agent-counters minus agent, per round): median +10.0 points" in text
+    assert "(agent minus agent-counters, per round)" in text
+    assert "counting alone +4.9 points, the always-on counters +18.9 points, the default config +28.9 points" in text
