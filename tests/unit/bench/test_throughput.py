@@ -237,7 +237,7 @@ def test_the_counters_condition_runs_only_where_a_verdict_counter_attaches() -> 
 
 
 def test_a_counting_condition_that_attached_more_than_its_label_says_is_reported() -> None:
-    runs = [
+    runs: list[dict[str, Any]] = [
         {"condition": "agent-drops", "agent_hops": {"kfree_skb": "tp", "nft_do_chain": "fentry"}},
         {"condition": "agent-drops", "agent_hops": {"kfree_skb": "tp"}},
         {"condition": "agent-counters", "agent_hops": {"kfree_skb": "tp", "fib_validate_source": "fexit"}},
