@@ -63,32 +63,21 @@ static __always_inline long func_ret(void *ctx)
 	return (long)ret;
 }
 
-/* The pieces: each program of a family, in the order the loader attaches them
- * (an fentry before its fexit, a kprobe before its kretprobe). */
-#define FENTRY_PROG(prog, func, on_call, a, b, c)                                      \
-	SEC("fentry/" #func)                                                           \
-	int prog##__fentry(unsigned long long *ctx)                                    \
-	{                                                                              \
-		on_call(FENTRY_ARG_##a, FENTRY_ARG_##b, FENTRY_ARG_##c);               \
-		return 0;                                                              \
-	}
-#define FEXIT_PROG(prog, func, on_return, a, b, c)                                     \
-	SEC("fexit/" #func)                                                            \
-	int prog##__fexit(unsigned long long *ctx)                                     \
-	{                                                                              \
-		on_return(FENTRY_ARG_##a, FENTRY_ARG_##b, FENTRY_ARG_##c, func_ret(ctx)); \
-		return 0;                                                              \
-	}
 /*
- * `also`: a call after the entry body (the stash of a kprobe with a kretprobe twin).
+ * The pieces: each program of a family, in the order the loader attaches them
+ * (an fentry before its fexit, a kprobe before its kretprobe).
  *
- * Each kprobe body is built twice: as kprobe/func (its own link, the fallback
- * family) and as kprobe.multi/func, which is never attached by itself: the
- * sampling windows reach it by a tail call from window_call (pktpath.bpf.c),
- * one kprobe.multi link over every path function hook, so that a window's
- * function hooks detach in one step (exporter/loader/window_links.py).  The
- * twin must be a kprobe.multi program too: a tail call needs its target's
- * program type and expected attach type to match the caller's.
+ * pktpath.bpf.o gets fentry/fexit and kprobe/kretprobe.  window.bpf.o (the
+ * same source with PKTPATH_WINDOW_OBJECT) gets each kprobe body built as a
+ * kprobe.multi program instead: never attached by itself, the sampling windows
+ * reach it by a tail call from window_call (pktpath.bpf.c), one kprobe.multi
+ * link over every path function hook, so that a window's function hooks
+ * detach in one step (exporter/loader/window_links.py).  The twin must be a
+ * kprobe.multi program too: a tail call needs its target's program type and
+ * expected attach type to match the caller's.  A second object, not more
+ * programs in the first: libbpf copies every program of an object it opens,
+ * and the twins cost an agent that never uses them (a tracepoint-only kernel,
+ * a kernel without kprobe.multi) 1 MB of memory (docs/benchmarks.md).
  */
 #define KPROBE_PROG_AS(kind, suffix, prog, func, on_call, a, b, c, also)               \
 	SEC(kind "/" #func)                                                            \
@@ -108,12 +97,34 @@ static __always_inline long func_ret(void *ctx)
 			on_return(x, y, z, (long)PT_REGS_RC(ctx));                     \
 		return 0;                                                              \
 	}
-#define KPROBE_PROG(prog, func, on_call, a, b, c, also)                                \
-	KPROBE_PROG_AS("kprobe", __kprobe, prog, func, on_call, a, b, c, also)         \
+#ifdef PKTPATH_WINDOW_OBJECT
+#define FENTRY_PROG(prog, func, on_call, a, b, c)
+#define FEXIT_PROG(prog, func, on_return, a, b, c)
+#define KPROBE_PROG(prog, func, on_call, a, b, c, also) \
 	KPROBE_PROG_AS("kprobe.multi", __kmulti, prog, func, on_call, a, b, c, also)
-#define KRETPROBE_PROG(prog, func, slot, on_return)                                    \
-	KRETPROBE_PROG_AS("kretprobe", __kretprobe, prog, func, slot, on_return)       \
+#define KRETPROBE_PROG(prog, func, slot, on_return) \
 	KRETPROBE_PROG_AS("kretprobe.multi", __kmultiret, prog, func, slot, on_return)
+#else
+#define FENTRY_PROG(prog, func, on_call, a, b, c)                                      \
+	SEC("fentry/" #func)                                                           \
+	int prog##__fentry(unsigned long long *ctx)                                    \
+	{                                                                              \
+		on_call(FENTRY_ARG_##a, FENTRY_ARG_##b, FENTRY_ARG_##c);               \
+		return 0;                                                              \
+	}
+#define FEXIT_PROG(prog, func, on_return, a, b, c)                                     \
+	SEC("fexit/" #func)                                                            \
+	int prog##__fexit(unsigned long long *ctx)                                     \
+	{                                                                              \
+		on_return(FENTRY_ARG_##a, FENTRY_ARG_##b, FENTRY_ARG_##c, func_ret(ctx)); \
+		return 0;                                                              \
+	}
+/* `also`: a call after the entry body (the stash of a kprobe with a kretprobe twin). */
+#define KPROBE_PROG(prog, func, on_call, a, b, c, also) \
+	KPROBE_PROG_AS("kprobe", __kprobe, prog, func, on_call, a, b, c, also)
+#define KRETPROBE_PROG(prog, func, slot, on_return) \
+	KRETPROBE_PROG_AS("kretprobe", __kretprobe, prog, func, slot, on_return)
+#endif
 #define STASH(slot, a, b, c) stash_push3(slot, KPROBE_ARG_##a, KPROBE_ARG_##b, KPROBE_ARG_##c)
 
 static __always_inline void no_call(__u64 a, __u64 b, __u64 c)

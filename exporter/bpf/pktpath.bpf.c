@@ -8,6 +8,9 @@
  *
  * Program names follow <hop>__<attach mode>: the loader picks, per hop, the
  * first candidate family that loads and attaches (exporter/loader/probes.py).
+ * Built twice: pktpath.bpf.o, every hop's programs; and window.bpf.o
+ * (window.bpf.c), the sampling windows' kprobe.multi dispatchers and twins,
+ * which only kernels that attach a window's function hooks as links open.
  * On a locked-down kernel (lockdown=confidentiality) only tracepoints attach,
  * so every hop has a tp_btf program or none; fentry/kprobe twins add candidates
  * where the kernel allows function hooks.
@@ -23,6 +26,9 @@
 #include "paths.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* ---- tracepoints: pktpath.bpf.o only (window.bpf.o holds the windows' kprobe.multi programs) ---- */
+#ifndef PKTPATH_WINDOW_OBJECT
 
 /*
  * The always-on drop program counts, then tail-calls drop_capture for the
@@ -138,6 +144,8 @@ int BPF_PROG(consume_skb__tp_btf, struct sk_buff *skb)
 	path_hop(skb, 1, HOP_CONSUME, skb->dev, 0, 0, 0, 1);
 	return 0;
 }
+
+#endif /* !PKTPATH_WINDOW_OBJECT */
 
 /* ---- function hooks: fentry/fexit first, kprobe/kretprobe fallback -------
  *
@@ -292,8 +300,9 @@ static __always_inline void on_ipt_table_return(__u64 arg1, __u64 arg2, __u64 ar
 }
 FUNC_HOOK_RETURN(ipt_do_table, ipt_do_table, STASH_IPT_TABLE, on_ipt_table_return, 1, 2, 3)
 
+#ifdef PKTPATH_WINDOW_OBJECT
 /*
- * A sampling window's function hooks, as two kprobe.multi links instead of a
+ * window.bpf.o: a sampling window's function hooks, as two kprobe.multi links instead of a
  * link per hook (exporter/loader/window_links.py).  Detaching an fentry
  * trampoline or a kprobe waits for RCU grace periods, one function after
  * another under ftrace_lock: a window's 15 function hooks took 2.1 s to
@@ -316,3 +325,4 @@ int window_return(struct pt_regs *ctx)
 	bpf_tail_call(ctx, &window_returns, (__u32)bpf_get_attach_cookie(ctx));
 	return 0;
 }
+#endif /* PKTPATH_WINDOW_OBJECT */

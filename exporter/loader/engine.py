@@ -36,7 +36,7 @@ from exporter.loader.probes import (
     parse_program,
 )
 from exporter.loader.window_links import FAMILY as WINDOW_FAMILY
-from exporter.loader.window_links import EdgeTiming, WindowLinks, is_window_program
+from exporter.loader.window_links import EdgeTiming, WindowLinks
 from exporter.model import hops
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,20 @@ def _disable_partners(specs: dict[str, ProgramSpec], disabled: dict[str, str]) -
 def default_object_path() -> str:
     """The CO-RE object shipped inside the package (built by make / pip install)."""
     return str(resources.files("exporter.bpf").joinpath("pktpath.bpf.o"))
+
+
+def shared_map(obj: libbpf.BpfObject, name: str) -> libbpf.Map:
+    """The map of `obj` another object of ours shares as `name`.  libbpf names an internal map after
+    its object and section (pktpath.bss, window.bss): those pair by section."""
+    prefix, dot, section = name.partition(".")
+    if dot and prefix:
+        return next((m for m in obj.maps if m.name.endswith(dot + section)), None) or obj.map(name)
+    return obj.map(name)
+
+
+def window_object_path(object_path: str) -> str:
+    """The sampling windows' kprobe.multi programs (window.bpf.c), beside the main object."""
+    return os.path.join(os.path.dirname(object_path), "window.bpf.o")
 
 
 def features_object_path() -> str:
@@ -601,9 +615,9 @@ class Engine:
         obj = self._obj
         try:
             window = WindowLinks.load(
-                self.object_path,
+                window_object_path(self.object_path),
                 hops,
-                lambda name: obj.map(name).fd,
+                lambda name: shared_map(obj, name).fd,
                 self._set_constants,
                 self._missing_helper,
                 os.path.join(self.host.proc_root, "kallsyms"),
@@ -880,9 +894,6 @@ class Engine:
         _disable_partners(specs, disabled)
         for prog, _spec in progs:
             prog.set_autoload(prog.name not in disabled)
-        for prog in obj.programs:
-            if is_window_program(prog.section):
-                prog.set_autoload(False)  # group_window_hooks() loads them, if windows need them
         self._set_constants(obj)
         for name, size in self.options.map_sizes.items():
             obj.map(name).set_max_entries(size)

@@ -16,8 +16,10 @@ CONFIG_FPROBE), the window's function hooks become two links:
 
 Each tail-calls (pktpath.bpf.c) the hook's kprobe.multi twin in `window_calls` / `window_returns`:
 the same body as its kprobe (hooks.bpf.h), so a hop reports the same event whichever way it runs.
-The programs load once, the first time the windows take their hooks off, as an object that shares
-every map of the agent's.  pktpath_probe_attached names the way they run: attach_type kprobe_multi.
+The programs are their own object, window.bpf.o (pktpath.bpf.c built with PKTPATH_WINDOW_OBJECT):
+an agent that never groups its hooks never opens it, and pays nothing for it.  It loads once, the
+first time the windows take their hooks off, sharing every map of the agent's.
+pktpath_probe_attached names the way they run: attach_type kprobe_multi.
 """
 
 from __future__ import annotations
@@ -59,11 +61,6 @@ def parse_twin(name: str, section: str) -> Twin | None:
     if parts is None or way is None:
         return None
     return Twin(name, parts[0], parts[2], way)
-
-
-def is_window_program(section: str) -> bool:
-    """Loaded only by WindowLinks: a twin or a dispatcher (never attached by the engine itself)."""
-    return section.partition("/")[0] in _WAYS
 
 
 def function_addresses(functions: Iterable[str], kallsyms: str) -> dict[str, int]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from exporter.loader import libbpf
-from exporter.loader.engine import Engine, EngineOptions, default_object_path
+from exporter.loader.engine import Engine, EngineOptions, default_object_path, window_object_path
 from exporter.loader.host import Host
 
 BTF_KIND_STRUCT, BTF_KIND_ENUM = 4, 6
@@ -58,9 +58,11 @@ def kernel_5_10(tmp_path: Path) -> Host:
 
 @pytest.fixture
 def progs() -> Iterator[dict[str, libbpf.Program]]:
-    obj = libbpf.BpfObject(default_object_path())
-    yield {p.name: p for p in obj.programs}
-    obj.close()
+    """Every program the agent may load: its own object's and the sampling windows' (window.bpf.o)."""
+    objs = [libbpf.BpfObject(path) for path in (default_object_path(), window_object_path(default_object_path()))]
+    yield {p.name: p for obj in objs for p in obj.programs}
+    for obj in objs:
+        obj.close()
 
 
 def test_programs_calling_a_missing_helper_are_named_before_the_load(
