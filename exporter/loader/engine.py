@@ -121,9 +121,14 @@ def shared_map(obj: libbpf.BpfObject, name: str) -> libbpf.Map:
     return obj.map(name)
 
 
+def sibling_object(object_path: str, name: str) -> str:
+    """Another of our objects, built beside the main one (exporter/bpf/Makefile)."""
+    return os.path.join(os.path.dirname(object_path), name)
+
+
 def window_object_path(object_path: str) -> str:
     """The sampling windows' kprobe.multi programs (window.bpf.c), beside the main object."""
-    return os.path.join(os.path.dirname(object_path), "window.bpf.o")
+    return sibling_object(object_path, "window.bpf.o")
 
 
 def features_object_path() -> str:
@@ -834,7 +839,7 @@ class Engine:
         return self._fentry_reattach
 
     def _probe_fentry_reattach(self) -> bool:
-        path = os.path.join(os.path.dirname(self.object_path), "features.bpf.o")
+        path = sibling_object(self.object_path, "features.bpf.o")
         if not os.path.exists(path):
             return False
         obj = libbpf.BpfObject(path)
@@ -853,7 +858,7 @@ class Engine:
 
     def _fentry_refused(self) -> str:
         """Load features.bpf.o's one fentry program: "" if the kernel takes it, else why not."""
-        path = os.path.join(os.path.dirname(self.object_path), "features.bpf.o")
+        path = sibling_object(self.object_path, "features.bpf.o")
         if not os.path.exists(path):
             return ""  # let the real load find out
         obj = libbpf.BpfObject(path)
