@@ -64,8 +64,9 @@ static __always_inline long func_ret(void *ctx)
 }
 
 /*
- * The pieces: each program of a family, in the order the loader attaches them
- * (an fentry before its fexit, a kprobe before its kretprobe).
+ * The pieces: each program of a family, in the order the loader lists them
+ * (an fentry before its fexit, a kprobe before its kretprobe; it attaches
+ * them in reverse, returns first: engine.py, attach_pair).
  *
  * pktpath.bpf.o gets fentry/fexit and kprobe/kretprobe.  window.bpf.o (the
  * same source with PKTPATH_WINDOW_OBJECT) gets each kprobe body built as a
@@ -93,7 +94,7 @@ static __always_inline long func_ret(void *ctx)
 	{                                                                              \
 		__u64 x, y, z;                                                         \
                                                                                        \
-		if (stash_pop3(slot, &x, &y, &z) == 0)                                 \
+		if (stash_pop3(slot, PT_REGS_SP(ctx), &x, &y, &z) == 0)                \
 			on_return(x, y, z, (long)PT_REGS_RC(ctx));                     \
 		return 0;                                                              \
 	}
@@ -125,7 +126,8 @@ static __always_inline long func_ret(void *ctx)
 #define KRETPROBE_PROG(prog, func, slot, on_return) \
 	KRETPROBE_PROG_AS("kretprobe", __kretprobe, prog, func, slot, on_return)
 #endif
-#define STASH(slot, a, b, c) stash_push3(slot, KPROBE_ARG_##a, KPROBE_ARG_##b, KPROBE_ARG_##c)
+#define STASH(slot, a, b, c) \
+	stash_push3(slot, PT_REGS_SP(ctx), KPROBE_ARG_##a, KPROBE_ARG_##b, KPROBE_ARG_##c)
 
 static __always_inline void no_call(__u64 a, __u64 b, __u64 c)
 {
@@ -411,11 +413,29 @@ static __always_inline void hook_route_input_exit(void *skb, void *dev, __s32 re
 	verdict_event(skb, dev, HOP_ROUTE_INPUT, ret, key.route_error);
 }
 
-/* ---- kprobe -> kretprobe argument stash ------------------------------- */
+/* ---- kprobe -> kretprobe argument stash -------------------------------
+ *
+ * A kprobe and its kretprobe are two probes, and they do not always both run
+ * for a call: the kernel skips a BPF program that fires while another runs on
+ * the CPU (bpf_prog_active), a kretprobe can run out of instances, and a
+ * sampling window attaches and detaches the path hooks' pairs while calls are
+ * in flight.  So an entry can wait for a return that never comes, and a return
+ * can come whose call pushed nothing.  A return therefore looks for its own
+ * call: the innermost entry of its function pushed at its stack pointer.  On
+ * x86-64 the kprobe sees the stack pointer at the function's first
+ * instruction (pointing at the return address) and the kretprobe sees it after
+ * the return (8 bytes higher, or 0-16 depending on the kernel's trampoline);
+ * two calls pending on one CPU are at least a caller's frame apart, or on
+ * different stacks.  Entries above the one found were pushed by calls nested in
+ * it, which have all returned: their returns were lost, and they go.  A return
+ * whose entry is not there reports nothing and leaves the stack as it is.
+ * Every loss counts in STAT_STASH_MISMATCH (kretprobe_args_lost). */
 
 enum stash_fn { STASH_NF_HOOK = 1, STASH_NFT_CHAIN, STASH_RP_FILTER, STASH_ROUTE_INPUT, STASH_IPT_TABLE };
 
-static __always_inline void stash_push3(__u32 fn, __u64 a, __u64 b, __u64 c)
+#define STASH_SP_SLACK 64 /* bytes: far less than any frame between two pending calls */
+
+static __always_inline void stash_push3(__u32 fn, __u64 sp, __u64 a, __u64 b, __u64 c)
 {
 	__u32 zero = 0;
 	struct stash *st = bpf_map_lookup_elem(&kstash, &zero);
@@ -424,35 +444,54 @@ static __always_inline void stash_push3(__u32 fn, __u64 a, __u64 b, __u64 c)
 	if (!st)
 		return;
 	d = st->depth;
-	if (d < STASH_DEPTH) {
-		st->args[d & (STASH_DEPTH - 1)][0] = a;
-		st->args[d & (STASH_DEPTH - 1)][1] = b;
-		st->args[d & (STASH_DEPTH - 1)][2] = c;
-		st->fn[d & (STASH_DEPTH - 1)] = fn;
+	if (d >= STASH_DEPTH) {
+		/* Full: the oldest entry is the likeliest to be one whose return was
+		 * lost (nesting four deep is rare); it goes, the rest move down. */
+#pragma unroll
+		for (int i = 0; i < STASH_DEPTH - 1; i++) {
+			st->fn[i] = st->fn[i + 1];
+			st->sp[i] = st->sp[i + 1];
+			st->args[i][0] = st->args[i + 1][0];
+			st->args[i][1] = st->args[i + 1][1];
+			st->args[i][2] = st->args[i + 1][2];
+		}
+		stat_inc(STAT_STASH_MISMATCH);
+		d = STASH_DEPTH - 1;
 	}
+	st->fn[d & (STASH_DEPTH - 1)] = fn;
+	st->sp[d & (STASH_DEPTH - 1)] = sp;
+	st->args[d & (STASH_DEPTH - 1)][0] = a;
+	st->args[d & (STASH_DEPTH - 1)][1] = b;
+	st->args[d & (STASH_DEPTH - 1)][2] = c;
 	st->depth = d + 1;
 }
 
-/* The arguments of the innermost pending call of `fn`, or -1 when they were
- * lost (deeper nesting than the stash holds, or a kretprobe the kernel missed). */
-static __always_inline int stash_pop3(__u32 fn, __u64 *a, __u64 *b, __u64 *c)
+/* The arguments of this return's own call of `fn` (`sp`: the stack pointer at
+ * the return), or -1 when its call pushed none. */
+static __always_inline int stash_pop3(__u32 fn, __u64 sp, __u64 *a, __u64 *b, __u64 *c)
 {
 	__u32 zero = 0;
 	struct stash *st = bpf_map_lookup_elem(&kstash, &zero);
-	__u32 d;
+	__u32 depth;
 
-	if (!st || !st->depth)
+	if (!st)
 		return -1;
-	d = --st->depth;
-	if (d >= STASH_DEPTH || st->fn[d & (STASH_DEPTH - 1)] != fn) {
-		st->depth = 0; /* out of step: start over rather than misattribute */
-		stat_inc(STAT_STASH_MISMATCH);
-		return -1;
+	depth = st->depth;
+#pragma unroll
+	for (int i = STASH_DEPTH - 1; i >= 0; i--) {
+		/* |sp - entry sp| <= slack, as one unsigned comparison */
+		if (i < depth && st->fn[i] == fn && sp - st->sp[i] + STASH_SP_SLACK <= 2 * STASH_SP_SLACK) {
+			*a = st->args[i][0];
+			*b = st->args[i][1];
+			*c = st->args[i][2];
+			if (depth - 1 - i)
+				stat_add(STAT_STASH_MISMATCH, depth - 1 - i);
+			st->depth = i;
+			return 0;
+		}
 	}
-	*a = st->args[d & (STASH_DEPTH - 1)][0];
-	*b = st->args[d & (STASH_DEPTH - 1)][1];
-	*c = st->args[d & (STASH_DEPTH - 1)][2];
-	return 0;
+	stat_inc(STAT_STASH_MISMATCH);
+	return -1;
 }
 
 #endif /* PKTPATH_HOOKS_H */

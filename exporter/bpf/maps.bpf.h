@@ -135,11 +135,14 @@ struct {
 
 /* kprobe -> kretprobe: a kretprobe sees no arguments, so the kprobe pushes
  * them here.  A small per-CPU stack, because a hook can nest on one CPU (a
- * REJECT's reply passes the OUTPUT hook inside the INPUT hook's call). */
+ * REJECT's reply passes the OUTPUT hook inside the INPUT hook's call).  Each
+ * entry keeps the stack pointer of its call, so a return takes its own call's
+ * arguments and no other's (hooks.bpf.h: stash_pop3). */
 #define STASH_DEPTH 4
 struct stash {
 	__u32 depth;
 	__u32 fn[STASH_DEPTH]; /* which function pushed each entry (enum stash_fn) */
+	__u64 sp[STASH_DEPTH]; /* the call's stack pointer at entry */
 	__u64 args[STASH_DEPTH][3];
 };
 
@@ -242,12 +245,17 @@ enum path_gate_slot abi_path_gate_slot __attribute__((unused));
 enum budget_slot abi_budget_slot __attribute__((unused));
 struct own_endpoint *abi_own_endpoint __attribute__((unused));
 
-static __always_inline void stat_inc(enum pktpath_stat slot)
+static __always_inline void stat_add(enum pktpath_stat slot, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &slot);
 
 	if (v)
-		*v += 1;
+		*v += n;
+}
+
+static __always_inline void stat_inc(enum pktpath_stat slot)
+{
+	stat_add(slot, 1);
 }
 
 #endif /* PKTPATH_MAPS_H */

@@ -85,7 +85,7 @@ enum pktpath_stat {
 	STAT_SAMPLED_RATE,      /* paths started by the 1-in-N sample */
 	STAT_SAMPLED_DROP,      /* paths started by drop capture */
 	STAT_VERDICT_MAP_FULL,  /* a verdict counter update that found its map full */
-	STAT_STASH_MISMATCH,    /* a kretprobe whose kprobe's arguments were lost (nesting, missed probe) */
+	STAT_STASH_MISMATCH,    /* a kprobe and its kretprobe that did not meet (hooks.bpf.h: stash_pop3) */
 	STAT_DROP_BUDGET,       /* a drop capture refused by sampling.max_drop_paths_per_second */
 	STAT__MAX,
 };

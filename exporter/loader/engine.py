@@ -140,6 +140,24 @@ def features_object_path() -> str:
 DROP_HOP = "kfree_skb"
 
 
+def attach_pair(programs: list[libbpf.Program]) -> list[libbpf.Link]:
+    """A hop's programs attached returns first (a kretprobe before its kprobe, an fexit before its
+    fentry), their links in the programs' order, calls first, for detaching calls first: the order
+    window_links.py keeps for kprobe.multi too.  Calls that cross a window's edge then mostly come
+    as a return without its call's arguments, which the kretprobe reports nothing for (hooks.bpf.h:
+    stash_pop3); only a call still in flight when its return comes off leaves its arguments behind,
+    cleared by the next return below it.  Raises LibbpfError with nothing left attached."""
+    links: list[libbpf.Link] = []
+    try:
+        for prog in reversed(programs):
+            links.append(prog.attach())
+    except libbpf.LibbpfError:
+        for link in links:
+            link.destroy()
+        raise
+    return links[::-1]
+
+
 @dataclass
 class EngineOptions:
     mode: str = "auto"  # probes.mode
@@ -550,6 +568,7 @@ class Engine:
         return grouped + timings
 
     def _detach_one(self, hop: str) -> HopTiming:
+        # In attach order: the call before its return (attach_pair).
         links = self._hop_links[hop]
         family = self.report.hops[hop].attached if self.report else None
         wall, cpu = time.perf_counter(), time.thread_time()
@@ -573,11 +592,8 @@ class Engine:
             error = ""
             wall, cpu = time.perf_counter(), time.thread_time()
             try:
-                for prog in self._hop_programs[hop]:
-                    links.append(prog.attach())
+                links = attach_pair(self._hop_programs[hop])
             except libbpf.LibbpfError as exc:
-                for link in links:
-                    link.destroy()
                 error = f"attach failed: {os.strerror(exc.errno)}"
             timings.append(
                 HopTiming(
@@ -971,13 +987,9 @@ class Engine:
                     continue
                 if status.attached:
                     continue  # loaded as a fallback, not needed
-                links: list[libbpf.Link] = []
                 try:
-                    for spec in specs:
-                        links.append(progs[spec.name].attach())
+                    links = attach_pair([progs[spec.name] for spec in specs])
                 except libbpf.LibbpfError as exc:
-                    for link in links:
-                        link.destroy()
                     status.problems[family] = f"attach failed: {os.strerror(exc.errno)}"
                     continue
                 self._hop_links[status.hop] = links

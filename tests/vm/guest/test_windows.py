@@ -12,7 +12,11 @@ import json
 import subprocess
 import time
 
+import pytest
+
 from tests.agent_process import AgentProcess, wait_until
+from tests.kernel.lab import Lab
+from tests.kernel.test_drops import PAYLOAD, RP_FILTER, assert_exact
 from tests.vm.guest.conftest import MODE, RELEASE, WINDOW_FAMILY, WINDOW_LINKS, attached
 
 PERIOD, WINDOW = 10, 1  # the defaults
@@ -108,3 +112,33 @@ def test_function_hooks_switch_as_kprobe_multi_links(agent: AgentProcess) -> Non
                 seen["off"] = True
         time.sleep(0.1)
     assert seen == {"on": 2, "off": True}, (seen, agent.log())
+
+
+def test_drop_reasons_stay_exact_while_windows_come_and_go(tmp_path_factory: pytest.TempPathFactory, lab: Lab) -> None:
+    """The always-on verdict hooks (kprobe and kretprobe where fexit cannot read a return value:
+    5.10, and kprobe mode) hand a call's arguments to its return through one per-CPU stash, which
+    nf_hook_slow's pair shares, and the windows attach and detach that pair amid traffic.  A call
+    whose return never came must not cost the next return its arguments: 5.10 names an rp_filter
+    drop from the route lookup's return (drop_locations.py), so a lost one counted the drop as
+    UNKNOWN (7 of 50 in a matrix run).  Datagrams failing rp_filter, sent across many window
+    edges (a window every 3 s), are each counted as IP_RPFILTER.  A guard more than a reproducer:
+    the old stash passed it once too (an edge must fall inside a burst)."""
+    agent = AgentProcess.start(
+        tmp_path_factory.mktemp("edges"),
+        f"probes:\n  mode: {MODE}\nsampling:\n  window_period_seconds: 3\n",
+        ready_timeout=120.0,
+    )
+    try:
+        spoofed = f"198.19.{lab.subnet_client}.5"  # the router has no route back to it
+        lab.ip(lab.client, "addr", "add", f"{spoofed}/32", "dev", lab.if_client)
+        lab.sysctl(lab.router, "net.ipv4.conf.all.rp_filter", 1)
+        lab.sysctl(lab.router, f"net.ipv4.conf.{lab.if_router_client}.rp_filter", 1)
+        sent, edges_before = 0, agent.value("pktpath_sampling_window_edge_seconds_count", edge="detach")
+        deadline = time.time() + 12  # four periods: about eight edges
+        while time.time() < deadline:
+            lab.send_udp(lab.client, lab.server_ip, 7013, 20, PAYLOAD, src=spoofed)
+            sent += 20
+        assert agent.value("pktpath_sampling_window_edge_seconds_count", edge="detach") >= edges_before + 2, agent.log()
+        assert_exact(agent, sent, RP_FILTER, lab.if_router_client)
+    finally:
+        assert agent.stop() == 0, agent.log()
