@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -94,14 +95,33 @@ class GuestResult:
                 return path.read_text(errors="replace")
         return ""
 
+    def console_trouble(self, lines: int = 60) -> str:
+        """The kernel's own account of trouble on the console (vng.log): from the first panic,
+        oops, BUG, WARN, lockup or OOM kill on, at most `lines` lines; "" if it showed none."""
+        path = self.results / "vng.log"
+        if not path.exists():
+            return ""
+        console = path.read_text(errors="replace").splitlines()
+        first = next((i for i, line in enumerate(console) if _TROUBLE.search(line)), None)
+        return "" if first is None else "\n".join(console[first : first + lines])
+
     def describe(self) -> str:
         if self.timed_out:
             what = "timed out (QEMU killed)"
         elif self.status is None:
-            what = f"guest gave no exit status (vng exited {self.vng_status}: kernel panic or boot failure?)"
+            trouble = self.console_trouble()
+            cause = "the console shows:\n" + trouble if trouble else "the console shows no panic: boot failure?"
+            what = f"guest gave no exit status (vng exited {self.vng_status}); {cause}"
         else:
             what = f"exit status {self.status}"
         return f"kernel {self.series} ({self.kernel.name}): {what} after {self.seconds:.0f}s; results in {self.results}"
+
+
+# What a kernel prints when it is in trouble (panic, oops, BUG, WARN, lockups, the OOM killer).
+_TROUBLE = re.compile(
+    r"Kernel panic|BUG:|Oops|general protection fault|------------\[ cut here \]|"
+    r"soft lockup|hard LOCKUP|rcu_sched detected stall|rcu: INFO|Out of memory|invalid opcode"
+)
 
 
 def kernel_image(series_or_path: str) -> Path:
@@ -322,6 +342,16 @@ def _vng() -> Path:
     return vng
 
 
+# Software emulation, with the vCPUs taking turns on one host thread (thread=single) rather than
+# a host thread each (multi-threaded TCG, QEMU's default for x86).  Under multi-threaded TCG the
+# guest kernels patch their own code unsafely: with a ping flood and sampling windows every 2 s,
+# 5.10, 6.1 and 6.12 each died within 1-5 minutes (a jump to address 0 out of an ftrace trampoline
+# as kprobes came and went, an int3 left in a tracepoint's static branch), while one thread ran the
+# same load for 6 minutes on each without a fault (docs/kernels.md: "Code patching under TCG").
+# tb-size: a larger translation cache than the default, for the guest's Python and the kernel.
+TCG_OPTS = "-accel tcg,thread=single,tb-size=128"
+
+
 def run_in_kernel(
     series_or_path: str,
     command: Sequence[str],
@@ -332,7 +362,7 @@ def run_in_kernel(
     memory: str = "1G",
     cpus: int = 2,
     echo: bool = False,
-    qemu_opts: str = "-accel tcg,tb-size=128",
+    qemu_opts: str = TCG_OPTS,
     use_image: bool = True,
 ) -> GuestResult:
     """Boot the kernel, run `command` (from the repo's directory, as root), return how it went.
@@ -380,6 +410,12 @@ def run_in_kernel(
         "-p",
         str(cpus),
         f"--qemu-opts={qemu_opts}",
+        # The kernel's console into vng.log: without it a guest that dies (a panic, an oops in
+        # init) leaves no word of why.  loglevel=5 keeps warnings and worse (a WARN, an oops; a
+        # panic raises the level itself), not the boot chatter or the tests' own LOG lines.
+        "--verbose",
+        "--append",
+        "loglevel=5",
         f"--rwdir={results}",
         "--user",
         "root",
