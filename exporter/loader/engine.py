@@ -568,7 +568,7 @@ class Engine:
         return grouped + timings
 
     def _detach_one(self, hop: str) -> HopTiming:
-        # In attach order: the call before its return (attach_pair).
+        # Kept calls first (attach_pair): a call comes off before its return.
         links = self._hop_links[hop]
         family = self.report.hops[hop].attached if self.report else None
         wall, cpu = time.perf_counter(), time.thread_time()
