@@ -130,10 +130,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 
         stack.callback(stop_agent)
         lab.exec(lab.server, "iptables", "-A", "INPUT", "-p", "udp", "--dport", str(NETFILTER_PORT), "-j", "DROP")
-        spoofed = f"198.19.{lab.subnet_client}.5"  # the router has no route back to it
-        lab.ip(lab.client, "addr", "add", f"{spoofed}/32", "dev", lab.if_client)
-        lab.sysctl(lab.router, "net.ipv4.conf.all.rp_filter", 1)
-        lab.sysctl(lab.router, f"net.ipv4.conf.{lab.if_router_client}.rp_filter", 1)
+        spoofed = lab.spoof_for_rp_filter()
         live = Live(prom, agent, lab, instance, pod)
 
         def lab_counts() -> dict[str, float]:

@@ -248,6 +248,16 @@ class Lab:
     def set_forwarding(self, on: bool) -> None:
         self.sysctl(self.router, "net.ipv4.ip_forward", int(on))
 
+    def spoof_for_rp_filter(self) -> str:
+        """A source address on the client the router has no route back to, with strict rp_filter
+        on the router's client side: a datagram sent from it fails the router's rp_filter check
+        (IP_RPFILTER).  Returns the address, for send_udp(src=...)."""
+        spoofed = f"198.19.{self.subnet_client}.5"
+        self.ip(self.client, "addr", "add", f"{spoofed}/32", "dev", self.if_client)
+        self.sysctl(self.router, "net.ipv4.conf.all.rp_filter", 1)
+        self.sysctl(self.router, f"net.ipv4.conf.{self.if_router_client}.rp_filter", 1)
+        return spoofed
+
     def ping(self, ns: str, dst: str, count: int = 1, check: bool = True) -> None:
         self.exec(ns, "ping", "-q", "-n", "-c", str(count), "-i", "0.01", "-W", "1", dst, check=check)
 

@@ -155,10 +155,7 @@ def test_icmp_dropped_by_iptables_has_icmp_protocol(agent: AgentProcess, lab: La
 
 
 def test_rp_filter_drop_is_ip_rpfilter(agent: AgentProcess, lab: Lab) -> None:
-    spoofed = f"198.19.{lab.subnet_client}.5"  # the router has no route back to it
-    lab.ip(lab.client, "addr", "add", f"{spoofed}/32", "dev", lab.if_client)
-    lab.sysctl(lab.router, "net.ipv4.conf.all.rp_filter", 1)
-    lab.sysctl(lab.router, f"net.ipv4.conf.{lab.if_router_client}.rp_filter", 1)
+    spoofed = lab.spoof_for_rp_filter()
     lab.send_udp(lab.client, lab.server_ip, 7003, N, PAYLOAD, src=spoofed)
     assert_exact(agent, N, RP_FILTER, lab.if_router_client)
 

@@ -252,10 +252,7 @@ def test_route_types_are_named(tmp_path: Path, receiver: OtlpReceiver, lab: Lab,
 
 def test_rp_filter_is_named_in_spans(tmp_path: Path, receiver: OtlpReceiver, lab: Lab) -> None:
     """rp_filter's reverse lookup says rp_filter, in the shell's words, not "fib lookup (no route)"."""
-    spoofed = f"198.19.{lab.subnet_client}.5"
-    lab.ip(lab.client, "addr", "add", f"{spoofed}/32", "dev", lab.if_client)
-    lab.sysctl(lab.router, "net.ipv4.conf.all.rp_filter", 1)
-    lab.sysctl(lab.router, f"net.ipv4.conf.{lab.if_router_client}.rp_filter", 1)
+    spoofed = lab.spoof_for_rp_filter()
     agent = start_agent(tmp_path, receiver, "filter:\n  dst: [198.18.0.0/15]\n")
     try:
         lab.send_udp(lab.client, lab.server_ip, 7185, 1, src=spoofed)

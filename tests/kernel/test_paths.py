@@ -234,10 +234,7 @@ def test_iptables_drop_trace_and_exemplar(path_agent: AgentProcess, receiver: Ot
 
 
 def test_rp_filter_drop_trace(path_agent: AgentProcess, receiver: OtlpReceiver, lab: Lab) -> None:
-    spoofed = f"198.19.{lab.subnet_client}.5"
-    lab.ip(lab.client, "addr", "add", f"{spoofed}/32", "dev", lab.if_client)
-    lab.sysctl(lab.router, "net.ipv4.conf.all.rp_filter", 1)
-    lab.sysctl(lab.router, f"net.ipv4.conf.{lab.if_router_client}.rp_filter", 1)
+    spoofed = lab.spoof_for_rp_filter()
     lab.send_udp(lab.client, lab.server_ip, 7103, 1, src=spoofed)
     root, spans = dropped_trace(receiver, 7103)
     assert_dropped(root, spans, "IP_RPFILTER", lab.if_router_client)

@@ -79,10 +79,7 @@ def test_session_with_known_traffic(shell: Shell, lab: Lab) -> None:
     listener.wait(timeout=10)
     lab.exec(lab.server, "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7202", "-j", "DROP")
     lab.send_udp(lab.client, lab.server_ip, 7202, 1)
-    spoofed = f"198.19.{lab.subnet_client}.5"
-    lab.ip(lab.client, "addr", "add", f"{spoofed}/32", "dev", lab.if_client)
-    lab.sysctl(lab.router, "net.ipv4.conf.all.rp_filter", 1)
-    lab.sysctl(lab.router, f"net.ipv4.conf.{lab.if_router_client}.rp_filter", 1)
+    spoofed = lab.spoof_for_rp_filter()
     lab.send_udp(lab.client, lab.server_ip, 7203, 1, src=spoofed)
     assert "applied to the running trace" in shell.run("dst 198.19.255.0/24")
     lab.send_udp(lab.client, "198.19.255.1", 7204, 1)

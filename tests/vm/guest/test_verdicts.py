@@ -46,10 +46,7 @@ def test_netfilter_drop_verdicts_are_counted_exactly(agent: AgentProcess, lab: L
 
 
 def test_rp_filter_failures_are_counted_per_interface(agent: AgentProcess, lab: Lab) -> None:
-    spoofed = f"198.19.{lab.subnet_client}.5"
-    lab.ip(lab.client, "addr", "add", f"{spoofed}/32", "dev", lab.if_client)
-    lab.sysctl(lab.router, "net.ipv4.conf.all.rp_filter", 1)
-    lab.sysctl(lab.router, f"net.ipv4.conf.{lab.if_router_client}.rp_filter", 1)
+    spoofed = lab.spoof_for_rp_filter()
     lab.send_udp(lab.client, lab.server_ip, 7502, N, src=spoofed)
     labels = {"result": "fail", "interface": lab.if_router_client}
     assert agent.wait_value("pktpath_rp_filter_checks_total", N, 5.0, **labels) == N

@@ -21,10 +21,7 @@ def details(packet: dict[str, Any], hop: str) -> list[str]:
 
 
 def test_rp_filter_failure_in_both_views(lab: Lab) -> None:
-    spoofed = f"198.19.{lab.subnet_client}.5"
-    lab.ip(lab.client, "addr", "add", f"{spoofed}/32", "dev", lab.if_client)
-    lab.sysctl(lab.router, "net.ipv4.conf.all.rp_filter", 1)
-    lab.sysctl(lab.router, f"net.ipv4.conf.{lab.if_router_client}.rp_filter", 1)
+    spoofed = lab.spoof_for_rp_filter()
     sender = (
         "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
         f"s.bind(('{spoofed}', 0)); s.sendto(b'x' * 64, ('{lab.server_ip}', 7521))"

@@ -129,10 +129,7 @@ def test_drop_reasons_stay_exact_while_windows_come_and_go(tmp_path_factory: pyt
         ready_timeout=120.0,
     )
     try:
-        spoofed = f"198.19.{lab.subnet_client}.5"  # the router has no route back to it
-        lab.ip(lab.client, "addr", "add", f"{spoofed}/32", "dev", lab.if_client)
-        lab.sysctl(lab.router, "net.ipv4.conf.all.rp_filter", 1)
-        lab.sysctl(lab.router, f"net.ipv4.conf.{lab.if_router_client}.rp_filter", 1)
+        spoofed = lab.spoof_for_rp_filter()
         sent, edges_before = 0, agent.value("pktpath_sampling_window_edge_seconds_count", edge="detach")
         deadline = time.time() + 12  # four periods: about eight edges
         while time.time() < deadline:
