@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import os
 import re
 import shlex
@@ -227,6 +228,18 @@ def guest_image(cache: Path = IMAGE_CACHE) -> Path | None:
     if image.exists() and manifest.exists() and image.stat().st_mtime >= _newest(trees):
         return image
     cache.mkdir(parents=True, exist_ok=True)
+    # Runners started together (two kernels on two cores) would each build the image at one
+    # temporary path: one builds, the others wait for it and find it fresh.  A guest already
+    # running keeps the image it opened; the rename only replaces the name.
+    with open(cache / ".guest.img.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if image.exists() and manifest.exists() and image.stat().st_mtime >= _newest(trees):
+            return image
+        return _build_image(mke2fs, trees, image, manifest)
+
+
+def _build_image(mke2fs: str, trees: list[Path], image: Path, manifest: Path) -> Path | None:
+    cache = image.parent
     with tempfile.TemporaryDirectory(dir=cache, prefix=".image-") as staging:
         binds = []
         for n, tree in enumerate(trees):
