@@ -201,10 +201,12 @@ def _skipped(name: str, top: bool) -> bool:
 
 
 def _newest(trees: Sequence[Path]) -> float:
+    """The latest change under the trees.  A directory's own mtime counts: removing or renaming a
+    file changes only its directory's, and the image must lose that file too."""
     newest = 0.0
     for tree in trees:
+        newest = max(newest, tree.stat().st_mtime)
         if tree.is_file():
-            newest = max(newest, tree.stat().st_mtime)
             continue
         for root, dirs, files in os.walk(tree):
             dirs[:] = [d for d in dirs if not _skipped(d, Path(root) == tree)]

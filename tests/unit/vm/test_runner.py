@@ -1,10 +1,12 @@
-"""The kernel matrix's account of a guest that died: the console's own words, not a guess."""
+"""The kernel matrix's runner: its account of a guest that died (the console's own words, not a
+guess), and when it rebuilds the guest's image."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from tests.vm.runner import GuestResult
+from tests.vm.runner import GuestResult, _newest
 
 BOOT = [
     "[    0.000000] Linux version 5.10.0-46-amd64 (debian-kernel@lists.debian.org)",
@@ -49,3 +51,19 @@ def test_a_quiet_console_says_so(tmp_path: Path) -> None:
 def test_the_quote_is_bounded(tmp_path: Path) -> None:
     result = died(tmp_path, BOOT + PANIC + [f"[  102.0] frame {i}" for i in range(500)])
     assert len(result.console_trouble(lines=10).splitlines()) == 10
+
+
+def test_the_image_is_stale_once_a_file_is_removed_from_a_tree(tmp_path: Path) -> None:
+    """Removing a file changes no file's mtime, only its directory's: at the top of a tree too."""
+    tree = tmp_path / "tests"
+    (tree / "sub").mkdir(parents=True)
+    for name in ("top_test.py", "sub/deep_test.py"):
+        (tree / name).write_text("")
+    for path in (tree, tree / "sub", tree / "top_test.py", tree / "sub" / "deep_test.py"):
+        os.utime(path, (1000.0, 1000.0))
+    assert _newest([tree]) == 1000.0
+    (tree / "top_test.py").unlink()
+    assert _newest([tree]) > 1000.0
+    os.utime(tree, (1000.0, 1000.0))
+    (tree / "sub" / "deep_test.py").unlink()
+    assert _newest([tree]) > 1000.0
