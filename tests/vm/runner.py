@@ -227,7 +227,11 @@ def guest_image(cache: Path = IMAGE_CACHE) -> Path | None:
     trees = _image_trees()
     image = cache / "guest.img"
     manifest = cache / "guest.img.binds"
-    if image.exists() and manifest.exists() and image.stat().st_mtime >= _newest(trees):
+
+    def fresh() -> bool:
+        return image.exists() and manifest.exists() and image.stat().st_mtime >= _newest(trees)
+
+    if fresh():
         return image
     cache.mkdir(parents=True, exist_ok=True)
     # Runners started together (two kernels on two cores) would each build the image at one
@@ -235,9 +239,7 @@ def guest_image(cache: Path = IMAGE_CACHE) -> Path | None:
     # running keeps the image it opened; the rename only replaces the name.
     with open(cache / ".guest.img.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if image.exists() and manifest.exists() and image.stat().st_mtime >= _newest(trees):
-            return image
-        return _build_image(mke2fs, trees, image, manifest)
+        return image if fresh() else _build_image(mke2fs, trees, image, manifest)
 
 
 def _build_image(mke2fs: str, trees: list[Path], image: Path, manifest: Path) -> Path | None:

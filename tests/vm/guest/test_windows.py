@@ -130,7 +130,10 @@ def test_drop_reasons_stay_exact_while_windows_come_and_go(tmp_path_factory: pyt
     )
     try:
         spoofed = lab.spoof_for_rp_filter()
-        detached = lambda: agent.value("pktpath_sampling_window_edge_seconds_count", edge="detach")  # noqa: E731
+
+        def detached() -> float:
+            return agent.value("pktpath_sampling_window_edge_seconds_count", edge="detach")
+
         sent, edges_before = 0, detached()
         # Until three windows have closed (six edges).  By the clock, not: fifteen function hooks
         # detached one after another under emulation take seconds each, so a CI run saw one detach
